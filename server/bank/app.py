@@ -1,0 +1,85 @@
+"""The bank server factory: migrate and seed the database, then serve the participant and
+accounts services over mutual TLS, and keep asking about undecided yes votes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+import grpc
+
+from protofiles.minipay.v1 import bank_pb2, bank_pb2_grpc
+from server.bank import seed
+from server.bank.recovery import DecisionAsker
+from server.bank.services import AccountsService, ParticipantService
+from server.common import db as dbmod
+from server.common.faults import Faults
+from server.common.serving import build_server, mark_serving
+from server.common.settings import BankSettings, parse_bank_map
+from server.common.tls import CHANNEL_OPTIONS, TlsFiles, channel_credentials
+from server.interceptors.authentication import AuthInterceptor
+from server.interceptors.logging import LoggingInterceptor
+
+log = logging.getLogger(__name__)
+
+SERVICES = [
+    bank_pb2.DESCRIPTOR.services_by_name["Participant"].full_name,
+    bank_pb2.DESCRIPTOR.services_by_name["Accounts"].full_name,
+]
+
+
+@dataclass
+class BankServer:
+    server: grpc.aio.Server
+    port: int
+    database: dbmod.Database
+    gateway_channel: grpc.aio.Channel
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def stop(self, grace: float = 1.0) -> None:
+        for task in self.tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.server.stop(grace)
+        await self.gateway_channel.close()
+        self.database.close()
+
+
+def prepare_database(settings: BankSettings) -> dbmod.Database:
+    """Migrates and seeds; raises ConfigError for anything that stops a clean start."""
+    customers = seed.customers_for(settings.seed, settings.name, parse_bank_map(settings.banks))
+    database = dbmod.Database(settings.db_url)
+    dbmod.check_connection(database.engine)
+    dbmod.upgrade(settings.db_url, "bank")
+    added = database.run_sync(lambda s: seed.load(s, customers, settings.bcrypt_rounds))
+    log.info("database ready", extra={"fields": {"seeded_customers": added}})
+    return database
+
+
+async def run_server(settings: BankSettings) -> BankServer:
+    database = await asyncio.to_thread(prepare_database, settings)
+    tls = TlsFiles(settings.ca, settings.cert_path, settings.key_path)
+    faults = Faults(settings.faults)
+
+    def register(server: grpc.aio.Server) -> list[str]:
+        bank_pb2_grpc.add_ParticipantServicer_to_server(
+            ParticipantService(database, faults), server
+        )
+        bank_pb2_grpc.add_AccountsServicer_to_server(
+            AccountsService(database, settings.bcrypt_rounds), server
+        )
+        return SERVICES
+
+    interceptors = [LoggingInterceptor(f"bank-{settings.name}"), AuthInterceptor((), None)]
+    server, port, health = build_server(settings.listen_address, tls, interceptors, register)
+    await server.start()
+    await mark_serving(health, SERVICES)
+    channel = grpc.aio.secure_channel(settings.gateway, channel_credentials(tls), CHANNEL_OPTIONS)
+    asker = DecisionAsker(database, channel, settings.txn_timeout)
+    bank = BankServer(server, port, database, channel)
+    bank.tasks.append(asyncio.create_task(asker.run_forever(settings.recovery_interval)))
+    log.info("bank serving", extra={"fields": {"bank": settings.name, "port": port}})
+    return bank

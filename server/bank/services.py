@@ -1,0 +1,192 @@
+"""A bank's gRPC servicers. Thin: translate messages, call the participant and ledger rules
+inside one unit of work, translate back."""
+
+from __future__ import annotations
+
+import grpc
+
+from protofiles.minipay.v1 import bank_pb2, bank_pb2_grpc, common_pb2
+from server.bank import ledger, participant
+from server.common import validation
+from server.common.db import Database
+from server.common.errors import InvalidArgument, Unavailable
+from server.common.faults import Faults
+from server.common.passwords import check_password_async, hash_password_async
+
+_SIDES = {bank_pb2.LEG_SIDE_DEBIT: participant.DEBIT, bank_pb2.LEG_SIDE_CREDIT: participant.CREDIT}
+_SIDE_ENUMS = {side: enum for enum, side in _SIDES.items()}
+
+
+def money(minor_units: int, currency: str) -> common_pb2.Money:
+    return common_pb2.Money(minor_units=minor_units, currency=currency)
+
+
+def account_info(view: ledger.AccountView) -> bank_pb2.AccountInfo:
+    return bank_pb2.AccountInfo(
+        account=view.number,
+        balance=money(view.balance, view.currency),
+        available=money(view.available, view.currency),
+        disabled=view.disabled,
+    )
+
+
+def customer_info(view: ledger.CustomerView) -> bank_pb2.CustomerInfo:
+    info = bank_pb2.CustomerInfo(
+        username=view.username, name=view.name, role=view.role, disabled=view.disabled
+    )
+    if view.account is not None:
+        info.account.CopyFrom(account_info(view.account))
+    return info
+
+
+def _leg_request(leg: bank_pb2.Leg) -> participant.LegRequest:
+    if leg.side not in _SIDES:
+        raise InvalidArgument(f"leg of payment {leg.payment_id!r} has no side")
+    if not leg.payment_id:
+        raise InvalidArgument("every leg needs a payment_id")
+    return participant.LegRequest(
+        payment_id=leg.payment_id,
+        side=_SIDES[leg.side],
+        account=leg.account,
+        amount=validation.positive_amount(leg.amount.minor_units),
+        currency=validation.currency(leg.amount.currency),
+    )
+
+
+class ParticipantService(bank_pb2_grpc.ParticipantServicer):  # type: ignore[misc]
+    def __init__(self, db: Database, faults: Faults) -> None:
+        self._db = db
+        self._faults = faults
+
+    async def Prepare(
+        self, request: bank_pb2.PrepareRequest, context: grpc.aio.ServicerContext
+    ) -> bank_pb2.PrepareResponse:
+        legs = [_leg_request(leg) for leg in request.legs]
+        await self._faults.delay("delay_prepare")
+        votes = await self._db.transaction(lambda s: participant.prepare(s, legs))
+        self._faults.crash_point("crash_after_vote_yes")
+        return bank_pb2.PrepareResponse(
+            votes=[
+                bank_pb2.Vote(
+                    payment_id=vote.payment_id,
+                    side=_SIDE_ENUMS[vote.side],
+                    value=bank_pb2.VOTE_VALUE_YES if vote.yes else bank_pb2.VOTE_VALUE_NO,
+                    reason_code=vote.reason_code,
+                    reason=vote.reason,
+                )
+                for vote in votes
+            ]
+        )
+
+    async def Commit(
+        self, request: bank_pb2.DecisionRequest, context: grpc.aio.ServicerContext
+    ) -> bank_pb2.DecisionResponse:
+        ids = list(request.payment_ids)
+        applied = await self._db.transaction(lambda s: participant.commit(s, ids))
+        self._faults.crash_point("crash_after_commit_applied")
+        if self._faults.take("drop_commit_ack"):
+            raise Unavailable("fault injection: commit acknowledgement dropped")
+        return bank_pb2.DecisionResponse(acknowledged=applied)
+
+    async def Abort(
+        self, request: bank_pb2.DecisionRequest, context: grpc.aio.ServicerContext
+    ) -> bank_pb2.DecisionResponse:
+        ids = list(request.payment_ids)
+        released = await self._db.transaction(lambda s: participant.abort(s, ids))
+        return bank_pb2.DecisionResponse(acknowledged=released)
+
+
+class AccountsService(bank_pb2_grpc.AccountsServicer):  # type: ignore[misc]
+    def __init__(self, db: Database, bcrypt_rounds: int) -> None:
+        self._db = db
+        self._rounds = bcrypt_rounds
+
+    async def VerifyCredentials(
+        self, request: bank_pb2.VerifyCredentialsRequest, context: grpc.aio.ServicerContext
+    ) -> bank_pb2.VerifyCredentialsResponse:
+        def lookup(session: object) -> tuple[str | None, str, str, bool]:
+            customer = ledger.find_customer(session, request.username)  # type: ignore[arg-type]
+            if customer is None:
+                return None, "", "", False
+            numbers = [account.number for account in customer.accounts]
+            account = request.account if request.account in numbers else ""
+            if request.account and not account:
+                return None, "", "", False  # someone else's account: same answer as a bad password
+            return customer.password_hash, customer.role, account or numbers[0], customer.disabled
+
+        password_hash, role, account, disabled = await self._db.transaction(lookup)
+        ok = await check_password_async(request.password, password_hash)
+        if not ok:
+            return bank_pb2.VerifyCredentialsResponse(ok=False)
+        return bank_pb2.VerifyCredentialsResponse(
+            ok=True, role=role, account=account, disabled=disabled
+        )
+
+    async def GetAccount(
+        self, request: bank_pb2.GetAccountRequest, context: grpc.aio.ServicerContext
+    ) -> bank_pb2.AccountInfo:
+        view = await self._db.transaction(
+            lambda s: ledger.view_account(ledger.get_account(s, request.account))
+        )
+        return account_info(view)
+
+    async def CreateCustomer(
+        self, request: bank_pb2.CreateCustomerRequest, context: grpc.aio.ServicerContext
+    ) -> bank_pb2.CustomerInfo:
+        username = validation.username(request.username)
+        number = validation.account_number(request.account)
+        role = validation.role(request.role or "customer")
+        currency = validation.currency(request.initial_balance.currency or "USD")
+        balance = validation.non_negative_amount(
+            request.initial_balance.minor_units, "initial balance"
+        )
+        if not request.name.strip():
+            raise InvalidArgument("name must not be empty")
+        password_hash = await hash_password_async(
+            validation.password(request.password), self._rounds
+        )
+        view = await self._db.transaction(
+            lambda s: ledger.view_customer(
+                ledger.open_customer(
+                    s,
+                    username=username,
+                    name=request.name.strip(),
+                    password_hash=password_hash,
+                    role=role,
+                    account_number=number,
+                    currency=currency,
+                    initial_balance=balance,
+                )
+            )
+        )
+        return customer_info(view)
+
+    async def ListCustomers(
+        self, request: bank_pb2.ListCustomersRequest, context: grpc.aio.ServicerContext
+    ) -> bank_pb2.ListCustomersResponse:
+        views = await self._db.transaction(ledger.list_customers)
+        return bank_pb2.ListCustomersResponse(customers=[customer_info(v) for v in views])
+
+    async def SetCustomerDisabled(
+        self, request: bank_pb2.SetCustomerDisabledRequest, context: grpc.aio.ServicerContext
+    ) -> bank_pb2.CustomerInfo:
+        view = await self._db.transaction(
+            lambda s: ledger.view_customer(
+                ledger.set_disabled(s, request.username, request.disabled)
+            )
+        )
+        return customer_info(view)
+
+    async def Deposit(
+        self, request: bank_pb2.BankDepositRequest, context: grpc.aio.ServicerContext
+    ) -> bank_pb2.AccountInfo:
+        amount = validation.positive_amount(request.amount.minor_units)
+        currency = validation.currency(request.amount.currency)
+        if not request.deposit_id:
+            raise InvalidArgument("deposit_id is required")
+        view = await self._db.transaction(
+            lambda s: ledger.view_account(
+                ledger.deposit(s, request.account, amount, currency, request.deposit_id)
+            )
+        )
+        return account_info(view)

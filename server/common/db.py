@@ -1,0 +1,109 @@
+"""Database access shared by the gateway and the banks: engines (SQLite tuned for durable
+writes, or PostgreSQL by URL), migrations, and running units of work off the event loop.
+
+Every unit of work is a plain function taking a ``Session``; ``Database.transaction`` runs it
+in a worker thread inside one explicit transaction, so the asyncio servers never block on I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from server.common.errors import ConfigError
+
+T = TypeVar("T")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def make_engine(url: str) -> Engine:
+    """An engine; for SQLite: WAL, synchronous=FULL (a commit is on disk), foreign keys on."""
+    if is_sqlite(url):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_size=8, max_overflow=4, pool_pre_ping=True)
+
+
+def check_connection(engine: Engine) -> None:
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except (OperationalError, DBAPIError) as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise ConfigError(
+            f"cannot reach database {engine.url.render_as_string()}: {reason}"
+        ) from None
+
+
+def upgrade(url: str, kind: str) -> None:
+    """Runs ``alembic upgrade head`` for one database kind ("gateway" or "bank")."""
+    from alembic.config import Config
+
+    from alembic import command
+
+    config = Config(str(REPO_ROOT / "alembic.ini"), ini_section=kind)
+    config.set_main_option("script_location", str(REPO_ROOT / "alembic"))
+    config.attributes["url"] = url
+    command.upgrade(config, "head")
+
+
+class Database:
+    """Owns one engine and the worker threads that run units of work against it."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite allows one writer: a single thread keeps writers from fighting over the lock.
+        workers = 1 if is_sqlite(url) else 8
+        self._executor = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="db")
+
+    def run_sync(self, work: Callable[[Session], T], retries: int = 3) -> T:
+        """Runs ``work`` in one transaction, retrying races another transaction won."""
+        for attempt in range(retries + 1):
+            try:
+                with self.sessions.begin() as session:
+                    return work(session)
+            except (IntegrityError, OperationalError) as exc:
+                if attempt == retries or not _is_retryable(exc):
+                    raise
+        raise AssertionError("unreachable")
+
+    async def transaction(self, work: Callable[[Session], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.run_sync, work)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self.engine.dispose()
+
+
+def _is_retryable(exc: Exception) -> bool:
+    # Unique violations from concurrent first inserts, serialization failures and deadlocks.
+    code = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return isinstance(exc, IntegrityError) or code in {"40001", "40P01"}

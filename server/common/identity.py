@@ -1,0 +1,78 @@
+"""Who is calling: the principal each request runs as, set by the authentication
+interceptor and read by servicers through ``current_principal()``."""
+
+from __future__ import annotations
+
+import contextvars
+import enum
+from dataclasses import dataclass
+
+from server.common.errors import Unauthenticated
+from server.common.tls import PeerIdentity
+
+
+class Caller(enum.Enum):
+    """The kinds of caller the permission table speaks of."""
+
+    ANY_CERT = "any certificate"  # any peer with a certificate from our CA
+    CUSTOMER = "customer"  # a customer's token, bound to the certificate presenting it
+    ADMIN = "admin"  # an admin's token, bound likewise
+    GATEWAY = "gateway"  # the gateway's certificate (CN "gateway")
+    BANK = "bank"  # a known bank's certificate (CN = the bank's name)
+
+
+TOKEN_ROLES = {Caller.CUSTOMER: "customer", Caller.ADMIN: "admin"}
+GATEWAY_CN = "gateway"
+
+
+@dataclass(frozen=True)
+class Claims:
+    """A verified token's claims."""
+
+    subject: str
+    role: str
+    bank: str
+    account: str
+    jti: str
+    expires_at: int
+
+
+@dataclass(frozen=True)
+class Principal:
+    peer: PeerIdentity
+    claims: Claims | None = None
+
+    @property
+    def username(self) -> str:
+        return self.claims.subject if self.claims else ""
+
+    @property
+    def role(self) -> str:
+        return self.claims.role if self.claims else ""
+
+
+_current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
+    "minipay_principal", default=None
+)
+
+
+def set_principal(principal: Principal) -> contextvars.Token[Principal | None]:
+    return _current.set(principal)
+
+
+def peek_principal() -> Principal | None:
+    return _current.get()
+
+
+def current_principal() -> Principal:
+    principal = _current.get()
+    if principal is None:
+        raise Unauthenticated("no caller identity")
+    return principal
+
+
+def current_claims() -> Claims:
+    claims = current_principal().claims
+    if claims is None:
+        raise Unauthenticated("this call needs a login token")
+    return claims

@@ -1,0 +1,117 @@
+"""Log set-up for every process: JSON lines (or text) to standard error and to a file per
+component, with secrets redacted wherever they would appear."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("minipay_request_id", default="")
+
+SECRET_KEYS = re.compile(r"password|token|secret|authorization|private|hash|key$", re.I)
+# Bearer tokens and JWTs, wherever they appear in free text.
+SECRET_TEXT = re.compile(r"(Bearer\s+)?eyJ[\w-]+\.[\w-]+\.[\w-]*|\$2[aby]\$\d\d\$[./\w]{53}")
+REDACTED = "[redacted]"
+
+# Request fields worth a log line: identifiers and amounts, never credentials.
+_LOGGED_FIELDS = ("payment_id", "idempotency_key", "username", "bank", "account")
+
+
+def redact(value: Any, key: str = "") -> Any:
+    if key and SECRET_KEYS.search(key) and key not in {"idempotency_key"}:
+        return REDACTED
+    if isinstance(value, dict):
+        return {k: redact(v, k) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value]
+    if isinstance(value, str):
+        return SECRET_TEXT.sub(REDACTED, value)
+    return value
+
+
+def describe_request(request: Any) -> dict[str, Any]:
+    """The identifiers and amount in a request message, for the call's log record."""
+    fields: dict[str, Any] = {}
+    for name in _LOGGED_FIELDS:
+        value = getattr(request, name, None)
+        if isinstance(value, str) and value:
+            fields[name] = value
+    for name in ("amount", "initial_balance"):
+        money = getattr(request, name, None)
+        if money is not None and hasattr(money, "minor_units") and request.HasField(name):
+            fields["amount_minor"] = money.minor_units
+            fields["currency"] = money.currency
+    to = getattr(request, "to", None)
+    if to is not None and hasattr(to, "bank") and request.HasField("to"):
+        fields["to"] = f"{to.bank}/{to.account}"
+    ids = getattr(request, "payment_ids", None)
+    if ids:
+        fields["payment_ids"] = list(ids)[:20]
+    legs = getattr(request, "legs", None)
+    if legs:
+        fields["payment_ids"] = sorted({leg.payment_id for leg in legs})[:20]
+    return fields
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, component: str) -> None:
+        super().__init__()
+        self.component = component
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "component": self.component,
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        if REQUEST_ID.get():
+            entry["request_id"] = REQUEST_ID.get()
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(redact(entry), default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self, component: str) -> None:
+        super().__init__("%(asctime)s %(levelname)s " + component + " %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        fields = redact(getattr(record, "fields", {}))
+        if fields:
+            text += " " + " ".join(f"{k}={v}" for k, v in fields.items())
+        return str(SECRET_TEXT.sub(REDACTED, text))
+
+
+def configure_logging(component: str, level: str, fmt: str, log_dir: Path | None) -> None:
+    formatter: logging.Formatter = (
+        JsonFormatter(component) if fmt == "json" else TextFormatter(component)
+    )
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_dir / f"{component}.log"))
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+    root.setLevel(level.upper())
+    logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def event(logger: logging.Logger, name: str, **fields: Any) -> None:
+    """Logs one named event (a 2PC step, a recovery action) with its fields."""
+    logger.info(name, extra={"fields": fields})

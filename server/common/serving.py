@@ -1,0 +1,58 @@
+"""Building and running a grpc.aio server the same way for every component: mutual TLS,
+interceptors, the standard health and reflection services, and clean shutdown on signals."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Sequence
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from server.common.errors import ConfigError
+from server.common.tls import TlsFiles, server_credentials
+
+
+def build_server(
+    address: str,
+    tls: TlsFiles,
+    interceptors: Sequence[grpc.aio.ServerInterceptor],
+    register: Callable[[grpc.aio.Server], Sequence[str]],
+) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+    """Adds the services ``register`` names plus health and reflection; binds the port."""
+    server = grpc.aio.server(interceptors=list(interceptors))
+    service_names = list(register(server))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [
+            *service_names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
+    )
+    credentials = server_credentials(tls)
+    try:
+        port = server.add_secure_port(address, credentials)
+    except RuntimeError:
+        port = 0
+    if not port:
+        raise ConfigError(f"cannot listen on {address}: the port is in use or the address is wrong")
+    return server, port, health_servicer
+
+
+async def mark_serving(health_servicer: health.aio.HealthServicer, names: Sequence[str]) -> None:
+    for name in ["", *names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+
+async def wait_for_signal() -> None:
+    """Returns on SIGINT or SIGTERM, so the caller can stop cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()

@@ -1,0 +1,80 @@
+"""``python -m server.gateway``: run the payment gateway until Ctrl-C or SIGTERM.
+
+``python -m server.gateway create-admin --username U --password-stdin`` adds an admin to the
+gateway's database (run it where that database is), like Django's ``createsuperuser``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from collections.abc import Sequence
+
+from server.common import db as dbmod
+from server.common import validation
+from server.common.errors import ConfigError, MinipayError
+from server.common.logs import configure_logging
+from server.common.passwords import hash_password
+from server.common.serving import wait_for_signal
+from server.common.settings import GatewaySettings, add_arguments, from_namespace
+from server.gateway.app import run_server
+from server.gateway.identity import create_admin
+
+
+async def serve(settings: GatewaySettings) -> None:
+    gateway = await run_server(settings)
+    print(f"gateway listening on port {gateway.port}", file=sys.stderr, flush=True)
+    await wait_for_signal()
+    await gateway.stop()
+
+
+def create_admin_command(settings: GatewaySettings, username: str, password_stdin: bool) -> None:
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else getpass.getpass()
+    validation.username(username)
+    validation.password(password)
+    database = dbmod.Database(settings.db_url)
+    dbmod.check_connection(database.engine)
+    dbmod.upgrade(settings.db_url, "gateway")
+    password_hash = hash_password(password, settings.bcrypt_rounds)
+    database.run_sync(lambda s: create_admin(s, username, password_hash))
+    database.close()
+    print(f"admin {username} created")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m server.gateway",
+        description="Run the payment gateway (the 2PC coordinator).",
+    )
+    add_arguments(parser, GatewaySettings)
+    commands = parser.add_subparsers(dest="command")
+    admin = commands.add_parser("create-admin", help="add an admin to the gateway's database")
+    admin.add_argument("--username", required=True)
+    admin.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from standard input instead of a prompt",
+    )
+    args = parser.parse_args(argv)
+    settings = from_namespace(GatewaySettings, args)
+    try:
+        if args.command == "create-admin":
+            create_admin_command(settings, args.username, args.password_stdin)
+            return 0
+        configure_logging(
+            "gateway", settings.log_level, settings.log_format, settings.data_dir / "logs"
+        )
+        asyncio.run(serve(settings))
+    except (ConfigError, ValueError) as error:
+        print(f"error: gateway: {error}", file=sys.stderr)
+        return 2
+    except MinipayError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

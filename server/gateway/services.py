@@ -1,0 +1,301 @@
+"""The gateway's gRPC servicers. Thin: check and translate the request, call the identity
+service, the coordinator or a bank, translate the answer. The caller's account always comes
+from their token, never from the request."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from protofiles.minipay.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    bank_pb2,
+    common_pb2,
+    gateway_pb2,
+    gateway_pb2_grpc,
+)
+from server.common import validation
+from server.common.db import Database
+from server.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from server.common.identity import current_claims, current_principal
+from server.common.passwords import hash_password_async
+from server.gateway import identity, payment_log
+from server.gateway.banks import BankDirectory, call_metadata
+from server.gateway.coordinator import Coordinator
+from server.gateway.payment_log import PaymentOrder, PaymentView
+from server.gateway.payment_state import Outcome, Status, status_of
+
+BANK_TIMEOUT = 10.0
+_STATUS = {
+    Status.PENDING: gateway_pb2.PAYMENT_STATUS_PENDING,
+    Status.COMMITTED: gateway_pb2.PAYMENT_STATUS_COMMITTED,
+    Status.ABORTED: gateway_pb2.PAYMENT_STATUS_ABORTED,
+}
+# Aborts caused by what the payer asked for are answered as errors; the rest are outcomes.
+_ABORT_ERRORS = {
+    "account_not_found": NotFound,
+    "account_disabled": FailedPrecondition,
+    "currency_mismatch": FailedPrecondition,
+}
+
+
+def money(minor_units: int, currency: str) -> common_pb2.Money:
+    return common_pb2.Money(minor_units=minor_units, currency=currency)
+
+
+class AuthService(gateway_pb2_grpc.AuthServicer):  # type: ignore[misc]
+    def __init__(self, identities: identity.IdentityService) -> None:
+        self._identities = identities
+
+    async def Register(
+        self, request: gateway_pb2.RegisterRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.RegisterResponse:
+        saved = await self._identities.register(
+            request.username, request.password, request.bank, request.account
+        )
+        return gateway_pb2.RegisterResponse(
+            username=saved.username,
+            account=common_pb2.AccountRef(bank=saved.bank, account=saved.account),
+        )
+
+    async def Login(
+        self, request: gateway_pb2.LoginRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.LoginResponse:
+        result = await self._identities.login(
+            request.username, request.password, current_principal().peer.thumbprint
+        )
+        return gateway_pb2.LoginResponse(
+            token=result.token, role=result.claims.role, expires_at=result.claims.expires_at
+        )
+
+    async def Logout(
+        self, request: gateway_pb2.LogoutRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.LogoutResponse:
+        await self._identities.logout(current_claims())
+        return gateway_pb2.LogoutResponse()
+
+
+class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
+    def __init__(self, db: Database, banks: BankDirectory, coordinator: Coordinator) -> None:
+        self._db = db
+        self._banks = banks
+        self._coordinator = coordinator
+
+    async def GetBalance(
+        self, request: gateway_pb2.GetBalanceRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.GetBalanceResponse:
+        claims = current_claims()
+        info = await self._banks.get(claims.bank).accounts.GetAccount(
+            bank_pb2.GetAccountRequest(account=claims.account),
+            timeout=BANK_TIMEOUT,
+            metadata=call_metadata(),
+        )
+        return gateway_pb2.GetBalanceResponse(
+            account=common_pb2.AccountRef(bank=claims.bank, account=claims.account),
+            balance=info.balance,
+            available=info.available,
+        )
+
+    async def Pay(
+        self, request: gateway_pb2.PayRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.PayResponse:
+        order = self._order(request)
+        outcome = await self._coordinator.pay(order)
+        error = _ABORT_ERRORS.get(outcome.reason_code)
+        if outcome.status is Status.ABORTED and error is not None:
+            raise error(f"payment {outcome.payment_id} aborted: {outcome.reason}")
+        return _pay_response(outcome)
+
+    def _order(self, request: gateway_pb2.PayRequest) -> PaymentOrder:
+        claims = current_claims()
+        if not request.HasField("to") or not request.to.bank or not request.to.account:
+            raise InvalidArgument("to.bank and to.account are required")
+        if not request.HasField("amount"):
+            raise InvalidArgument("amount is required")
+        self._banks.get(request.to.bank)  # NOT_FOUND for an unknown bank
+        order = PaymentOrder(
+            payer=claims.subject,
+            from_bank=claims.bank,
+            from_account=claims.account,
+            to_bank=request.to.bank,
+            to_account=validation.account_number(request.to.account, "to.account"),
+            amount=validation.positive_amount(request.amount.minor_units),
+            currency=validation.currency(request.amount.currency),
+            idempotency_key=validation.idempotency_key(request.idempotency_key),
+        )
+        if (order.to_bank, order.to_account) == (order.from_bank, order.from_account):
+            raise InvalidArgument("you cannot pay your own account")
+        return order
+
+    async def ListHistory(
+        self, request: gateway_pb2.ListHistoryRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ListHistoryResponse:
+        claims = current_claims()
+        if request.page_size < 0:
+            raise InvalidArgument("page_size must not be negative")
+        size = min(request.page_size or 20, 200)
+        payments, next_token = await self._db.transaction(
+            lambda s: payment_log.history(s, claims.bank, claims.account, size, request.page_token)
+        )
+        return gateway_pb2.ListHistoryResponse(
+            entries=[_history_entry(p, claims.bank, claims.account) for p in payments],
+            next_page_token=next_token,
+        )
+
+
+def _pay_response(outcome: Outcome) -> gateway_pb2.PayResponse:
+    return gateway_pb2.PayResponse(
+        payment_id=outcome.payment_id,
+        status=_STATUS[outcome.status],
+        reason=outcome.reason,
+        reason_code=outcome.reason_code,
+        replayed=outcome.replayed,
+    )
+
+
+def _history_entry(payment: PaymentView, bank: str, account: str) -> gateway_pb2.HistoryEntry:
+    outgoing = (payment.from_bank, payment.from_account) == (bank, account)
+    counterparty = (
+        common_pb2.AccountRef(bank=payment.to_bank, account=payment.to_account)
+        if outgoing
+        else common_pb2.AccountRef(bank=payment.from_bank, account=payment.from_account)
+    )
+    return gateway_pb2.HistoryEntry(
+        payment_id=payment.id,
+        direction=gateway_pb2.DIRECTION_OUTGOING if outgoing else gateway_pb2.DIRECTION_INCOMING,
+        counterparty=counterparty,
+        amount=money(payment.amount, payment.currency),
+        status=_STATUS[status_of(payment.state)],
+        reason=payment.reason,
+        created_at=int(payment.created_at),
+    )
+
+
+class CoordinatorService(gateway_pb2_grpc.CoordinatorServicer):  # type: ignore[misc]
+    def __init__(self, coordinator: Coordinator) -> None:
+        self._coordinator = coordinator
+
+    async def GetDecision(
+        self, request: gateway_pb2.GetDecisionRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.GetDecisionResponse:
+        answers = await self._coordinator.decisions(list(request.payment_ids))
+        values = {
+            Status.PENDING: gateway_pb2.DECISION_PENDING,
+            Status.COMMITTED: gateway_pb2.DECISION_COMMIT,
+            Status.ABORTED: gateway_pb2.DECISION_ABORT,
+        }
+        return gateway_pb2.GetDecisionResponse(
+            decisions=[
+                gateway_pb2.PaymentDecision(payment_id=pid, decision=values[status])
+                for pid, status in answers.items()
+            ]
+        )
+
+
+class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
+    def __init__(self, db: Database, banks: BankDirectory, bcrypt_rounds: int) -> None:
+        self._db = db
+        self._banks = banks
+        self._rounds = bcrypt_rounds
+
+    async def ListBanks(
+        self, request: admin_pb2.ListBanksRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListBanksResponse:
+        banks = self._banks.all()
+        serving = await asyncio.gather(*(bank.serving() for bank in banks))
+        return admin_pb2.ListBanksResponse(
+            banks=[
+                admin_pb2.BankInfo(name=bank.name, address=bank.address, serving=up)
+                for bank, up in zip(banks, serving, strict=True)
+            ]
+        )
+
+    async def CreateUser(
+        self, request: admin_pb2.CreateUserRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.CreateUserResponse:
+        role = validation.role(request.role or "customer")
+        username = validation.username(request.username)
+        if role == "admin":
+            password_hash = await hash_password_async(
+                validation.password(request.password), self._rounds
+            )
+            await self._db.transaction(lambda s: identity.create_admin(s, username, password_hash))
+            return admin_pb2.CreateUserResponse(
+                user=admin_pb2.User(username=username, name=request.name, role="admin")
+            )
+        bank = self._banks.get(request.account.bank)
+        info = await bank.accounts.CreateCustomer(
+            bank_pb2.CreateCustomerRequest(
+                username=username,
+                name=request.name,
+                password=request.password,
+                role=role,
+                account=request.account.account,
+                initial_balance=request.initial_balance,
+            ),
+            timeout=BANK_TIMEOUT,
+            metadata=call_metadata(),
+        )
+        return admin_pb2.CreateUserResponse(user=_user(bank.name, info))
+
+    async def ListUsers(
+        self, request: admin_pb2.ListUsersRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListUsersResponse:
+        banks = [self._banks.get(request.bank)] if request.bank else list(self._banks.all())
+        answers = await asyncio.gather(
+            *(
+                bank.accounts.ListCustomers(
+                    bank_pb2.ListCustomersRequest(), timeout=BANK_TIMEOUT, metadata=call_metadata()
+                )
+                for bank in banks
+            )
+        )
+        return admin_pb2.ListUsersResponse(
+            users=[
+                _user(bank.name, info)
+                for bank, answer in zip(banks, answers, strict=True)
+                for info in answer.customers
+            ]
+        )
+
+    async def SetUserDisabled(
+        self, request: admin_pb2.SetUserDisabledRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.SetUserDisabledResponse:
+        bank = self._banks.get(request.bank)
+        info = await bank.accounts.SetCustomerDisabled(
+            bank_pb2.SetCustomerDisabledRequest(
+                username=request.username, disabled=request.disabled
+            ),
+            timeout=BANK_TIMEOUT,
+            metadata=call_metadata(),
+        )
+        return admin_pb2.SetUserDisabledResponse(user=_user(bank.name, info))
+
+    async def Deposit(
+        self, request: admin_pb2.DepositRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.DepositResponse:
+        bank = self._banks.get(request.account.bank)
+        key = validation.idempotency_key(request.idempotency_key)
+        info = await bank.accounts.Deposit(
+            bank_pb2.BankDepositRequest(
+                account=request.account.account,
+                amount=request.amount,
+                deposit_id=f"admin:{current_claims().subject}:{key}",
+            ),
+            timeout=BANK_TIMEOUT,
+            metadata=call_metadata(),
+        )
+        return admin_pb2.DepositResponse(balance=info.balance)
+
+
+def _user(bank: str, info: bank_pb2.CustomerInfo) -> admin_pb2.User:
+    return admin_pb2.User(
+        username=info.username,
+        name=info.name,
+        role=info.role,
+        disabled=info.disabled,
+        account=common_pb2.AccountRef(bank=bank, account=info.account.account),
+        balance=info.account.balance,
+    )

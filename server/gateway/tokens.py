@@ -1,0 +1,119 @@
+"""Login tokens: signed JWTs (EdDSA, the gateway's own Ed25519 key) bound to the client
+certificate that logged in (RFC 8705 ``cnf`` with the certificate's SHA-256 thumbprint),
+and the set of revoked token ids."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from server.common.errors import ConfigError, Unauthenticated
+from server.common.identity import Claims
+
+ISSUER = "minipay-gateway"
+AUDIENCE = "minipay"
+ALGORITHM = "EdDSA"
+
+
+def load_or_create_key(path: Path) -> Ed25519PrivateKey:
+    """The signing key; made on first start and written readable by its owner only."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pem = Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process made it first; read theirs
+        else:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(pem)
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load token signing key {path}: {exc}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError(f"token signing key {path} is not an Ed25519 key")
+    return key
+
+
+class TokenService:
+    def __init__(self, key: Ed25519PrivateKey, ttl_seconds: int) -> None:
+        self._key = key
+        self._public = key.public_key()
+        self._ttl = ttl_seconds
+        self._revoked: dict[str, float] = {}  # jti -> when it would have expired
+
+    def issue(
+        self, *, subject: str, role: str, bank: str, account: str, thumbprint: str
+    ) -> tuple[str, Claims]:
+        issued = int(time.time())
+        claims = Claims(
+            subject=subject,
+            role=role,
+            bank=bank,
+            account=account,
+            jti=uuid.uuid4().hex,
+            expires_at=issued + self._ttl,
+        )
+        token = jwt.encode(
+            {
+                "sub": subject,
+                "role": role,
+                "bank": bank,
+                "account": account,
+                "iat": issued,
+                "exp": claims.expires_at,
+                "jti": claims.jti,
+                "iss": ISSUER,
+                "aud": AUDIENCE,
+                "cnf": {"x5t#S256": thumbprint},
+            },
+            self._key,
+            algorithm=ALGORITHM,
+        )
+        return token, claims
+
+    def verify(self, token: str, thumbprint: str) -> Claims:
+        try:
+            payload = jwt.decode(
+                token,
+                self._public,
+                algorithms=[ALGORITHM],
+                audience=AUDIENCE,
+                issuer=ISSUER,
+                options={"require": ["exp", "iat", "jti", "sub", "iss", "aud"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("the login token has expired: log in again") from None
+        except jwt.InvalidTokenError:
+            raise Unauthenticated("the login token is not valid: log in again") from None
+        if (payload.get("cnf") or {}).get("x5t#S256") != thumbprint:
+            raise Unauthenticated("the login token belongs to another client certificate")
+        if payload["jti"] in self._revoked:
+            raise Unauthenticated("the login token was revoked: log in again")
+        return Claims(
+            subject=str(payload["sub"]),
+            role=str(payload.get("role", "")),
+            bank=str(payload.get("bank", "")),
+            account=str(payload.get("account", "")),
+            jti=str(payload["jti"]),
+            expires_at=int(payload["exp"]),
+        )
+
+    def revoked(self, jti: str, expires_at: float) -> None:
+        self._revoked[jti] = expires_at
+
+    def forget_expired(self) -> None:
+        cutoff = time.time()
+        for jti in [jti for jti, expires in self._revoked.items() if expires < cutoff]:
+            del self._revoked[jti]

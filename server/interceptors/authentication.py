@@ -1,0 +1,87 @@
+"""Authentication and authorization interceptor: learns who calls (verified client
+certificate, and a bearer token bound to it) and checks them against the permission table."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any, Protocol
+
+import grpc
+
+from server.common.errors import MinipayError, PermissionDenied, Unauthenticated
+from server.common.identity import GATEWAY_CN, TOKEN_ROLES, Caller, Claims, Principal, set_principal
+from server.common.tls import peer_identity
+from server.interceptors.authorization import allowed_callers
+from server.interceptors.handlers import Behavior, metadata_value, wrap_unary
+
+
+class TokenVerifier(Protocol):
+    def verify(self, token: str, thumbprint: str) -> Claims:
+        """The token's claims; raises Unauthenticated unless it is valid for this certificate."""
+
+
+def bearer_token(context: grpc.aio.ServicerContext) -> str:
+    value = metadata_value(context, "authorization")
+    if not value:
+        raise Unauthenticated("this call needs a login token: log in first")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("the authorization metadata must be 'Bearer <token>'")
+    return token.strip()
+
+
+def _refusal(error: MinipayError) -> grpc.RpcMethodHandler:
+    async def refuse(_request: Any, _context: grpc.aio.ServicerContext) -> Any:
+        raise error
+
+    return grpc.unary_unary_rpc_method_handler(refuse)
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self, bank_names: Collection[str], verifier: TokenVerifier | None) -> None:
+        self._bank_names = frozenset(bank_names)
+        self._verifier = verifier
+        self._no_rule = _refusal(PermissionDenied("this method is not open to any caller"))
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        method = details.method
+        allowed = allowed_callers(method)
+        if handler is None:
+            return None
+        if not allowed:
+            return self._no_rule
+        if handler.unary_unary is None:
+            # Streaming methods (health Watch, reflection) are only ever open to any peer.
+            return handler if Caller.ANY_CERT in allowed else self._no_rule
+
+        async def check(inner: Behavior, request: Any, context: grpc.aio.ServicerContext) -> Any:
+            set_principal(self.authorize(method, allowed, context))
+            return await inner(request, context)
+
+        return wrap_unary(handler, check)
+
+    def authorize(
+        self, method: str, allowed: frozenset[Caller], context: grpc.aio.ServicerContext
+    ) -> Principal:
+        peer = peer_identity(context)
+        if peer is None:
+            raise Unauthenticated("a client certificate from the minipay CA is required")
+        by_certificate = {Caller.ANY_CERT}
+        if peer.common_name == GATEWAY_CN:
+            by_certificate.add(Caller.GATEWAY)
+        if peer.common_name in self._bank_names:
+            by_certificate.add(Caller.BANK)
+        if allowed & by_certificate:
+            return Principal(peer)
+        token_callers = [caller for caller in allowed if caller in TOKEN_ROLES]
+        if not token_callers or self._verifier is None:
+            raise PermissionDenied(f"certificate {peer.common_name!r} may not call {method}")
+        claims = self._verifier.verify(bearer_token(context), peer.thumbprint)
+        if any(TOKEN_ROLES[caller] == claims.role for caller in token_callers):
+            return Principal(peer, claims)
+        raise PermissionDenied(f"role {claims.role!r} may not call {method}")

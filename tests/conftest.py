@@ -1,0 +1,78 @@
+"""Fixtures that start real clusters: real processes on free loopback ports, real
+certificates from a CA made for the test run, real databases in a temporary folder (and
+PostgreSQL databases when MINIPAY_TEST_POSTGRES_URL points at a server)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from certificate.ca import ensure_dev_pki
+from server.cluster import GATEWAY, Cluster
+from tests.helpers import postgres_available, postgres_databases
+
+# Fast enough for tests; production keeps the default cost of 12.
+TEST_ENV = {
+    "MINIPAY_BCRYPT_ROUNDS": "4",
+    "MINIPAY_LOG_FORMAT": "json",
+    "MINIPAY_TXN_TIMEOUT": "3",
+    "MINIPAY_RECOVERY_INTERVAL": "0.5",
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--bank-test-seconds", type=float, default=20.0,
+                     help="length of the randomized bank test")
+    parser.addoption("--bank-test-seed", type=int, default=0, help="seed (0: random)")
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("pki")
+    ensure_dev_pki(folder, clients=("client-1", "client-2", "client-3"))
+    return folder
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    if request.param == "postgres" and not postgres_available():
+        pytest.skip("no PostgreSQL server: set MINIPAY_TEST_POSTGRES_URL to run these")
+    return str(request.param)
+
+
+ClusterFactory = Callable[..., Cluster]
+
+
+@pytest.fixture
+def make_cluster(tmp_path: Path, certs: Path) -> Iterator[ClusterFactory]:
+    """Starts clusters on demand; every one is stopped (and its databases dropped) after."""
+    stack = ExitStack()
+    count = 0
+
+    def start(backend: str = "sqlite", env: dict[str, str] | None = None,
+              faults: dict[str, str] | None = None, started: bool = True,
+              **options: Any) -> Cluster:
+        nonlocal count
+        count += 1
+        banks = options.pop("bank_names", ("alpha", "beta", "gamma"))
+        urls: dict[str, str] = {}
+        if backend == "postgres":
+            urls = stack.enter_context(postgres_databases([GATEWAY, *banks]))
+        cluster = Cluster(tmp_path / f"cluster-{count}", bank_names=banks, database_urls=urls,
+                          env={**TEST_ENV, **(env or {})}, certs=certs, **options)
+        stack.callback(cluster.stop)
+        if started:
+            cluster.start(faults)
+        return cluster
+
+    with stack:
+        yield start
+
+
+@pytest.fixture
+def cluster(make_cluster: ClusterFactory) -> Cluster:
+    return make_cluster()
