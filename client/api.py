@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import random
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from protofiles.minipay.v1 import (
     gateway_pb2,
     gateway_pb2_grpc,
 )
+from server.common.logs import describe_request
 
 log = logging.getLogger("minipay.client")
 
@@ -70,13 +72,51 @@ def _read(path: Path, what: str) -> bytes:
         raise ClientError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
 
 
+class CallLogger(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """One record per call attempt: method, request id, attempt, status and duration."""
+
+    def __init__(self, target: str) -> None:
+        self._target = target
+
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
+        metadata = dict(details.metadata or ())
+        fields: dict[str, Any] = {
+            "method": details.method.decode()
+            if isinstance(details.method, bytes)
+            else details.method,
+            "peer": self._target,
+            "request_id": metadata.get("x-request-id", ""),
+            "attempt": int(metadata.get("x-attempt", 1)),
+            **describe_request(request),
+        }
+        started = time.perf_counter()
+        call = await continuation(details, request)
+        try:
+            await call
+            code = grpc.StatusCode.OK
+        except grpc.aio.AioRpcError as error:
+            code = error.code()
+            fields["error"] = error.details()
+        fields.update(code=code.name, duration_ms=round((time.perf_counter() - started) * 1000, 3))
+        log.log(
+            logging.INFO if code == grpc.StatusCode.OK else logging.WARNING,
+            "call",
+            extra={"fields": fields},
+        )
+        return call
+
+
 def open_channel(config: ClientConfig) -> grpc.aio.Channel:
     credentials = grpc.ssl_channel_credentials(
         root_certificates=_read(config.ca, "CA certificate"),
         private_key=_read(config.key, "private key"),
         certificate_chain=_read(config.cert, "certificate"),
     )
-    return grpc.aio.secure_channel(config.gateway, credentials)
+    return grpc.aio.secure_channel(
+        config.gateway, credentials, interceptors=[CallLogger(config.gateway)]
+    )
 
 
 @dataclass

@@ -18,6 +18,7 @@ import grpc
 from client.api import ClientConfig, ClientError, GatewayClient, SavedSession
 from client.money import AmountError, format_minor_units
 from protofiles.minipay.v1 import common_pb2
+from server.common.logs import JsonFormatter
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -105,10 +106,28 @@ async def with_client(
         return await work(client)
 
 
+def configure_client_logging(args: argparse.Namespace) -> None:
+    """JSON lines to MINIPAY_HOME/logs/client.log; to standard error too with --verbose."""
+    home = ClientConfig.from_env().home
+    handlers: list[logging.Handler] = []
+    try:
+        (home / "logs").mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(home / "logs" / "client.log"))
+    except OSError:
+        pass  # logging must never stop a command
+    if args.verbose:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    logger = logging.getLogger("minipay.client")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for handler in handlers:
+        handler.setFormatter(JsonFormatter("client"))
+        logger.addHandler(handler)
+
+
 def run(main: Callable[[argparse.Namespace], Awaitable[int]], args: argparse.Namespace) -> int:
     """Runs a command; expected errors become one line on stderr and a non-zero exit."""
-    if getattr(args, "verbose", False):
-        logging.basicConfig(level=logging.INFO, format="%(message)s %(fields)s")
+    configure_client_logging(args)
     try:
         return asyncio.run(main(args))
     except grpc.aio.AioRpcError as error:

@@ -16,6 +16,7 @@ from server.bank.recovery import DecisionAsker
 from server.bank.services import AccountsService, ParticipantService
 from server.common import db as dbmod
 from server.common.faults import Faults
+from server.common.metrics import serve_metrics
 from server.common.serving import build_server, mark_serving
 from server.common.settings import BankSettings, parse_bank_map
 from server.common.tls import CHANNEL_OPTIONS, TlsFiles, channel_credentials
@@ -75,6 +76,7 @@ async def run_server(settings: BankSettings) -> BankServer:
 
     interceptors = [LoggingInterceptor(f"bank-{settings.name}"), AuthInterceptor((), None)]
     server, port, health = build_server(settings.listen_address, tls, interceptors, register)
+    serve_metrics(settings.metrics_port)
     await server.start()
     await mark_serving(health, SERVICES)
     channel = grpc.aio.secure_channel(settings.gateway, channel_credentials(tls), CHANNEL_OPTIONS)

@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from server.bank.models import Account, BankPayment, LedgerEntry, Leg, PaymentState
@@ -205,3 +205,8 @@ def in_doubt(session: Session, older_than: float, limit: int = 500) -> list[str]
             .limit(limit)
         )
     )
+
+
+def count_in_doubt(session: Session) -> int:
+    query = select(func.count()).select_from(BankPayment)
+    return int(session.scalar(query.where(BankPayment.state == PaymentState.PREPARED)) or 0)

@@ -14,6 +14,7 @@ from server.bank import participant
 from server.common.clock import now
 from server.common.db import Database
 from server.common.logs import event
+from server.common.metrics import IN_DOUBT
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,10 @@ class DecisionAsker:
     async def resolve_in_doubt(self) -> int:
         """One pass; returns how many payments it settled."""
         cutoff = now() - self._timeout
-        ids = await self._db.transaction(lambda s: participant.in_doubt(s, cutoff))
+        ids, waiting = await self._db.transaction(
+            lambda s: (participant.in_doubt(s, cutoff), participant.count_in_doubt(s))
+        )
+        IN_DOUBT.set(waiting)
         if not ids:
             return 0
         event(log, "asking_decisions", payment_ids=ids[:20], count=len(ids))

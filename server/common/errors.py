@@ -59,3 +59,27 @@ class Unavailable(MinipayError):
 
 class ConfigError(Exception):
     """A process cannot start: bad certificate path, port in use, unreachable database..."""
+
+
+class Internal(MinipayError):
+    code = grpc.StatusCode.INTERNAL
+
+
+# Answers from a downstream server (a bank) that the caller may see as they are.
+_PASSED_ON = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+
+def from_downstream(error: grpc.aio.AioRpcError) -> MinipayError:
+    """What the caller is told when a call this server made to another one failed."""
+    if error.code() in _PASSED_ON:
+        exc = MinipayError(error.details() or error.code().name)
+        exc.code = error.code()
+        return exc
+    if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return Unavailable("a bank is not answering right now; try again shortly")
+    return Internal(f"a bank refused the request ({error.code().name})")

@@ -16,6 +16,7 @@ from protofiles.minipay.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gatewa
 from server.common import db as dbmod
 from server.common.errors import ConfigError
 from server.common.faults import Faults
+from server.common.metrics import serve_metrics
 from server.common.serving import build_server, mark_serving
 from server.common.settings import GatewaySettings
 from server.common.tls import TlsFiles
@@ -112,6 +113,7 @@ async def run_server(settings: GatewaySettings) -> GatewayServer:
 
     interceptors = [LoggingInterceptor("gateway"), AuthInterceptor(banks.names, tokens)]
     server, port, health = build_server(settings.listen, tls, interceptors, register)
+    serve_metrics(settings.metrics_port)
     await server.start()
     await mark_serving(health, SERVICES)
     recovery = Recovery(database, coordinator, tokens, settings.idempotency_ttl)

@@ -22,7 +22,8 @@ from server.common.clock import now
 from server.common.db import Database
 from server.common.errors import Conflict, InvalidArgument
 from server.common.faults import Faults
-from server.common.logs import event
+from server.common.logs import REQUEST_ID, event
+from server.common.metrics import IN_DOUBT, PAYMENTS, PHASE_SECONDS
 from server.gateway import payment_log
 from server.gateway.banks import BankDirectory, call_metadata
 from server.gateway.batching import Batcher
@@ -48,6 +49,11 @@ class PrepareItem:
     payment_id: str
     legs: tuple[bank_pb2.Leg, ...]
     deadline: float
+    request_id: str
+
+
+# A payment to commit or abort at one bank, with the request id that began it.
+DecisionItem = tuple[str, str]
 
 
 def outcome_of(payment: PaymentView, replayed: bool = False) -> Outcome:
@@ -78,11 +84,13 @@ class Coordinator:
         }
         self._in_flight: dict[str, asyncio.Future[Outcome]] = {}
         self._finishing: dict[str, asyncio.Task[None]] = {}
+        IN_DOUBT.set_function(lambda: len(self._in_flight) + len(self._finishing))
 
     # -- the payment's life --------------------------------------------------------------
 
     async def pay(self, order: PaymentOrder) -> Outcome:
-        recorded = await self._record.submit(order)
+        with PHASE_SECONDS.labels("record").time():
+            recorded = await self._record.submit(order)
         if isinstance(recorded, InvalidArgument):
             raise recorded
         if not recorded.created:
@@ -111,10 +119,12 @@ class Coordinator:
 
     async def _run(self, payment: PaymentView) -> Outcome:
         self._faults.crash_point("crash_after_record")
-        votes = await asyncio.gather(
-            *(self._prepare[bank].submit(item) for bank, item in self._prepare_items(payment))
-        )
-        stored = await self._store_decision(payment.id, decide(votes))
+        with PHASE_SECONDS.labels("prepare").time():
+            votes = await asyncio.gather(
+                *(self._prepare[bank].submit(item) for bank, item in self._prepare_items(payment))
+            )
+        with PHASE_SECONDS.labels("decide").time():
+            stored = await self._store_decision(payment.id, decide(votes))
         self._faults.crash_point("crash_after_decision")
         finishing = self._finish_in_background(stored)
         try:
@@ -136,15 +146,20 @@ class Coordinator:
 
         debit = leg(bank_pb2.LEG_SIDE_DEBIT, payment.from_account)
         credit = leg(bank_pb2.LEG_SIDE_CREDIT, payment.to_account)
+        request_id = REQUEST_ID.get()
         if payment.from_bank == payment.to_bank:
-            return [(payment.from_bank, PrepareItem(payment.id, (debit, credit), payment.deadline))]
+            legs = {payment.from_bank: (debit, credit)}
+        else:
+            legs = {payment.from_bank: (debit,), payment.to_bank: (credit,)}
         return [
-            (payment.from_bank, PrepareItem(payment.id, (debit,), payment.deadline)),
-            (payment.to_bank, PrepareItem(payment.id, (credit,), payment.deadline)),
+            (bank, PrepareItem(payment.id, bank_legs, payment.deadline, request_id))
+            for bank, bank_legs in legs.items()
         ]
 
     async def _store_decision(self, payment_id: str, decision: Decision) -> PaymentView:
         stored = await self._decide.submit((payment_id, decision))
+        if stored.decided_now:
+            PAYMENTS.labels(status_of(stored.state).value, stored.reason_code or "none").inc()
         event(
             log,
             "decision",
@@ -164,7 +179,10 @@ class Coordinator:
 
     async def _finish(self, payment: PaymentView) -> None:
         commit = payment.state in (PaymentState.COMMITTING, PaymentState.COMMITTED)
-        await asyncio.gather(*(self._deliver(bank, payment.id, commit) for bank in payment.banks))
+        with PHASE_SECONDS.labels("deliver").time():
+            await asyncio.gather(
+                *(self._deliver(bank, payment.id, commit) for bank in payment.banks)
+            )
         await self._complete.submit(payment.id)
         event(
             log,
@@ -178,7 +196,7 @@ class Coordinator:
         batchers = self._commit if commit else self._abort
         backoff = 0.05
         while True:
-            if await batchers[bank].submit(payment_id):
+            if await batchers[bank].submit((payment_id, REQUEST_ID.get())):
                 event(
                     log,
                     "decision_acknowledged",
@@ -267,7 +285,9 @@ class Coordinator:
                 return [Vote(False, "timeout", REASONS["timeout"])] * len(items)
             try:
                 answer = await self._banks.get(bank).participant.Prepare(
-                    bank_pb2.PrepareRequest(legs=legs), timeout=remaining, metadata=call_metadata()
+                    bank_pb2.PrepareRequest(legs=legs),
+                    timeout=remaining,
+                    metadata=call_metadata([item.request_id for item in items]),
                 )
             except grpc.aio.AioRpcError as error:
                 code = (
@@ -302,14 +322,22 @@ class Coordinator:
         return prepare
 
     def _decision_round(self, bank: str, commit: bool):  # type: ignore[no-untyped-def]
-        async def send(payment_ids: list[str]) -> list[bool]:
+        async def send(items: list[DecisionItem]) -> list[bool]:
             stub = self._banks.get(bank).participant
             call = stub.Commit if commit else stub.Abort
+            payment_ids = [payment_id for payment_id, _ in items]
+            event(
+                log,
+                "commit_sent" if commit else "abort_sent",
+                bank=bank,
+                payment_ids=payment_ids[:20],
+                count=len(payment_ids),
+            )
             try:
                 answer = await call(
                     bank_pb2.DecisionRequest(payment_ids=payment_ids),
                     timeout=max(self._timeout, 1.0),
-                    metadata=call_metadata(),
+                    metadata=call_metadata([request_id for _, request_id in items]),
                 )
             except grpc.aio.AioRpcError as error:
                 event(

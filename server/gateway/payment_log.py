@@ -5,10 +5,10 @@ so one transaction covers every payment in the round."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
@@ -19,7 +19,7 @@ from server.gateway.models import Payment, PaymentState
 from server.gateway.payment_state import Decision, decided_state, finished_state
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class PaymentOrder:
     """A validated request to pay, with the payer's account taken from their token."""
 
@@ -38,7 +38,7 @@ class PaymentOrder:
         return hashlib.sha256(text.encode()).hexdigest()
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class PaymentView:
     """A detached snapshot of a payment row."""
 
@@ -55,6 +55,7 @@ class PaymentView:
     reason: str
     deadline: float
     created_at: float
+    decided_now: bool = False  # set by ``decide`` when this call made the decision
 
     @property
     def banks(self) -> list[str]:
@@ -79,7 +80,7 @@ def view(payment: Payment) -> PaymentView:
     )
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Recorded:
     payment: PaymentView
     created: bool  # False: the key was seen before and this is that payment
@@ -140,12 +141,13 @@ def decide(session: Session, decisions: Sequence[tuple[str, Decision]]) -> list[
     stored = []
     for payment_id, decision in decisions:
         payment = session.get_one(Payment, payment_id, with_for_update=True)
-        if payment.state is PaymentState.PREPARING:
+        decided_now = payment.state is PaymentState.PREPARING
+        if decided_now:
             payment.state = decided_state(decision)
             payment.reason_code = decision.reason_code
             payment.reason = decision.reason
             payment.decided_at = now()
-        stored.append(view(payment))
+        stored.append(dataclasses.replace(view(payment), decided_now=decided_now))
     return stored
 
 

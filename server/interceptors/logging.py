@@ -11,10 +11,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.json_format import MessageToDict
 
-from server.common.errors import MinipayError
+from server.common.errors import MinipayError, from_downstream
 from server.common.identity import peek_principal
 from server.common.logs import REQUEST_ID, describe_request
+from server.common.metrics import CALL_SECONDS, CALLS, RETRIES
+from server.common.tls import peer_identity
 from server.interceptors.handlers import Behavior, metadata_value, wrap_unary
 
 log = logging.getLogger("minipay.calls")
@@ -46,12 +49,21 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             }
             if attempt and attempt != "1":
                 fields["attempt"] = int(attempt) if attempt.isdigit() else attempt
-                log.info("retry", extra={"fields": dict(fields, event="client_retry")})
+                RETRIES.labels(method).inc()
+                log.info("client_retry", extra={"fields": fields})
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("request", extra={"fields": dict(fields, body=_body(request))})
             code = grpc.StatusCode.OK
             message = ""
             try:
-                return await inner(request, context)
-            except MinipayError as error:
+                response = await inner(request, context)
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("response", extra={"fields": dict(fields, body=_body(response))})
+                return response
+            except grpc.aio.AbortError:
+                raise
+            except (MinipayError, grpc.aio.AioRpcError) as caught:
+                error = caught if isinstance(caught, MinipayError) else from_downstream(caught)
                 code, message = error.code, error.message
                 await context.abort(code, message)
             except Exception:  # the last line of defence: the caller gets no details
@@ -62,22 +74,31 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 )
                 await context.abort(code, message)
             finally:
-                fields.update(
-                    code=code.name,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 3),
-                )
+                elapsed = time.perf_counter() - started
+                fields.update(code=code.name, duration_ms=round(elapsed * 1000, 3))
+                CALLS.labels(method, code.name).inc()
+                CALL_SECONDS.labels(method).observe(elapsed)
                 if message:
                     fields["error"] = message
-                _record_identity(fields)
+                _record_identity(fields, context)
                 level = logging.WARNING if code != grpc.StatusCode.OK else logging.INFO
                 log.log(level, "call", extra={"fields": fields})
 
         return wrap_unary(handler, logged)
 
 
-def _record_identity(fields: dict[str, Any]) -> None:
+def _body(message: Any) -> dict[str, Any]:
+    """A message as a dict for debug logs; the formatter redacts secret fields."""
+    return MessageToDict(message, preserving_proto_field_name=True)
+
+
+def _record_identity(fields: dict[str, Any], context: grpc.aio.ServicerContext) -> None:
     principal = peek_principal()
-    if principal is not None:
+    if principal is None:
+        # Refused before authentication finished: the certificate still says who it was.
+        peer = peer_identity(context)
+        fields["caller"] = peer.common_name if peer else ""
+    else:
         fields["caller"] = principal.peer.common_name
         if principal.claims is not None:
             fields["username"] = principal.claims.subject

@@ -1,0 +1,289 @@
+"""Crash recovery: kill -9 at every named step of a payment, restart, and check the payment
+ended atomically; then a randomized "bank" workload (after Jepsen) with a nemesis killing
+and restarting banks and the gateway while clients pay."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from sqlalchemy import create_engine, select
+
+from client.api import ClientConfig, GatewayClient, RetryPolicy
+from protofiles.minipay.v1 import gateway_pb2, gateway_pb2_grpc
+from server.cluster import GATEWAY, Cluster
+from server.common.tls import TlsFiles, channel_credentials
+from server.gateway.models import Payment, PaymentState
+from tests.conftest import ClusterFactory
+from tests.helpers import (
+    SEED_ACCOUNTS,
+    SEED_PASSWORDS,
+    assert_books_balance,
+    bank_state,
+    customer,
+    gateway_url,
+    total_money,
+)
+
+COMMITTED = gateway_pb2.PAYMENT_STATUS_COMMITTED
+ABORTED = gateway_pb2.PAYMENT_STATUS_ABORTED
+
+
+def wait_until(condition: Any, timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def gateway_states(cluster: Cluster) -> dict[str, PaymentState]:
+    engine = create_engine(gateway_url(cluster))
+    try:
+        with engine.connect() as connection:
+            return dict(connection.execute(select(Payment.id, Payment.state)).all())
+    finally:
+        engine.dispose()
+
+
+def settled(cluster: Cluster) -> bool:
+    """Nothing in doubt anywhere: every payment finished at the gateway and at every bank."""
+    open_states = {PaymentState.PREPARING, PaymentState.COMMITTING, PaymentState.ABORTING}
+    if any(state in open_states for state in gateway_states(cluster).values()):
+        return False
+    return all(
+        "PREPARED" not in {str(s) for s in bank_state(cluster, bank)["payments"].values()}
+        for bank in cluster.bank_names
+    )
+
+
+def ledger_count(cluster: Cluster, payment_id: str) -> int:
+    return sum(
+        1
+        for bank in cluster.bank_names
+        for entry in bank_state(cluster, bank)["entries"]
+        if entry[0] == payment_id
+    )
+
+
+def assert_atomic(cluster: Cluster, money_before: int) -> None:
+    """After recovery: committed at both banks or at neither, no holds, money conserved."""
+    wait_until(lambda: settled(cluster), what="every payment to settle")
+    for payment_id, state in gateway_states(cluster).items():
+        expected = 2 if state is PaymentState.COMMITTED else 0
+        assert ledger_count(cluster, payment_id) == expected, (payment_id, state)
+    assert total_money(cluster) == money_before
+    assert_books_balance(cluster)
+
+
+# (process to crash, fault, outcome the client's retry must see)
+CRASHES = [
+    (GATEWAY, "crash_after_record", ABORTED),
+    (GATEWAY, "crash_after_decision", COMMITTED),
+    (GATEWAY, "crash_after_first_commit_ack", COMMITTED),
+    ("alpha", "crash_after_vote_yes", ABORTED),
+    ("alpha", "crash_after_commit_applied", COMMITTED),
+]
+
+
+@pytest.mark.parametrize(("victim", "fault", "outcome"), CRASHES, ids=[c[1] for c in CRASHES])
+def test_crash_point(
+    make_cluster: ClusterFactory, certs: Path, victim: str, fault: str, outcome: int
+) -> None:
+    cluster = make_cluster()
+    alice = customer(cluster, certs, "alice")
+    cluster.restart(victim, faults=fault)
+    before = total_money(cluster)
+    key = str(uuid.uuid4())
+    first: dict[str, Any] = {}
+
+    def pay_once() -> None:
+        try:
+            first["answer"] = alice.pay("beta", "B-2001", 2500, idempotency_key=key)
+        except grpc.aio.AioRpcError as error:
+            first["error"] = error.code()
+
+    payer = threading.Thread(target=pay_once)
+    payer.start()
+    assert cluster.wait_exit(victim, timeout=30) == 97  # died at the injection point
+    cluster.start_process(victim)
+    cluster.wait_ready(victim)
+    payer.join(60)
+    assert not payer.is_alive()
+    if "error" in first:
+        assert first["error"] == grpc.StatusCode.UNAVAILABLE
+    # The client's retry with the same key returns the final outcome.
+    retry = alice.pay("beta", "B-2001", 2500, idempotency_key=key)
+    assert retry.status == outcome, retry
+    if "answer" in first:
+        assert first["answer"].payment_id == retry.payment_id
+    assert_atomic(cluster, before)
+    moved = 2500 if outcome == COMMITTED else 0
+    assert bank_state(cluster, "alpha")["accounts"]["A-1001"][0] == 100000 - moved
+    assert bank_state(cluster, "beta")["accounts"]["B-2001"][0] == 75000 + moved
+
+
+def test_lost_commit_acknowledgement_is_resent(make_cluster: ClusterFactory, certs: Path) -> None:
+    cluster = make_cluster(faults={"beta": "drop_commit_ack=1"})
+    alice = customer(cluster, certs, "alice")
+    before = total_money(cluster)
+    answer = alice.pay("beta", "B-2001", 1000)
+    assert answer.status == COMMITTED
+    assert_atomic(cluster, before)
+    assert ledger_count(cluster, answer.payment_id) == 2  # applied once, acknowledged later
+
+
+def test_presumed_abort_for_unknown_payment(cluster: Cluster, certs: Path) -> None:
+    files = TlsFiles(certs / "ca.pem", certs / "alpha.pem", certs / "alpha-key.pem")
+
+    async def ask() -> gateway_pb2.GetDecisionResponse:
+        async with grpc.aio.secure_channel(
+            cluster.gateway_address, channel_credentials(files)
+        ) as channel:
+            stub = gateway_pb2_grpc.CoordinatorStub(channel)
+            return await stub.GetDecision(
+                gateway_pb2.GetDecisionRequest(payment_ids=["pay_never_seen"]), timeout=10
+            )
+
+    answer = asyncio.run(ask())
+    assert answer.decisions[0].decision == gateway_pb2.DECISION_ABORT
+
+
+def test_bank_asks_coordinator_after_outage(make_cluster: ClusterFactory, certs: Path) -> None:
+    """Gateway dies after deciding; the banks hold their yes votes until it is back."""
+    cluster = make_cluster(env={"MINIPAY_TXN_TIMEOUT": "1"})
+    alice = customer(cluster, certs, "alice")
+    before = total_money(cluster)
+    cluster.restart(GATEWAY, faults="crash_after_decision")
+    with pytest.raises(grpc.aio.AioRpcError):
+        alice.pay("gamma", "G-3001", 700)
+    cluster.wait_exit(GATEWAY)
+    time.sleep(1.5)  # past the timeout: the banks are asking, and nobody answers yet
+    assert any(
+        str(state) == "PREPARED"
+        for bank in ("alpha", "gamma")
+        for state in bank_state(cluster, bank)["payments"].values()
+    )
+    cluster.start_process(GATEWAY)
+    cluster.wait_ready(GATEWAY)
+    assert_atomic(cluster, before)
+    assert total_money(cluster) == before
+
+
+# -- the randomized bank test ---------------------------------------------------------------
+
+
+class Workload:
+    """Clients paying random amounts between random seed accounts, remembering outcomes."""
+
+    def __init__(self, cluster: Cluster, certs: Path, rng: random.Random) -> None:
+        self.cluster = cluster
+        self.certs = certs
+        self.rng = rng
+        self.outcomes: dict[str, tuple[str, int]] = {}  # key -> (payment_id, status)
+        self.unknown: dict[str, tuple[str, tuple[str, str], int]] = {}  # key -> request
+
+    def config(self) -> ClientConfig:
+        return ClientConfig(
+            gateway=self.cluster.gateway_address,
+            ca=self.certs / "ca.pem",
+            cert=self.certs / "client-1.pem",
+            key=self.certs / "client-1-key.pem",
+            timeout=10,
+        )
+
+    async def login_all(self) -> dict[str, str]:
+        tokens = {}
+        async with GatewayClient(self.config()) as client:
+            for username, (bank, account) in SEED_ACCOUNTS.items():
+                await client.register(username, SEED_PASSWORDS[username], bank, account)
+                tokens[username] = (await client.login(username, SEED_PASSWORDS[username])).token
+        return tokens
+
+    async def worker(self, tokens: dict[str, str], stop: float) -> None:
+        retry = RetryPolicy(max_attempts=6, initial_backoff=0.2, max_backoff=1.0)
+        payers = list(SEED_ACCOUNTS)
+        while time.monotonic() < stop:
+            payer = self.rng.choice(payers)
+            payee = self.rng.choice([p for p in payers if p != payer])
+            amount = self.rng.randint(1, 5000)
+            key = str(uuid.uuid4())
+            async with GatewayClient(self.config(), tokens[payer], retry) as client:
+                try:
+                    answer = await client.pay(*SEED_ACCOUNTS[payee], amount, idempotency_key=key)
+                    self.outcomes[key] = (answer.payment_id, answer.status)
+                except grpc.aio.AioRpcError as error:
+                    if error.code() in (
+                        grpc.StatusCode.UNAVAILABLE,
+                        grpc.StatusCode.DEADLINE_EXCEEDED,
+                        grpc.StatusCode.ABORTED,
+                    ):
+                        self.unknown[key] = (payer, SEED_ACCOUNTS[payee], amount)
+                    elif error.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                        raise
+
+    async def resolve_unknown(self, tokens: dict[str, str]) -> None:
+        """A client's retry with the same key, once the system is whole again."""
+        for key, (payer, payee, amount) in self.unknown.items():
+            async with GatewayClient(self.config(), tokens[payer]) as client:
+                answer = await client.pay(*payee, amount, idempotency_key=key)
+            assert answer.status in (COMMITTED, ABORTED), (key, answer)
+            self.outcomes[key] = (answer.payment_id, answer.status)
+
+
+def nemesis(cluster: Cluster, rng: random.Random, stop: float, interval: float) -> list[str]:
+    killed = []
+    while time.monotonic() + interval < stop:
+        time.sleep(interval * rng.uniform(0.5, 1.5))
+        victim = rng.choice([*cluster.bank_names, GATEWAY])
+        killed.append(victim)
+        cluster.kill(victim)
+        time.sleep(rng.uniform(0.1, 1.0))
+        cluster.start_process(victim)
+        cluster.wait_ready(victim)
+    return killed
+
+
+def test_randomized_bank(
+    make_cluster: ClusterFactory, certs: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    seconds = float(request.config.getoption("--bank-test-seconds"))
+    seed = int(request.config.getoption("--bank-test-seed")) or random.randrange(1, 10**6)
+    print(f"randomized bank test: seed {seed}, {seconds} s, {backend}")
+    rng = random.Random(seed)
+    cluster = make_cluster(backend, env={"MINIPAY_TXN_TIMEOUT": "2"})
+    workload = Workload(cluster, certs, rng)
+    tokens = asyncio.run(workload.login_all())
+    before = total_money(cluster)
+    stop = time.monotonic() + seconds
+    killed: list[str] = []
+    chaos = threading.Thread(target=lambda: killed.extend(nemesis(cluster, rng, stop, 3.0)))
+    chaos.start()
+
+    async def clients() -> None:
+        await asyncio.gather(*(workload.worker(tokens, stop) for _ in range(6)))
+
+    asyncio.run(clients())
+    chaos.join()
+    for name in cluster.names:  # everyone back up before judging
+        cluster.wait_ready(name)
+    asyncio.run(workload.resolve_unknown(tokens))
+    assert killed, "the nemesis never struck"
+    assert workload.outcomes, "no payment was made"
+    assert_atomic(cluster, before)
+    for key, (payment_id, status) in workload.outcomes.items():
+        expected = 2 if status == COMMITTED else 0
+        assert ledger_count(cluster, payment_id) == expected, (key, payment_id, status)
+    committed = sum(1 for _, s in workload.outcomes.values() if s == COMMITTED)
+    print(
+        f"{len(workload.outcomes)} payments, {committed} committed, "
+        f"{len(workload.unknown)} resolved by retry, nemesis struck {killed}"
+    )
