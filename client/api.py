@@ -114,8 +114,10 @@ def open_channel(config: ClientConfig) -> grpc.aio.Channel:
         private_key=_read(config.key, "private key"),
         certificate_chain=_read(config.cert, "certificate"),
     )
+    # Reconnect quickly, so a retry after a gateway restart finds it as soon as it is back.
+    options = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 1000)]
     return grpc.aio.secure_channel(
-        config.gateway, credentials, interceptors=[CallLogger(config.gateway)]
+        config.gateway, credentials, options, interceptors=[CallLogger(config.gateway)]
     )
 
 

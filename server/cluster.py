@@ -42,6 +42,7 @@ class Cluster:
     database_urls: dict[str, str] = field(default_factory=dict)  # missing: SQLite in data_dir
     env: dict[str, str] = field(default_factory=dict)  # MINIPAY_* for every process
     certs: Path = DEV_CERTS
+    metrics_ports: dict[str, int] = field(default_factory=dict)  # Prometheus, per process
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -83,6 +84,9 @@ class Cluster:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if name in self.metrics_ports:
+            kind = "GATEWAY" if name == GATEWAY else "BANK"
+            env[f"MINIPAY_{kind}_METRICS_PORT"] = str(self.metrics_ports[name])
         if name == GATEWAY:
             env["MINIPAY_CERT"] = str(self.certs / "gateway.pem")
             env["MINIPAY_KEY"] = str(self.certs / "gateway-key.pem")

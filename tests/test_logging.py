@@ -1,0 +1,156 @@
+"""Logs and metrics: one record per call with the fields an operator needs, 2PC events, a
+request id followed from the client through the gateway to both banks, no secret anywhere,
+and Prometheus counters that move."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from client.api import RetryPolicy
+from server.cluster import GATEWAY, Cluster, free_port
+from tests.conftest import ClusterFactory
+from tests.helpers import SEED_PASSWORDS, Client, customer
+
+
+def records(cluster: Cluster, component: str) -> list[dict[str, Any]]:
+    path = cluster.data_dir / "logs" / f"{component}.log"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def find(entries: list[dict[str, Any]], **fields: Any) -> list[dict[str, Any]]:
+    return [e for e in entries if all(e.get(k) == v for k, v in fields.items())]
+
+
+@pytest.fixture
+def observed(make_cluster: ClusterFactory) -> Cluster:
+    ports = {name: free_port() for name in ("alpha", "beta", "gamma", GATEWAY)}
+    return make_cluster(metrics_ports=ports)
+
+
+def test_one_payment_followed_through_the_logs(
+    observed: Cluster, certs: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cluster = observed
+    alice = customer(cluster, certs, "alice")
+    key = f"log-test-{uuid.uuid4()}"
+    with caplog.at_level(logging.INFO, logger="minipay.client"):
+        answer = alice.pay("beta", "B-2001", 4321, idempotency_key=key)
+    client_calls = [
+        r for r in caplog.records if getattr(r, "fields", {}).get("method", "").endswith("/Pay")
+    ]
+    assert client_calls, "the client's channel logged no call"
+    request_id = client_calls[-1].fields["request_id"]  # type: ignore[attr-defined]
+    assert request_id
+
+    gateway = records(cluster, "gateway")
+    [call] = find(gateway, event="call", method="/minipay.v1.Payments/Pay", request_id=request_id)
+    assert call["code"] == "OK"
+    assert call["idempotency_key"] == key
+    assert call["amount_minor"] == 4321 and call["currency"] == "USD"
+    assert call["username"] == "alice" and call["role"] == "customer"
+    assert call["caller"] == "client-1"
+    assert call["peer"].startswith("ipv4:127.0.0.1:")
+    assert call["duration_ms"] >= 0 and call["component"] == "gateway"
+    for step in (
+        "payment_recorded",
+        "prepare_sent",
+        "vote",
+        "decision",
+        "commit_sent",
+        "decision_acknowledged",
+        "payment_finished",
+    ):
+        assert any(
+            e.get("event") == step
+            and (
+                e.get("payment_id") == answer.payment_id
+                or answer.payment_id in e.get("payment_ids", [])
+            )
+            for e in gateway
+        ), f"no {step} record"
+    for bank in ("alpha", "beta"):
+        bank_calls = find(records(cluster, f"bank-{bank}"), event="call", request_id=request_id)
+        methods = {e["method"] for e in bank_calls}
+        assert {"/minipay.v1.Participant/Prepare", "/minipay.v1.Participant/Commit"} <= methods
+        assert all(e["caller"] == "gateway" and e["code"] == "OK" for e in bank_calls)
+
+
+def test_errors_retries_and_no_secrets(observed: Cluster, certs: Path) -> None:
+    cluster = observed
+    alice = customer(cluster, certs, "alice")
+    token = alice.token
+    stranger = Client(cluster, certs)
+    error = stranger.error("login", "alice", "wrong-password-123")
+    assert error.code().name == "UNAUTHENTICATED"
+    # The status reaches the client a moment before the record is written: wait for it
+    # before the kill below.
+    deadline = time.monotonic() + 10
+    while not find(records(cluster, "gateway"), code="UNAUTHENTICATED"):
+        assert time.monotonic() < deadline, "the failed login was never logged"
+        time.sleep(0.1)
+
+    # A retried payment: the gateway is down for the first attempts.
+    cluster.kill(GATEWAY)
+    key = f"retry-{uuid.uuid4()}"
+    result: dict[str, Any] = {}
+    retrying = Client(cluster, certs, token=token, max_attempts=12)
+
+    def pay() -> None:
+        retrying_policy = RetryPolicy(max_attempts=20, initial_backoff=0.3, max_backoff=1.0)
+        result["answer"] = retrying.run(lambda c: _pay_with(c, retrying_policy, key))
+
+    thread = threading.Thread(target=pay)
+    thread.start()
+    time.sleep(1.0)
+    cluster.start_process(GATEWAY)
+    cluster.wait_ready(GATEWAY)
+    thread.join(60)
+    assert result["answer"].status == 2
+
+    gateway = records(cluster, "gateway")
+    [failed] = find(gateway, event="call", method="/minipay.v1.Auth/Login", code="UNAUTHENTICATED")
+    assert failed["error"] and failed["username"] == "alice"
+    retries = find(gateway, event="client_retry", idempotency_key=key)
+    assert retries and retries[0]["attempt"] > 1
+
+    secrets = [*SEED_PASSWORDS.values(), "wrong-password-123", token, token.split(".")[2]]
+    for path in (cluster.data_dir / "logs").glob("*.log"):
+        text = path.read_text()
+        for secret in secrets:
+            assert secret not in text, f"a secret is in {path.name}"
+        assert "$2b$" not in text  # no bcrypt hash
+
+
+async def _pay_with(client: Any, policy: RetryPolicy, key: str) -> Any:
+    client.retry = policy
+    return await client.pay("beta", "B-2001", 111, idempotency_key=key)
+
+
+def test_metrics_move(observed: Cluster, certs: Path) -> None:
+    cluster = observed
+    alice = customer(cluster, certs, "alice")
+    alice.pay("beta", "B-2001", 100)
+    alice.pay("beta", "B-2001", 10**9)  # aborted: insufficient funds
+
+    def scrape(name: str) -> str:
+        url = f"http://127.0.0.1:{cluster.metrics_ports[name]}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return str(response.read().decode())
+
+    gateway = scrape(GATEWAY)
+    assert 'minipay_rpc_calls_total{code="OK",method="/minipay.v1.Payments/Pay"}' in gateway
+    assert 'minipay_payments_total{outcome="COMMITTED",reason="none"} 1.0' in gateway
+    assert 'minipay_payments_total{outcome="ABORTED",reason="insufficient_funds"} 1.0' in gateway
+    assert 'minipay_2pc_phase_seconds_count{phase="prepare"}' in gateway
+    assert "minipay_payments_in_doubt" in gateway
+    bank = scrape("alpha")
+    assert 'method="/minipay.v1.Participant/Prepare"' in bank
