@@ -55,11 +55,30 @@ class Refusal(Exception):
         self.reason = reason
 
 
+def lock_accounts(session: Session, numbers: Iterable[str]) -> None:
+    """Locks the accounts a round touches, always in the same order, so that two rounds
+    touching the same accounts wait for each other instead of deadlocking (PostgreSQL)."""
+    wanted = sorted(set(numbers))
+    if wanted:
+        session.scalars(
+            select(Account)
+            .where(Account.number.in_(wanted))
+            .order_by(Account.number)
+            .with_for_update()
+        ).all()
+
+
+def lock_accounts_of(session: Session, payment_ids: Sequence[str]) -> None:
+    numbers = session.scalars(select(Leg.account_number).where(Leg.payment_id.in_(payment_ids)))
+    lock_accounts(session, numbers)
+
+
 def prepare(session: Session, legs: Sequence[LegRequest]) -> list[VoteResult]:
     """Votes on every payment in ``legs`` (one or two legs each), in one transaction."""
     by_payment: dict[str, list[LegRequest]] = defaultdict(list)
     for leg in legs:
         by_payment[leg.payment_id].append(leg)
+    lock_accounts(session, {leg.account for leg in legs})
     votes: list[VoteResult] = []
     for payment_id, payment_legs in by_payment.items():
         votes.extend(_prepare_payment(session, payment_id, payment_legs))
@@ -124,8 +143,9 @@ def _check_leg(session: Session, leg: LegRequest) -> Account:
     return account
 
 
-def commit(session: Session, payment_ids: Iterable[str]) -> list[str]:
+def commit(session: Session, payment_ids: Sequence[str]) -> list[str]:
     """Applies every prepared payment: holds become ledger entries. Returns those applied."""
+    lock_accounts_of(session, payment_ids)
     applied = []
     for payment_id in payment_ids:
         record = session.get(BankPayment, payment_id, with_for_update=True)
@@ -163,8 +183,9 @@ def _apply_leg(session: Session, payment_id: str, leg: Leg) -> None:
     )
 
 
-def abort(session: Session, payment_ids: Iterable[str]) -> list[str]:
+def abort(session: Session, payment_ids: Sequence[str]) -> list[str]:
     """Releases every payment's holds; for an unknown payment, leaves a tombstone."""
+    lock_accounts_of(session, payment_ids)
     released = []
     for payment_id in payment_ids:
         record = session.get(BankPayment, payment_id, with_for_update=True)

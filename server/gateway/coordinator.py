@@ -42,6 +42,7 @@ from server.gateway.payment_state import (
 log = logging.getLogger(__name__)
 
 RESEND_BACKOFF_MAX = 2.0
+ABORT_ACK_WAIT = 1.0
 
 
 @dataclass(frozen=True)
@@ -127,10 +128,12 @@ class Coordinator:
             stored = await self._store_decision(payment.id, decide(votes))
         self._faults.crash_point("crash_after_decision")
         finishing = self._finish_in_background(stored)
+        # The client waits for the banks to apply the decision, so its next balance read
+        # shows it, but only so long: the outcome is fixed already, and delivery goes on
+        # until every bank acknowledges. An abort moves no money, so it waits less.
+        wait = self._timeout if stored.state is PaymentState.COMMITTING else ABORT_ACK_WAIT
         try:
-            # The client waits for the banks to apply the decision, but only so long: the
-            # outcome is fixed already, and delivery goes on until every bank acknowledges.
-            await asyncio.wait_for(asyncio.shield(finishing), timeout=self._timeout)
+            await asyncio.wait_for(asyncio.shield(finishing), timeout=min(wait, self._timeout))
         except TimeoutError:
             event(log, "decision_delivery_slow", payment_id=payment.id)
         return outcome_of(stored)

@@ -4,6 +4,7 @@ becomes INTERNAL with a reference id; its traceback goes to the log only."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -61,6 +62,9 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     log.debug("response", extra={"fields": dict(fields, body=_body(response))})
                 return response
             except grpc.aio.AbortError:
+                raise
+            except asyncio.CancelledError:  # the caller gave up, or its deadline passed
+                code = grpc.StatusCode.CANCELLED
                 raise
             except (MinipayError, grpc.aio.AioRpcError) as caught:
                 error = caught if isinstance(caught, MinipayError) else from_downstream(caught)

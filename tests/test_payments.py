@@ -1,0 +1,547 @@
+"""Payments end to end on real clusters: commits within and across banks, aborts (no funds,
+a slow bank, a bank that is down), bad input, idempotency keys, money conservation under
+concurrent load on both database backends, and the client's retries across a gateway restart.
+
+Most tests share one cluster (module scope) and compare balances before and after; tests that
+need faults, other settings or a process killed start their own."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from sqlalchemy import create_engine, select
+
+from client.api import ClientConfig, GatewayClient, RetryPolicy
+from client.money import AmountError, to_minor_units
+from protofiles.minipay.v1 import bank_pb2, bank_pb2_grpc, common_pb2, gateway_pb2
+from server.bank.models import PaymentState as BankState
+from server.cluster import GATEWAY, Cluster
+from server.common.tls import TlsFiles, channel_credentials
+from server.gateway.models import Payment, PaymentState
+from tests.conftest import TEST_ENV, ClusterFactory
+from tests.helpers import (
+    SEED_ACCOUNTS,
+    SEED_PASSWORDS,
+    Client,
+    admin,
+    assert_books_balance,
+    bank_state,
+    customer,
+    gateway_url,
+    total_money,
+)
+
+COMMITTED = gateway_pb2.PAYMENT_STATUS_COMMITTED
+ABORTED = gateway_pb2.PAYMENT_STATUS_ABORTED
+Balances = dict[tuple[str, str], int]
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def wait_until(condition: Any, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if condition():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def books_balance(cluster: Cluster) -> bool:
+    try:
+        assert_books_balance(cluster)
+    except AssertionError:
+        return False
+    return True
+
+
+def settle(cluster: Cluster, timeout: float = 20.0) -> None:
+    """Waits for every decision to reach every bank, then checks the books."""
+    wait_until(lambda: books_balance(cluster), timeout, "no hold and no vote in doubt")
+    assert_books_balance(cluster)
+
+
+def balances(cluster: Cluster) -> Balances:
+    return {
+        (bank, number): balance
+        for bank in cluster.bank_names
+        for number, (balance, _) in bank_state(cluster, bank)["accounts"].items()
+    }
+
+
+def ledger_entries(cluster: Cluster, payment_id: str) -> set[tuple[str, str, int]]:
+    """(bank, account, amount) of every ledger entry the payment made, at any bank."""
+    return {
+        (bank, account, amount)
+        for bank in cluster.bank_names
+        for pid, account, amount in bank_state(cluster, bank)["entries"]
+        if pid == payment_id
+    }
+
+
+def gateway_payments(cluster: Cluster) -> dict[str, tuple[PaymentState, str | None]]:
+    engine = create_engine(gateway_url(cluster))
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(select(Payment.id, Payment.state, Payment.idempotency_key))
+            return {row.id: (row.state, row.idempotency_key) for row in rows}
+    finally:
+        engine.dispose()
+
+
+def moved(before: Balances, after: Balances) -> Balances:
+    """Only the accounts whose balance changed, with the change."""
+    return {key: after[key] - before[key] for key in after if after[key] != before.get(key)}
+
+
+def history_entry(client: Client, payment_id: str) -> gateway_pb2.HistoryEntry:
+    entries = [e for e in client.history(page_size=200).entries if e.payment_id == payment_id]
+    assert len(entries) == 1, f"{payment_id} appears {len(entries)} times in the history"
+    return entries[0]
+
+
+def config(cluster: Cluster, certs: Path, timeout: float = 30) -> ClientConfig:
+    return ClientConfig(
+        gateway=cluster.gateway_address,
+        ca=certs / "ca.pem",
+        cert=certs / "client-1.pem",
+        key=certs / "client-1-key.pem",
+        home=cluster.data_dir / "home",
+        timeout=timeout,
+    )
+
+
+# -- the shared cluster -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory, certs: Path) -> Iterator[Cluster]:
+    cluster = Cluster(tmp_path_factory.mktemp("payments"), env=dict(TEST_ENV), certs=certs)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def people(shared: Cluster, certs: Path) -> dict[str, Client]:
+    """Every seed customer, registered once and logged in."""
+    return {name: customer(shared, certs, name) for name in SEED_ACCOUNTS}
+
+
+# -- payments that commit ---------------------------------------------------------------------
+
+
+def test_cross_bank_payment_commits(shared: Cluster, people: dict[str, Client]) -> None:
+    alice, carol = people["alice"], people["carol"]
+    before = balances(shared)
+    answer = alice.pay("beta", "B-2001", 1234)
+    assert answer.status == COMMITTED, answer
+    assert answer.payment_id.startswith("pay_")
+    assert (answer.reason_code, answer.replayed) == ("", False)
+    settle(shared)  # the client may hear the outcome before every bank applied it
+    after = balances(shared)
+    assert moved(before, after) == {("alpha", "A-1001"): -1234, ("beta", "B-2001"): 1234}
+    assert ledger_entries(shared, answer.payment_id) == {
+        ("alpha", "A-1001", -1234),
+        ("beta", "B-2001", 1234),
+    }
+    mine = alice.balance()
+    assert mine.account.bank == "alpha" and mine.account.account == "A-1001"
+    assert mine.balance.minor_units == after["alpha", "A-1001"]
+    assert mine.available.minor_units == after["alpha", "A-1001"]
+    assert carol.balance().balance.minor_units == after["beta", "B-2001"]
+
+    sent = history_entry(alice, answer.payment_id)
+    assert sent.direction == gateway_pb2.DIRECTION_OUTGOING
+    assert (sent.counterparty.bank, sent.counterparty.account) == ("beta", "B-2001")
+    received = history_entry(carol, answer.payment_id)
+    assert received.direction == gateway_pb2.DIRECTION_INCOMING
+    assert (received.counterparty.bank, received.counterparty.account) == ("alpha", "A-1001")
+    for entry in (sent, received):
+        assert (entry.amount.minor_units, entry.amount.currency) == (1234, "USD")
+        assert entry.status == COMMITTED
+        assert abs(entry.created_at - time.time()) < 3600  # a real time, in seconds
+
+
+def test_same_bank_payment_commits(shared: Cluster, people: dict[str, Client]) -> None:
+    alice, bob = people["alice"], people["bob"]
+    before = balances(shared)
+    answer = alice.pay("alpha", "A-1002", 500)
+    assert answer.status == COMMITTED, answer
+    settle(shared)
+    assert moved(before, balances(shared)) == {("alpha", "A-1001"): -500, ("alpha", "A-1002"): 500}
+    assert ledger_entries(shared, answer.payment_id) == {
+        ("alpha", "A-1001", -500),
+        ("alpha", "A-1002", 500),
+    }
+    assert history_entry(alice, answer.payment_id).direction == gateway_pb2.DIRECTION_OUTGOING
+    received = history_entry(bob, answer.payment_id)
+    assert received.direction == gateway_pb2.DIRECTION_INCOMING
+    assert (received.counterparty.bank, received.counterparty.account) == ("alpha", "A-1001")
+
+
+# -- payments that abort ----------------------------------------------------------------------
+
+
+def test_insufficient_funds_aborts(shared: Cluster, people: dict[str, Client]) -> None:
+    amir = people["amir"]
+    before = balances(shared)
+    total = total_money(shared)
+    answer = amir.pay("gamma", "G-3001", before["alpha", "A-1003"] + 1)
+    assert answer.status == ABORTED, answer
+    assert answer.reason_code == "insufficient_funds"
+    assert "insufficient funds" in answer.reason
+    settle(shared)
+    assert balances(shared) == before
+    assert total_money(shared) == total
+    assert ledger_entries(shared, answer.payment_id) == set()
+    assert amir.balance().available.minor_units == before["alpha", "A-1003"]
+    assert history_entry(amir, answer.payment_id).status == ABORTED
+
+
+def late_prepare(
+    cluster: Cluster, certs: Path, payment_id: str, account: str, amount: int
+) -> bank_pb2.PrepareResponse:
+    """Sends beta a Prepare for a payment's credit leg, as the gateway would."""
+    files = TlsFiles(certs / "ca.pem", certs / "gateway.pem", certs / "gateway-key.pem")
+
+    async def send() -> bank_pb2.PrepareResponse:
+        async with grpc.aio.secure_channel(
+            cluster.address("beta"), channel_credentials(files)
+        ) as channel:
+            leg = bank_pb2.Leg(
+                payment_id=payment_id,
+                side=bank_pb2.LEG_SIDE_CREDIT,
+                account=account,
+                amount=common_pb2.Money(minor_units=amount, currency="USD"),
+            )
+            stub = bank_pb2_grpc.ParticipantStub(channel)
+            return await stub.Prepare(bank_pb2.PrepareRequest(legs=[leg]), timeout=30)
+
+    return asyncio.run(send())
+
+
+def test_slow_bank_times_out(make_cluster: ClusterFactory, certs: Path) -> None:
+    cluster = make_cluster(env={"MINIPAY_TXN_TIMEOUT": "1"}, faults={"beta": "delay_prepare=3"})
+    alice = customer(cluster, certs, "alice")
+    before = balances(cluster)
+    answer = alice.pay("beta", "B-2001", 2000)
+    assert answer.status == ABORTED, answer
+    assert answer.reason_code == "timeout"
+
+    def refused_everywhere() -> bool:
+        # Alpha released its hold; the Abort left beta a tombstone for the payment.
+        return all(
+            bank_state(cluster, bank)["payments"].get(answer.payment_id) == BankState.ABORTED
+            for bank in ("alpha", "beta")
+        ) and books_balance(cluster)
+
+    wait_until(refused_everywhere, 10, "the abort at both banks")
+    # The delayed Prepare is cancelled at its deadline or, arriving late, meets the
+    # tombstone; send beta one after the abort to check it is refused.
+    late = late_prepare(cluster, certs, answer.payment_id, "B-2001", 2000)
+    assert [vote.value for vote in late.votes] == [bank_pb2.VOTE_VALUE_NO], late
+    settle(cluster, 10)
+    assert bank_state(cluster, "beta")["payments"][answer.payment_id] == BankState.ABORTED
+    assert balances(cluster) == before
+    assert ledger_entries(cluster, answer.payment_id) == set()
+
+
+def test_bank_down_aborts_and_recovers(make_cluster: ClusterFactory, certs: Path) -> None:
+    cluster = make_cluster()
+    alice = customer(cluster, certs, "alice")
+    before = balances(cluster)
+    cluster.kill("beta")
+    answer = alice.pay("beta", "B-2001", 3000)
+    assert answer.status == ABORTED, answer
+    assert answer.reason_code == "bank_unavailable"
+    assert "beta" in answer.reason
+    cluster.restart("beta")
+    # The gateway goes on sending Abort until beta acknowledges (a tombstone there).
+    wait_until(
+        lambda: gateway_payments(cluster)[answer.payment_id][0] == PaymentState.ABORTED,
+        30,
+        "beta to acknowledge the abort",
+    )
+    assert bank_state(cluster, "beta")["payments"][answer.payment_id] == BankState.ABORTED
+    settle(cluster)
+    assert balances(cluster) == before
+    assert ledger_entries(cluster, answer.payment_id) == set()
+
+
+# -- bad input --------------------------------------------------------------------------------
+
+BAD_PAYMENTS = [
+    # (id, to bank, to account, minor units, currency, status code, words in the message)
+    ("zero", "beta", "B-2001", 0, "USD", "INVALID_ARGUMENT", "greater than zero"),
+    ("negative", "beta", "B-2001", -100, "USD", "INVALID_ARGUMENT", "greater than zero"),
+    ("too-large", "beta", "B-2001", 10**15 + 1, "USD", "INVALID_ARGUMENT", "largest"),
+    ("lower-currency", "beta", "B-2001", 100, "usd", "INVALID_ARGUMENT", "currency"),
+    ("short-currency", "beta", "B-2001", 100, "US", "INVALID_ARGUMENT", "currency"),
+    ("own-account", "alpha", "A-1001", 100, "USD", "INVALID_ARGUMENT", "your own account"),
+    ("bad-account", "beta", "B 2001!", 100, "USD", "INVALID_ARGUMENT", "to.account"),
+    ("unknown-bank", "omega", "O-1", 100, "USD", "NOT_FOUND", "unknown bank 'omega'"),
+    ("unknown-account", "beta", "B-9999", 100, "USD", "NOT_FOUND", "B-9999 does not exist"),
+]
+
+
+@pytest.mark.parametrize(
+    ("bank", "account", "amount", "currency", "code", "words"),
+    [case[1:] for case in BAD_PAYMENTS],
+    ids=[case[0] for case in BAD_PAYMENTS],
+)
+def test_bad_payment_is_refused(
+    shared: Cluster,
+    people: dict[str, Client],
+    bank: str,
+    account: str,
+    amount: int,
+    currency: str,
+    code: str,
+    words: str,
+) -> None:
+    before = balances(shared)
+    total = total_money(shared)
+    error = people["alice"].error("pay", bank, account, amount, currency)
+    assert error.code().name == code, error
+    assert words in (error.details() or ""), error.details()
+    settle(shared)
+    assert balances(shared) == before
+    assert total_money(shared) == total
+
+
+def test_disabled_payee_is_refused(shared: Cluster, certs: Path, people: dict[str, Client]) -> None:
+    before = balances(shared)
+    boss = admin(shared, certs)
+    boss.set_disabled("beta", "carol", True)
+    try:
+        error = people["alice"].error("pay", "beta", "B-2001", 100)
+    finally:
+        boss.set_disabled("beta", "carol", False)
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error
+    assert "disabled" in (error.details() or "")
+    settle(shared)
+    assert balances(shared) == before
+    # Enabled again, the same payee can be paid.
+    assert people["alice"].pay("beta", "B-2001", 100).status == COMMITTED
+    settle(shared)
+
+
+@pytest.mark.parametrize("text", ["abc", "1.234", "0", "-1", "1e30", "", "NaN", "Infinity"])
+def test_amount_parser_refuses(text: str) -> None:
+    with pytest.raises(AmountError):
+        to_minor_units(text)
+
+
+def test_amount_parser_accepts() -> None:
+    assert to_minor_units("12.34") == 1234
+    assert to_minor_units(" 7 ") == 700
+    assert to_minor_units("0.01") == 1
+    assert to_minor_units("1200", "JPY") == 1200
+    assert to_minor_units("10000000000000.00") == 10**15
+
+
+# -- idempotency ------------------------------------------------------------------------------
+
+
+def test_same_key_repeated_pays_once(shared: Cluster, people: dict[str, Client]) -> None:
+    bob = people["bob"]
+    before = balances(shared)
+    key = f"repeat-{uuid.uuid4()}"
+    answers = [bob.pay("gamma", "G-3003", 250, idempotency_key=key) for _ in range(10)]
+    assert {a.payment_id for a in answers} == {answers[0].payment_id}
+    assert all(a.status == COMMITTED for a in answers)
+    assert [a.replayed for a in answers] == [False] + [True] * 9
+    settle(shared)
+    assert moved(before, balances(shared)) == {("alpha", "A-1002"): -250, ("gamma", "G-3003"): 250}
+    assert len(ledger_entries(shared, answers[0].payment_id)) == 2
+
+    for other in [("gamma", "G-3003", 251), ("gamma", "G-3002", 250)]:
+        error = bob.error("pay", *other, idempotency_key=key)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error
+        assert "idempotency key" in (error.details() or "")
+    assert moved(before, balances(shared)) == {("alpha", "A-1002"): -250, ("gamma", "G-3003"): 250}
+
+
+def test_same_key_concurrently_pays_once(shared: Cluster, people: dict[str, Client]) -> None:
+    dave = people["dave"]
+    before = balances(shared)
+    key = f"concurrent-{uuid.uuid4()}"
+
+    async def eight(client: GatewayClient) -> list[gateway_pb2.PayResponse]:
+        return list(
+            await asyncio.gather(
+                *(client.pay("alpha", "A-1003", 333, idempotency_key=key) for _ in range(8))
+            )
+        )
+
+    answers = dave.run(eight)
+    assert len({a.payment_id for a in answers}) == 1
+    assert all(a.status == COMMITTED for a in answers), answers
+    assert sum(not a.replayed for a in answers) == 1
+    settle(shared)
+    assert moved(before, balances(shared)) == {("beta", "B-2002"): -333, ("alpha", "A-1003"): 333}
+    assert len(ledger_entries(shared, answers[0].payment_id)) == 2
+    keys = [k for _, k in gateway_payments(shared).values()]
+    assert keys.count(key) == 1
+
+
+# -- conservation under concurrent load -------------------------------------------------------
+
+PAYMENTS = 200
+CLIENTS = 20
+
+
+async def login_all(cfg: ClientConfig) -> dict[str, str]:
+    tokens = {}
+    async with GatewayClient(cfg) as client:
+        for username, (bank, account) in SEED_ACCOUNTS.items():
+            await client.register(username, SEED_PASSWORDS[username], bank, account)
+            tokens[username] = (await client.login(username, SEED_PASSWORDS[username])).token
+    return tokens
+
+
+async def pay_all(
+    cfg: ClientConfig, tokens: dict[str, str], plan: list[tuple[str, str, int, str]]
+) -> dict[str, gateway_pb2.PayResponse]:
+    """Every planned payment, spread over CLIENTS concurrent clients."""
+    answers: dict[str, gateway_pb2.PayResponse] = {}
+
+    async def worker(share: list[tuple[str, str, int, str]]) -> None:
+        retry = RetryPolicy(max_attempts=4, initial_backoff=0.2, max_backoff=1.0)
+        async with GatewayClient(cfg, retry=retry) as client:
+            for payer, payee, amount, key in share:
+                client.token = tokens[payer]
+                answers[key] = await client.pay(*SEED_ACCOUNTS[payee], amount, idempotency_key=key)
+
+    await asyncio.gather(*(worker(plan[i::CLIENTS]) for i in range(CLIENTS)))
+    return answers
+
+
+def test_money_is_conserved(make_cluster: ClusterFactory, certs: Path, backend: str) -> None:
+    cluster = make_cluster(backend)
+    rng = random.Random(20_240_601)
+    names = list(SEED_ACCOUNTS)
+    plan = []
+    for number in range(PAYMENTS):
+        payer = rng.choice(names)
+        payee = rng.choice([name for name in names if name != payer])
+        plan.append((payer, payee, rng.randint(1, 30_000), f"conserve-{number}"))
+    cfg = config(cluster, certs)
+    tokens = asyncio.run(login_all(cfg))
+    before = balances(cluster)
+    total = total_money(cluster)
+
+    answers = asyncio.run(pay_all(cfg, tokens, plan))
+
+    settle(cluster, 30)
+    assert total_money(cluster) == total
+    statuses = Counter(answer.status for answer in answers.values())
+    assert set(statuses) <= {COMMITTED, ABORTED}, statuses
+    assert statuses[COMMITTED] > 0, statuses
+    reasons = Counter(a.reason_code for a in answers.values() if a.status == ABORTED)
+    print(f"{backend}: {statuses[COMMITTED]} committed, aborted {dict(reasons)}")
+    expected = dict(before)
+    entries: dict[str, list[tuple[str, str, int]]] = {}
+    for bank in cluster.bank_names:
+        for payment_id, account, amount in bank_state(cluster, bank)["entries"]:
+            entries.setdefault(payment_id, []).append((bank, account, amount))
+    for payer, payee, amount, key in plan:
+        answer = answers[key]
+        made = sorted(entries.pop(answer.payment_id, []))
+        if answer.status == COMMITTED:
+            debit = (*SEED_ACCOUNTS[payer], -amount)
+            credit = (*SEED_ACCOUNTS[payee], amount)
+            assert made == sorted([debit, credit]), (key, answer.payment_id, made)
+            expected[SEED_ACCOUNTS[payer]] -= amount
+            expected[SEED_ACCOUNTS[payee]] += amount
+        else:
+            assert answer.reason_code, answer
+            assert made == [], (key, answer.payment_id, made)
+    assert entries == {}, "ledger entries of payments nobody made"
+    assert balances(cluster) == expected
+    assert_books_balance(cluster)
+
+
+# -- the client's retries ---------------------------------------------------------------------
+
+
+def test_client_retries_across_gateway_restart(make_cluster: ClusterFactory, certs: Path) -> None:
+    cluster = make_cluster()
+    alice = customer(cluster, certs, "alice")
+    before = balances(cluster)
+    key = f"retry-{uuid.uuid4()}"
+    first_failure = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    async def sleep(delay: float) -> None:
+        first_failure.set()
+        # At least 1.5 s between attempts, so eight attempts outlast a gateway restart.
+        await asyncio.sleep(max(delay, 1.5))
+
+    async def pay() -> gateway_pb2.PayResponse:
+        retry = RetryPolicy(max_attempts=8, sleep=sleep)
+        async with GatewayClient(config(cluster, certs), alice.token, retry) as client:
+            return await client.pay("gamma", "G-3002", 4321, idempotency_key=key)
+
+    def payer() -> None:
+        try:
+            outcome["answer"] = asyncio.run(pay())
+        except Exception as error:  # reported by the assertions below
+            outcome["error"] = error
+
+    cluster.kill(GATEWAY)
+    thread = threading.Thread(target=payer)
+    thread.start()
+    try:
+        assert first_failure.wait(30), "the first attempt never failed"
+        time.sleep(1)
+        cluster.start_process(GATEWAY)
+        cluster.wait_ready(GATEWAY)
+    finally:
+        thread.join(60)
+    assert not thread.is_alive()
+    assert "error" not in outcome, outcome
+    answer = outcome["answer"]
+    assert answer.status == COMMITTED, answer
+    settle(cluster)
+    assert moved(before, balances(cluster)) == {
+        ("alpha", "A-1001"): -4321,
+        ("gamma", "G-3002"): 4321,
+    }
+    assert len(ledger_entries(cluster, answer.payment_id)) == 2
+    assert [k for _, k in gateway_payments(cluster).values()].count(key) == 1
+
+    retried = []
+    for line in cluster.log_path(GATEWAY).read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if (
+            isinstance(record, dict)
+            and record.get("event") == "call"
+            and record.get("idempotency_key") == key
+        ):
+            retried.append(record)
+    assert retried, "the gateway logged no call for this payment"
+    assert all(int(record.get("attempt", 1)) > 1 for record in retried), retried
+    assert retried[-1]["code"] == "OK", retried[-1]
+    # The same key again is a replay of that payment, not a second one.
+    again = alice.pay("gamma", "G-3002", 4321, idempotency_key=key)
+    assert (again.payment_id, again.replayed) == (answer.payment_id, True)

@@ -1,0 +1,289 @@
+"""The permission matrix, generated from the one permission table (``PERMISSIONS``): every
+unary method there, on the gateway and on a bank, is called with an empty request as each kind
+of caller, and each gets exactly what the table says.
+
+A refusal is PERMISSION_DENIED or UNAUTHENTICATED (a token-needing method called without a
+token is UNAUTHENTICATED; a caller whose kind the table does not allow is PERMISSION_DENIED).
+An allowed call may well fail on the empty request (INVALID_ARGUMENT, NOT_FOUND...): any code
+but those two proves that authorization let it through. Also: the table lists every method
+the .proto files define (deny by default must never be the reason a method is closed), and a
+customer's token only ever reaches their own account.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf.descriptor import MethodDescriptor
+from google.protobuf.message_factory import GetMessageClass
+from grpc_health.v1 import health_pb2
+
+from protofiles.minipay.v1 import admin_pb2, bank_pb2, common_pb2, gateway_pb2
+from server.cluster import GATEWAY, Cluster
+from server.common.identity import TOKEN_ROLES, Caller
+from server.common.tls import TlsFiles, channel_credentials
+from server.interceptors.authorization import PERMISSIONS
+from tests.conftest import TEST_ENV
+from tests.helpers import ADMIN, SEED_ACCOUNTS, SEED_PASSWORDS, Client
+
+BANK = "alpha"
+REFUSALS = frozenset({grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED})
+LOGOUT = "/minipay.v1.Auth/Logout"
+# An allowed call whose own answer to an empty request is UNAUTHENTICATED: the identity
+# service's sentence (never the interceptor's) proves that authorization let it through.
+HANDLER_REFUSALS = {"/minipay.v1.Auth/Login": "wrong username or password"}
+CALL_TIMEOUT = 15.0
+
+
+def method_name(method: MethodDescriptor) -> str:
+    return f"/{method.containing_service.full_name}/{method.name}"
+
+
+def proto_methods(*modules: Any) -> dict[str, MethodDescriptor]:
+    return {
+        method_name(method): method
+        for module in modules
+        for service in module.DESCRIPTOR.services_by_name.values()
+        for method in service.methods
+    }
+
+
+GATEWAY_METHODS = proto_methods(gateway_pb2, admin_pb2)
+BANK_METHODS = proto_methods(bank_pb2)
+HEALTH_METHODS = proto_methods(health_pb2)
+ALL_PROTO_METHODS = {**proto_methods(common_pb2), **GATEWAY_METHODS, **BANK_METHODS}
+
+
+def targets(method: str) -> list[tuple[str, MethodDescriptor]]:
+    """The servers that serve a method, and its descriptor."""
+    if method in GATEWAY_METHODS:
+        return [(GATEWAY, GATEWAY_METHODS[method])]
+    if method in BANK_METHODS:
+        return [(BANK, BANK_METHODS[method])]
+    if method in HEALTH_METHODS and not HEALTH_METHODS[method].server_streaming:
+        return [(GATEWAY, HEALTH_METHODS[method]), (BANK, HEALTH_METHODS[method])]
+    return []  # streaming (health Watch, reflection): covered by test_foundation
+
+
+@dataclass(frozen=True)
+class Who:
+    """A kind of caller: the certificate it presents, and whose login token (if any)."""
+
+    name: str
+    cert: str
+    login: tuple[str, str] | None = None
+    role: str = ""  # the role in the token
+    proves: frozenset[Caller] = field(default_factory=frozenset)  # beyond ANY_CERT
+
+    @property
+    def by_certificate(self) -> frozenset[Caller]:
+        return self.proves | {Caller.ANY_CERT}
+
+
+CALLERS = (
+    Who("anonymous", "client-1"),
+    Who("customer-a", "client-1", ("alice", SEED_PASSWORDS["alice"]), "customer"),
+    Who("customer-b", "client-2", ("carol", SEED_PASSWORDS["carol"]), "customer"),
+    Who("admin", "admin", ADMIN, "admin"),
+    Who("gateway", "gateway", proves=frozenset({Caller.GATEWAY})),
+    Who("bank", BANK, proves=frozenset({Caller.BANK})),
+)
+
+
+def expected_refusal(method: str, who: Who) -> grpc.StatusCode | None:
+    """What the table says this caller gets: a refusal code, or None when it is allowed."""
+    allowed = PERMISSIONS[method]
+    if allowed & who.by_certificate:
+        return None
+    token_roles = {TOKEN_ROLES[caller] for caller in allowed if caller in TOKEN_ROLES}
+    if not token_roles:
+        return grpc.StatusCode.PERMISSION_DENIED  # no token could ever open it
+    if not who.role:
+        return grpc.StatusCode.UNAUTHENTICATED  # needs a token and has none
+    return None if who.role in token_roles else grpc.StatusCode.PERMISSION_DENIED
+
+
+MATRIX = [
+    pytest.param(method, server, descriptor, who, id=f"{server}{method}-{who.name}")
+    for method in PERMISSIONS
+    for server, descriptor in targets(method)
+    for who in CALLERS
+]
+
+
+# -- one cluster for the module ---------------------------------------------------------------
+
+
+class Callers:
+    """Channels per (server, certificate) and login tokens per caller, made once."""
+
+    def __init__(self, cluster: Cluster, certs: Path) -> None:
+        self.cluster = cluster
+        self.certs = certs
+        self.channels: dict[tuple[str, str], grpc.Channel] = {}
+        self.tokens: dict[str, str] = {}
+        self.clients: dict[str, Client] = {}
+        for who in CALLERS:
+            if who.login is not None:
+                self.clients[who.name] = self.log_in(who)
+                self.tokens[who.name] = self.clients[who.name].token
+
+    def log_in(self, who: Who) -> Client:
+        assert who.login is not None
+        client = Client(self.cluster, self.certs, who.cert)
+        client.login(*who.login)
+        return client
+
+    def channel(self, server: str, cert: str) -> grpc.Channel:
+        if (server, cert) not in self.channels:
+            files = TlsFiles(
+                self.certs / "ca.pem", self.certs / f"{cert}.pem", self.certs / f"{cert}-key.pem"
+            )
+            self.channels[server, cert] = grpc.secure_channel(
+                self.cluster.address(server), channel_credentials(files)
+            )
+        return self.channels[server, cert]
+
+    def call(
+        self, server: str, descriptor: MethodDescriptor, who: Who
+    ) -> tuple[grpc.StatusCode, str]:
+        """Calls the method with an empty request; the status code and details."""
+        method = method_name(descriptor)
+        request_class = GetMessageClass(descriptor.input_type)
+        response_class = GetMessageClass(descriptor.output_type)
+        stub = self.channel(server, who.cert).unary_unary(
+            method,
+            request_serializer=request_class.SerializeToString,
+            response_deserializer=response_class.FromString,
+        )
+        metadata = []
+        if who.login is not None:
+            # Logout revokes the token it carries: spend a fresh one, keep the shared one.
+            token = self.log_in(who).token if method == LOGOUT else self.tokens[who.name]
+            metadata.append(("authorization", f"Bearer {token}"))
+        try:
+            stub(request_class(), metadata=metadata, timeout=CALL_TIMEOUT)
+        except grpc.RpcError as error:
+            return error.code(), error.details() or ""
+        return grpc.StatusCode.OK, ""
+
+    def close(self) -> None:
+        for channel in self.channels.values():
+            channel.close()
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory, certs: Path) -> Iterator[Cluster]:
+    cluster = Cluster(tmp_path_factory.mktemp("permissions"), env=dict(TEST_ENV), certs=certs)
+    try:
+        cluster.start()
+        for username, cert in (("alice", "client-1"), ("carol", "client-2")):
+            Client(cluster, certs, cert).register(
+                username, SEED_PASSWORDS[username], *SEED_ACCOUNTS[username]
+            )
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def callers(running: Cluster, certs: Path) -> Iterator[Callers]:
+    made = Callers(running, certs)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+# -- the table itself -------------------------------------------------------------------------
+
+
+def test_every_proto_method_is_in_the_table() -> None:
+    unlisted = sorted(set(ALL_PROTO_METHODS) - set(PERMISSIONS))
+    assert not unlisted, f"methods missing from PERMISSIONS (refused by default): {unlisted}"
+
+
+def test_every_minipay_entry_names_a_real_method() -> None:
+    stale = sorted(
+        method
+        for method in PERMISSIONS
+        if method.startswith("/minipay.") and method not in ALL_PROTO_METHODS
+    )
+    assert not stale, f"PERMISSIONS entries no .proto defines: {stale}"
+
+
+def test_every_entry_allows_someone() -> None:
+    assert all(PERMISSIONS.values()), "an empty entry is a method nobody may call"
+
+
+def test_matrix_covers_every_service() -> None:
+    services = {method.rsplit("/", 1)[0] for method in PERMISSIONS if targets(method)}
+    assert {
+        "/minipay.v1.Auth",
+        "/minipay.v1.Payments",
+        "/minipay.v1.Admin",
+        "/minipay.v1.Coordinator",
+        "/minipay.v1.Participant",
+        "/minipay.v1.Accounts",
+        "/grpc.health.v1.Health",
+    } <= services
+
+
+# -- the matrix -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("method", "server", "descriptor", "who"), MATRIX)
+def test_permission_matrix(
+    callers: Callers, method: str, server: str, descriptor: MethodDescriptor, who: Who
+) -> None:
+    code, details = callers.call(server, descriptor, who)
+    refusal = expected_refusal(method, who)
+    if refusal is not None:
+        assert code == refusal, f"{who.name} on {server}{method}: {code.name} {details!r}"
+        return
+    if code == grpc.StatusCode.UNAUTHENTICATED and HANDLER_REFUSALS.get(method) == details:
+        return  # the servicer's own answer to empty credentials: authorization passed
+    assert code not in REFUSALS, f"{who.name} refused on {server}{method}: {details!r}"
+    assert code != grpc.StatusCode.UNIMPLEMENTED, f"{server} does not serve {method}"
+
+
+def test_unknown_method_is_unimplemented(callers: Callers) -> None:
+    stub = callers.channel(GATEWAY, "client-1").unary_unary(
+        "/minipay.v1.Payments/StealEverything",
+        request_serializer=gateway_pb2.GetBalanceRequest.SerializeToString,
+        response_deserializer=gateway_pb2.GetBalanceResponse.FromString,
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        stub(gateway_pb2.GetBalanceRequest(), timeout=CALL_TIMEOUT)
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+# -- a customer reaches only their own account ------------------------------------------------
+
+
+def test_customer_b_cannot_read_customer_a(callers: Callers) -> None:
+    alice = callers.clients["customer-a"]
+    carol = callers.clients["customer-b"]
+    paid = [alice.pay("alpha", "A-1002", 100 + n).payment_id for n in range(2)]
+    first_page = alice.history(page_size=1)
+    assert first_page.next_page_token, "alice has two payments: expected a second page"
+
+    mine = alice.balance()
+    assert (mine.account.bank, mine.account.account) == SEED_ACCOUNTS["alice"]
+
+    balance = carol.balance()
+    assert (balance.account.bank, balance.account.account) == SEED_ACCOUNTS["carol"]
+    assert balance.balance.minor_units == 75000  # carol's seed balance, not alice's
+    for page_token in ("", first_page.next_page_token):
+        history = carol.history(page_size=50, page_token=page_token)
+        assert not {entry.payment_id for entry in history.entries} & set(paid)
+        alpha = [e for e in history.entries if e.counterparty.bank == "alpha"]
+        assert not alpha, f"carol sees alpha payments she is not part of: {alpha}"
+
+    # And alice still sees her own, both of them.
+    assert set(paid) <= {entry.payment_id for entry in alice.history(page_size=50).entries}
