@@ -21,13 +21,20 @@ async def serve(settings: BankSettings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings = parse_settings(
-        BankSettings, argv, "python -m server.bank", "Run one bank server (a 2PC participant)."
-    )
-    configure_logging(
-        f"bank-{settings.name}", settings.log_level, settings.log_format, settings.data_dir / "logs"
-    )
     try:
+        settings = parse_settings(
+            BankSettings, argv, "python -m server.bank", "Run one bank server (a 2PC participant)."
+        )
+    except ConfigError as error:
+        print(f"error: bank: {error}", file=sys.stderr)
+        return 2
+    try:
+        configure_logging(
+            f"bank-{settings.name}",
+            settings.log_level,
+            settings.log_format,
+            settings.data_dir / "logs",
+        )
         asyncio.run(serve(settings))
     except (ConfigError, ValueError) as error:
         print(f"error: bank {settings.name}: {error}", file=sys.stderr)

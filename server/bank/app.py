@@ -61,6 +61,7 @@ def prepare_database(settings: BankSettings) -> dbmod.Database:
 
 
 async def run_server(settings: BankSettings) -> BankServer:
+    address = settings.listen_address  # before the database: an unknown name stops the start
     database = await asyncio.to_thread(prepare_database, settings)
     tls = TlsFiles(settings.ca, settings.cert_path, settings.key_path)
     faults = Faults(settings.faults)
@@ -75,7 +76,7 @@ async def run_server(settings: BankSettings) -> BankServer:
         return SERVICES
 
     interceptors = [LoggingInterceptor(f"bank-{settings.name}"), AuthInterceptor((), None)]
-    server, port, health = build_server(settings.listen_address, tls, interceptors, register)
+    server, port, health = build_server(address, tls, interceptors, register)
     serve_metrics(settings.metrics_port)
     await server.start()
     await mark_serving(health, SERVICES)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.common.errors import ConfigError
@@ -33,8 +33,14 @@ def make_engine(url: str) -> Engine:
     if is_sqlite(url):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+            folder = Path(path).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot make folder {folder} for database {path}: {exc.strerror or exc}"
+                ) from None
+        engine = _create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -46,7 +52,16 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_size=8, max_overflow=4, pool_pre_ping=True)
+    return _create_engine(url, pool_size=8, max_overflow=4, pool_pre_ping=True)
+
+
+def _create_engine(url: str, **options: Any) -> Engine:
+    """``create_engine``; an unknown dialect or a driver not installed stops the start."""
+    try:
+        return create_engine(url, **options)
+    except (ArgumentError, ImportError) as exc:  # NoSuchModuleError is an ArgumentError
+        scheme = url.split(":", 1)[0]  # never the whole URL: it may carry a password
+        raise ConfigError(f"cannot use database URL {scheme}://...: {exc}") from None
 
 
 def check_connection(engine: Engine) -> None:

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from server.common.errors import ConfigError
+
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("minipay_request_id", default="")
 
 SECRET_KEYS = re.compile(r"password|token|secret|authorization|private|hash|key$", re.I)
@@ -94,13 +96,18 @@ class TextFormatter(logging.Formatter):
 
 
 def configure_logging(component: str, level: str, fmt: str, log_dir: Path | None) -> None:
+    if fmt not in ("json", "text"):
+        raise ConfigError(f"log format {fmt!r}: expected json or text")
     formatter: logging.Formatter = (
         JsonFormatter(component) if fmt == "json" else TextFormatter(component)
     )
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_dir is not None:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_dir / f"{component}.log"))
+        try:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            handlers.append(logging.FileHandler(log_dir / f"{component}.log"))
+        except OSError as exc:
+            raise ConfigError(f"cannot write logs in {log_dir}: {exc.strerror or exc}") from None
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from server.common.errors import ConfigError
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEV_CERTS = REPO_ROOT / "certificate" / "dev"
 DEFAULT_DATA_DIR = Path("data")
@@ -64,6 +66,15 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type[Any]) -> None:
             )
 
 
+def _checked(raw: str, field: dataclasses.Field[Any], source: str) -> Any:
+    """``_convert``, with a start-up error naming the flag or variable when RAW does not fit."""
+    try:
+        return _convert(raw, field.default)
+    except ValueError:
+        kind = "a whole number" if isinstance(field.default, int) else "a number"
+        raise ConfigError(f"{source} {raw!r}: expected {kind}") from None
+
+
 def from_namespace(cls: type[S], args: argparse.Namespace | None = None, **overrides: Any) -> S:
     """Builds settings: explicit overrides, then flags, then environment, then defaults."""
     values: dict[str, Any] = {}
@@ -72,9 +83,10 @@ def from_namespace(cls: type[S], args: argparse.Namespace | None = None, **overr
         if field.name in overrides:
             values[field.name] = overrides[field.name]
         elif flag_value is not None:
-            values[field.name] = _convert(str(flag_value), field.default)
+            flag = "--" + field.name.replace("_", "-")
+            values[field.name] = _checked(str(flag_value), field, flag)
         elif env_name(field) in os.environ:
-            values[field.name] = _convert(os.environ[env_name(field)], field.default)
+            values[field.name] = _checked(os.environ[env_name(field)], field, env_name(field))
     return cls(**values)
 
 
@@ -121,7 +133,15 @@ class BankSettings:
 
     @property
     def listen_address(self) -> str:
-        return self.listen or parse_bank_map(self.banks)[self.name]
+        if self.listen:
+            return self.listen
+        banks = parse_bank_map(self.banks)
+        if self.name not in banks:
+            raise ConfigError(
+                f"bank {self.name!r} is not in the bank list {self.banks!r}; add it there "
+                "(--banks, MINIPAY_BANKS) or give its address with --listen"
+            )
+        return banks[self.name]
 
     @property
     def db_url(self) -> str:

@@ -30,10 +30,29 @@ def _read(path: Path, what: str) -> bytes:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
 
 
+def _checked_pair(files: TlsFiles) -> tuple[bytes, bytes]:
+    """The key and certificate, checked to parse and to belong together."""
+    key_pem, cert_pem = _read(files.key, "private key"), _read(files.cert, "certificate")
+    try:
+        certificate = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError:
+        raise ConfigError(f"{files.cert} is not a PEM certificate") from None
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError):
+        raise ConfigError(f"{files.key} is not an unencrypted PEM private key") from None
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    if key.public_key().public_bytes(serialization.Encoding.PEM, public) != (
+        certificate.public_key().public_bytes(serialization.Encoding.PEM, public)
+    ):
+        raise ConfigError(f"private key {files.key} does not belong to {files.cert}")
+    return key_pem, cert_pem
+
+
 def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
     """Server credentials that require and verify a client certificate from our CA."""
     return grpc.ssl_server_credentials(
-        [(_read(files.key, "private key"), _read(files.cert, "certificate"))],
+        [_checked_pair(files)],
         root_certificates=_read(files.ca, "CA certificate"),
         require_client_auth=True,
     )

@@ -58,8 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="read the password from standard input instead of a prompt",
     )
     args = parser.parse_args(argv)
-    settings = from_namespace(GatewaySettings, args)
     try:
+        settings = from_namespace(GatewaySettings, args)
         if args.command == "create-admin":
             create_admin_command(settings, args.username, args.password_stdin)
             return 0

@@ -65,6 +65,8 @@ def seed_admins(path: Path) -> list[tuple[str, str]]:
         data = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read seed file {path}: {exc}".splitlines()[0]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"seed file {path}: expected a mapping at the top")
     admins = []
     for index, row in enumerate(data.get("admins") or [], start=1):
         if not isinstance(row, dict) or not row.get("username") or not row.get("password"):

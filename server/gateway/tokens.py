@@ -24,7 +24,12 @@ ALGORITHM = "EdDSA"
 def load_or_create_key(path: Path) -> Ed25519PrivateKey:
     """The signing key; made on first start and written readable by its owner only."""
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot make folder {path.parent} for the token signing key: {exc.strerror or exc}"
+            ) from None
         pem = Ed25519PrivateKey.generate().private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
@@ -34,6 +39,10 @@ def load_or_create_key(path: Path) -> Ed25519PrivateKey:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             pass  # another process made it first; read theirs
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create token signing key {path}: {exc.strerror or exc}"
+            ) from None
         else:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(pem)

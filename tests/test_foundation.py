@@ -1,0 +1,455 @@
+"""The foundation every other feature stands on: mutual TLS refuses what it must (plaintext,
+no client certificate, a certificate from another CA), health and reflection answer, the
+migrations go up and down on SQLite and PostgreSQL, seed loading is idempotent across a
+restart, bad start-up input ends the process with one ``error:`` line and no traceback, and
+every command-line entry point answers ``--help``.
+
+Everything runs against real processes on loopback (see ``server/cluster.py``).
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import nullcontext
+from pathlib import Path
+
+import grpc
+import pytest
+import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from sqlalchemy import MetaData, create_engine, func, inspect, select
+
+from certificate.ca import issue_leaf, make_ca
+from server.bank.models import Base as BankBase
+from server.bank.models import Customer
+from server.cluster import GATEWAY, Cluster
+from server.common.tls import TlsFiles, channel_credentials
+from server.gateway.models import Admin
+from server.gateway.models import Base as GatewayBase
+from tests.conftest import TEST_ENV, ClusterFactory
+from tests.helpers import (
+    assert_books_balance,
+    bank_state,
+    bank_url,
+    customer,
+    gateway_url,
+    postgres_databases,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SERVING = health_pb2.HealthCheckResponse.SERVING
+HEALTH_SERVICE = "grpc.health.v1.Health"
+REFLECTION_SERVICE = "grpc.reflection.v1alpha.ServerReflection"
+GATEWAY_SERVICES = (
+    "minipay.v1.Auth",
+    "minipay.v1.Payments",
+    "minipay.v1.Coordinator",
+    "minipay.v1.Admin",
+)
+BANK_SERVICES = ("minipay.v1.Participant", "minipay.v1.Accounts")
+SERVICES = {GATEWAY: GATEWAY_SERVICES, "alpha": BANK_SERVICES, "beta": BANK_SERVICES}
+TARGETS = (GATEWAY, "alpha")
+METADATA: dict[str, MetaData] = {"gateway": GatewayBase.metadata, "bank": BankBase.metadata}
+PROBE_TIMEOUT = 10.0
+
+
+# --- a cluster shared by the TLS, health and reflection tests ------------------------------
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory, certs: Path) -> Iterator[Cluster]:
+    """One cluster for the read-only probes of this module (starting one takes seconds)."""
+    cluster = Cluster(
+        tmp_path_factory.mktemp("foundation"),
+        env=dict(TEST_ENV),
+        certs=certs,
+    )
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def client_files(certs: Path, name: str = "client-1") -> TlsFiles:
+    return TlsFiles(certs / "ca.pem", certs / f"{name}.pem", certs / f"{name}-key.pem")
+
+
+def health_check(channel: grpc.Channel, service: str = "") -> int:
+    stub = health_pb2_grpc.HealthStub(channel)
+    answer = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=PROBE_TIMEOUT)
+    return int(answer.status)
+
+
+def refused(channel: grpc.Channel) -> grpc.RpcError:
+    """The error the health probe must end with on a channel the server refuses."""
+    with pytest.raises(grpc.RpcError) as caught:
+        health_check(channel)
+    return caught.value
+
+
+# --- 1. mutual TLS ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_plaintext_channel_is_refused(running: Cluster, target: str) -> None:
+    with grpc.insecure_channel(running.address(target)) as channel:
+        error = refused(channel)
+    assert error.code() == grpc.StatusCode.UNAVAILABLE, error
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_client_without_certificate_is_refused(running: Cluster, certs: Path, target: str) -> None:
+    credentials = grpc.ssl_channel_credentials(root_certificates=(certs / "ca.pem").read_bytes())
+    with grpc.secure_channel(running.address(target), credentials) as channel:
+        error = refused(channel)
+    assert error.code() == grpc.StatusCode.UNAVAILABLE, error
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_client_certificate_from_another_ca_is_refused(
+    running: Cluster, certs: Path, tmp_path: Path, target: str
+) -> None:
+    other = tmp_path / "other-pki"
+    make_ca(other)
+    issue_leaf(other, "client-1")
+    # Trusts our CA (so the server is accepted) but presents a certificate our CA never signed.
+    files = TlsFiles(certs / "ca.pem", other / "client-1.pem", other / "client-1-key.pem")
+    with grpc.secure_channel(running.address(target), channel_credentials(files)) as channel:
+        error = refused(channel)
+    assert error.code() == grpc.StatusCode.UNAVAILABLE, error
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_client_with_our_certificate_is_served(running: Cluster, certs: Path, target: str) -> None:
+    credentials = channel_credentials(client_files(certs))
+    with grpc.secure_channel(running.address(target), credentials) as channel:
+        assert health_check(channel) == SERVING
+
+
+# --- 2. health and reflection ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", [GATEWAY, "alpha", "beta"])
+def test_health_serving_for_every_service(running: Cluster, certs: Path, target: str) -> None:
+    credentials = channel_credentials(client_files(certs))
+    with grpc.secure_channel(running.address(target), credentials) as channel:
+        for service in ["", *SERVICES[target]]:
+            assert health_check(channel, service) == SERVING, service
+        with pytest.raises(grpc.RpcError) as caught:
+            health_check(channel, "minipay.v1.NoSuchService")
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("target", [GATEWAY, "alpha", "beta"])
+def test_reflection_lists_services(running: Cluster, certs: Path, target: str) -> None:
+    credentials = channel_credentials(client_files(certs))
+    with grpc.secure_channel(running.address(target), credentials) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        requests = iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        answers = list(stub.ServerReflectionInfo(requests, timeout=PROBE_TIMEOUT))
+    assert len(answers) == 1
+    listed = {service.name for service in answers[0].list_services_response.service}
+    assert listed == {*SERVICES[target], HEALTH_SERVICE, REFLECTION_SERVICE}
+
+
+# --- 3. migrations ---------------------------------------------------------------------------
+
+
+def alembic(kind: str, url: str, *arguments: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "alembic", "-n", kind, "-x", f"url={url}", *arguments],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def table_columns(url: str) -> dict[str, set[str]]:
+    engine = create_engine(url)
+    try:
+        inspector = inspect(engine)
+        return {
+            table: {column["name"] for column in inspector.get_columns(table)}
+            for table in inspector.get_table_names()
+        }
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("kind", ["gateway", "bank"])
+def test_migrations_up_and_down(backend: str, kind: str, tmp_path: Path) -> None:
+    expected = {
+        name: {column.name for column in table.columns}
+        for name, table in METADATA[kind].tables.items()
+    }
+    sqlite = nullcontext({kind: f"sqlite:///{tmp_path / f'{kind}.db'}"})
+    with postgres_databases([kind]) if backend == "postgres" else sqlite as urls:
+        url = urls[kind]
+        alembic(kind, url, "upgrade", "head")
+        upgraded = table_columns(url)
+        assert set(upgraded) == {*expected, "alembic_version"}
+        for name, columns in expected.items():
+            assert upgraded[name] == columns, name
+
+        alembic(kind, url, "downgrade", "base")
+        assert set(table_columns(url)) <= {"alembic_version"}
+
+        # And back up again: the downgrade left nothing behind that blocks a new upgrade.
+        alembic(kind, url, "upgrade", "head")
+        assert set(table_columns(url)) == {*expected, "alembic_version"}
+
+
+# --- 4. seed loading is idempotent -----------------------------------------------------------
+
+
+def count_rows(url: str, model: type[Customer] | type[Admin]) -> dict[str, int]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                select(model.username, func.count()).group_by(model.username)
+            ).all()
+    finally:
+        engine.dispose()
+    return {str(username): int(count) for username, count in rows}
+
+
+def test_restart_does_not_reseed(make_cluster: ClusterFactory, certs: Path, backend: str) -> None:
+    cluster = make_cluster(backend)
+    customers_before = count_rows(bank_url(cluster, "alpha"), Customer)
+    admins_before = count_rows(gateway_url(cluster), Admin)
+    assert customers_before == {"alice": 1, "bob": 1, "amir": 1}
+    assert admins_before == {"admin": 1}
+
+    alice = customer(cluster, certs, "alice")
+    answer = alice.pay("beta", "B-2001", 1234)
+    assert answer.status == 2, answer
+    paid = bank_state(cluster, "alpha")["accounts"]
+    assert paid["A-1001"] == (100000 - 1234, 0)
+
+    cluster.restart("alpha")
+    cluster.restart(GATEWAY)
+
+    assert count_rows(bank_url(cluster, "alpha"), Customer) == customers_before
+    assert count_rows(gateway_url(cluster), Admin) == admins_before
+    assert bank_state(cluster, "alpha")["accounts"] == paid
+    assert alice.balance().balance.minor_units == 100000 - 1234
+    assert_books_balance(cluster)
+
+
+# --- 5. bad input at start-up ----------------------------------------------------------------
+
+
+@pytest.fixture
+def idle(tmp_path: Path, certs: Path) -> Cluster:
+    """A cluster that is never started: only its ports and environment are used."""
+    return Cluster(tmp_path / "idle", env=dict(TEST_ENV), certs=certs)
+
+
+def start_fails(cluster: Cluster, name: str, *arguments: str, **overrides: str) -> str:
+    """Runs NAME (plus ARGUMENTS) with the environment OVERRIDES; it must exit non-zero with
+    one ``error:`` line last and no traceback. Returns that line."""
+    env = {**cluster.environment(name), **overrides}
+    result = subprocess.run(
+        [*cluster.command(name), *arguments],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=60,
+    )
+    output = result.stdout
+    assert result.returncode != 0, output
+    assert "Traceback" not in output, output
+    lines = output.strip().splitlines()
+    assert lines, "no output at all"
+    assert lines[-1].startswith("error:"), output
+    assert [line for line in lines if line.startswith("error:")] == [lines[-1]], output
+    return lines[-1]
+
+
+def write_seed(path: Path, customers: list[dict[str, str]]) -> Path:
+    admins = [{"username": "admin", "password": "admin-dev-pass"}]
+    path.write_text(yaml.safe_dump({"admins": admins, "customers": customers}))
+    return path
+
+
+def database_variable(name: str) -> str:
+    return "MINIPAY_GATEWAY_DATABASE_URL" if name == GATEWAY else "MINIPAY_BANK_DATABASE_URL"
+
+
+GOOD_ROW = {
+    "bank": "alpha",
+    "username": "alice",
+    "name": "Alice Archer",
+    "password": "alice-dev-pass",
+    "account": "A-1001",
+    "balance": "1000.00",
+}
+
+
+@pytest.mark.parametrize("name", [GATEWAY, "alpha"])
+def test_missing_certificate(idle: Cluster, tmp_path: Path, name: str) -> None:
+    missing = tmp_path / "no-such-cert.pem"
+    line = start_fails(idle, name, MINIPAY_CERT=str(missing))
+    assert str(missing) in line
+
+
+@pytest.mark.parametrize("name", [GATEWAY, "alpha"])
+def test_missing_ca(idle: Cluster, tmp_path: Path, name: str) -> None:
+    missing = tmp_path / "no-such-ca.pem"
+    line = start_fails(idle, name, MINIPAY_CA=str(missing))
+    assert str(missing) in line
+
+
+@pytest.mark.parametrize("name", [GATEWAY, "alpha"])
+def test_garbage_certificate(idle: Cluster, tmp_path: Path, name: str) -> None:
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate")
+    line = start_fails(idle, name, MINIPAY_CERT=str(garbage))
+    assert "not a PEM certificate" in line
+
+
+@pytest.mark.parametrize("name", [GATEWAY, "alpha"])
+def test_key_of_another_certificate(idle: Cluster, name: str) -> None:
+    other_key = idle.certs / "client-2-key.pem"
+    line = start_fails(idle, name, MINIPAY_KEY=str(other_key))
+    assert "does not belong" in line
+
+
+@pytest.mark.parametrize("name", [GATEWAY, "alpha"])
+def test_unknown_log_format(idle: Cluster, name: str) -> None:
+    line = start_fails(idle, name, MINIPAY_LOG_FORMAT="xml")
+    assert "xml" in line
+
+
+@pytest.mark.parametrize("name", [GATEWAY, "alpha"])
+def test_port_in_use(idle: Cluster, name: str) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        address = f"127.0.0.1:{port}"
+        if name == GATEWAY:
+            line = start_fails(idle, name, MINIPAY_GATEWAY_LISTEN=address)
+        else:
+            banks = idle.banks_setting.replace(idle.address("alpha"), address)
+            line = start_fails(idle, name, MINIPAY_BANKS=banks)
+    assert str(port) in line
+    assert "in use" in line
+
+
+@pytest.mark.parametrize("name", [GATEWAY, "alpha"])
+def test_unreachable_database(idle: Cluster, name: str) -> None:
+    url = "postgresql+psycopg://postgres@127.0.0.1:1/x"
+    line = start_fails(idle, name, **{database_variable(name): url})
+    assert "database" in line
+    assert "127.0.0.1:1" in line
+
+
+@pytest.mark.parametrize("name", [GATEWAY, "alpha"])
+def test_unusable_database_url(idle: Cluster, name: str) -> None:
+    line = start_fails(idle, name, **{database_variable(name): "nosuch://somewhere/x"})
+    assert "database" in line
+    assert "nosuch" in line
+
+
+@pytest.mark.parametrize("name", [GATEWAY, "alpha"])
+def test_sqlite_folder_cannot_be_made(idle: Cluster, tmp_path: Path, name: str) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    url = f"sqlite:///{blocker / 'sub' / 'x.db'}"
+    line = start_fails(idle, name, **{database_variable(name): url})
+    assert str(blocker) in line
+
+
+@pytest.mark.parametrize("name", [GATEWAY, "alpha"])
+def test_data_dir_is_a_file(idle: Cluster, tmp_path: Path, name: str) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    line = start_fails(idle, name, MINIPAY_DATA_DIR=str(blocker))
+    assert str(blocker) in line
+
+
+@pytest.mark.parametrize("name", [GATEWAY, "alpha"])
+def test_setting_that_is_not_a_number(idle: Cluster, name: str) -> None:
+    line = start_fails(idle, name, MINIPAY_TXN_TIMEOUT="soon")
+    assert "MINIPAY_TXN_TIMEOUT" in line
+    assert "soon" in line
+    line = start_fails(idle, name, "--bcrypt-rounds", "many")
+    assert "--bcrypt-rounds" in line
+    assert "many" in line
+
+
+@pytest.mark.parametrize("name", [GATEWAY, "alpha"])
+def test_unknown_log_level(idle: Cluster, name: str) -> None:
+    line = start_fails(idle, name, MINIPAY_LOG_LEVEL="loud")
+    assert "loud" in line.lower()
+
+
+def test_bank_name_not_in_banks(idle: Cluster) -> None:
+    line = start_fails(idle, "alpha", "--name", "zeta")
+    assert "zeta" in line
+    assert not (idle.data_dir / "bank-zeta.db").exists()
+
+
+def test_gateway_token_key_cannot_be_made(idle: Cluster, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    line = start_fails(idle, GATEWAY, MINIPAY_TOKEN_KEY=str(blocker / "token-key.pem"))
+    assert str(blocker) in line
+
+
+def test_gateway_seed_that_is_not_a_mapping(idle: Cluster, tmp_path: Path) -> None:
+    seed = tmp_path / "seed.yaml"
+    seed.write_text("- admin\n- alice\n")
+    line = start_fails(idle, GATEWAY, MINIPAY_SEED=str(seed))
+    assert str(seed) in line
+
+
+def test_seed_row_missing_account(idle: Cluster, tmp_path: Path) -> None:
+    row = {key: value for key, value in GOOD_ROW.items() if key != "account"}
+    seed = write_seed(tmp_path / "seed.yaml", [row])
+    line = start_fails(idle, "alpha", MINIPAY_SEED=str(seed))
+    assert "account" in line
+    assert "#1" in line
+
+
+def test_seed_row_naming_unknown_bank(idle: Cluster, tmp_path: Path) -> None:
+    rows = [GOOD_ROW, {**GOOD_ROW, "bank": "zeta", "username": "zed", "account": "Z-9001"}]
+    seed = write_seed(tmp_path / "seed.yaml", rows)
+    line = start_fails(idle, "alpha", MINIPAY_SEED=str(seed))
+    assert "unknown bank" in line
+    assert "zeta" in line
+
+
+def test_seed_file_missing(idle: Cluster, tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-seed.yaml"
+    for name in (GATEWAY, "alpha"):
+        line = start_fails(idle, name, MINIPAY_SEED=str(missing))
+        assert str(missing) in line
+
+
+# --- 6. every entry point answers --help -----------------------------------------------------
+
+
+@pytest.mark.parametrize("module", ["server.gateway", "server.bank", "client", "admin"])
+def test_help(module: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", module, "--help"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "usage:" in result.stdout
+    assert "Traceback" not in result.stderr
