@@ -100,19 +100,19 @@ async def main_async(args: argparse.Namespace) -> int:
             session.clear()
             show(args, {"logged_out": True}, "logged out")
         elif args.command == "balance":
-            answer = await client.balance()
+            balance = await client.balance()
             data = {
-                "bank": answer.account.bank,
-                "account": answer.account.account,
-                **money_fields("balance", answer.balance),
-                **money_fields("available", answer.available),
+                "bank": balance.account.bank,
+                "account": balance.account.account,
+                **money_fields("balance", balance.balance),
+                **money_fields("available", balance.available),
             }
             show(
                 args,
                 data,
-                f"{answer.account.bank}/{answer.account.account}: "
-                f"balance {data['balance']} {answer.balance.currency}, "
-                f"available {data['available']} {answer.available.currency}",
+                f"{balance.account.bank}/{balance.account.account}: "
+                f"balance {data['balance']} {balance.balance.currency}, "
+                f"available {data['available']} {balance.available.currency}",
             )
         elif args.command == "pay":
             return await pay(args, client)

@@ -229,7 +229,7 @@ class GatewayClient:
         )
 
     async def login(self, username: str, password: str) -> gateway_pb2.LoginResponse:
-        answer = await self.call(
+        answer: gateway_pb2.LoginResponse = await self.call(
             self.auth.Login, gateway_pb2.LoginRequest(username=username, password=password)
         )
         self.token = answer.token

@@ -9,7 +9,7 @@ import getpass
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +125,9 @@ def configure_client_logging(args: argparse.Namespace) -> None:
         logger.addHandler(handler)
 
 
-def run(main: Callable[[argparse.Namespace], Awaitable[int]], args: argparse.Namespace) -> int:
+def run(
+    main: Callable[[argparse.Namespace], Coroutine[Any, Any, int]], args: argparse.Namespace
+) -> int:
     """Runs a command; expected errors become one line on stderr and a non-zero exit."""
     configure_client_logging(args)
     try:

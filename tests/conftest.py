@@ -25,8 +25,9 @@ TEST_ENV = {
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--bank-test-seconds", type=float, default=20.0,
-                     help="length of the randomized bank test")
+    parser.addoption(
+        "--bank-test-seconds", type=float, default=20.0, help="length of the randomized bank test"
+    )
     parser.addoption("--bank-test-seed", type=int, default=0, help="seed (0: random)")
 
 
@@ -53,17 +54,27 @@ def make_cluster(tmp_path: Path, certs: Path) -> Iterator[ClusterFactory]:
     stack = ExitStack()
     count = 0
 
-    def start(backend: str = "sqlite", env: dict[str, str] | None = None,
-              faults: dict[str, str] | None = None, started: bool = True,
-              **options: Any) -> Cluster:
+    def start(
+        backend: str = "sqlite",
+        env: dict[str, str] | None = None,
+        faults: dict[str, str] | None = None,
+        started: bool = True,
+        **options: Any,
+    ) -> Cluster:
         nonlocal count
         count += 1
         banks = options.pop("bank_names", ("alpha", "beta", "gamma"))
         urls: dict[str, str] = {}
         if backend == "postgres":
             urls = stack.enter_context(postgres_databases([GATEWAY, *banks]))
-        cluster = Cluster(tmp_path / f"cluster-{count}", bank_names=banks, database_urls=urls,
-                          env={**TEST_ENV, **(env or {})}, certs=certs, **options)
+        cluster = Cluster(
+            tmp_path / f"cluster-{count}",
+            bank_names=banks,
+            database_urls=urls,
+            env={**TEST_ENV, **(env or {})},
+            certs=certs,
+            **options,
+        )
         stack.callback(cluster.stop)
         if started:
             cluster.start(faults)

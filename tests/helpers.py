@@ -68,25 +68,39 @@ def bank_state(cluster: Cluster, bank: str) -> dict[str, Any]:
     engine = create_engine(bank_url(cluster, bank))
     try:
         with engine.connect() as connection:
-            accounts = {row.number: (row.balance, row.held)
-                        for row in connection.execute(select(Account.number, Account.balance,
-                                                             Account.held))}
-            ledger = dict(connection.execute(
-                select(LedgerEntry.account_number, func.sum(LedgerEntry.amount))
-                .group_by(LedgerEntry.account_number)).all())
-            payments = dict(connection.execute(select(BankPayment.payment_id,
-                                                      BankPayment.state)).all())
-            entries = [tuple(row) for row in connection.execute(
-                select(LedgerEntry.payment_id, LedgerEntry.account_number, LedgerEntry.amount)
-                .where(LedgerEntry.payment_id.is_not(None)))]
+            accounts = {
+                row.number: (row.balance, row.held)
+                for row in connection.execute(select(Account.number, Account.balance, Account.held))
+            }
+            ledger = dict(
+                connection.execute(
+                    select(LedgerEntry.account_number, func.sum(LedgerEntry.amount)).group_by(
+                        LedgerEntry.account_number
+                    )
+                ).all()
+            )
+            payments = dict(
+                connection.execute(select(BankPayment.payment_id, BankPayment.state)).all()
+            )
+            entries = [
+                tuple(row)
+                for row in connection.execute(
+                    select(
+                        LedgerEntry.payment_id, LedgerEntry.account_number, LedgerEntry.amount
+                    ).where(LedgerEntry.payment_id.is_not(None))
+                )
+            ]
     finally:
         engine.dispose()
     return {"accounts": accounts, "ledger": ledger, "payments": payments, "entries": entries}
 
 
 def total_money(cluster: Cluster) -> int:
-    return sum(balance for bank in cluster.bank_names
-               for balance, _ in bank_state(cluster, bank)["accounts"].values())
+    return sum(
+        balance
+        for bank in cluster.bank_names
+        for balance, _ in bank_state(cluster, bank)["accounts"].values()
+    )
 
 
 def assert_books_balance(cluster: Cluster) -> None:
@@ -103,18 +117,30 @@ def assert_books_balance(cluster: Cluster) -> None:
 class Client:
     """A synchronous client for tests: each call runs on a fresh event loop."""
 
-    def __init__(self, cluster: Cluster, certs: Path, cert: str = "client-1",
-                 token: str = "", max_attempts: int = 1) -> None:
-        self.config = ClientConfig(gateway=cluster.gateway_address, ca=certs / "ca.pem",
-                                   cert=certs / f"{cert}.pem", key=certs / f"{cert}-key.pem",
-                                   home=cluster.data_dir / "home", timeout=30,
-                                   max_attempts=max_attempts)
+    def __init__(
+        self,
+        cluster: Cluster,
+        certs: Path,
+        cert: str = "client-1",
+        token: str = "",
+        max_attempts: int = 1,
+    ) -> None:
+        self.config = ClientConfig(
+            gateway=cluster.gateway_address,
+            ca=certs / "ca.pem",
+            cert=certs / f"{cert}.pem",
+            key=certs / f"{cert}-key.pem",
+            home=cluster.data_dir / "home",
+            timeout=30,
+            max_attempts=max_attempts,
+        )
         self.token = token
 
     def run(self, work: Callable[[GatewayClient], Awaitable[T]]) -> T:
         async def go() -> T:
-            async with GatewayClient(self.config, self.token,
-                                     RetryPolicy(max_attempts=self.config.max_attempts)) as client:
+            async with GatewayClient(
+                self.config, self.token, RetryPolicy(max_attempts=self.config.max_attempts)
+            ) as client:
                 result = await work(client)
                 self.token = client.token
                 return result
@@ -137,20 +163,33 @@ class Client:
 
 
 SEED_PASSWORDS = {
-    "alice": "alice-dev-pass", "bob": "bob-dev-pass", "amir": "amir-dev-pass",
-    "carol": "carol-dev-pass", "dave": "dave-dev-pass", "bea": "bea-dev-pass",
-    "erin": "erin-dev-pass", "frank": "frank-dev-pass", "gia": "gia-dev-pass",
+    "alice": "alice-dev-pass",
+    "bob": "bob-dev-pass",
+    "amir": "amir-dev-pass",
+    "carol": "carol-dev-pass",
+    "dave": "dave-dev-pass",
+    "bea": "bea-dev-pass",
+    "erin": "erin-dev-pass",
+    "frank": "frank-dev-pass",
+    "gia": "gia-dev-pass",
 }
 SEED_ACCOUNTS = {
-    "alice": ("alpha", "A-1001"), "bob": ("alpha", "A-1002"), "amir": ("alpha", "A-1003"),
-    "carol": ("beta", "B-2001"), "dave": ("beta", "B-2002"), "bea": ("beta", "B-2003"),
-    "erin": ("gamma", "G-3001"), "frank": ("gamma", "G-3002"), "gia": ("gamma", "G-3003"),
+    "alice": ("alpha", "A-1001"),
+    "bob": ("alpha", "A-1002"),
+    "amir": ("alpha", "A-1003"),
+    "carol": ("beta", "B-2001"),
+    "dave": ("beta", "B-2002"),
+    "bea": ("beta", "B-2003"),
+    "erin": ("gamma", "G-3001"),
+    "frank": ("gamma", "G-3002"),
+    "gia": ("gamma", "G-3003"),
 }
 ADMIN = ("admin", "admin-dev-pass")
 
 
-def customer(cluster: Cluster, certs: Path, username: str, cert: str = "client-1",
-             register: bool = True) -> Client:
+def customer(
+    cluster: Cluster, certs: Path, username: str, cert: str = "client-1", register: bool = True
+) -> Client:
     """A registered, logged-in seed customer."""
     client = Client(cluster, certs, cert)
     bank, account = SEED_ACCOUNTS[username]

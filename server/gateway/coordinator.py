@@ -139,7 +139,7 @@ class Coordinator:
         return outcome_of(stored)
 
     def _prepare_items(self, payment: PaymentView) -> list[tuple[str, PrepareItem]]:
-        def leg(side: int, account: str) -> bank_pb2.Leg:
+        def leg(side: bank_pb2.LegSide, account: str) -> bank_pb2.Leg:
             return bank_pb2.Leg(
                 payment_id=payment.id,
                 side=side,
@@ -150,6 +150,7 @@ class Coordinator:
         debit = leg(bank_pb2.LEG_SIDE_DEBIT, payment.from_account)
         credit = leg(bank_pb2.LEG_SIDE_CREDIT, payment.to_account)
         request_id = REQUEST_ID.get()
+        legs: dict[str, tuple[bank_pb2.Leg, ...]]
         if payment.from_bank == payment.to_bank:
             legs = {payment.from_bank: (debit, credit)}
         else:
