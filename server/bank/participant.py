@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from server.bank.models import Account, BankPayment, LedgerEntry, Leg, PaymentState
 from server.common.clock import now
@@ -55,22 +55,42 @@ class Refusal(Exception):
         self.reason = reason
 
 
-def lock_accounts(session: Session, numbers: Iterable[str]) -> None:
-    """Locks the accounts a round touches, always in the same order, so that two rounds
-    touching the same accounts wait for each other instead of deadlocking (PostgreSQL)."""
-    wanted = sorted(set(numbers))
-    if wanted:
-        session.scalars(
-            select(Account)
-            .where(Account.number.in_(wanted))
-            .order_by(Account.number)
-            .with_for_update()
-        ).all()
+@dataclass
+class Round:
+    """What one 2PC round touches, loaded and locked up front: each payment this bank knows
+    (with its legs) and each account (with its owner). One query each, in a fixed order, so
+    that concurrent rounds wait for each other instead of deadlocking (PostgreSQL)."""
 
+    payments: dict[str, BankPayment]
+    accounts: dict[str, Account]
 
-def lock_accounts_of(session: Session, payment_ids: Sequence[str]) -> None:
-    numbers = session.scalars(select(Leg.account_number).where(Leg.payment_id.in_(payment_ids)))
-    lock_accounts(session, numbers)
+    @classmethod
+    def load(
+        cls, session: Session, payment_ids: Iterable[str], account_numbers: Iterable[str] = ()
+    ) -> Round:
+        payments = {
+            payment.payment_id: payment
+            for payment in session.scalars(
+                select(BankPayment)
+                .where(BankPayment.payment_id.in_(sorted(set(payment_ids))))
+                .options(selectinload(BankPayment.legs))
+                .order_by(BankPayment.payment_id)
+                .with_for_update()
+            )
+        }
+        numbers = set(account_numbers)
+        numbers.update(leg.account_number for p in payments.values() for leg in p.legs)
+        accounts = {
+            account.number: account
+            for account in session.scalars(
+                select(Account)
+                .where(Account.number.in_(sorted(numbers)))
+                .options(joinedload(Account.customer, innerjoin=True))
+                .order_by(Account.number)
+                .with_for_update(of=Account)
+            )
+        }
+        return cls(payments, accounts)
 
 
 def prepare(session: Session, legs: Sequence[LegRequest]) -> list[VoteResult]:
@@ -78,15 +98,17 @@ def prepare(session: Session, legs: Sequence[LegRequest]) -> list[VoteResult]:
     by_payment: dict[str, list[LegRequest]] = defaultdict(list)
     for leg in legs:
         by_payment[leg.payment_id].append(leg)
-    lock_accounts(session, {leg.account for leg in legs})
+    round_ = Round.load(session, by_payment, (leg.account for leg in legs))
     votes: list[VoteResult] = []
     for payment_id, payment_legs in by_payment.items():
-        votes.extend(_prepare_payment(session, payment_id, payment_legs))
+        votes.extend(_prepare_payment(session, round_, payment_id, payment_legs))
     return votes
 
 
-def _prepare_payment(session: Session, payment_id: str, legs: list[LegRequest]) -> list[VoteResult]:
-    record = session.get(BankPayment, payment_id, with_for_update=True)
+def _prepare_payment(
+    session: Session, round_: Round, payment_id: str, legs: list[LegRequest]
+) -> list[VoteResult]:
+    record = round_.payments.get(payment_id)
     if record is not None:
         # A repeated Prepare gets the vote this bank already gave: votes are never changed.
         yes = record.state is not PaymentState.ABORTED
@@ -94,24 +116,24 @@ def _prepare_payment(session: Session, payment_id: str, legs: list[LegRequest]) 
             VoteResult(payment_id, leg.side, yes, record.reason_code, record.reason) for leg in legs
         ]
     try:
-        accounts = [_check_leg(session, leg) for leg in legs]
+        accounts = [_check_leg(round_.accounts.get(leg.account), leg) for leg in legs]
     except Refusal as refusal:
         # Voting no is a unilateral abort; remember it so a repeated Prepare is refused too.
-        session.add(
-            BankPayment(
-                payment_id=payment_id,
-                state=PaymentState.ABORTED,
-                reason_code=refusal.code,
-                reason=refusal.reason,
-                decided_at=now(),
-            )
+        record = BankPayment(
+            payment_id=payment_id,
+            state=PaymentState.ABORTED,
+            reason_code=refusal.code,
+            reason=refusal.reason,
+            decided_at=now(),
         )
-        session.flush()
+        session.add(record)
+        round_.payments[payment_id] = record
         return [
             VoteResult(payment_id, leg.side, False, refusal.code, refusal.reason) for leg in legs
         ]
     record = BankPayment(payment_id=payment_id, state=PaymentState.PREPARED)
     session.add(record)
+    round_.payments[payment_id] = record
     for leg, account in zip(legs, accounts, strict=True):
         record.legs.append(
             Leg(
@@ -123,12 +145,10 @@ def _prepare_payment(session: Session, payment_id: str, legs: list[LegRequest]) 
         )
         if leg.side == DEBIT:
             account.held += leg.amount
-    session.flush()
     return [VoteResult(payment_id, leg.side, True) for leg in legs]
 
 
-def _check_leg(session: Session, leg: LegRequest) -> Account:
-    account = session.get(Account, leg.account, with_for_update=True)
+def _check_leg(account: Account | None, leg: LegRequest) -> Account:
     if account is None:
         raise Refusal("account_not_found", f"account {leg.account} does not exist")
     if account.customer.disabled:
@@ -145,10 +165,10 @@ def _check_leg(session: Session, leg: LegRequest) -> Account:
 
 def commit(session: Session, payment_ids: Sequence[str]) -> list[str]:
     """Applies every prepared payment: holds become ledger entries. Returns those applied."""
-    lock_accounts_of(session, payment_ids)
+    round_ = Round.load(session, payment_ids)
     applied = []
     for payment_id in payment_ids:
-        record = session.get(BankPayment, payment_id, with_for_update=True)
+        record = round_.payments.get(payment_id)
         if record is None or record.state is PaymentState.ABORTED:
             # The coordinator commits only after every yes vote: this is a bug there. Refuse
             # this one without failing the others in the round.
@@ -156,16 +176,14 @@ def commit(session: Session, payment_ids: Sequence[str]) -> list[str]:
             continue
         if record.state is PaymentState.PREPARED:
             for leg in record.legs:
-                _apply_leg(session, payment_id, leg)
+                _apply_leg(session, round_.accounts[leg.account_number], payment_id, leg)
             record.state = PaymentState.COMMITTED
             record.decided_at = now()
         applied.append(payment_id)
-    session.flush()
     return applied
 
 
-def _apply_leg(session: Session, payment_id: str, leg: Leg) -> None:
-    account = session.get_one(Account, leg.account_number, with_for_update=True)
+def _apply_leg(session: Session, account: Account, payment_id: str, leg: Leg) -> None:
     if leg.side == DEBIT:
         account.held -= leg.amount
         account.balance -= leg.amount
@@ -185,34 +203,31 @@ def _apply_leg(session: Session, payment_id: str, leg: Leg) -> None:
 
 def abort(session: Session, payment_ids: Sequence[str]) -> list[str]:
     """Releases every payment's holds; for an unknown payment, leaves a tombstone."""
-    lock_accounts_of(session, payment_ids)
+    round_ = Round.load(session, payment_ids)
     released = []
     for payment_id in payment_ids:
-        record = session.get(BankPayment, payment_id, with_for_update=True)
+        record = round_.payments.get(payment_id)
         if record is None:
-            session.add(
-                BankPayment(
-                    payment_id=payment_id,
-                    state=PaymentState.ABORTED,
-                    reason_code="aborted",
-                    reason="aborted by the coordinator",
-                    decided_at=now(),
-                )
+            record = BankPayment(
+                payment_id=payment_id,
+                state=PaymentState.ABORTED,
+                reason_code="aborted",
+                reason="aborted by the coordinator",
+                decided_at=now(),
             )
+            session.add(record)
+            round_.payments[payment_id] = record
         elif record.state is PaymentState.COMMITTED:
             log.error("refused abort of payment %s: it is already committed", payment_id)
             continue
         elif record.state is PaymentState.PREPARED:
             for leg in record.legs:
                 if leg.side == DEBIT:
-                    session.get_one(
-                        Account, leg.account_number, with_for_update=True
-                    ).held -= leg.amount
+                    round_.accounts[leg.account_number].held -= leg.amount
             record.state = PaymentState.ABORTED
             record.reason_code = record.reason_code or "aborted"
             record.decided_at = now()
         released.append(payment_id)
-    session.flush()
     return released
 
 

@@ -84,7 +84,8 @@ class Coordinator:
             name: Batcher(self._decision_round(name, False), batch_max) for name in banks.names
         }
         self._in_flight: dict[str, asyncio.Future[Outcome]] = {}
-        self._finishing: dict[str, asyncio.Task[None]] = {}
+        # Payment id -> (the task delivering its decision, done once every bank has it).
+        self._finishing: dict[str, tuple[asyncio.Task[None], asyncio.Future[None]]] = {}
         IN_DOUBT.set_function(lambda: len(self._in_flight) + len(self._finishing))
 
     # -- the payment's life --------------------------------------------------------------
@@ -127,13 +128,13 @@ class Coordinator:
         with PHASE_SECONDS.labels("decide").time():
             stored = await self._store_decision(payment.id, decide(votes))
         self._faults.crash_point("crash_after_decision")
-        finishing = self._finish_in_background(stored)
+        delivered = self._finish_in_background(stored)
         # The client waits for the banks to apply the decision, so its next balance read
         # shows it, but only so long: the outcome is fixed already, and delivery goes on
         # until every bank acknowledges. An abort moves no money, so it waits less.
         wait = self._timeout if stored.state is PaymentState.COMMITTING else ABORT_ACK_WAIT
         try:
-            await asyncio.wait_for(asyncio.shield(finishing), timeout=min(wait, self._timeout))
+            await asyncio.wait_for(asyncio.shield(delivered), timeout=min(wait, self._timeout))
         except TimeoutError:
             event(log, "decision_delivery_slow", payment_id=payment.id)
         return outcome_of(stored)
@@ -173,20 +174,22 @@ class Coordinator:
         )
         return stored
 
-    def _finish_in_background(self, payment: PaymentView) -> asyncio.Task[None]:
-        task = self._finishing.get(payment.id)
-        if task is None:
-            task = asyncio.create_task(self._finish(payment))
-            self._finishing[payment.id] = task
+    def _finish_in_background(self, payment: PaymentView) -> asyncio.Future[None]:
+        """Starts delivering the decision (once); returns what is done when banks have it."""
+        if payment.id not in self._finishing:
+            delivered = asyncio.get_running_loop().create_future()
+            task = asyncio.create_task(self._finish(payment, delivered))
+            self._finishing[payment.id] = (task, delivered)
             task.add_done_callback(lambda _: self._finishing.pop(payment.id, None))
-        return task
+        return self._finishing[payment.id][1]
 
-    async def _finish(self, payment: PaymentView) -> None:
+    async def _finish(self, payment: PaymentView, delivered: asyncio.Future[None]) -> None:
         commit = payment.state in (PaymentState.COMMITTING, PaymentState.COMMITTED)
         with PHASE_SECONDS.labels("deliver").time():
             await asyncio.gather(
                 *(self._deliver(bank, payment.id, commit) for bank in payment.banks)
             )
+        delivered.set_result(None)
         await self._complete.submit(payment.id)
         event(
             log,
@@ -264,9 +267,10 @@ class Coordinator:
         return answers
 
     async def stop(self) -> None:
-        for task in list(self._finishing.values()):
+        tasks = [task for task, _ in self._finishing.values()]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._finishing.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- rounds: one transaction or one RPC for every payment waiting ----------------------
 

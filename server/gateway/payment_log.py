@@ -94,13 +94,14 @@ def record(
     session: Session, orders: Sequence[PaymentOrder], timeout: float
 ) -> list[Recorded | InvalidArgument]:
     """Records each new payment as PREPARING, or finds the payment its key already made."""
+    keys = {order.idempotency_key for order in orders}
+    known = {
+        (payment.payer, payment.idempotency_key): payment
+        for payment in session.scalars(select(Payment).where(Payment.idempotency_key.in_(keys)))
+    }
     results: list[Recorded | InvalidArgument] = []
     for order in orders:
-        existing = session.scalars(
-            select(Payment).where(
-                Payment.payer == order.payer, Payment.idempotency_key == order.idempotency_key
-            )
-        ).one_or_none()
+        existing = known.get((order.payer, order.idempotency_key))
         if existing is not None:
             if existing.fingerprint != order.fingerprint:
                 results.append(
@@ -131,16 +132,28 @@ def record(
             reason="",
         )
         session.add(payment)
-        session.flush()
+        # A duplicate later in this round finds this one.
+        known[(order.payer, order.idempotency_key)] = payment
         results.append(Recorded(view(payment), created=True))
     return results
 
 
+def _locked(session: Session, payment_ids: Sequence[str]) -> dict[str, Payment]:
+    rows = session.scalars(
+        select(Payment)
+        .where(Payment.id.in_(sorted(set(payment_ids))))
+        .order_by(Payment.id)
+        .with_for_update()
+    )
+    return {row.id: row for row in rows}
+
+
 def decide(session: Session, decisions: Sequence[tuple[str, Decision]]) -> list[PaymentView]:
     """Stores each decision unless the payment was already decided; returns what stands."""
+    payments = _locked(session, [payment_id for payment_id, _ in decisions])
     stored = []
     for payment_id, decision in decisions:
-        payment = session.get_one(Payment, payment_id, with_for_update=True)
+        payment = payments[payment_id]
         decided_now = payment.state is PaymentState.PREPARING
         if decided_now:
             payment.state = decided_state(decision)
@@ -152,8 +165,7 @@ def decide(session: Session, decisions: Sequence[tuple[str, Decision]]) -> list[
 
 
 def complete(session: Session, payment_ids: Sequence[str]) -> list[None]:
-    for payment_id in payment_ids:
-        payment = session.get_one(Payment, payment_id, with_for_update=True)
+    for payment in _locked(session, payment_ids).values():
         payment.state = finished_state(payment.state)
         payment.completed_at = now()
     return [None] * len(payment_ids)
