@@ -51,6 +51,11 @@ def test_one_payment_followed_through_the_logs(
     request_id = client_calls[-1].fields["request_id"]  # type: ignore[attr-defined]
     assert request_id
 
+    # The reply comes once both banks have the decision; the finished mark follows it.
+    deadline = time.monotonic() + 10
+    while not find(records(cluster, "gateway"), event="payment_finished"):
+        assert time.monotonic() < deadline, "the payment was never marked finished"
+        time.sleep(0.1)
     gateway = records(cluster, "gateway")
     [call] = find(gateway, event="call", method="/minipay.v1.Payments/Pay", request_id=request_id)
     assert call["code"] == "OK"

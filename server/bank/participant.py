@@ -5,6 +5,9 @@ the debited funds in the same transaction: the vote is durable before it is sent
 turns holds into ledger entries; Abort releases them, or leaves a tombstone for a payment this
 bank never saw so that a late Prepare is refused. Both are idempotent. After a yes vote the
 bank never decides alone: it waits, and asks the coordinator (see ``recovery``).
+
+Each call handles a whole round (many payments) with a fixed number of set-based statements,
+so its cost hardly grows with the number of payments in the round.
 """
 
 from __future__ import annotations
@@ -12,18 +15,26 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy.orm import Session
 
-from server.bank.models import Account, BankPayment, LedgerEntry, Leg, PaymentState
+from server.bank.models import BankPayment, Base, PaymentState
 from server.common.clock import now
 
 log = logging.getLogger(__name__)
 
 DEBIT = "debit"
 CREDIT = "credit"
+
+# Core tables: a round works in set-based statements, not per-row ORM units of work.
+PAYMENTS = Base.metadata.tables["bank_payments"]
+LEGS = Base.metadata.tables["legs"]
+ACCOUNTS = Base.metadata.tables["accounts"]
+CUSTOMERS = Base.metadata.tables["customers"]
+LEDGER = Base.metadata.tables["ledger_entries"]
 
 
 @dataclass(frozen=True)
@@ -56,41 +67,125 @@ class Refusal(Exception):
 
 
 @dataclass
-class Round:
-    """What one 2PC round touches, loaded and locked up front: each payment this bank knows
-    (with its legs) and each account (with its owner). One query each, in a fixed order, so
-    that concurrent rounds wait for each other instead of deadlocking (PostgreSQL)."""
+class AccountState:
+    """An account as this round sees it, with the changes the round makes to it."""
 
-    payments: dict[str, BankPayment]
-    accounts: dict[str, Account]
+    number: str
+    currency: str
+    balance: int
+    held: int
+    disabled: bool
+    changed: bool = False
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.held
+
+
+@dataclass
+class Round:
+    """What one round touches, read and locked up front in a fixed order (payments, then
+    accounts by number) so that concurrent rounds wait for each other instead of
+    deadlocking (PostgreSQL), and the writes it will make."""
+
+    payments: dict[str, tuple[PaymentState, str, str]]  # id -> (state, reason_code, reason)
+    legs: dict[str, list[tuple[str, str, int]]]  # id -> [(side, account, amount)]
+    accounts: dict[str, AccountState]
+    new_payments: list[dict[str, Any]] = field(default_factory=list)
+    new_legs: list[dict[str, Any]] = field(default_factory=list)
+    new_entries: list[dict[str, Any]] = field(default_factory=list)
+    decided: dict[PaymentState, list[str]] = field(default_factory=lambda: defaultdict(list))
 
     @classmethod
     def load(
         cls, session: Session, payment_ids: Iterable[str], account_numbers: Iterable[str] = ()
     ) -> Round:
+        ids = sorted(set(payment_ids))
         payments = {
-            payment.payment_id: payment
-            for payment in session.scalars(
-                select(BankPayment)
-                .where(BankPayment.payment_id.in_(sorted(set(payment_ids))))
-                .options(selectinload(BankPayment.legs))
-                .order_by(BankPayment.payment_id)
+            row.payment_id: (row.state, row.reason_code, row.reason)
+            for row in session.execute(
+                select(
+                    PAYMENTS.c.payment_id,
+                    PAYMENTS.c.state,
+                    PAYMENTS.c.reason_code,
+                    PAYMENTS.c.reason,
+                )
+                .where(PAYMENTS.c.payment_id.in_(ids))
+                .order_by(PAYMENTS.c.payment_id)
                 .with_for_update()
             )
         }
+        legs: dict[str, list[tuple[str, str, int]]] = defaultdict(list)
+        for row in session.execute(
+            select(LEGS.c.payment_id, LEGS.c.side, LEGS.c.account_number, LEGS.c.amount).where(
+                LEGS.c.payment_id.in_(list(payments))
+            )
+        ):
+            legs[row.payment_id].append((row.side, row.account_number, row.amount))
         numbers = set(account_numbers)
-        numbers.update(leg.account_number for p in payments.values() for leg in p.legs)
+        numbers.update(account for rows in legs.values() for _, account, _ in rows)
         accounts = {
-            account.number: account
-            for account in session.scalars(
-                select(Account)
-                .where(Account.number.in_(sorted(numbers)))
-                .options(joinedload(Account.customer, innerjoin=True))
-                .order_by(Account.number)
-                .with_for_update(of=Account)
+            row.number: AccountState(row.number, row.currency, row.balance, row.held, row.disabled)
+            for row in session.execute(
+                select(
+                    ACCOUNTS.c.number,
+                    ACCOUNTS.c.currency,
+                    ACCOUNTS.c.balance,
+                    ACCOUNTS.c.held,
+                    CUSTOMERS.c.disabled,
+                )
+                .join(CUSTOMERS, CUSTOMERS.c.id == ACCOUNTS.c.customer_id)
+                .where(ACCOUNTS.c.number.in_(sorted(numbers)))
+                .order_by(ACCOUNTS.c.number)
+                .with_for_update(of=ACCOUNTS)
             )
         }
-        return cls(payments, accounts)
+        return cls(payments, legs, accounts)
+
+    def remember(
+        self, payment_id: str, state: PaymentState, code: str = "", reason: str = ""
+    ) -> None:
+        """A payment this bank had not seen: PREPARED with its legs, or ABORTED."""
+        self.payments[payment_id] = (state, code, reason)
+        self.new_payments.append(
+            {
+                "payment_id": payment_id,
+                "state": state,
+                "reason_code": code,
+                "reason": reason,
+                "created_at": now(),
+                "decided_at": None if state is PaymentState.PREPARED else now(),
+            }
+        )
+
+    def decide(self, payment_id: str, state: PaymentState) -> None:
+        code = self.payments[payment_id][1]
+        self.payments[payment_id] = (state, code, self.payments[payment_id][2])
+        self.decided[state].append(payment_id)
+
+    def write(self, session: Session) -> None:
+        """The round's changes, in a handful of statements."""
+        if self.new_payments:
+            session.execute(insert(PAYMENTS), self.new_payments)
+        if self.new_legs:
+            session.execute(insert(LEGS), self.new_legs)
+        for state, ids in self.decided.items():
+            values: dict[str, Any] = {"state": state, "decided_at": now()}
+            if state is PaymentState.ABORTED:
+                values["reason_code"] = func.coalesce(
+                    func.nullif(PAYMENTS.c.reason_code, ""), "aborted"
+                )
+            session.execute(update(PAYMENTS).where(PAYMENTS.c.payment_id.in_(ids)).values(**values))
+        changed = [a for a in self.accounts.values() if a.changed]
+        if changed:
+            session.execute(
+                update(ACCOUNTS)
+                .where(ACCOUNTS.c.number == bindparam("b_number"))
+                .values(balance=bindparam("b_balance"), held=bindparam("b_held")),
+                [{"b_number": a.number, "b_balance": a.balance, "b_held": a.held} for a in changed],
+            )
+        if self.new_entries:
+            session.execute(insert(LEDGER), self.new_entries)
 
 
 def prepare(session: Session, legs: Sequence[LegRequest]) -> list[VoteResult]:
@@ -101,57 +196,47 @@ def prepare(session: Session, legs: Sequence[LegRequest]) -> list[VoteResult]:
     round_ = Round.load(session, by_payment, (leg.account for leg in legs))
     votes: list[VoteResult] = []
     for payment_id, payment_legs in by_payment.items():
-        votes.extend(_prepare_payment(session, round_, payment_id, payment_legs))
+        votes.extend(_prepare_payment(round_, payment_id, payment_legs))
+    round_.write(session)
     return votes
 
 
-def _prepare_payment(
-    session: Session, round_: Round, payment_id: str, legs: list[LegRequest]
-) -> list[VoteResult]:
-    record = round_.payments.get(payment_id)
-    if record is not None:
+def _prepare_payment(round_: Round, payment_id: str, legs: list[LegRequest]) -> list[VoteResult]:
+    known = round_.payments.get(payment_id)
+    if known is not None:
         # A repeated Prepare gets the vote this bank already gave: votes are never changed.
-        yes = record.state is not PaymentState.ABORTED
-        return [
-            VoteResult(payment_id, leg.side, yes, record.reason_code, record.reason) for leg in legs
-        ]
+        state, code, reason = known
+        yes = state is not PaymentState.ABORTED
+        return [VoteResult(payment_id, leg.side, yes, code, reason) for leg in legs]
     try:
         accounts = [_check_leg(round_.accounts.get(leg.account), leg) for leg in legs]
     except Refusal as refusal:
         # Voting no is a unilateral abort; remember it so a repeated Prepare is refused too.
-        record = BankPayment(
-            payment_id=payment_id,
-            state=PaymentState.ABORTED,
-            reason_code=refusal.code,
-            reason=refusal.reason,
-            decided_at=now(),
-        )
-        session.add(record)
-        round_.payments[payment_id] = record
+        round_.remember(payment_id, PaymentState.ABORTED, refusal.code, refusal.reason)
         return [
             VoteResult(payment_id, leg.side, False, refusal.code, refusal.reason) for leg in legs
         ]
-    record = BankPayment(payment_id=payment_id, state=PaymentState.PREPARED)
-    session.add(record)
-    round_.payments[payment_id] = record
+    round_.remember(payment_id, PaymentState.PREPARED)
     for leg, account in zip(legs, accounts, strict=True):
-        record.legs.append(
-            Leg(
-                side=leg.side,
-                account_number=account.number,
-                amount=leg.amount,
-                currency=leg.currency,
-            )
+        round_.new_legs.append(
+            {
+                "payment_id": payment_id,
+                "side": leg.side,
+                "account_number": account.number,
+                "amount": leg.amount,
+                "currency": leg.currency,
+            }
         )
         if leg.side == DEBIT:
             account.held += leg.amount
+            account.changed = True
     return [VoteResult(payment_id, leg.side, True) for leg in legs]
 
 
-def _check_leg(account: Account | None, leg: LegRequest) -> Account:
+def _check_leg(account: AccountState | None, leg: LegRequest) -> AccountState:
     if account is None:
         raise Refusal("account_not_found", f"account {leg.account} does not exist")
-    if account.customer.disabled:
+    if account.disabled:
         raise Refusal("account_disabled", f"account {leg.account} is disabled")
     if account.currency != leg.currency:
         raise Refusal(
@@ -168,36 +253,38 @@ def commit(session: Session, payment_ids: Sequence[str]) -> list[str]:
     round_ = Round.load(session, payment_ids)
     applied = []
     for payment_id in payment_ids:
-        record = round_.payments.get(payment_id)
-        if record is None or record.state is PaymentState.ABORTED:
+        state = round_.payments.get(payment_id, (None, "", ""))[0]
+        if state is None or state is PaymentState.ABORTED:
             # The coordinator commits only after every yes vote: this is a bug there. Refuse
             # this one without failing the others in the round.
             log.error("refused commit of payment %s: this bank did not vote yes", payment_id)
             continue
-        if record.state is PaymentState.PREPARED:
-            for leg in record.legs:
-                _apply_leg(session, round_.accounts[leg.account_number], payment_id, leg)
-            record.state = PaymentState.COMMITTED
-            record.decided_at = now()
+        if state is PaymentState.PREPARED:
+            for side, number, amount in round_.legs[payment_id]:
+                _apply_leg(round_, round_.accounts[number], payment_id, side, amount)
+            round_.decide(payment_id, PaymentState.COMMITTED)
         applied.append(payment_id)
+    round_.write(session)
     return applied
 
 
-def _apply_leg(session: Session, account: Account, payment_id: str, leg: Leg) -> None:
-    if leg.side == DEBIT:
-        account.held -= leg.amount
-        account.balance -= leg.amount
-        change = -leg.amount
-    else:
-        account.balance += leg.amount
-        change = leg.amount
-    session.add(
-        LedgerEntry(
-            account_number=account.number,
-            amount=change,
-            balance_after=account.balance,
-            payment_id=payment_id,
-        )
+def _apply_leg(
+    round_: Round, account: AccountState, payment_id: str, side: str, amount: int
+) -> None:
+    change = -amount if side == DEBIT else amount
+    if side == DEBIT:
+        account.held -= amount
+    account.balance += change
+    account.changed = True
+    round_.new_entries.append(
+        {
+            "account_number": account.number,
+            "amount": change,
+            "balance_after": account.balance,
+            "payment_id": payment_id,
+            "deposit_id": None,
+            "created_at": now(),
+        }
     )
 
 
@@ -206,28 +293,22 @@ def abort(session: Session, payment_ids: Sequence[str]) -> list[str]:
     round_ = Round.load(session, payment_ids)
     released = []
     for payment_id in payment_ids:
-        record = round_.payments.get(payment_id)
-        if record is None:
-            record = BankPayment(
-                payment_id=payment_id,
-                state=PaymentState.ABORTED,
-                reason_code="aborted",
-                reason="aborted by the coordinator",
-                decided_at=now(),
+        state = round_.payments.get(payment_id, (None, "", ""))[0]
+        if state is None:
+            round_.remember(
+                payment_id, PaymentState.ABORTED, "aborted", "aborted by the coordinator"
             )
-            session.add(record)
-            round_.payments[payment_id] = record
-        elif record.state is PaymentState.COMMITTED:
+        elif state is PaymentState.COMMITTED:
             log.error("refused abort of payment %s: it is already committed", payment_id)
             continue
-        elif record.state is PaymentState.PREPARED:
-            for leg in record.legs:
-                if leg.side == DEBIT:
-                    round_.accounts[leg.account_number].held -= leg.amount
-            record.state = PaymentState.ABORTED
-            record.reason_code = record.reason_code or "aborted"
-            record.decided_at = now()
+        elif state is PaymentState.PREPARED:
+            for side, number, amount in round_.legs[payment_id]:
+                if side == DEBIT:
+                    round_.accounts[number].held -= amount
+                    round_.accounts[number].changed = True
+            round_.decide(payment_id, PaymentState.ABORTED)
         released.append(payment_id)
+    round_.write(session)
     return released
 
 

@@ -9,13 +9,14 @@ import dataclasses
 import hashlib
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Row, and_, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from server.common.clock import now
 from server.common.errors import InvalidArgument
-from server.gateway.models import Payment, PaymentState
+from server.gateway.models import Base, Payment, PaymentState
 from server.gateway.payment_state import Decision, decided_state, finished_state
 
 
@@ -62,22 +63,14 @@ class PaymentView:
         return list(dict.fromkeys([self.from_bank, self.to_bank]))
 
 
-def view(payment: Payment) -> PaymentView:
-    return PaymentView(
-        payment.id,
-        payment.payer,
-        payment.from_bank,
-        payment.from_account,
-        payment.to_bank,
-        payment.to_account,
-        payment.amount,
-        payment.currency,
-        payment.state,
-        payment.reason_code,
-        payment.reason,
-        payment.deadline,
-        payment.created_at,
-    )
+# Core table: each round reads and writes in set-based statements.
+PAYMENTS = Base.metadata.tables["payments"]
+VIEW_FIELDS = [f.name for f in dataclasses.fields(PaymentView) if f.name != "decided_now"]
+VIEW_COLUMNS = [PAYMENTS.c[name] for name in VIEW_FIELDS]
+
+
+def view(payment: Payment | Row[Any]) -> PaymentView:
+    return PaymentView(*(getattr(payment, name) for name in VIEW_FIELDS))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,14 +89,19 @@ def record(
     """Records each new payment as PREPARING, or finds the payment its key already made."""
     keys = {order.idempotency_key for order in orders}
     known = {
-        (payment.payer, payment.idempotency_key): payment
-        for payment in session.scalars(select(Payment).where(Payment.idempotency_key.in_(keys)))
+        (row.payer, row.idempotency_key): (view(row), row.fingerprint)
+        for row in session.execute(
+            select(*VIEW_COLUMNS, PAYMENTS.c.idempotency_key, PAYMENTS.c.fingerprint).where(
+                PAYMENTS.c.idempotency_key.in_(keys)
+            )
+        )
     }
     results: list[Recorded | InvalidArgument] = []
+    new_rows = []
     for order in orders:
         existing = known.get((order.payer, order.idempotency_key))
         if existing is not None:
-            if existing.fingerprint != order.fingerprint:
+            if existing[1] != order.fingerprint:
                 results.append(
                     InvalidArgument(
                         "this idempotency key was already used for a different payment; "
@@ -111,10 +109,10 @@ def record(
                     )
                 )
             else:
-                results.append(Recorded(view(existing), created=False))
+                results.append(Recorded(existing[0], created=False))
             continue
         created_at = now()
-        payment = Payment(
+        payment = PaymentView(
             id=new_payment_id(),
             payer=order.payer,
             from_bank=order.from_bank,
@@ -124,50 +122,82 @@ def record(
             amount=order.amount,
             currency=order.currency,
             state=PaymentState.PREPARING,
-            idempotency_key=order.idempotency_key,
-            fingerprint=order.fingerprint,
-            deadline=created_at + timeout,
-            created_at=created_at,
             reason_code="",
             reason="",
+            deadline=created_at + timeout,
+            created_at=created_at,
         )
-        session.add(payment)
+        new_rows.append(
+            {
+                **{name: getattr(payment, name) for name in VIEW_FIELDS},
+                "idempotency_key": order.idempotency_key,
+                "fingerprint": order.fingerprint,
+            }
+        )
         # A duplicate later in this round finds this one.
-        known[(order.payer, order.idempotency_key)] = payment
-        results.append(Recorded(view(payment), created=True))
+        known[(order.payer, order.idempotency_key)] = (payment, order.fingerprint)
+        results.append(Recorded(payment, created=True))
+    if new_rows:
+        session.execute(insert(PAYMENTS), new_rows)
     return results
-
-
-def _locked(session: Session, payment_ids: Sequence[str]) -> dict[str, Payment]:
-    rows = session.scalars(
-        select(Payment)
-        .where(Payment.id.in_(sorted(set(payment_ids))))
-        .order_by(Payment.id)
-        .with_for_update()
-    )
-    return {row.id: row for row in rows}
 
 
 def decide(session: Session, decisions: Sequence[tuple[str, Decision]]) -> list[PaymentView]:
     """Stores each decision unless the payment was already decided; returns what stands."""
-    payments = _locked(session, [payment_id for payment_id, _ in decisions])
-    stored = []
+    ids = sorted({payment_id for payment_id, _ in decisions})
+    current = {
+        row.id: view(row)
+        for row in session.execute(
+            select(*VIEW_COLUMNS)
+            .where(PAYMENTS.c.id.in_(ids))
+            .order_by(PAYMENTS.c.id)
+            .with_for_update()
+        )
+    }
+    stored, changes = [], []
     for payment_id, decision in decisions:
-        payment = payments[payment_id]
-        decided_now = payment.state is PaymentState.PREPARING
-        if decided_now:
-            payment.state = decided_state(decision)
-            payment.reason_code = decision.reason_code
-            payment.reason = decision.reason
-            payment.decided_at = now()
-        stored.append(dataclasses.replace(view(payment), decided_now=decided_now))
+        payment = current[payment_id]
+        if payment.state is PaymentState.PREPARING:
+            payment = dataclasses.replace(
+                payment,
+                state=decided_state(decision),
+                reason_code=decision.reason_code,
+                reason=decision.reason,
+                decided_now=True,
+            )
+            current[payment_id] = dataclasses.replace(payment, decided_now=False)
+            changes.append(
+                {
+                    "b_id": payment_id,
+                    "b_state": payment.state,
+                    "b_code": payment.reason_code,
+                    "b_reason": payment.reason,
+                }
+            )
+        stored.append(payment)
+    if changes:
+        session.execute(
+            update(PAYMENTS)
+            .where(PAYMENTS.c.id == bindparam("b_id"))
+            .values(
+                state=bindparam("b_state"),
+                reason_code=bindparam("b_code"),
+                reason=bindparam("b_reason"),
+                decided_at=now(),
+            ),
+            changes,
+        )
     return stored
 
 
 def complete(session: Session, payment_ids: Sequence[str]) -> list[None]:
-    for payment in _locked(session, payment_ids).values():
-        payment.state = finished_state(payment.state)
-        payment.completed_at = now()
+    """Marks decided payments finished once every bank acknowledged the decision."""
+    for decided in (PaymentState.COMMITTING, PaymentState.ABORTING):
+        session.execute(
+            update(PAYMENTS)
+            .where(PAYMENTS.c.id.in_(list(payment_ids)), PAYMENTS.c.state == decided)
+            .values(state=finished_state(decided), completed_at=now())
+        )
     return [None] * len(payment_ids)
 
 
