@@ -19,6 +19,7 @@ from server.common.identity import Claims
 ISSUER = "minipay-gateway"
 AUDIENCE = "minipay"
 ALGORITHM = "EdDSA"
+VERIFIED_CACHE_SIZE = 10_000
 
 
 def load_or_create_key(path: Path) -> Ed25519PrivateKey:
@@ -61,6 +62,9 @@ class TokenService:
         self._public = key.public_key()
         self._ttl = ttl_seconds
         self._revoked: dict[str, float] = {}  # jti -> when it would have expired
+        # Signature checks are the costly part of every call: a token checked once is
+        # remembered (with the certificate it is bound to) until it expires.
+        self._verified: dict[str, tuple[Claims, str]] = {}
 
     def issue(
         self, *, subject: str, role: str, bank: str, account: str, thumbprint: str
@@ -93,6 +97,21 @@ class TokenService:
         return token, claims
 
     def verify(self, token: str, thumbprint: str) -> Claims:
+        """The claims of a valid token presented with the certificate it is bound to."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            claims, bound_to = cached
+            if bound_to == thumbprint and claims.expires_at > time.time():
+                if claims.jti in self._revoked:
+                    raise Unauthenticated("the login token was revoked: log in again")
+                return claims
+        claims = self._decode(token, thumbprint)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = (claims, thumbprint)
+        return claims
+
+    def _decode(self, token: str, thumbprint: str) -> Claims:
         try:
             payload = jwt.decode(
                 token,
