@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 
 from client.api import GatewayClient
 from client.cli import (
     add_command,
     config_from,
+    log_in,
+    log_out,
     money_fields,
     new_parser,
     parse,
@@ -94,25 +95,9 @@ async def main_async(args: argparse.Namespace) -> int:
     async def work(client: GatewayClient) -> int:
         command = args.command
         if command == "login":
-            login = await client.login(args.username, read_password(args.password_stdin))
-            session.save(
-                {
-                    "token": login.token,
-                    "username": args.username,
-                    "role": login.role,
-                    "expires_at": login.expires_at,
-                }
-            )
-            until = time.strftime("%H:%M:%S", time.localtime(login.expires_at))
-            show(
-                args,
-                {"username": args.username, "role": login.role, "expires_at": login.expires_at},
-                f"logged in as {args.username} ({login.role}) until {until}",
-            )
+            await log_in(args, client, session)
         elif command == "logout":
-            await client.logout()
-            session.clear()
-            show(args, {"logged_out": True}, "logged out")
+            await log_out(args, client, session)
         elif command == "list-banks":
             banks = (await client.list_banks()).banks
             show(

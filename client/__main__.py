@@ -11,6 +11,8 @@ from client.api import GatewayClient
 from client.cli import (
     add_command,
     config_from,
+    log_in,
+    log_out,
     money_fields,
     new_parser,
     parse,
@@ -80,25 +82,9 @@ async def main_async(args: argparse.Namespace) -> int:
                 f"at bank {answer.account.bank}",
             )
         elif args.command == "login":
-            login = await client.login(args.username, read_password(args.password_stdin))
-            session.save(
-                {
-                    "token": login.token,
-                    "username": args.username,
-                    "role": login.role,
-                    "expires_at": login.expires_at,
-                }
-            )
-            expires = time.strftime("%H:%M:%S", time.localtime(login.expires_at))
-            show(
-                args,
-                {"username": args.username, "role": login.role, "expires_at": login.expires_at},
-                f"logged in as {args.username} ({login.role}) until {expires}",
-            )
+            await log_in(args, client, session)
         elif args.command == "logout":
-            await client.logout()
-            session.clear()
-            show(args, {"logged_out": True}, "logged out")
+            await log_out(args, client, session)
         elif args.command == "balance":
             balance = await client.balance()
             data = {
@@ -169,7 +155,8 @@ async def history(args: argparse.Namespace, client: GatewayClient) -> int:
     lines = [
         f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(e['created_at']))}  "
         f"{e['direction']:<8} {e['amount']:>12} {e['currency']}  "
-        f"{e['counterparty']['bank']}/{e['counterparty']['account']:<10} {e['status']}  "
+        f"{e['counterparty']['bank'] + '/' + e['counterparty']['account']:<18} "
+        f"{e['status']:<9} "
         f"{e['payment_id']}"
         for e in entries
     ] or ["no payments yet"]

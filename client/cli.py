@@ -9,6 +9,7 @@ import getpass
 import json
 import logging
 import sys
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,30 @@ def configure_client_logging(args: argparse.Namespace) -> None:
     for handler in handlers:
         handler.setFormatter(JsonFormatter("client"))
         logger.addHandler(handler)
+
+
+async def log_in(args: argparse.Namespace, client: GatewayClient, session: SavedSession) -> None:
+    login = await client.login(args.username, read_password(args.password_stdin))
+    session.save(
+        {
+            "token": login.token,
+            "username": args.username,
+            "role": login.role,
+            "expires_at": login.expires_at,
+        }
+    )
+    until = time.strftime("%H:%M:%S", time.localtime(login.expires_at))
+    show(
+        args,
+        {"username": args.username, "role": login.role, "expires_at": login.expires_at},
+        f"logged in as {args.username} ({login.role}) until {until}",
+    )
+
+
+async def log_out(args: argparse.Namespace, client: GatewayClient, session: SavedSession) -> None:
+    await client.logout()
+    session.clear()
+    show(args, {"logged_out": True}, "logged out")
 
 
 def run(

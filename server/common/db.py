@@ -18,10 +18,9 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, Operationa
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.common.errors import ConfigError
+from server.common.settings import REPO_ROOT
 
 T = TypeVar("T")
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def is_sqlite(url: str) -> bool:
