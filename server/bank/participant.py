@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, case, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from server.bank.models import BankPayment, Base, PaymentState
@@ -103,42 +103,17 @@ class Round:
         ids = sorted(set(payment_ids))
         payments = {
             row.payment_id: (row.state, row.reason_code, row.reason)
-            for row in session.execute(
-                select(
-                    PAYMENTS.c.payment_id,
-                    PAYMENTS.c.state,
-                    PAYMENTS.c.reason_code,
-                    PAYMENTS.c.reason,
-                )
-                .where(PAYMENTS.c.payment_id.in_(ids))
-                .order_by(PAYMENTS.c.payment_id)
-                .with_for_update()
-            )
+            for row in session.execute(SELECT_PAYMENTS, {"ids": ids})
         }
         legs: dict[str, list[tuple[str, str, int]]] = defaultdict(list)
-        for row in session.execute(
-            select(LEGS.c.payment_id, LEGS.c.side, LEGS.c.account_number, LEGS.c.amount).where(
-                LEGS.c.payment_id.in_(list(payments))
-            )
-        ):
-            legs[row.payment_id].append((row.side, row.account_number, row.amount))
+        if payments:
+            for row in session.execute(SELECT_LEGS, {"ids": list(payments)}):
+                legs[row.payment_id].append((row.side, row.account_number, row.amount))
         numbers = set(account_numbers)
         numbers.update(account for rows in legs.values() for _, account, _ in rows)
         accounts = {
             row.number: AccountState(row.number, row.currency, row.balance, row.held, row.disabled)
-            for row in session.execute(
-                select(
-                    ACCOUNTS.c.number,
-                    ACCOUNTS.c.currency,
-                    ACCOUNTS.c.balance,
-                    ACCOUNTS.c.held,
-                    CUSTOMERS.c.disabled,
-                )
-                .join(CUSTOMERS, CUSTOMERS.c.id == ACCOUNTS.c.customer_id)
-                .where(ACCOUNTS.c.number.in_(sorted(numbers)))
-                .order_by(ACCOUNTS.c.number)
-                .with_for_update(of=ACCOUNTS)
-            )
+            for row in session.execute(SELECT_ACCOUNTS, {"numbers": sorted(numbers)})
         }
         return cls(payments, legs, accounts)
 
@@ -166,26 +141,68 @@ class Round:
     def write(self, session: Session) -> None:
         """The round's changes, in a handful of statements."""
         if self.new_payments:
-            session.execute(insert(PAYMENTS), self.new_payments)
+            session.execute(INSERT_PAYMENTS, self.new_payments)
         if self.new_legs:
-            session.execute(insert(LEGS), self.new_legs)
+            session.execute(INSERT_LEGS, self.new_legs)
         for state, ids in self.decided.items():
-            values: dict[str, Any] = {"state": state, "decided_at": now()}
-            if state is PaymentState.ABORTED:
-                values["reason_code"] = func.coalesce(
-                    func.nullif(PAYMENTS.c.reason_code, ""), "aborted"
-                )
-            session.execute(update(PAYMENTS).where(PAYMENTS.c.payment_id.in_(ids)).values(**values))
+            session.execute(DECIDE_PAYMENTS[state], {"ids": ids, "at": now()})
         changed = [a for a in self.accounts.values() if a.changed]
         if changed:
             session.execute(
-                update(ACCOUNTS)
-                .where(ACCOUNTS.c.number == bindparam("b_number"))
-                .values(balance=bindparam("b_balance"), held=bindparam("b_held")),
+                UPDATE_ACCOUNT,
                 [{"b_number": a.number, "b_balance": a.balance, "b_held": a.held} for a in changed],
             )
         if self.new_entries:
-            session.execute(insert(LEDGER), self.new_entries)
+            session.execute(INSERT_LEDGER, self.new_entries)
+
+
+# Statements are built once: building them per round costs more than running them.
+# Rows are locked in a fixed order (payments, then accounts by number) so that concurrent
+# rounds wait for each other instead of deadlocking (PostgreSQL); SQLite has one writer.
+SELECT_PAYMENTS = (
+    select(PAYMENTS.c.payment_id, PAYMENTS.c.state, PAYMENTS.c.reason_code, PAYMENTS.c.reason)
+    .where(PAYMENTS.c.payment_id.in_(bindparam("ids", expanding=True)))
+    .order_by(PAYMENTS.c.payment_id)
+    .with_for_update()
+)
+SELECT_LEGS = select(LEGS.c.payment_id, LEGS.c.side, LEGS.c.account_number, LEGS.c.amount).where(
+    LEGS.c.payment_id.in_(bindparam("ids", expanding=True))
+)
+SELECT_ACCOUNTS = (
+    select(
+        ACCOUNTS.c.number,
+        ACCOUNTS.c.currency,
+        ACCOUNTS.c.balance,
+        ACCOUNTS.c.held,
+        CUSTOMERS.c.disabled,
+    )
+    .join(CUSTOMERS, CUSTOMERS.c.id == ACCOUNTS.c.customer_id)
+    .where(ACCOUNTS.c.number.in_(bindparam("numbers", expanding=True)))
+    .order_by(ACCOUNTS.c.number)
+    .with_for_update(of=ACCOUNTS)
+)
+INSERT_PAYMENTS = insert(PAYMENTS)
+INSERT_LEGS = insert(LEGS)
+INSERT_LEDGER = insert(LEDGER)
+_DECIDED = PAYMENTS.c.payment_id.in_(bindparam("ids", expanding=True))
+DECIDE_PAYMENTS = {
+    PaymentState.COMMITTED: update(PAYMENTS)
+    .where(_DECIDED)
+    .values(state=PaymentState.COMMITTED, decided_at=bindparam("at")),
+    # An abort keeps the reason a no vote gave; otherwise it says "aborted".
+    PaymentState.ABORTED: update(PAYMENTS)
+    .where(_DECIDED)
+    .values(
+        state=PaymentState.ABORTED,
+        decided_at=bindparam("at"),
+        reason_code=case((PAYMENTS.c.reason_code == "", "aborted"), else_=PAYMENTS.c.reason_code),
+    ),
+}
+UPDATE_ACCOUNT = (
+    update(ACCOUNTS)
+    .where(ACCOUNTS.c.number == bindparam("b_number"))
+    .values(balance=bindparam("b_balance"), held=bindparam("b_held"))
+)
 
 
 def prepare(session: Session, legs: Sequence[LegRequest]) -> list[VoteResult]:

@@ -91,9 +91,7 @@ def record(
     known = {
         (row.payer, row.idempotency_key): (view(row), row.fingerprint)
         for row in session.execute(
-            select(*VIEW_COLUMNS, PAYMENTS.c.idempotency_key, PAYMENTS.c.fingerprint).where(
-                PAYMENTS.c.idempotency_key.in_(keys)
-            )
+            SELECT_BY_KEYS, {"payers": sorted({o.payer for o in orders}), "keys": sorted(keys)}
         )
     }
     results: list[Recorded | InvalidArgument] = []
@@ -138,22 +136,14 @@ def record(
         known[(order.payer, order.idempotency_key)] = (payment, order.fingerprint)
         results.append(Recorded(payment, created=True))
     if new_rows:
-        session.execute(insert(PAYMENTS), new_rows)
+        session.execute(INSERT_PAYMENTS, new_rows)
     return results
 
 
 def decide(session: Session, decisions: Sequence[tuple[str, Decision]]) -> list[PaymentView]:
     """Stores each decision unless the payment was already decided; returns what stands."""
     ids = sorted({payment_id for payment_id, _ in decisions})
-    current = {
-        row.id: view(row)
-        for row in session.execute(
-            select(*VIEW_COLUMNS)
-            .where(PAYMENTS.c.id.in_(ids))
-            .order_by(PAYMENTS.c.id)
-            .with_for_update()
-        )
-    }
+    current = {row.id: view(row) for row in session.execute(SELECT_FOR_DECISION, {"ids": ids})}
     stored, changes = [], []
     for payment_id, decision in decisions:
         payment = current[payment_id]
@@ -172,33 +162,54 @@ def decide(session: Session, decisions: Sequence[tuple[str, Decision]]) -> list[
                     "b_state": payment.state,
                     "b_code": payment.reason_code,
                     "b_reason": payment.reason,
+                    "b_at": now(),
                 }
             )
         stored.append(payment)
     if changes:
-        session.execute(
-            update(PAYMENTS)
-            .where(PAYMENTS.c.id == bindparam("b_id"))
-            .values(
-                state=bindparam("b_state"),
-                reason_code=bindparam("b_code"),
-                reason=bindparam("b_reason"),
-                decided_at=now(),
-            ),
-            changes,
-        )
+        session.execute(STORE_DECISION, changes)
     return stored
 
 
 def complete(session: Session, payment_ids: Sequence[str]) -> list[None]:
     """Marks decided payments finished once every bank acknowledged the decision."""
     for decided in (PaymentState.COMMITTING, PaymentState.ABORTING):
-        session.execute(
-            update(PAYMENTS)
-            .where(PAYMENTS.c.id.in_(list(payment_ids)), PAYMENTS.c.state == decided)
-            .values(state=finished_state(decided), completed_at=now())
-        )
+        session.execute(COMPLETE[decided], {"ids": list(payment_ids), "at": now()})
     return [None] * len(payment_ids)
+
+
+# Statements are built once: building them per round costs more than running them.
+# Both columns, so the (payer, idempotency_key) unique index serves it.
+SELECT_BY_KEYS = select(*VIEW_COLUMNS, PAYMENTS.c.idempotency_key, PAYMENTS.c.fingerprint).where(
+    PAYMENTS.c.payer.in_(bindparam("payers", expanding=True)),
+    PAYMENTS.c.idempotency_key.in_(bindparam("keys", expanding=True)),
+)
+INSERT_PAYMENTS = insert(PAYMENTS)
+SELECT_FOR_DECISION = (
+    select(*VIEW_COLUMNS)
+    .where(PAYMENTS.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(PAYMENTS.c.id)
+    .with_for_update()
+)
+STORE_DECISION = (
+    update(PAYMENTS)
+    .where(PAYMENTS.c.id == bindparam("b_id"))
+    .values(
+        state=bindparam("b_state"),
+        reason_code=bindparam("b_code"),
+        reason=bindparam("b_reason"),
+        decided_at=bindparam("b_at"),
+    )
+)
+COMPLETE = {
+    decided: update(PAYMENTS)
+    .where(
+        PAYMENTS.c.id.in_(bindparam("ids", expanding=True)),
+        PAYMENTS.c.state == decided,
+    )
+    .values(state=finished_state(decided), completed_at=bindparam("at"))
+    for decided in (PaymentState.COMMITTING, PaymentState.ABORTING)
+}
 
 
 def get(session: Session, payment_ids: Sequence[str]) -> dict[str, PaymentView]:
