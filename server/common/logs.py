@@ -73,15 +73,27 @@ def describe_request(request: Any) -> dict[str, Any]:
     return fields
 
 
+@functools.lru_cache(maxsize=4)
+def _utc_second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
 class JsonFormatter(logging.Formatter):
     def __init__(self, component: str) -> None:
         super().__init__()
         self.component = component
 
     def format(self, record: logging.LogRecord) -> str:
+        # Both handlers (standard error and the file) format each record: do it once.
+        formatted = getattr(record, "_minipay_json", None)
+        if formatted is None:
+            formatted = self._format(record)
+            record._minipay_json = formatted
+        return str(formatted)
+
+    def _format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "time": _utc_second(int(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "component": self.component,
             "logger": record.name,
