@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, insert, select, update
+from sqlalchemy import Connection, bindparam, case, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from server.bank.models import BankPayment, Base, PaymentState
@@ -98,22 +98,22 @@ class Round:
 
     @classmethod
     def load(
-        cls, session: Session, payment_ids: Iterable[str], account_numbers: Iterable[str] = ()
+        cls, connection: Connection, payment_ids: Iterable[str], account_numbers: Iterable[str] = ()
     ) -> Round:
         ids = sorted(set(payment_ids))
         payments = {
             row.payment_id: (row.state, row.reason_code, row.reason)
-            for row in session.execute(SELECT_PAYMENTS, {"ids": ids})
+            for row in connection.execute(SELECT_PAYMENTS, {"ids": ids})
         }
         legs: dict[str, list[tuple[str, str, int]]] = defaultdict(list)
         if payments:
-            for row in session.execute(SELECT_LEGS, {"ids": list(payments)}):
+            for row in connection.execute(SELECT_LEGS, {"ids": list(payments)}):
                 legs[row.payment_id].append((row.side, row.account_number, row.amount))
         numbers = set(account_numbers)
         numbers.update(account for rows in legs.values() for _, account, _ in rows)
         accounts = {
             row.number: AccountState(row.number, row.currency, row.balance, row.held, row.disabled)
-            for row in session.execute(SELECT_ACCOUNTS, {"numbers": sorted(numbers)})
+            for row in connection.execute(SELECT_ACCOUNTS, {"numbers": sorted(numbers)})
         }
         return cls(payments, legs, accounts)
 
@@ -138,22 +138,22 @@ class Round:
         self.payments[payment_id] = (state, code, self.payments[payment_id][2])
         self.decided[state].append(payment_id)
 
-    def write(self, session: Session) -> None:
+    def write(self, connection: Connection) -> None:
         """The round's changes, in a handful of statements."""
         if self.new_payments:
-            session.execute(INSERT_PAYMENTS, self.new_payments)
+            connection.execute(INSERT_PAYMENTS, self.new_payments)
         if self.new_legs:
-            session.execute(INSERT_LEGS, self.new_legs)
+            connection.execute(INSERT_LEGS, self.new_legs)
         for state, ids in self.decided.items():
-            session.execute(DECIDE_PAYMENTS[state], {"ids": ids, "at": now()})
+            connection.execute(DECIDE_PAYMENTS[state], {"ids": ids, "at": now()})
         changed = [a for a in self.accounts.values() if a.changed]
         if changed:
-            session.execute(
+            connection.execute(
                 UPDATE_ACCOUNT,
                 [{"b_number": a.number, "b_balance": a.balance, "b_held": a.held} for a in changed],
             )
         if self.new_entries:
-            session.execute(INSERT_LEDGER, self.new_entries)
+            connection.execute(INSERT_LEDGER, self.new_entries)
 
 
 # Statements are built once: building them per round costs more than running them.
@@ -205,16 +205,16 @@ UPDATE_ACCOUNT = (
 )
 
 
-def prepare(session: Session, legs: Sequence[LegRequest]) -> list[VoteResult]:
+def prepare(connection: Connection, legs: Sequence[LegRequest]) -> list[VoteResult]:
     """Votes on every payment in ``legs`` (one or two legs each), in one transaction."""
     by_payment: dict[str, list[LegRequest]] = defaultdict(list)
     for leg in legs:
         by_payment[leg.payment_id].append(leg)
-    round_ = Round.load(session, by_payment, (leg.account for leg in legs))
+    round_ = Round.load(connection, by_payment, (leg.account for leg in legs))
     votes: list[VoteResult] = []
     for payment_id, payment_legs in by_payment.items():
         votes.extend(_prepare_payment(round_, payment_id, payment_legs))
-    round_.write(session)
+    round_.write(connection)
     return votes
 
 
@@ -265,9 +265,9 @@ def _check_leg(account: AccountState | None, leg: LegRequest) -> AccountState:
     return account
 
 
-def commit(session: Session, payment_ids: Sequence[str]) -> list[str]:
+def commit(connection: Connection, payment_ids: Sequence[str]) -> list[str]:
     """Applies every prepared payment: holds become ledger entries. Returns those applied."""
-    round_ = Round.load(session, payment_ids)
+    round_ = Round.load(connection, payment_ids)
     applied = []
     for payment_id in payment_ids:
         state = round_.payments.get(payment_id, (None, "", ""))[0]
@@ -281,7 +281,7 @@ def commit(session: Session, payment_ids: Sequence[str]) -> list[str]:
                 _apply_leg(round_, round_.accounts[number], payment_id, side, amount)
             round_.decide(payment_id, PaymentState.COMMITTED)
         applied.append(payment_id)
-    round_.write(session)
+    round_.write(connection)
     return applied
 
 
@@ -305,9 +305,9 @@ def _apply_leg(
     )
 
 
-def abort(session: Session, payment_ids: Sequence[str]) -> list[str]:
+def abort(connection: Connection, payment_ids: Sequence[str]) -> list[str]:
     """Releases every payment's holds; for an unknown payment, leaves a tombstone."""
-    round_ = Round.load(session, payment_ids)
+    round_ = Round.load(connection, payment_ids)
     released = []
     for payment_id in payment_ids:
         state = round_.payments.get(payment_id, (None, "", ""))[0]
@@ -325,7 +325,7 @@ def abort(session: Session, payment_ids: Sequence[str]) -> list[str]:
                     round_.accounts[number].changed = True
             round_.decide(payment_id, PaymentState.ABORTED)
         released.append(payment_id)
-    round_.write(session)
+    round_.write(connection)
     return released
 
 

@@ -45,9 +45,9 @@ class DecisionAsker:
             d.payment_id for d in answer.decisions if d.decision == gateway_pb2.DECISION_ABORT
         ]
         if commits:
-            await self._db.transaction(lambda s: participant.commit(s, commits))
+            await self._db.statements(lambda s: participant.commit(s, commits))
         if aborts:
-            await self._db.transaction(lambda s: participant.abort(s, aborts))
+            await self._db.statements(lambda s: participant.abort(s, aborts))
         for payment_id in commits:
             event(log, "recovered_commit", payment_id=payment_id)
         for payment_id in aborts:

@@ -63,7 +63,7 @@ class ParticipantService(bank_pb2_grpc.ParticipantServicer):  # type: ignore[mis
     ) -> bank_pb2.PrepareResponse:
         legs = [_leg_request(leg) for leg in request.legs]
         await self._faults.delay("delay_prepare")
-        votes = await self._db.transaction(lambda s: participant.prepare(s, legs))
+        votes = await self._db.statements(lambda s: participant.prepare(s, legs))
         self._faults.crash_point("crash_after_vote_yes")
         return bank_pb2.PrepareResponse(
             votes=[
@@ -82,7 +82,7 @@ class ParticipantService(bank_pb2_grpc.ParticipantServicer):  # type: ignore[mis
         self, request: bank_pb2.DecisionRequest, context: grpc.aio.ServicerContext
     ) -> bank_pb2.DecisionResponse:
         ids = list(request.payment_ids)
-        applied = await self._db.transaction(lambda s: participant.commit(s, ids))
+        applied = await self._db.statements(lambda s: participant.commit(s, ids))
         self._faults.crash_point("crash_after_commit_applied")
         if self._faults.take("drop_commit_ack"):
             raise Unavailable("fault injection: commit acknowledgement dropped")
@@ -92,7 +92,7 @@ class ParticipantService(bank_pb2_grpc.ParticipantServicer):  # type: ignore[mis
         self, request: bank_pb2.DecisionRequest, context: grpc.aio.ServicerContext
     ) -> bank_pb2.DecisionResponse:
         ids = list(request.payment_ids)
-        released = await self._db.transaction(lambda s: participant.abort(s, ids))
+        released = await self._db.statements(lambda s: participant.abort(s, ids))
         return bank_pb2.DecisionResponse(acknowledged=released)
 
 

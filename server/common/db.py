@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -98,23 +98,43 @@ class Database:
         self._executor = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="db")
 
     def run_sync(self, work: Callable[[Session], T], retries: int = 3) -> T:
-        """Runs ``work`` in one transaction, retrying races another transaction won."""
-        for attempt in range(retries + 1):
-            try:
-                with self.sessions.begin() as session:
-                    return work(session)
-            except (IntegrityError, OperationalError) as exc:
-                if attempt == retries or not _is_retryable(exc):
-                    raise
-        raise AssertionError("unreachable")
+        """Runs ``work`` in one ORM transaction, retrying races another transaction won."""
+        return _retrying(lambda: self._in_session(work), retries)
+
+    def _in_session(self, work: Callable[[Session], T]) -> T:
+        with self.sessions.begin() as session:
+            return work(session)
+
+    def run_statements(self, work: Callable[[Connection], T], retries: int = 3) -> T:
+        """Like ``run_sync`` for work that is only Core statements: no ORM session to pay for
+        (the 2PC rounds, which run for every payment)."""
+        return _retrying(lambda: self._in_connection(work), retries)
+
+    def _in_connection(self, work: Callable[[Connection], T]) -> T:
+        with self.engine.begin() as connection:
+            return work(connection)
 
     async def transaction(self, work: Callable[[Session], T]) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self.run_sync, work)
 
+    async def statements(self, work: Callable[[Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.run_statements, work)
+
     def close(self) -> None:
         self._executor.shutdown(wait=True)
         self.engine.dispose()
+
+
+def _retrying(attempt_once: Callable[[], T], retries: int) -> T:
+    for attempt in range(retries + 1):
+        try:
+            return attempt_once()
+        except (IntegrityError, OperationalError) as exc:
+            if attempt == retries or not _is_retryable(exc):
+                raise
+    raise AssertionError("unreachable")
 
 
 def _is_retryable(exc: Exception) -> bool:

@@ -275,13 +275,13 @@ class Coordinator:
     # -- rounds: one transaction or one RPC for every payment waiting ----------------------
 
     async def _record_round(self, orders: list[PaymentOrder]) -> list[Recorded | InvalidArgument]:
-        return await self._db.transaction(lambda s: payment_log.record(s, orders, self._timeout))
+        return await self._db.statements(lambda s: payment_log.record(s, orders, self._timeout))
 
     async def _decide_round(self, decisions: list[tuple[str, Decision]]) -> list[PaymentView]:
-        return await self._db.transaction(lambda s: payment_log.decide(s, decisions))
+        return await self._db.statements(lambda s: payment_log.decide(s, decisions))
 
     async def _complete_round(self, payment_ids: list[str]) -> list[None]:
-        return await self._db.transaction(lambda s: payment_log.complete(s, payment_ids))
+        return await self._db.statements(lambda s: payment_log.complete(s, payment_ids))
 
     def _prepare_round(self, bank: str):  # type: ignore[no-untyped-def]
         async def prepare(items: list[PrepareItem]) -> list[Vote]:

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from server.common.clock import now
@@ -84,13 +84,13 @@ def new_payment_id() -> str:
 
 
 def record(
-    session: Session, orders: Sequence[PaymentOrder], timeout: float
+    connection: Connection, orders: Sequence[PaymentOrder], timeout: float
 ) -> list[Recorded | InvalidArgument]:
     """Records each new payment as PREPARING, or finds the payment its key already made."""
     keys = {order.idempotency_key for order in orders}
     known = {
         (row.payer, row.idempotency_key): (view(row), row.fingerprint)
-        for row in session.execute(
+        for row in connection.execute(
             SELECT_BY_KEYS, {"payers": sorted({o.payer for o in orders}), "keys": sorted(keys)}
         )
     }
@@ -136,14 +136,14 @@ def record(
         known[(order.payer, order.idempotency_key)] = (payment, order.fingerprint)
         results.append(Recorded(payment, created=True))
     if new_rows:
-        session.execute(INSERT_PAYMENTS, new_rows)
+        connection.execute(INSERT_PAYMENTS, new_rows)
     return results
 
 
-def decide(session: Session, decisions: Sequence[tuple[str, Decision]]) -> list[PaymentView]:
+def decide(connection: Connection, decisions: Sequence[tuple[str, Decision]]) -> list[PaymentView]:
     """Stores each decision unless the payment was already decided; returns what stands."""
     ids = sorted({payment_id for payment_id, _ in decisions})
-    current = {row.id: view(row) for row in session.execute(SELECT_FOR_DECISION, {"ids": ids})}
+    current = {row.id: view(row) for row in connection.execute(SELECT_FOR_DECISION, {"ids": ids})}
     stored, changes = [], []
     for payment_id, decision in decisions:
         payment = current[payment_id]
@@ -167,14 +167,14 @@ def decide(session: Session, decisions: Sequence[tuple[str, Decision]]) -> list[
             )
         stored.append(payment)
     if changes:
-        session.execute(STORE_DECISION, changes)
+        connection.execute(STORE_DECISION, changes)
     return stored
 
 
-def complete(session: Session, payment_ids: Sequence[str]) -> list[None]:
+def complete(connection: Connection, payment_ids: Sequence[str]) -> list[None]:
     """Marks decided payments finished once every bank acknowledged the decision."""
     for decided in (PaymentState.COMMITTING, PaymentState.ABORTING):
-        session.execute(COMPLETE[decided], {"ids": list(payment_ids), "at": now()})
+        connection.execute(COMPLETE[decided], {"ids": list(payment_ids), "at": now()})
     return [None] * len(payment_ids)
 
 
