@@ -72,6 +72,8 @@ class Cluster:
 
     def environment(self, name: str, faults: str = "") -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MINIPAY_")}
+        # Standard error goes to NAME.out beside the full log file: warnings are enough.
+        env["MINIPAY_STDERR_LOG_LEVEL"] = "WARNING"
         env.update(self.env)
         env.update(
             {
@@ -100,7 +102,13 @@ class Cluster:
         return env
 
     def log_path(self, name: str) -> Path:
+        """The process's standard output and error (warnings, and start-up errors)."""
         return self.data_dir / f"{name}.out"
+
+    def log_file(self, name: str) -> Path:
+        """The process's full structured log."""
+        component = GATEWAY if name == GATEWAY else f"bank-{name}"
+        return self.data_dir / "logs" / f"{component}.log"
 
     def start_process(self, name: str, faults: str = "") -> None:
         with self.log_path(name).open("ab") as out:

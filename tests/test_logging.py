@@ -21,8 +21,8 @@ from tests.conftest import ClusterFactory
 from tests.helpers import SEED_PASSWORDS, Client, customer
 
 
-def records(cluster: Cluster, component: str) -> list[dict[str, Any]]:
-    path = cluster.data_dir / "logs" / f"{component}.log"
+def records(cluster: Cluster, name: str) -> list[dict[str, Any]]:
+    path = cluster.log_file(name)
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -83,7 +83,7 @@ def test_one_payment_followed_through_the_logs(
             for e in gateway
         ), f"no {step} record"
     for bank in ("alpha", "beta"):
-        bank_calls = find(records(cluster, f"bank-{bank}"), event="call", request_id=request_id)
+        bank_calls = find(records(cluster, bank), event="call", request_id=request_id)
         methods = {e["method"] for e in bank_calls}
         assert {"/minipay.v1.Participant/Prepare", "/minipay.v1.Participant/Commit"} <= methods
         assert all(e["caller"] == "gateway" and e["code"] == "OK" for e in bank_calls)

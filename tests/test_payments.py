@@ -528,7 +528,7 @@ def test_client_retries_across_gateway_restart(make_cluster: ClusterFactory, cer
     assert [k for _, k in gateway_payments(cluster).values()].count(key) == 1
 
     retried = []
-    for line in cluster.log_path(GATEWAY).read_text().splitlines():
+    for line in cluster.log_file(GATEWAY).read_text().splitlines():
         try:
             record = json.loads(line)
         except ValueError:

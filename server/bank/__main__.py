@@ -34,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings.log_level,
             settings.log_format,
             settings.data_dir / "logs",
+            settings.stderr_log_level,
         )
         asyncio.run(serve(settings))
     except (ConfigError, ValueError) as error:

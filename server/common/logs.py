@@ -119,13 +119,18 @@ class TextFormatter(logging.Formatter):
         return redact_text(text)
 
 
-def configure_logging(component: str, level: str, fmt: str, log_dir: Path | None) -> None:
+def configure_logging(
+    component: str, level: str, fmt: str, log_dir: Path | None, stderr_level: str = ""
+) -> None:
     if fmt not in ("json", "text"):
         raise ConfigError(f"log format {fmt!r}: expected json or text")
     formatter: logging.Formatter = (
         JsonFormatter(component) if fmt == "json" else TextFormatter(component)
     )
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    to_stderr = logging.StreamHandler(sys.stderr)
+    if stderr_level:
+        to_stderr.setLevel(stderr_level.upper())
+    handlers: list[logging.Handler] = [to_stderr]
     if log_dir is not None:
         try:
             log_dir.mkdir(parents=True, exist_ok=True)

@@ -127,6 +127,9 @@ class BankSettings:
     faults: str = setting("", "test-only fault injection points, comma separated (off by default)")
     log_level: str = setting("INFO", "log level")
     log_format: str = setting("json", "log format: json or text")
+    stderr_log_level: str = setting(
+        "", "log level on standard error (default: --log-level; the file gets --log-level)"
+    )
     metrics_port: int = setting(
         0, "Prometheus metrics port (0: off)", env="MINIPAY_BANK_METRICS_PORT"
     )
@@ -183,6 +186,9 @@ class GatewaySettings:
     faults: str = setting("", "test-only fault injection points, comma separated (off by default)")
     log_level: str = setting("INFO", "log level")
     log_format: str = setting("json", "log format: json or text")
+    stderr_log_level: str = setting(
+        "", "log level on standard error (default: --log-level; the file gets --log-level)"
+    )
     metrics_port: int = setting(
         0, "Prometheus metrics port (0: off)", env="MINIPAY_GATEWAY_METRICS_PORT"
     )

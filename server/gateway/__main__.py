@@ -64,7 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             create_admin_command(settings, args.username, args.password_stdin)
             return 0
         configure_logging(
-            "gateway", settings.log_level, settings.log_format, settings.data_dir / "logs"
+            "gateway",
+            settings.log_level,
+            settings.log_format,
+            settings.data_dir / "logs",
+            settings.stderr_log_level,
         )
         asyncio.run(serve(settings))
     except (ConfigError, ValueError) as error:
