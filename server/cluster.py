@@ -218,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cluster.start()
         for name in cluster.names:
-            print(f"{name:<8} {cluster.address(name)}  log {cluster.log_path(name)}")
+            print(f"{name:<8} {cluster.address(name)}  log {cluster.log_file(name)}")
         print("cluster up; Ctrl-C stops it", flush=True)
         while not stop_requested:
             for name, process in cluster.processes.items():
