@@ -11,6 +11,8 @@ import asyncio
 import logging
 import os
 
+from server.common.logs import stop_log_writer
+
 log = logging.getLogger(__name__)
 
 CRASH_POINTS = frozenset(
@@ -43,8 +45,7 @@ class Faults:
     def crash_point(self, name: str) -> None:
         if name in self._crash:
             log.warning("fault injection: crashing at %s", name)
-            for handler in logging.getLogger().handlers:
-                handler.flush()
+            stop_log_writer()
             os._exit(97)
 
     async def delay(self, name: str) -> None:
