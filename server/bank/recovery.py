@@ -34,7 +34,7 @@ class DecisionAsker:
         IN_DOUBT.set(waiting)
         if not ids:
             return 0
-        event(log, "asking_decisions", payment_ids=ids[:20], count=len(ids))
+        event(log, "asking_decisions", payment_ids=ids, count=len(ids))
         answer = await self._coordinator.GetDecision(
             gateway_pb2.GetDecisionRequest(payment_ids=ids), timeout=self._timeout
         )

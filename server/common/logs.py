@@ -69,10 +69,10 @@ def describe_request(request: Any) -> dict[str, Any]:
         fields["to"] = f"{to.bank}/{to.account}"
     ids = getattr(request, "payment_ids", None)
     if ids:
-        fields["payment_ids"] = list(ids)[:20]
+        fields["payment_ids"] = list(ids)
     legs = getattr(request, "legs", None)
     if legs:
-        fields["payment_ids"] = sorted({leg.payment_id for leg in legs})[:20]
+        fields["payment_ids"] = sorted({leg.payment_id for leg in legs})
     return fields
 
 

@@ -98,13 +98,16 @@ class Coordinator:
         if not recorded.created:
             return await self._replay(recorded.payment)
         payment = recorded.payment
-        event(
-            log,
+        log.debug(
             "payment_recorded",
-            payment_id=payment.id,
-            amount_minor=payment.amount,
-            currency=payment.currency,
-            idempotency_key=order.idempotency_key,
+            extra={
+                "fields": {
+                    "payment_id": payment.id,
+                    "amount_minor": payment.amount,
+                    "currency": payment.currency,
+                    "idempotency_key": order.idempotency_key,
+                }
+            },
         )
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._in_flight[payment.id] = future
@@ -191,11 +194,14 @@ class Coordinator:
             )
         delivered.set_result(None)
         await self._complete.submit(payment.id)
-        event(
-            log,
+        log.debug(
             "payment_finished",
-            payment_id=payment.id,
-            outcome="COMMITTED" if commit else "ABORTED",
+            extra={
+                "fields": {
+                    "payment_id": payment.id,
+                    "outcome": "COMMITTED" if commit else "ABORTED",
+                }
+            },
         )
 
     async def _deliver(self, bank: str, payment_id: str, commit: bool) -> None:
@@ -204,13 +210,6 @@ class Coordinator:
         backoff = 0.05
         while True:
             if await batchers[bank].submit((payment_id, REQUEST_ID.get())):
-                event(
-                    log,
-                    "decision_acknowledged",
-                    payment_id=payment_id,
-                    bank=bank,
-                    decision="commit" if commit else "abort",
-                )
                 if commit:
                     self._faults.crash_point("crash_after_first_commit_ack")
                 return
@@ -288,7 +287,7 @@ class Coordinator:
             legs = [leg for item in items for leg in item.legs]
             remaining = min(item.deadline for item in items) - now()
             ids = [item.payment_id for item in items]
-            event(log, "prepare_sent", bank=bank, payment_ids=ids[:20], count=len(ids))
+            event(log, "prepare_sent", bank=bank, payment_ids=ids, count=len(ids))
             if remaining <= 0:
                 return [Vote(False, "timeout", REASONS["timeout"])] * len(items)
             try:
@@ -307,7 +306,7 @@ class Coordinator:
                     log,
                     "prepare_failed",
                     bank=bank,
-                    payment_ids=ids[:20],
+                    payment_ids=ids,
                     reason_code=code,
                     status=error.code().name,
                 )
@@ -315,16 +314,16 @@ class Coordinator:
             votes: dict[str, Vote] = {}
             for vote in answer.votes:
                 yes = vote.value == bank_pb2.VOTE_VALUE_YES
-                event(
-                    log,
-                    "vote",
-                    bank=bank,
-                    payment_id=vote.payment_id,
-                    vote="yes" if yes else "no",
-                    reason_code=vote.reason_code,
-                )
                 if vote.payment_id not in votes or not yes:
                     votes[vote.payment_id] = Vote(yes, vote.reason_code, vote.reason)
+            # One record for the round's votes: per payment, "yes" or the no's reason code.
+            event(
+                log,
+                "vote",
+                bank=bank,
+                payment_ids=list(votes),
+                votes={pid: "yes" if v.yes else v.reason_code for pid, v in votes.items()},
+            )
             return [votes.get(pid, Vote(False, "aborted", "the bank gave no vote")) for pid in ids]
 
         return prepare
@@ -338,7 +337,7 @@ class Coordinator:
                 log,
                 "commit_sent" if commit else "abort_sent",
                 bank=bank,
-                payment_ids=payment_ids[:20],
+                payment_ids=payment_ids,
                 count=len(payment_ids),
             )
             try:
@@ -352,12 +351,19 @@ class Coordinator:
                     log,
                     "decision_not_acknowledged",
                     bank=bank,
-                    payment_ids=payment_ids[:20],
+                    payment_ids=payment_ids,
                     decision="commit" if commit else "abort",
                     status=error.code().name,
                 )
                 return [False] * len(payment_ids)
             acknowledged = set(answer.acknowledged)
+            event(
+                log,
+                "decision_acknowledged",
+                bank=bank,
+                decision="commit" if commit else "abort",
+                payment_ids=list(answer.acknowledged),
+            )
             return [pid in acknowledged for pid in payment_ids]
 
         return send

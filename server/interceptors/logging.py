@@ -58,6 +58,10 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             message = ""
             try:
                 response = await inner(request, context)
+                # Links the request (id, idempotency key) to the payment it made.
+                payment_id = getattr(response, "payment_id", "")
+                if payment_id:
+                    fields["payment_id"] = payment_id
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("response", extra={"fields": dict(fields, body=_body(response))})
                 return response
