@@ -15,10 +15,13 @@ import grpc
 from sqlalchemy import create_engine, func, select, text
 
 from client.api import ClientConfig, GatewayClient, RetryPolicy
+from protofiles.minipay.v1 import gateway_pb2
 from server.bank.models import Account, BankPayment, LedgerEntry, PaymentState
 from server.cluster import GATEWAY, Cluster
 
 T = TypeVar("T")
+COMMITTED = gateway_pb2.PAYMENT_STATUS_COMMITTED
+ABORTED = gateway_pb2.PAYMENT_STATUS_ABORTED
 POSTGRES_URL = os.environ.get("MINIPAY_TEST_POSTGRES_URL", "")
 
 

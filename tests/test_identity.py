@@ -46,6 +46,17 @@ CALL_TIMEOUT = 15.0
 OK = grpc.StatusCode.OK
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 ZED_PASSWORD = "zed-secret-pass-41"
+CREATE_ZED = (
+    "create-user",
+    "--username",
+    "zed",
+    "--name",
+    "Zed",
+    "--bank",
+    "gamma",
+    "--account",
+    "G-9",
+)
 
 
 @dataclass
@@ -479,39 +490,10 @@ def test_command_lines_end_to_end(gateway: Gateway, tmp_path: Path) -> None:
     admin_session = cli.session(admin, "admin-session.json")
     assert_private(admin_session)
     gateway.secrets.tokens.add(json.loads(admin_session.read_text())["token"])
-    created = cli.json(
-        "admin",
-        admin,
-        "create-user",
-        "--username",
-        "zed",
-        "--name",
-        "Zed",
-        "--bank",
-        "gamma",
-        "--account",
-        "G-9",
-        "--balance",
-        "100.00",
-        password=ZED_PASSWORD,
-    )
+    created = cli.json("admin", admin, *CREATE_ZED, "--balance", "100.00", password=ZED_PASSWORD)
     assert (created["username"], created["bank"], created["account"]) == ("zed", "gamma", "G-9")
     assert created["balance_minor"] == 10000
-    cli.fails(
-        "admin",
-        admin,
-        "create-user",
-        "--username",
-        "zed",
-        "--name",
-        "Zed",
-        "--bank",
-        "gamma",
-        "--account",
-        "G-9",
-        password=ZED_PASSWORD,
-        code="ALREADY_EXISTS",
-    )
+    cli.fails("admin", admin, *CREATE_ZED, password=ZED_PASSWORD, code="ALREADY_EXISTS")
     users = cli.json("admin", admin, "list-users")["users"]
     listed = {user["username"]: user for user in users}
     assert listed["zed"]["account"] == "G-9" and listed["zed"]["balance_minor"] == 10000

@@ -31,6 +31,8 @@ from server.common.tls import TlsFiles, channel_credentials
 from server.gateway.models import Payment, PaymentState
 from tests.conftest import TEST_ENV, ClusterFactory
 from tests.helpers import (
+    ABORTED,
+    COMMITTED,
     SEED_ACCOUNTS,
     SEED_PASSWORDS,
     Client,
@@ -42,8 +44,6 @@ from tests.helpers import (
     total_money,
 )
 
-COMMITTED = gateway_pb2.PAYMENT_STATUS_COMMITTED
-ABORTED = gateway_pb2.PAYMENT_STATUS_ABORTED
 Balances = dict[tuple[str, str], int]
 
 

@@ -24,6 +24,8 @@ from server.common.tls import TlsFiles, channel_credentials
 from server.gateway.models import Payment, PaymentState
 from tests.conftest import ClusterFactory
 from tests.helpers import (
+    ABORTED,
+    COMMITTED,
     SEED_ACCOUNTS,
     SEED_PASSWORDS,
     assert_books_balance,
@@ -32,9 +34,6 @@ from tests.helpers import (
     gateway_url,
     total_money,
 )
-
-COMMITTED = gateway_pb2.PAYMENT_STATUS_COMMITTED
-ABORTED = gateway_pb2.PAYMENT_STATUS_ABORTED
 
 
 def wait_until(condition: Any, timeout: float = 30.0, what: str = "condition") -> None:
