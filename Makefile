@@ -7,12 +7,17 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTO_DIR := protofiles/minipay/v1
 PROTOS := $(wildcard $(PROTO_DIR)/*.proto)
-GENERATED := $(PROTOS:.proto=_pb2.py)
+# protoc -I protofiles: the .proto files import each other as "minipay/v1/...", and the
+# Python modules land in the minipay.v1 package.
+GENERATED := $(patsubst protofiles/%.proto,%_pb2.py,$(PROTOS))
 DATA ?= data
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+# make up: the gateway's port, and the first bank's (the others follow: alpha, beta, gamma).
+GATEWAY_PORT ?= 50051
+BANK_PORT ?= 50061
 
-.PHONY: setup demo up test lint bench migrate certs protos clean
+.PHONY: setup demo up test test-unit lint bench migrate certs protos clean
 
 setup: $(STAMP) $(GENERATED) certificate/dev/ca.pem
 
@@ -24,7 +29,7 @@ $(STAMP): setup.cfg pyproject.toml
 
 # Generated code is made here, at install time, from the .proto files (never committed).
 $(GENERATED) &: $(PROTOS) $(STAMP)
-	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+	$(PY) -m grpc_tools.protoc -I protofiles --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
 
 protos: $(GENERATED)
 
@@ -42,21 +47,28 @@ migrate: setup
 	done
 
 demo: setup migrate
-	$(PY) -m server.demo
+	$(PY) -m devtools.demo
 
 up: setup migrate
-	$(PY) -m server.cluster --data-dir $(DATA)
+	$(PY) -m devtools.cluster --data-dir $(DATA) --gateway-port $(GATEWAY_PORT) --bank-port $(BANK_PORT)
 
+# Every test, the fast domain tests (tests/unit) included.
 test: setup
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
+# The domain tests alone: no process, no socket, a few seconds.
+test-unit: setup
+	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
+
+LINTED := server client admin certificate devtools minipay/__init__.py minipay/money.py tests alembic/env.py
+
 lint: setup
-	$(VENV)/bin/ruff check server client admin certificate tests alembic/env.py
-	$(VENV)/bin/ruff format --check server client admin certificate tests alembic/env.py
-	$(VENV)/bin/mypy server client admin certificate
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+	$(VENV)/bin/mypy server client admin certificate devtools minipay
 
 bench: setup
-	$(PY) -m client.bench $(BENCH_ARGS)
+	$(PY) -m devtools.bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(DATA) $(PROTO_DIR)/*_pb2*.py $(PROTO_DIR)/*_pb2.pyi
+	rm -rf $(VENV) $(DATA) minipay/v1/*_pb2*.py minipay/v1/*_pb2.pyi

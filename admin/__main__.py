@@ -1,68 +1,115 @@
-"""``python -m admin``: log in as an admin, list banks, create, list, disable and enable
-users, and deposit money."""
+"""python -m admin: log in as an admin, list banks, create, list, disable and enable
+users, and deposit money.
+
+The admin's session is kept apart from a customer's, in $MINIPAY_HOME/admin-session.json
+(default ~/.minipay). Amounts are plain decimals in the currency's units ("100.00"); with
+--json they come as text ("balance") and as integer minor units ("balance_minor_units")."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import uuid
 from collections.abc import Sequence
 
-from client.api import GatewayClient
+from client.api import ClientError, GatewayClient
 from client.cli import (
-    add_command,
-    config_from,
-    log_in,
-    log_out,
+    Commands,
+    Invocation,
+    PasswordRequest,
+    Tool,
+    currency_code,
     money_fields,
-    new_parser,
     parse,
-    read_password,
+    password_stdin,
     run,
-    session_for,
     show,
-    with_client,
 )
-from client.money import format_minor_units, to_minor_units
-from protofiles.minipay.v1 import admin_pb2
+from minipay.money import format_minor_units, to_minor_units
+from minipay.v1 import admin_pb2
 
-SESSION_FILE = "admin-session.json"
+TOOL = Tool(prog="python -m admin", default_cert="admin", session_file="admin-session.json")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser, commands = new_parser("python -m admin", __doc__)
-    login = add_command(commands, "login", "log in as an admin")
-    login.add_argument("--username", required=True)
-    login.add_argument("--password-stdin", action="store_true")
-    add_command(commands, "logout", "revoke the admin token")
-    add_command(commands, "list-banks", "the banks the gateway knows, and whether they answer")
+    commands = Commands(TOOL, __doc__)
+    commands.add_login("log in as an admin and keep the session in $MINIPAY_HOME")
+    commands.add_logout_and_whoami()
+    commands.add("list-banks", "the banks the gateway knows, and whether they answer")
 
-    create = add_command(commands, "create-user", "create a customer and their account")
-    create.add_argument("--username", required=True)
-    create.add_argument("--name", required=True)
-    create.add_argument("--bank", default="")
-    create.add_argument("--account", default="")
-    create.add_argument("--balance", default="0", help="opening balance, e.g. 100.00")
-    create.add_argument("--currency", default="USD")
-    create.add_argument("--role", default="customer", choices=["customer", "admin"])
-    create.add_argument("--password-stdin", action="store_true")
+    create = commands.add(
+        "create-user",
+        "create a customer and their account (or, with --role admin, an admin)",
+        "The new user's password is asked twice at the terminal, or read from the first\n"
+        "line of standard input with --password-stdin. A customer then registers once\n"
+        "('python -m client register') before logging in.",
+    )
+    create.add_argument("--username", required=True, help="the new user's username")
+    create.add_argument("--name", required=True, help="the new user's full name")
+    create.add_argument(
+        "--bank", default="", help="the customer's bank, e.g. gamma (required for a customer)"
+    )
+    create.add_argument(
+        "--account",
+        default="",
+        help="the new account's number, e.g. G-9 (required for a customer)",
+    )
+    create.add_argument(
+        "--balance", default="0", help="opening balance, a plain decimal such as 100.00"
+    )
+    create.add_argument(
+        "--currency", type=currency_code, default="USD", help="ISO 4217 currency code"
+    )
+    create.add_argument(
+        "--role",
+        default="customer",
+        choices=["customer", "admin"],
+        help="customer: has an account at --bank; admin: runs these commands, has no account",
+    )
+    password_stdin(create, "the new user's password")
 
-    users = add_command(commands, "list-users", "customers and their accounts")
-    users.add_argument("--bank", default="")
+    users = commands.add("list-users", "customers and their accounts")
+    users.add_argument(
+        "--bank", default="", help="only this bank's customers (default: every bank)"
+    )
     for name, text in (
-        ("disable-user", "disable a customer"),
-        ("enable-user", "enable a customer"),
+        ("disable-user", "disable a customer: no login, no payment, until enabled"),
+        ("enable-user", "enable a disabled customer again"),
     ):
-        toggle = add_command(commands, name, text)
-        toggle.add_argument("--bank", required=True)
-        toggle.add_argument("--username", required=True)
+        toggle = commands.add(name, text)
+        toggle.add_argument("--bank", required=True, help="the customer's bank")
+        toggle.add_argument("--username", required=True, help="the customer's username")
 
-    deposit = add_command(commands, "deposit", "add money to an account")
-    deposit.add_argument("--bank", required=True)
-    deposit.add_argument("--account", required=True)
-    deposit.add_argument("--amount", required=True)
-    deposit.add_argument("--currency", default="USD")
-    deposit.add_argument("--idempotency-key", default="")
-    return parser
+    deposit = commands.add("deposit", "add money to an account")
+    deposit.add_argument("--bank", required=True, help="the account's bank, e.g. alpha")
+    deposit.add_argument("--account", required=True, help="the account's number, e.g. A-1001")
+    deposit.add_argument("--amount", required=True, help="how much, a plain decimal such as 100.00")
+    deposit.add_argument(
+        "--currency", type=currency_code, default="USD", help="ISO 4217 currency code"
+    )
+    deposit.add_argument(
+        "--idempotency-key",
+        default="",
+        metavar="KEY",
+        help="any unique text; running the command again with the same key deposits once "
+        "(default: a new random key)",
+    )
+    return commands.parser
+
+
+def prepare(args: argparse.Namespace) -> PasswordRequest | None:
+    """Checks the flags before anything is asked or sent; says which password is needed."""
+    if args.command == "create-user":
+        args.balance_minor_units = to_minor_units(args.balance, args.currency, allow_zero=True)
+        if args.role == "customer" and not (args.bank and args.account):
+            raise ClientError("a customer needs --bank and --account")
+        return PasswordRequest(
+            f"Password for the new user {args.username}: ",
+            confirm=f"Repeat the password for {args.username}: ",
+        )
+    if args.command == "deposit":
+        args.amount_minor_units = to_minor_units(args.amount, args.currency)
+    return None
 
 
 def user_fields(user: admin_pb2.User) -> dict[str, object]:
@@ -88,84 +135,73 @@ def user_line(user: admin_pb2.User) -> str:
     )
 
 
-async def main_async(args: argparse.Namespace) -> int:
-    config = config_from(args, "admin")
-    session = session_for(config, SESSION_FILE)
-
-    async def work(client: GatewayClient) -> int:
-        command = args.command
-        if command == "login":
-            await log_in(args, client, session)
-        elif command == "logout":
-            await log_out(args, client, session)
-        elif command == "list-banks":
-            banks = (await client.list_banks()).banks
-            show(
-                args,
-                {
-                    "banks": [
-                        {"name": b.name, "address": b.address, "serving": b.serving} for b in banks
-                    ]
-                },
-                "\n".join(
-                    f"{b.name:<10} {b.address:<22} {'serving' if b.serving else 'NOT ANSWERING'}"
-                    for b in banks
-                ),
+async def work(invocation: Invocation, client: GatewayClient) -> int:
+    args = invocation.args
+    command = args.command
+    if command == "list-banks":
+        banks = (await client.list_banks()).banks
+        show(
+            args,
+            {
+                "banks": [
+                    {"name": b.name, "address": b.address, "serving": b.serving} for b in banks
+                ]
+            },
+            "\n".join(
+                f"{b.name:<10} {b.address:<22} {'serving' if b.serving else 'NOT ANSWERING'}"
+                for b in banks
             )
-        elif command == "create-user":
-            balance = (
-                to_minor_units(args.balance, args.currency)
-                if args.balance not in ("0", "0.00")
-                else 0
+            or "no banks",
+        )
+    elif command == "create-user":
+        user = (
+            await client.create_user(
+                username=args.username,
+                name=args.name,
+                password=invocation.password,
+                bank=args.bank,
+                account=args.account,
+                balance_minor_units=args.balance_minor_units,
+                currency=args.currency,
+                role=args.role,
             )
-            user = (
-                await client.create_user(
-                    username=args.username,
-                    name=args.name,
-                    password=read_password(args.password_stdin),
-                    bank=args.bank,
-                    account=args.account,
-                    balance_minor=balance,
-                    currency=args.currency,
-                    role=args.role,
-                )
-            ).user
-            show(args, user_fields(user), f"created {user_line(user)}")
-        elif command == "list-users":
-            users = (await client.list_users(args.bank)).users
-            show(
-                args,
-                {"users": [user_fields(u) for u in users]},
-                "\n".join(user_line(u) for u in users) or "no users",
-            )
-        elif command in ("disable-user", "enable-user"):
-            user = (
-                await client.set_disabled(args.bank, args.username, command == "disable-user")
-            ).user
-            show(args, user_fields(user), user_line(user))
-        elif command == "deposit":
-            minor = to_minor_units(args.amount, args.currency)
-            answer = await client.deposit(
-                args.bank, args.account, minor, args.currency, args.idempotency_key
-            )
-            show(
-                args,
-                {
-                    "bank": args.bank,
-                    "account": args.account,
-                    **money_fields("balance", answer.balance),
-                },
-                f"deposited {format_minor_units(minor, args.currency)} {args.currency}; "
-                f"{args.bank}/{args.account} balance "
-                f"{format_minor_units(answer.balance.minor_units, answer.balance.currency)}",
-            )
-        return 0
-
-    return await with_client(config, session, args.command != "login", work)
+        ).user
+        show(args, user_fields(user), f"created {user_line(user)}")
+    elif command == "list-users":
+        users = (await client.list_users(args.bank)).users
+        show(
+            args,
+            {"users": [user_fields(u) for u in users]},
+            "\n".join(user_line(u) for u in users) or "no users",
+        )
+    elif command in ("disable-user", "enable-user"):
+        user = (await client.set_disabled(args.bank, args.username, command == "disable-user")).user
+        show(args, user_fields(user), user_line(user))
+    elif command == "deposit":
+        key = args.idempotency_key or str(uuid.uuid4())
+        invocation.repeat_with_key, invocation.repeatable = key, "deposit"
+        minor_units: int = args.amount_minor_units
+        answer = await client.deposit(args.bank, args.account, minor_units, args.currency, key)
+        show(
+            args,
+            {
+                "bank": args.bank,
+                "account": args.account,
+                "amount": format_minor_units(minor_units, args.currency),
+                "amount_minor_units": minor_units,
+                "idempotency_key": key,
+                **money_fields("balance", answer.balance),
+            },
+            f"deposited {format_minor_units(minor_units, args.currency)} {args.currency}; "
+            f"{args.bank}/{args.account} balance "
+            f"{format_minor_units(answer.balance.minor_units, answer.balance.currency)} "
+            f"{answer.balance.currency}",
+        )
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run(main_async, parse(build_parser(), argv))
+    return run(TOOL, parse(build_parser(), argv), prepare, work)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,11 @@
 """The client library: a mutual-TLS channel to the gateway, the saved login session, and
 calls that retry safely (same idempotency key and request id, exponential backoff with
-jitter) on UNAVAILABLE and DEADLINE_EXCEEDED."""
+jitter) on UNAVAILABLE and DEADLINE_EXCEEDED.
+
+Amounts are integers in minor units (cents for USD), named ``<what>_minor_units`` like the
+API's ``Money.minor_units``; ``minipay.money`` converts them to and from "12.34". When every
+attempt fails without the gateway ever answering, a call raises ``GatewayUnreachable`` (an
+``AioRpcError`` whose details say which address, how many attempts and why)."""
 
 from __future__ import annotations
 
@@ -18,16 +23,16 @@ from typing import Any, TypeVar
 
 import grpc
 
-from protofiles.minipay.v1 import (
+from client.logs import LOGGER, describe_request
+from minipay.v1 import (
     admin_pb2,
     admin_pb2_grpc,
     common_pb2,
     gateway_pb2,
     gateway_pb2_grpc,
 )
-from server.common.logs import describe_request
 
-log = logging.getLogger("minipay.client")
+log = logging.getLogger(LOGGER)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEV_CERTS = REPO_ROOT / "certificate" / "dev"
@@ -35,34 +40,63 @@ RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXC
 R = TypeVar("R")
 
 
+DEFAULT_GATEWAY = "127.0.0.1:50051"
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_ATTEMPTS = 5
+
+
+class ClientError(Exception):
+    """A problem on this side (missing certificate, no session): one line for the user."""
+
+
+def _env_number(name: str, kind: type[int] | type[float], default: float) -> Any:
+    text = os.environ.get(name, "")
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise ClientError(f"{name}={text!r} is not {what}") from None
+    if value <= 0:
+        raise ClientError(f"{name}={text!r} must be greater than zero")
+    return value
+
+
 @dataclass(frozen=True)
 class ClientConfig:
-    """Where the gateway is and which certificate to present; flags override these."""
+    """Where the gateway is, which certificate to present, how long to wait and how often to
+    try; the MINIPAY_* environment variables set these, and flags override both."""
 
-    gateway: str = "127.0.0.1:50051"
+    gateway: str = DEFAULT_GATEWAY
     ca: Path = DEV_CERTS / "ca.pem"
     cert: Path = DEV_CERTS / "client-1.pem"
     key: Path = DEV_CERTS / "client-1-key.pem"
     home: Path = Path.home() / ".minipay"
-    timeout: float = 30.0
-    max_attempts: int = 5
+    timeout: float = DEFAULT_TIMEOUT  # seconds, per attempt
+    max_attempts: int = DEFAULT_ATTEMPTS
 
     @classmethod
     def from_env(cls, default_cert: str = "client-1", **overrides: Any) -> ClientConfig:
         env = os.environ
         values: dict[str, Any] = {
-            "gateway": env.get("MINIPAY_GATEWAY", cls.gateway),
-            "ca": Path(env.get("MINIPAY_CA", str(DEV_CERTS / "ca.pem"))),
-            "cert": Path(env.get("MINIPAY_CERT", str(DEV_CERTS / f"{default_cert}.pem"))),
-            "key": Path(env.get("MINIPAY_KEY", str(DEV_CERTS / f"{default_cert}-key.pem"))),
-            "home": Path(env.get("MINIPAY_HOME", str(Path.home() / ".minipay"))),
+            "gateway": env.get("MINIPAY_GATEWAY") or DEFAULT_GATEWAY,
+            "ca": Path(env.get("MINIPAY_CA") or DEV_CERTS / "ca.pem"),
+            "cert": Path(env.get("MINIPAY_CERT") or DEV_CERTS / f"{default_cert}.pem"),
+            "key": Path(env.get("MINIPAY_KEY") or DEV_CERTS / f"{default_cert}-key.pem"),
+            "home": Path(env.get("MINIPAY_HOME") or Path.home() / ".minipay"),
+            "timeout": _env_number("MINIPAY_TIMEOUT", float, DEFAULT_TIMEOUT),
+            "max_attempts": _env_number("MINIPAY_ATTEMPTS", int, DEFAULT_ATTEMPTS),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
-
-class ClientError(Exception):
-    """A problem on this side (missing certificate, no session): one line for the user."""
+    def check_files(self) -> None:
+        """Raises ClientError unless the CA, certificate and key can be read: checked before
+        anyone is asked for a password."""
+        _read(self.ca, "CA certificate")
+        _read(self.cert, "certificate")
+        _read(self.key, "private key")
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -70,6 +104,47 @@ def _read(path: Path, what: str) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise ClientError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
+class GatewayUnreachable(grpc.aio.AioRpcError):  # type: ignore[misc]
+    """Every attempt failed and the gateway never answered: nothing listens at the address,
+    the name does not resolve, or the TLS handshake failed. Its details are one line for
+    the user; ``reason`` is gRPC's own text of the last failure."""
+
+    def __init__(self, error: grpc.aio.AioRpcError, address: str, attempts: int) -> None:
+        self.address = address
+        self.attempts = attempts
+        self.reason = error.details() or ""
+        super().__init__(
+            error.code(),
+            error.initial_metadata(),
+            error.trailing_metadata(),
+            details=_unreachable_message(address, attempts, self.reason, error.code()),
+            debug_error_string=error.debug_error_string(),
+        )
+
+
+def _unreachable_message(address: str, attempts: int, reason: str, code: grpc.StatusCode) -> str:
+    tried = f"after {attempts} attempt{'s' if attempts != 1 else ''}"
+    lowered = reason.lower()
+    if "handshake" in lowered or "ssl" in lowered or "certificate" in lowered:
+        why = reason.removesuffix(": OK").rsplit(": ", 1)[-1]
+        return (
+            f"cannot reach the gateway at {address} {tried}: the TLS handshake failed ({why}); "
+            "check --ca, --cert and --key"
+        )
+    if "resolv" in lowered or "lookup" in lowered:
+        return (
+            f"cannot reach the gateway at {address} {tried}: the name does not resolve; "
+            "check --gateway or MINIPAY_GATEWAY"
+        )
+    if "refused" in lowered:
+        why = " (connection refused)"
+    elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        why = " (no answer in time)"
+    else:
+        why = ""
+    return f"cannot reach the gateway at {address} {tried}{why}; is the cluster running? (make up)"
 
 
 class CallLogger(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
@@ -137,15 +212,25 @@ class SavedSession:
         return data if isinstance(data, dict) else {}
 
     def save(self, data: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        temporary = self.path.with_suffix(".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle)
-        os.replace(temporary, self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            temporary = self.path.with_suffix(".tmp")
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                json.dump(data, handle)
+            os.replace(temporary, self.path)
+        except OSError as exc:
+            raise ClientError(
+                f"cannot save the session in {self.path}: {exc.strerror or exc}"
+            ) from None
 
     def clear(self) -> None:
-        self.path.unlink(missing_ok=True)
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise ClientError(
+                f"cannot remove the session file {self.path}: {exc.strerror or exc}"
+            ) from None
 
 
 @dataclass
@@ -177,6 +262,12 @@ class GatewayClient:
     async def close(self) -> None:
         await self._channel.close()
 
+    def _never_connected(self) -> bool:
+        """True when the channel has no connection: the failure was reaching the gateway,
+        not an answer from it (the gateway itself says UNAVAILABLE when a bank is down)."""
+        state = self._channel.get_state(try_to_connect=False)
+        return bool(state != grpc.ChannelConnectivity.READY)
+
     async def __aenter__(self) -> GatewayClient:
         return self
 
@@ -196,7 +287,11 @@ class GatewayClient:
             try:
                 return await method(request, metadata=metadata, timeout=self.config.timeout)
             except grpc.aio.AioRpcError as error:
-                if error.code() not in RETRYABLE or attempt >= self.retry.max_attempts:
+                if error.code() not in RETRYABLE:
+                    raise
+                if attempt >= self.retry.max_attempts:
+                    if self._never_connected():
+                        raise GatewayUnreachable(error, self.config.gateway, attempt) from error
                     raise
                 delay = self.retry.backoff(attempt)
                 log.warning(
@@ -245,14 +340,16 @@ class GatewayClient:
         self,
         to_bank: str,
         to_account: str,
-        minor_units: int,
+        amount_minor_units: int,
         currency: str = "USD",
         idempotency_key: str = "",
     ) -> gateway_pb2.PayResponse:
+        """Pays AMOUNT_MINOR_UNITS (cents for USD); the same IDEMPOTENCY_KEY (default: a new
+        UUID) gives the first outcome again instead of a second payment."""
         key = idempotency_key or str(uuid.uuid4())
         request = gateway_pb2.PayRequest(
             to=common_pb2.AccountRef(bank=to_bank, account=to_account),
-            amount=common_pb2.Money(minor_units=minor_units, currency=currency),
+            amount=common_pb2.Money(minor_units=amount_minor_units, currency=currency),
             idempotency_key=key,
         )
         return await self.call(self.payments.Pay, request, idempotency_key=key)
@@ -278,7 +375,7 @@ class GatewayClient:
         password: str,
         bank: str,
         account: str,
-        balance_minor: int,
+        balance_minor_units: int,
         currency: str = "USD",
         role: str = "customer",
     ) -> admin_pb2.CreateUserResponse:
@@ -290,7 +387,9 @@ class GatewayClient:
                 password=password,
                 role=role,
                 account=common_pb2.AccountRef(bank=bank, account=account),
-                initial_balance=common_pb2.Money(minor_units=balance_minor, currency=currency),
+                initial_balance=common_pb2.Money(
+                    minor_units=balance_minor_units, currency=currency
+                ),
             ),
         )
 
@@ -309,7 +408,7 @@ class GatewayClient:
         self,
         bank: str,
         account: str,
-        minor_units: int,
+        amount_minor_units: int,
         currency: str = "USD",
         idempotency_key: str = "",
     ) -> admin_pb2.DepositResponse:
@@ -318,7 +417,7 @@ class GatewayClient:
             self.admin.Deposit,
             admin_pb2.DepositRequest(
                 account=common_pb2.AccountRef(bank=bank, account=account),
-                amount=common_pb2.Money(minor_units=minor_units, currency=currency),
+                amount=common_pb2.Money(minor_units=amount_minor_units, currency=currency),
                 idempotency_key=key,
             ),
             idempotency_key=key,

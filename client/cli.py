@@ -1,5 +1,25 @@
-"""What the client and admin command lines share: connection flags, the session file,
-reading passwords, printing text or JSON, and turning errors into one line and an exit code."""
+"""What the client and admin command lines share: connection flags, the session file, the
+login, logout and whoami commands, reading passwords, printing text or JSON, and turning
+errors into one line and an exit code.
+
+A command runs in this order, so that nobody types a password for a command that cannot
+work: parse the flags and the amounts, check the saved session and the certificate files,
+ask for the password (before any event loop or channel exists, so Ctrl-C and Ctrl-D work at
+the prompt), then call the gateway.
+
+Exit status (both tools; also at the end of ``--help``):
+
+- 0: done. ``whoami`` and ``logout`` exit 0 when not logged in too, and say so.
+- 1: the gateway (or a bank) refused the call, or the gateway could not be reached;
+  ``pay``: the payment was not committed.
+- 2: a problem on this side, found before anything is sent: a bad flag or amount, no saved
+  session, no password (Ctrl-D at the prompt, empty standard input), passwords that differ,
+  a certificate that cannot be read.
+- 130: interrupted (Ctrl-C), at the password prompt or during a call.
+
+Errors are one line on standard error, ``error: ...``; with ``--json`` a JSON object
+``{"error": {"code": ..., "message": ...}}`` is printed on standard output as well.
+"""
 
 from __future__ import annotations
 
@@ -7,182 +27,274 @@ import argparse
 import asyncio
 import getpass
 import json
-import logging
+import os
+import re
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 
-from client.api import ClientConfig, ClientError, GatewayClient, SavedSession
-from client.money import AmountError, format_minor_units
-from protofiles.minipay.v1 import common_pb2
-from server.common.logs import JsonFormatter
+from client.api import (
+    DEFAULT_ATTEMPTS,
+    DEFAULT_GATEWAY,
+    DEFAULT_TIMEOUT,
+    RETRYABLE,
+    ClientConfig,
+    ClientError,
+    GatewayClient,
+    GatewayUnreachable,
+    SavedSession,
+)
+from client.logs import configure_client_logging
+from minipay.money import AmountError, format_minor_units
+from minipay.v1 import common_pb2
 
+EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+EXIT_STATUS_HELP = """\
+exit status:
+  0    done; whoami and logout also when not logged in
+  1    the gateway or a bank refused, or the gateway could not be reached
+       (pay: the payment was not committed)
+  2    a problem on this side, found before anything was sent: a bad flag or
+       amount, not logged in, no password given (Ctrl-D at the prompt)
+  130  interrupted (Ctrl-C)
+errors are one line on standard error; with --json also a JSON object on
+standard output: {"error": {"code": ..., "message": ...}}"""
+
+SHARED_COMMANDS = frozenset({"login", "logout", "whoami"})
 
 
-def _connection_flags() -> argparse.ArgumentParser:
+@dataclass(frozen=True)
+class Tool:
+    """What differs between the customer's and the admin's command line."""
+
+    prog: str  # as the user types it: "python -m client"
+    default_cert: str  # certificate/dev/<this>.pem when neither flag nor variable says
+    session_file: str  # in MINIPAY_HOME
+    sessionless: frozenset[str] = frozenset({"login"})  # commands run without a session
+
+
+@dataclass(frozen=True)
+class PasswordRequest:
+    """A password a command needs: the prompt, and a second prompt to repeat it at a
+    terminal (a new user's password, where a typo would lock them out)."""
+
+    prompt: str
+    confirm: str = ""
+
+
+@dataclass
+class Invocation:
+    """One command as it runs: its flags, where to connect, the session and the password."""
+
+    args: argparse.Namespace
+    config: ClientConfig
+    session: SavedSession
+    password: str = ""
+    # For the error line: how to repeat a payment or deposit whose outcome is unknown, and
+    # how to log in again when the gateway refuses the saved token.
+    repeat_with_key: str = ""
+    repeatable: str = ""  # "payment", "deposit"
+    relogin: str = ""
+
+
+Prepare = Callable[[argparse.Namespace], PasswordRequest | None]
+Work = Callable[[Invocation, GatewayClient], Awaitable[int]]
+
+
+# -- flags and help -----------------------------------------------------------------------------
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps descriptions and epilogs as written, and adds "(default: X)" to every flag that
+    has a default worth showing (not to switches, required flags, or help that says it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (
+            "default" in text
+            or action.required
+            or action.nargs == 0
+            or action.default in (None, "", argparse.SUPPRESS)
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class UsageError(Exception):
+    """A flag the parser refuses: one line, like every other error."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def positive_int(text: str) -> int:
+    if not re.fullmatch(r"[0-9]+", text.strip()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+def positive_seconds(text: str) -> float:
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+)?", text.strip()) or float(text) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return float(text)
+
+
+def currency_code(text: str) -> str:
+    code = text.strip().upper()
+    if not re.fullmatch(r"[A-Z]{3}", code):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a three-letter currency code like USD")
+    return code
+
+
+def _connection_flags(tool: Tool) -> _Parser:
     # SUPPRESS: a flag given before or after the command name is kept, not reset by the other.
-    flags = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
-    flags.add_argument("--gateway", help="gateway address [env MINIPAY_GATEWAY; 127.0.0.1:50051]")
-    flags.add_argument("--ca", type=Path, help="CA certificate [env MINIPAY_CA; dev CA]")
-    flags.add_argument("--cert", type=Path, help="client certificate [env MINIPAY_CERT]")
-    flags.add_argument("--key", type=Path, help="client private key [env MINIPAY_KEY]")
-    flags.add_argument(
-        "--json", action="store_true", default=argparse.SUPPRESS, help="print machine-readable JSON"
+    flags = _Parser(add_help=False, argument_default=argparse.SUPPRESS)
+    group = flags.add_argument_group("connection and output (before or after the command)")
+    group.add_argument(
+        "--gateway",
+        metavar="HOST:PORT",
+        help=f"the gateway's address (default: $MINIPAY_GATEWAY, else {DEFAULT_GATEWAY})",
     )
-    flags.add_argument(
+    group.add_argument(
+        "--ca",
+        type=Path,
+        metavar="FILE",
+        help="the CA certificate that signed the gateway's certificate "
+        "(default: $MINIPAY_CA, else certificate/dev/ca.pem)",
+    )
+    group.add_argument(
+        "--cert",
+        type=Path,
+        metavar="FILE",
+        help="this machine's client certificate "
+        f"(default: $MINIPAY_CERT, else certificate/dev/{tool.default_cert}.pem)",
+    )
+    group.add_argument(
+        "--key",
+        type=Path,
+        metavar="FILE",
+        help="the private key of --cert "
+        f"(default: $MINIPAY_KEY, else certificate/dev/{tool.default_cert}-key.pem)",
+    )
+    group.add_argument(
+        "--attempts",
+        type=positive_int,
+        metavar="N",
+        help="tries per call while the gateway is unavailable, with backoff "
+        f"(default: $MINIPAY_ATTEMPTS, else {DEFAULT_ATTEMPTS})",
+    )
+    group.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        metavar="SECONDS",
+        help=f"how long to wait for each attempt (default: $MINIPAY_TIMEOUT, else "
+        f"{DEFAULT_TIMEOUT:g})",
+    )
+    group.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON on standard output, errors included (default: text)",
+    )
+    group.add_argument(
         "--verbose",
         action="store_true",
-        default=argparse.SUPPRESS,
-        help="log retries to standard error",
+        help="log every call and retry to standard error as well "
+        "(default: only to $MINIPAY_HOME/logs/client.log)",
     )
     return flags
 
 
-CONNECTION_FLAGS = _connection_flags()
+class Commands:
+    """A tool's parser: connection flags before or after the command, one-line descriptions,
+    defaults in every flag's help, and the exit status at the end of every help."""
+
+    def __init__(self, tool: Tool, description: str | None) -> None:
+        self.tool = tool
+        self._flags = _connection_flags(tool)
+        self.parser: argparse.ArgumentParser = _Parser(
+            prog=tool.prog,
+            description=description,
+            epilog=EXIT_STATUS_HELP,
+            formatter_class=HelpFormatter,
+            parents=[self._flags],
+        )
+        self._commands = self.parser.add_subparsers(
+            dest="command", metavar="COMMAND", title="commands"
+        )
+
+    def add(self, name: str, summary: str, details: str = "") -> argparse.ArgumentParser:
+        """A command: SUMMARY is its line in the tool's help and the first line of its own."""
+        description = summary[0].upper() + summary[1:] + "."
+        if details:
+            description += "\n\n" + details
+        parser: argparse.ArgumentParser = self._commands.add_parser(
+            name,
+            help=summary,
+            description=description,
+            epilog=f"exit status and errors: see '{self.tool.prog} --help'",
+            formatter_class=HelpFormatter,
+            parents=[self._flags],
+        )
+        return parser
+
+    def add_login(self, summary: str, details: str = "") -> None:
+        login = self.add("login", summary, details)
+        login.add_argument("--username", required=True, help="who logs in")
+        password_stdin(login, "the password")
+
+    def add_logout_and_whoami(self) -> None:
+        session = f"$MINIPAY_HOME/{self.tool.session_file} (MINIPAY_HOME: default ~/.minipay)"
+        self.add(
+            "logout",
+            "revoke the saved session's token at the gateway and forget it",
+            "When not logged in, says so and exits 0.",
+        )
+        self.add(
+            "whoami",
+            "who the saved session is for, with its role and when it expires",
+            f"Reads {session}; sends nothing. Exits 0 whether or not you are logged in\n"
+            'and says "not logged in" or that the session expired; with --json, the\n'
+            'object has "logged_in" (true or false) and "expired".',
+        )
 
 
-def new_parser(
-    prog: str, description: str | None
-) -> tuple[argparse.ArgumentParser, argparse._SubParsersAction[Any]]:
-    """A parser whose connection flags work before or after the command."""
-    parser = argparse.ArgumentParser(prog=prog, description=description, parents=[CONNECTION_FLAGS])
-    return parser, parser.add_subparsers(dest="command", metavar="COMMAND")
-
-
-def add_command(
-    commands: argparse._SubParsersAction[Any], name: str, help: str
-) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = commands.add_parser(
-        name, help=help, parents=[CONNECTION_FLAGS]
+def password_stdin(parser: argparse.ArgumentParser, whose: str) -> None:
+    parser.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help=f"read {whose} from the first line of standard input, for scripts "
+        "(default: ask at the terminal, without echo)",
     )
-    return parser
-
-
-def config_from(args: argparse.Namespace, default_cert: str) -> ClientConfig:
-    return ClientConfig.from_env(
-        default_cert, gateway=args.gateway, ca=args.ca, cert=args.cert, key=args.key
-    )
-
-
-def read_password(from_stdin: bool, prompt: str = "Password: ") -> str:
-    if from_stdin:
-        return sys.stdin.readline().rstrip("\n")
-    return getpass.getpass(prompt)
-
-
-def money_fields(name: str, money: common_pb2.Money) -> dict[str, Any]:
-    return {
-        name: format_minor_units(money.minor_units, money.currency),
-        f"{name}_minor": money.minor_units,
-        "currency": money.currency,
-    }
-
-
-def show(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
-    print(json.dumps(data) if args.json else text)
-
-
-def session_for(config: ClientConfig, filename: str) -> SavedSession:
-    return SavedSession(config.home / filename)
-
-
-async def with_client(
-    config: ClientConfig,
-    session: SavedSession,
-    needs_token: bool,
-    work: Callable[[GatewayClient], Awaitable[int]],
-) -> int:
-    token = ""
-    if needs_token:
-        token = str(session.load().get("token", ""))
-        if not token:
-            raise ClientError("not logged in: run the 'login' command first")
-    async with GatewayClient(config, token) as client:
-        return await work(client)
-
-
-def configure_client_logging(args: argparse.Namespace) -> None:
-    """JSON lines to MINIPAY_HOME/logs/client.log; to standard error too with --verbose."""
-    home = ClientConfig.from_env().home
-    handlers: list[logging.Handler] = []
-    try:
-        (home / "logs").mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(home / "logs" / "client.log"))
-    except OSError:
-        pass  # logging must never stop a command
-    if args.verbose:
-        handlers.append(logging.StreamHandler(sys.stderr))
-    logger = logging.getLogger("minipay.client")
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    for handler in handlers:
-        handler.setFormatter(JsonFormatter("client"))
-        logger.addHandler(handler)
-
-
-async def log_in(args: argparse.Namespace, client: GatewayClient, session: SavedSession) -> None:
-    login = await client.login(args.username, read_password(args.password_stdin))
-    session.save(
-        {
-            "token": login.token,
-            "username": args.username,
-            "role": login.role,
-            "expires_at": login.expires_at,
-        }
-    )
-    until = time.strftime("%H:%M:%S", time.localtime(login.expires_at))
-    show(
-        args,
-        {"username": args.username, "role": login.role, "expires_at": login.expires_at},
-        f"logged in as {args.username} ({login.role}) until {until}",
-    )
-
-
-async def log_out(args: argparse.Namespace, client: GatewayClient, session: SavedSession) -> None:
-    await client.logout()
-    session.clear()
-    show(args, {"logged_out": True}, "logged out")
-
-
-def run(
-    main: Callable[[argparse.Namespace], Coroutine[Any, Any, int]], args: argparse.Namespace
-) -> int:
-    """Runs a command; expected errors become one line on stderr and a non-zero exit."""
-    configure_client_logging(args)
-    try:
-        return asyncio.run(main(args))
-    except grpc.aio.AioRpcError as error:
-        return _fail(args, error.code().name, error.details() or "", EXIT_ERROR)
-    except (ClientError, AmountError) as error:
-        return _fail(args, "CLIENT_ERROR", str(error), EXIT_USAGE)
-    except KeyboardInterrupt:
-        return 130
-
-
-def _fail(args: argparse.Namespace, code: str, message: str, exit_code: int) -> int:
-    if getattr(args, "json", False):
-        print(json.dumps({"error": {"code": code, "message": message}}))
-    print(
-        f"error: {code}: {message}" if code != "CLIENT_ERROR" else f"error: {message}",
-        file=sys.stderr,
-    )
-    return exit_code
 
 
 def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
-    args = parser.parse_args(argv)
+    """The flags, or SystemExit(2) after one line (and a JSON object with --json)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as error:
+        raise SystemExit(
+            _fail(argparse.Namespace(json="--json" in argv), "USAGE", str(error), EXIT_USAGE)
+        ) from None
     # Not set_defaults: the flag actions are shared with every command's parser.
     for name, default in (
         ("gateway", None),
         ("ca", None),
         ("cert", None),
         ("key", None),
+        ("attempts", None),
+        ("timeout", None),
         ("json", False),
         ("verbose", False),
     ):
@@ -192,3 +304,263 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
         parser.print_help(sys.stderr)
         raise SystemExit(EXIT_USAGE)
     return args
+
+
+def config_from(args: argparse.Namespace, tool: Tool) -> ClientConfig:
+    return ClientConfig.from_env(
+        tool.default_cert,
+        gateway=args.gateway,
+        ca=args.ca,
+        cert=args.cert,
+        key=args.key,
+        timeout=args.timeout,
+        max_attempts=args.attempts,
+    )
+
+
+# -- passwords ----------------------------------------------------------------------------------
+
+
+def read_password(request: PasswordRequest, from_stdin: bool) -> str:
+    """The password from the first line of standard input, or asked at the terminal (twice
+    when REQUEST says so). Ctrl-C raises KeyboardInterrupt, Ctrl-D a ClientError, at once."""
+    if from_stdin:
+        line = sys.stdin.readline()
+        if not line:
+            raise ClientError("--password-stdin: standard input is empty; expected the password")
+        password = line.rstrip("\r\n")
+    else:
+        password = _ask(request.prompt)
+        if password and request.confirm and _ask(request.confirm) != password:
+            raise ClientError("the two passwords differ; nothing was sent")
+    if not password:
+        raise ClientError("the password is empty; nothing was sent")
+    return password
+
+
+def _ask(prompt: str) -> str:
+    try:
+        return getpass.getpass(prompt)
+    except EOFError:
+        _end_prompt_line()
+        raise ClientError("no password given (input ended at the prompt)") from None
+    except KeyboardInterrupt:
+        _end_prompt_line()
+        raise
+
+
+def _end_prompt_line() -> None:
+    """Ends the prompt's line where the prompt was written, so the error starts a new one."""
+    try:
+        with open("/dev/tty", "w") as tty:
+            tty.write("\n")
+    except OSError:
+        sys.stderr.write("\n")
+
+
+# -- output -------------------------------------------------------------------------------------
+
+
+def money_fields(name: str, money: common_pb2.Money) -> dict[str, Any]:
+    """NAME as display text ("12.34"), NAME_minor_units as the integer, and the currency."""
+    return {
+        name: format_minor_units(money.minor_units, money.currency),
+        f"{name}_minor_units": money.minor_units,
+        "currency": money.currency,
+    }
+
+
+def show(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
+    print(json.dumps(data) if args.json else text)
+
+
+def when(timestamp: float) -> str:
+    """Local time: the clock time when it is today, else the date too."""
+    moment = time.localtime(timestamp)
+    if time.strftime("%Y-%m-%d", moment) == time.strftime("%Y-%m-%d"):
+        return time.strftime("%H:%M:%S", moment)
+    return time.strftime("%Y-%m-%d %H:%M:%S", moment)
+
+
+# -- login, logout, whoami ----------------------------------------------------------------------
+
+
+def _expired(saved: dict[str, Any]) -> bool:
+    expires_at = saved.get("expires_at")
+    return isinstance(expires_at, int | float) and 0 < expires_at <= time.time()
+
+
+def _login_command(tool: Tool, username: str) -> str:
+    return f"{tool.prog} login --username {username or 'NAME'}"
+
+
+def saved_token(tool: Tool, saved: dict[str, Any]) -> str:
+    token = saved.get("token")
+    if not isinstance(token, str) or not token:
+        raise ClientError(f"not logged in: run '{_login_command(tool, '')}' first")
+    username = str(saved.get("username", ""))
+    if _expired(saved):
+        raise ClientError(
+            f"the session of {username} expired at {when(saved['expires_at'])}: "
+            f"log in again with '{_login_command(tool, username)}'"
+        )
+    return token
+
+
+def whoami(tool: Tool, args: argparse.Namespace, session: SavedSession) -> int:
+    saved = session.load()
+    if not saved.get("token"):
+        show(args, {"logged_in": False, "expired": False}, "not logged in")
+        return EXIT_OK
+    username, role = str(saved.get("username", "")), str(saved.get("role", ""))
+    expires_at: Any = saved.get("expires_at")
+    expired = _expired(saved)
+    data = {
+        "logged_in": not expired,
+        "expired": expired,
+        "username": username,
+        "role": role,
+        "expires_at": expires_at,
+    }
+    if expired:
+        text = (
+            f"not logged in: the session of {username} ({role}) expired at {when(expires_at)}; "
+            f"log in again with '{_login_command(tool, username)}'"
+        )
+    elif isinstance(expires_at, int | float):
+        text = f"{username} ({role}), logged in until {when(expires_at)}"
+    else:
+        text = f"{username} ({role}), logged in"
+    show(args, data, text)
+    return EXIT_OK
+
+
+async def log_in(invocation: Invocation, client: GatewayClient) -> int:
+    args = invocation.args
+    login = await client.login(args.username, invocation.password)
+    invocation.session.save(
+        {
+            "token": login.token,
+            "username": args.username,
+            "role": login.role,
+            "expires_at": login.expires_at,
+        }
+    )
+    show(
+        args,
+        {"username": args.username, "role": login.role, "expires_at": login.expires_at},
+        f"logged in as {args.username} ({login.role}) until {when(login.expires_at)}",
+    )
+    return EXIT_OK
+
+
+async def log_out(invocation: Invocation, client: GatewayClient) -> int:
+    text = "logged out"
+    try:
+        await client.logout()
+    except grpc.aio.AioRpcError as error:
+        if error.code() != grpc.StatusCode.UNAUTHENTICATED:
+            raise
+        text = "logged out (the gateway had already ended this session)"
+    invocation.session.clear()
+    show(invocation.args, {"logged_out": True}, text)
+    return EXIT_OK
+
+
+def _log_out_locally(args: argparse.Namespace, session: SavedSession) -> int | None:
+    """Logout without a call when there is nothing to revoke; None when there is."""
+    saved = session.load()
+    if not saved.get("token"):
+        show(args, {"logged_out": False, "logged_in": False}, "not logged in")
+        return EXIT_OK
+    if _expired(saved):
+        session.clear()
+        show(args, {"logged_out": True}, "logged out (the session had expired)")
+        return EXIT_OK
+    return None
+
+
+# -- running a command --------------------------------------------------------------------------
+
+
+def run(tool: Tool, args: argparse.Namespace, prepare: Prepare, work: Work) -> int:
+    """Runs a command; expected errors become one line on stderr and a non-zero exit.
+
+    PREPARE checks the tool's own commands' flags (amounts) and says which password they
+    need; WORK makes their calls. Login, logout and whoami are handled here."""
+    invocation: Invocation | None = None
+
+    def hint(error: grpc.aio.AioRpcError | None) -> str:
+        if invocation is None:
+            return ""
+        code = error.code() if error is not None else None
+        if code == grpc.StatusCode.UNAUTHENTICATED and invocation.relogin:
+            return f"; log in again with '{invocation.relogin}'"
+        key, what = invocation.repeat_with_key, invocation.repeatable
+        if not key or code not in (None, *RETRYABLE):
+            return ""
+        if isinstance(error, GatewayUnreachable):
+            return f"; to try again safely, use --idempotency-key {key} (never done twice)"
+        return (
+            f"; the {what} may or may not have been made: repeat the command with "
+            f"--idempotency-key {key} to find out (never done twice)"
+        )
+
+    try:
+        config = config_from(args, tool)
+        configure_client_logging(config.home, args.verbose)
+        invocation = Invocation(args, config, SavedSession(config.home / tool.session_file))
+        return _run(tool, invocation, prepare, work)
+    except KeyboardInterrupt:
+        return _fail(args, "INTERRUPTED", "interrupted" + hint(None), EXIT_INTERRUPTED)
+    except grpc.aio.AioRpcError as error:  # GatewayUnreachable too: its details say it all
+        return _fail(args, error.code().name, (error.details() or "") + hint(error), EXIT_ERROR)
+    except (ClientError, AmountError) as error:
+        return _fail(args, "CLIENT_ERROR", str(error), EXIT_USAGE)
+    except BrokenPipeError:
+        # The reader went away (| head): stop quietly, without a second error at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
+
+
+def _run(tool: Tool, invocation: Invocation, prepare: Prepare, work: Work) -> int:
+    args, session = invocation.args, invocation.session
+    command: str = args.command
+    if command == "whoami":
+        return whoami(tool, args, session)
+    if command == "logout" and (done := _log_out_locally(args, session)) is not None:
+        return done
+    request: PasswordRequest | None
+    if command == "login":
+        request = PasswordRequest(f"Password for {args.username}: ")
+    else:
+        request = prepare(args)  # amounts are checked here, before any prompt
+    token = ""
+    if command not in tool.sessionless:
+        saved = session.load()
+        token = saved_token(tool, saved)
+        invocation.relogin = _login_command(tool, str(saved.get("username", "")))
+    invocation.config.check_files()
+    if request is not None:
+        invocation.password = read_password(request, args.password_stdin)
+    if command == "login":
+        job: Work = log_in
+    elif command == "logout":
+        job = log_out
+    else:
+        job = work
+
+    async def call() -> int:
+        async with GatewayClient(invocation.config, token) as client:
+            return await job(invocation, client)
+
+    return asyncio.run(call())
+
+
+def _fail(args: argparse.Namespace, code: str, message: str, exit_code: int) -> int:
+    message = " ".join(message.split())  # one line, whatever the server sent
+    if getattr(args, "json", False):
+        print(json.dumps({"error": {"code": code, "message": message}}))
+    plain = code in ("CLIENT_ERROR", "INTERRUPTED", "USAGE")
+    print(f"error: {message}" if plain else f"error: {code}: {message}", file=sys.stderr)
+    return exit_code

@@ -12,16 +12,11 @@ from typing import Any
 import pytest
 
 from certificate.ca import ensure_dev_pki
-from server.cluster import GATEWAY, Cluster
-from tests.helpers import postgres_available, postgres_databases
+from devtools.cluster import GATEWAY, Cluster
+from tests.helpers import postgres_available, postgres_databases, server_env
 
-# Fast enough for tests; production keeps the default cost of 12.
-TEST_ENV = {
-    "MINIPAY_BCRYPT_ROUNDS": "4",
-    "MINIPAY_LOG_FORMAT": "json",
-    "MINIPAY_TXN_TIMEOUT": "3",
-    "MINIPAY_RECOVERY_INTERVAL": "0.5",
-}
+# Fast enough for tests; production keeps the default bcrypt cost of 12.
+TEST_ENV = server_env(bcrypt_rounds=4, log_format="json", txn_timeout=3, recovery_interval=0.5)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -1,11 +1,15 @@
-"""Test helpers: PostgreSQL databases per test, a synchronous facade over the client
-library, and reading balances and ledgers straight from the banks' databases."""
+"""Test helpers shared by the files that run real clusters: PostgreSQL databases per test,
+the dev seed (read from the seed file itself), a synchronous facade over the client library,
+certificate files by name, and reading balances, ledgers and 2PC states straight from the
+databases to judge what a test did."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,14 +19,59 @@ import grpc
 from sqlalchemy import create_engine, func, select, text
 
 from client.api import ClientConfig, GatewayClient, RetryPolicy
-from protofiles.minipay.v1 import gateway_pb2
-from server.bank.models import Account, BankPayment, LedgerEntry, PaymentState
-from server.cluster import GATEWAY, Cluster
+from devtools.cluster import GATEWAY, Cluster
+from minipay.v1 import gateway_pb2
+from server.bank.models import Account, BankPayment, LedgerEntry, ParticipantState
+from server.common import seed
+from server.common.settings import (
+    DEFAULT_BANKS,
+    DEFAULT_SEED,
+    GatewaySettings,
+    ProcessSettings,
+    environment,
+    parse_bank_map,
+)
+from server.common.tls import TlsFiles
+from server.gateway.models import CoordinatorState, Payment
 
 T = TypeVar("T")
 COMMITTED = gateway_pb2.PAYMENT_STATUS_COMMITTED
 ABORTED = gateway_pb2.PAYMENT_STATUS_ABORTED
 POSTGRES_URL = os.environ.get("MINIPAY_TEST_POSTGRES_URL", "")
+OPEN_STATES = {CoordinatorState.PREPARING, CoordinatorState.COMMITTING, CoordinatorState.ABORTING}
+
+# -- the dev seed, as the seed file says ----------------------------------------------------
+
+_SEED = seed.customers(DEFAULT_SEED, parse_bank_map(DEFAULT_BANKS))
+SEED_PASSWORDS = {row.username: row.password for row in _SEED}
+SEED_ACCOUNTS = {row.username: (row.bank, row.account) for row in _SEED}
+SEED_BALANCES = {(row.bank, row.account): row.balance for row in _SEED}
+ADMIN = next((a.username, a.password) for a in seed.admins(DEFAULT_SEED))
+
+
+def status_name(status: int) -> str:
+    return gateway_pb2.PaymentStatus.Name(status).removeprefix("PAYMENT_STATUS_")
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 30.0, what: str = "it") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def server_env(**values: object) -> dict[str, str]:
+    """The variables that give every server process these settings (fields they share)."""
+    return environment(ProcessSettings, **values)
+
+
+def certificate_files(certs: Path, name: str) -> TlsFiles:
+    """The CA, certificate and key of the dev certificate NAME in folder CERTS."""
+    return TlsFiles(certs / "ca.pem", certs / f"{name}.pem", certs / f"{name}-key.pem")
+
+
+# -- PostgreSQL ----------------------------------------------------------------------------
 
 
 def postgres_available() -> bool:
@@ -39,11 +88,11 @@ def postgres_available() -> bool:
 @contextmanager
 def postgres_databases(names: list[str]) -> Iterator[dict[str, str]]:
     """A fresh PostgreSQL database per name, dropped afterwards."""
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    admin_engine = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
     prefix = f"minipay_{uuid.uuid4().hex[:10]}"
     urls = {}
     base = POSTGRES_URL.rsplit("/", 1)[0]
-    with admin.connect() as connection:
+    with admin_engine.connect() as connection:
         for name in names:
             database = f"{prefix}_{name}".replace("-", "_")
             connection.execute(text(f'CREATE DATABASE "{database}"'))
@@ -51,11 +100,14 @@ def postgres_databases(names: list[str]) -> Iterator[dict[str, str]]:
     try:
         yield urls
     finally:
-        with admin.connect() as connection:
+        with admin_engine.connect() as connection:
             for url in urls.values():
                 database = url.rsplit("/", 1)[1]
                 connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-        admin.dispose()
+        admin_engine.dispose()
+
+
+# -- what the databases say ---------------------------------------------------------------
 
 
 def bank_url(cluster: Cluster, bank: str) -> str:
@@ -63,7 +115,8 @@ def bank_url(cluster: Cluster, bank: str) -> str:
 
 
 def gateway_url(cluster: Cluster) -> str:
-    return cluster.database_urls.get(GATEWAY) or f"sqlite:///{cluster.data_dir / 'gateway.db'}"
+    default = GatewaySettings().default_database_file
+    return cluster.database_urls.get(GATEWAY) or f"sqlite:///{cluster.data_dir / default}"
 
 
 def bank_state(cluster: Cluster, bank: str) -> dict[str, Any]:
@@ -98,23 +151,112 @@ def bank_state(cluster: Cluster, bank: str) -> dict[str, Any]:
     return {"accounts": accounts, "ledger": ledger, "payments": payments, "entries": entries}
 
 
-def total_money(cluster: Cluster) -> int:
-    return sum(
-        balance
+def gateway_payments(cluster: Cluster) -> dict[str, tuple[CoordinatorState, str | None]]:
+    """Every payment the gateway recorded: its state and idempotency key."""
+    engine = create_engine(gateway_url(cluster))
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(select(Payment.id, Payment.state, Payment.idempotency_key))
+            return {row.id: (row.state, row.idempotency_key) for row in rows}
+    finally:
+        engine.dispose()
+
+
+def gateway_states(cluster: Cluster) -> dict[str, CoordinatorState]:
+    return {pid: state for pid, (state, _) in gateway_payments(cluster).items()}
+
+
+Balances = dict[tuple[str, str], int]
+
+
+def balances(cluster: Cluster) -> Balances:
+    return {
+        (bank, number): balance
         for bank in cluster.bank_names
-        for balance, _ in bank_state(cluster, bank)["accounts"].values()
+        for number, (balance, _) in bank_state(cluster, bank)["accounts"].items()
+    }
+
+
+def moved(before: Balances, after: Balances) -> Balances:
+    """Only the accounts whose balance changed, with the change."""
+    return {key: after[key] - before[key] for key in after if after[key] != before.get(key)}
+
+
+def total_money(cluster: Cluster) -> int:
+    return sum(balances(cluster).values())
+
+
+def ledger_entries(cluster: Cluster, payment_id: str) -> set[tuple[str, str, int]]:
+    """(bank, account, amount) of every ledger entry the payment made, at any bank."""
+    return {
+        (bank, account, amount)
+        for bank in cluster.bank_names
+        for pid, account, amount in bank_state(cluster, bank)["entries"]
+        if pid == payment_id
+    }
+
+
+def ledger_counts(cluster: Cluster) -> Counter[str]:
+    """How many ledger entries each payment has, over every bank."""
+    return Counter(
+        entry[0] for bank in cluster.bank_names for entry in bank_state(cluster, bank)["entries"]
     )
 
 
 def assert_books_balance(cluster: Cluster) -> None:
-    """Every balance equals its ledger, none is negative, no hold is left."""
+    """Every balance equals its ledger, none is negative, no hold is left, nothing in doubt."""
     for bank in cluster.bank_names:
         state = bank_state(cluster, bank)
         for number, (balance, held) in state["accounts"].items():
             assert balance >= 0, f"{bank}/{number} is negative"
             assert held == 0, f"{bank}/{number} still holds {held}"
             assert balance == (state["ledger"].get(number) or 0), f"{bank}/{number} ledger"
-        assert PaymentState.PREPARED not in state["payments"].values(), f"{bank} in doubt"
+        assert ParticipantState.PREPARED not in state["payments"].values(), f"{bank} in doubt"
+
+
+def settled(cluster: Cluster) -> bool:
+    """Nothing in doubt anywhere: every payment finished at the gateway and every bank."""
+    if any(state in OPEN_STATES for state in gateway_states(cluster).values()):
+        return False
+    try:
+        assert_books_balance(cluster)
+    except AssertionError:
+        return False
+    return True
+
+
+def settle(cluster: Cluster, timeout: float = 30.0) -> None:
+    """Waits for every decision to reach every bank, then checks the books."""
+    wait_until(lambda: settled(cluster), timeout, "every payment to settle")
+    assert_books_balance(cluster)
+
+
+def assert_atomic(cluster: Cluster, money_before: int) -> None:
+    """Once settled: every payment committed at both banks or at neither, money conserved."""
+    settle(cluster)
+    entries = ledger_counts(cluster)
+    for payment_id, state in gateway_states(cluster).items():
+        expected = 2 if state is CoordinatorState.COMMITTED else 0
+        assert entries[payment_id] == expected, (payment_id, state)
+    assert total_money(cluster) == money_before
+
+
+# -- clients -------------------------------------------------------------------------------
+
+
+def client_config(
+    cluster: Cluster, certs: Path, cert: str = "client-1", timeout: float = 30, attempts: int = 1
+) -> ClientConfig:
+    files = certificate_files(certs, cert)
+    return ClientConfig(
+        gateway=cluster.gateway_address,
+        ca=files.ca,
+        cert=files.cert,
+        key=files.key,
+        home=cluster.data_dir / "home",
+        timeout=timeout,
+        max_attempts=attempts,
+    )
 
 
 class Client:
@@ -128,15 +270,7 @@ class Client:
         token: str = "",
         max_attempts: int = 1,
     ) -> None:
-        self.config = ClientConfig(
-            gateway=cluster.gateway_address,
-            ca=certs / "ca.pem",
-            cert=certs / f"{cert}.pem",
-            key=certs / f"{cert}-key.pem",
-            home=cluster.data_dir / "home",
-            timeout=30,
-            max_attempts=max_attempts,
-        )
+        self.config = client_config(cluster, certs, cert, attempts=max_attempts)
         self.token = token
 
     def run(self, work: Callable[[GatewayClient], Awaitable[T]]) -> T:
@@ -165,39 +299,13 @@ class Client:
         raise AssertionError(f"{name} succeeded but should have failed")
 
 
-SEED_PASSWORDS = {
-    "alice": "alice-dev-pass",
-    "bob": "bob-dev-pass",
-    "amir": "amir-dev-pass",
-    "carol": "carol-dev-pass",
-    "dave": "dave-dev-pass",
-    "bea": "bea-dev-pass",
-    "erin": "erin-dev-pass",
-    "frank": "frank-dev-pass",
-    "gia": "gia-dev-pass",
-}
-SEED_ACCOUNTS = {
-    "alice": ("alpha", "A-1001"),
-    "bob": ("alpha", "A-1002"),
-    "amir": ("alpha", "A-1003"),
-    "carol": ("beta", "B-2001"),
-    "dave": ("beta", "B-2002"),
-    "bea": ("beta", "B-2003"),
-    "erin": ("gamma", "G-3001"),
-    "frank": ("gamma", "G-3002"),
-    "gia": ("gamma", "G-3003"),
-}
-ADMIN = ("admin", "admin-dev-pass")
-
-
 def customer(
     cluster: Cluster, certs: Path, username: str, cert: str = "client-1", register: bool = True
 ) -> Client:
-    """A registered, logged-in seed customer."""
+    """A seed customer, registered (once per cluster) and logged in."""
     client = Client(cluster, certs, cert)
-    bank, account = SEED_ACCOUNTS[username]
     if register:
-        client.register(username, SEED_PASSWORDS[username], bank, account)
+        client.register(username, SEED_PASSWORDS[username], *SEED_ACCOUNTS[username])
     client.login(username, SEED_PASSWORDS[username])
     return client
 
@@ -206,3 +314,13 @@ def admin(cluster: Cluster, certs: Path) -> Client:
     client = Client(cluster, certs, "admin")
     client.login(*ADMIN)
     return client
+
+
+async def log_in_everyone(config: ClientConfig) -> dict[str, str]:
+    """Registers and logs in every seed customer over one channel; their tokens."""
+    tokens = {}
+    async with GatewayClient(config) as client:
+        for username, (bank, account) in SEED_ACCOUNTS.items():
+            await client.register(username, SEED_PASSWORDS[username], bank, account)
+            tokens[username] = (await client.login(username, SEED_PASSWORDS[username])).token
+    return tokens

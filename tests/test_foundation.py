@@ -4,7 +4,7 @@ migrations go up and down on SQLite and PostgreSQL, seed loading is idempotent a
 restart, bad start-up input ends the process with one ``error:`` line and no traceback, and
 every command-line entry point answers ``--help``.
 
-Everything runs against real processes on loopback (see ``server/cluster.py``).
+Everything runs against real processes on loopback (see ``devtools/cluster.py``).
 """
 
 from __future__ import annotations
@@ -24,17 +24,27 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from sqlalchemy import MetaData, create_engine, func, inspect, select
 
 from certificate.ca import issue_leaf, make_ca
+from devtools.cluster import GATEWAY, Cluster, free_port
 from server.bank.models import Base as BankBase
 from server.bank.models import Customer
-from server.cluster import GATEWAY, Cluster
+from server.common.settings import (
+    BankSettings,
+    GatewaySettings,
+    ProcessSettings,
+    environment,
+    variable,
+)
 from server.common.tls import TlsFiles, channel_credentials
 from server.gateway.models import Admin
 from server.gateway.models import Base as GatewayBase
 from tests.conftest import TEST_ENV, ClusterFactory
 from tests.helpers import (
+    COMMITTED,
+    SEED_BALANCES,
     assert_books_balance,
     bank_state,
     bank_url,
+    certificate_files,
     customer,
     gateway_url,
     postgres_databases,
@@ -76,7 +86,7 @@ def running(tmp_path_factory: pytest.TempPathFactory, certs: Path) -> Iterator[C
 
 
 def client_files(certs: Path, name: str = "client-1") -> TlsFiles:
-    return TlsFiles(certs / "ca.pem", certs / f"{name}.pem", certs / f"{name}-key.pem")
+    return certificate_files(certs, name)
 
 
 def health_check(channel: grpc.Channel, service: str = "") -> int:
@@ -230,9 +240,9 @@ def test_restart_does_not_reseed(make_cluster: ClusterFactory, certs: Path, back
 
     alice = customer(cluster, certs, "alice")
     answer = alice.pay("beta", "B-2001", 1234)
-    assert answer.status == 2, answer
+    assert answer.status == COMMITTED, answer
     paid = bank_state(cluster, "alpha")["accounts"]
-    assert paid["A-1001"] == (100000 - 1234, 0)
+    assert paid["A-1001"] == (SEED_BALANCES["alpha", "A-1001"] - 1234, 0)
 
     cluster.restart("alpha")
     cluster.restart(GATEWAY)
@@ -240,7 +250,7 @@ def test_restart_does_not_reseed(make_cluster: ClusterFactory, certs: Path, back
     assert count_rows(bank_url(cluster, "alpha"), Customer) == customers_before
     assert count_rows(gateway_url(cluster), Admin) == admins_before
     assert bank_state(cluster, "alpha")["accounts"] == paid
-    assert alice.balance().balance.minor_units == 100000 - 1234
+    assert alice.balance().balance.minor_units == SEED_BALANCES["alpha", "A-1001"] - 1234
     assert_books_balance(cluster)
 
 
@@ -253,10 +263,14 @@ def idle(tmp_path: Path, certs: Path) -> Cluster:
     return Cluster(tmp_path / "idle", env=dict(TEST_ENV), certs=certs)
 
 
-def start_fails(cluster: Cluster, name: str, *arguments: str, **overrides: str) -> str:
-    """Runs NAME (plus ARGUMENTS) with the environment OVERRIDES; it must exit non-zero with
-    one ``error:`` line last and no traceback. Returns that line."""
-    env = {**cluster.environment(name), **overrides}
+def settings_class(name: str) -> type[ProcessSettings]:
+    return GatewaySettings if name == GATEWAY else BankSettings
+
+
+def start_fails(cluster: Cluster, name: str, *arguments: str, **settings: object) -> str:
+    """Runs NAME (plus ARGUMENTS) with these SETTINGS (given as its environment); it must
+    exit non-zero with one ``error:`` line last and no traceback. Returns that line."""
+    env = {**cluster.environment(name), **environment(settings_class(name), **settings)}
     result = subprocess.run(
         [*cluster.command(name), *arguments],
         env=env,
@@ -282,10 +296,6 @@ def write_seed(path: Path, customers: list[dict[str, str]]) -> Path:
     return path
 
 
-def database_variable(name: str) -> str:
-    return "MINIPAY_GATEWAY_DATABASE_URL" if name == GATEWAY else "MINIPAY_BANK_DATABASE_URL"
-
-
 GOOD_ROW = {
     "bank": "alpha",
     "username": "alice",
@@ -299,14 +309,14 @@ GOOD_ROW = {
 @pytest.mark.parametrize("name", [GATEWAY, "alpha"])
 def test_missing_certificate(idle: Cluster, tmp_path: Path, name: str) -> None:
     missing = tmp_path / "no-such-cert.pem"
-    line = start_fails(idle, name, MINIPAY_CERT=str(missing))
+    line = start_fails(idle, name, cert=str(missing))
     assert str(missing) in line
 
 
 @pytest.mark.parametrize("name", [GATEWAY, "alpha"])
 def test_missing_ca(idle: Cluster, tmp_path: Path, name: str) -> None:
     missing = tmp_path / "no-such-ca.pem"
-    line = start_fails(idle, name, MINIPAY_CA=str(missing))
+    line = start_fails(idle, name, ca=str(missing))
     assert str(missing) in line
 
 
@@ -314,20 +324,20 @@ def test_missing_ca(idle: Cluster, tmp_path: Path, name: str) -> None:
 def test_garbage_certificate(idle: Cluster, tmp_path: Path, name: str) -> None:
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("not a certificate")
-    line = start_fails(idle, name, MINIPAY_CERT=str(garbage))
+    line = start_fails(idle, name, cert=str(garbage))
     assert "not a PEM certificate" in line
 
 
 @pytest.mark.parametrize("name", [GATEWAY, "alpha"])
 def test_key_of_another_certificate(idle: Cluster, name: str) -> None:
     other_key = idle.certs / "client-2-key.pem"
-    line = start_fails(idle, name, MINIPAY_KEY=str(other_key))
+    line = start_fails(idle, name, key=str(other_key))
     assert "does not belong" in line
 
 
 @pytest.mark.parametrize("name", [GATEWAY, "alpha"])
 def test_unknown_log_format(idle: Cluster, name: str) -> None:
-    line = start_fails(idle, name, MINIPAY_LOG_FORMAT="xml")
+    line = start_fails(idle, name, log_format="xml")
     assert "xml" in line
 
 
@@ -339,25 +349,47 @@ def test_port_in_use(idle: Cluster, name: str) -> None:
         port = holder.getsockname()[1]
         address = f"127.0.0.1:{port}"
         if name == GATEWAY:
-            line = start_fails(idle, name, MINIPAY_GATEWAY_LISTEN=address)
+            line = start_fails(idle, name, listen=address)
         else:
             banks = idle.banks_setting.replace(idle.address("alpha"), address)
-            line = start_fails(idle, name, MINIPAY_BANKS=banks)
+            line = start_fails(idle, name, banks=banks)
     assert str(port) in line
     assert "in use" in line
 
 
 @pytest.mark.parametrize("name", [GATEWAY, "alpha"])
+def test_a_second_server_on_a_taken_port_is_refused(
+    make_cluster: ClusterFactory, tmp_path: Path, name: str
+) -> None:
+    running = make_cluster()
+    # Its own data folder: only the port is shared (gRPC would allow that by default).
+    line = start_fails(running, name, data_dir=tmp_path / "second")
+    assert str(running.ports[name]) in line and "in use" in line
+    running.wait_ready(name)  # the first one is untouched
+
+
+@pytest.mark.parametrize("name", [GATEWAY, "alpha"])
+def test_a_second_server_on_the_same_database_is_refused(
+    make_cluster: ClusterFactory, name: str
+) -> None:
+    running = make_cluster()
+    # Another port, the same data folder and so the same SQLite database.
+    line = start_fails(running, name, listen=f"127.0.0.1:{free_port()}")
+    assert "in use by another process" in line
+    running.wait_ready(name)
+
+
+@pytest.mark.parametrize("name", [GATEWAY, "alpha"])
 def test_unreachable_database(idle: Cluster, name: str) -> None:
     url = "postgresql+psycopg://postgres@127.0.0.1:1/x"
-    line = start_fails(idle, name, **{database_variable(name): url})
+    line = start_fails(idle, name, database_url=url)
     assert "database" in line
     assert "127.0.0.1:1" in line
 
 
 @pytest.mark.parametrize("name", [GATEWAY, "alpha"])
 def test_unusable_database_url(idle: Cluster, name: str) -> None:
-    line = start_fails(idle, name, **{database_variable(name): "nosuch://somewhere/x"})
+    line = start_fails(idle, name, database_url="nosuch://somewhere/x")
     assert "database" in line
     assert "nosuch" in line
 
@@ -367,7 +399,7 @@ def test_sqlite_folder_cannot_be_made(idle: Cluster, tmp_path: Path, name: str) 
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     url = f"sqlite:///{blocker / 'sub' / 'x.db'}"
-    line = start_fails(idle, name, **{database_variable(name): url})
+    line = start_fails(idle, name, database_url=url)
     assert str(blocker) in line
 
 
@@ -375,14 +407,14 @@ def test_sqlite_folder_cannot_be_made(idle: Cluster, tmp_path: Path, name: str) 
 def test_data_dir_is_a_file(idle: Cluster, tmp_path: Path, name: str) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    line = start_fails(idle, name, MINIPAY_DATA_DIR=str(blocker))
+    line = start_fails(idle, name, data_dir=str(blocker))
     assert str(blocker) in line
 
 
 @pytest.mark.parametrize("name", [GATEWAY, "alpha"])
 def test_setting_that_is_not_a_number(idle: Cluster, name: str) -> None:
-    line = start_fails(idle, name, MINIPAY_TXN_TIMEOUT="soon")
-    assert "MINIPAY_TXN_TIMEOUT" in line
+    line = start_fails(idle, name, txn_timeout="soon")
+    assert variable(ProcessSettings, "txn_timeout") in line
     assert "soon" in line
     line = start_fails(idle, name, "--bcrypt-rounds", "many")
     assert "--bcrypt-rounds" in line
@@ -391,7 +423,7 @@ def test_setting_that_is_not_a_number(idle: Cluster, name: str) -> None:
 
 @pytest.mark.parametrize("name", [GATEWAY, "alpha"])
 def test_unknown_log_level(idle: Cluster, name: str) -> None:
-    line = start_fails(idle, name, MINIPAY_LOG_LEVEL="loud")
+    line = start_fails(idle, name, log_level="loud")
     assert "loud" in line.lower()
 
 
@@ -404,21 +436,21 @@ def test_bank_name_not_in_banks(idle: Cluster) -> None:
 def test_gateway_token_key_cannot_be_made(idle: Cluster, tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    line = start_fails(idle, GATEWAY, MINIPAY_TOKEN_KEY=str(blocker / "token-key.pem"))
+    line = start_fails(idle, GATEWAY, token_key=str(blocker / "token-key.pem"))
     assert str(blocker) in line
 
 
 def test_gateway_seed_that_is_not_a_mapping(idle: Cluster, tmp_path: Path) -> None:
     seed = tmp_path / "seed.yaml"
     seed.write_text("- admin\n- alice\n")
-    line = start_fails(idle, GATEWAY, MINIPAY_SEED=str(seed))
+    line = start_fails(idle, GATEWAY, seed=str(seed))
     assert str(seed) in line
 
 
 def test_seed_row_missing_account(idle: Cluster, tmp_path: Path) -> None:
     row = {key: value for key, value in GOOD_ROW.items() if key != "account"}
     seed = write_seed(tmp_path / "seed.yaml", [row])
-    line = start_fails(idle, "alpha", MINIPAY_SEED=str(seed))
+    line = start_fails(idle, "alpha", seed=str(seed))
     assert "account" in line
     assert "#1" in line
 
@@ -426,7 +458,7 @@ def test_seed_row_missing_account(idle: Cluster, tmp_path: Path) -> None:
 def test_seed_row_naming_unknown_bank(idle: Cluster, tmp_path: Path) -> None:
     rows = [GOOD_ROW, {**GOOD_ROW, "bank": "zeta", "username": "zed", "account": "Z-9001"}]
     seed = write_seed(tmp_path / "seed.yaml", rows)
-    line = start_fails(idle, "alpha", MINIPAY_SEED=str(seed))
+    line = start_fails(idle, "alpha", seed=str(seed))
     assert "unknown bank" in line
     assert "zeta" in line
 
@@ -434,7 +466,7 @@ def test_seed_row_naming_unknown_bank(idle: Cluster, tmp_path: Path) -> None:
 def test_seed_file_missing(idle: Cluster, tmp_path: Path) -> None:
     missing = tmp_path / "no-such-seed.yaml"
     for name in (GATEWAY, "alpha"):
-        line = start_fails(idle, name, MINIPAY_SEED=str(missing))
+        line = start_fails(idle, name, seed=str(missing))
         assert str(missing) in line
 
 

@@ -32,12 +32,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from protofiles.minipay.v1 import gateway_pb2
-from server.cluster import GATEWAY, Cluster, free_port
-from server.common.tls import TlsFiles, channel_credentials, thumbprint_of_pem
+from devtools.cluster import GATEWAY, Cluster, free_port
+from minipay.v1 import gateway_pb2
+from server.common.tls import channel_credentials, thumbprint_of_pem
 from server.gateway.tokens import ALGORITHM
 from tests.conftest import TEST_ENV
-from tests.helpers import ADMIN, SEED_ACCOUNTS, SEED_PASSWORDS, Client
+from tests.helpers import ADMIN, SEED_ACCOUNTS, SEED_PASSWORDS, Client, certificate_files
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MAX_FAILURES = 3
@@ -97,9 +97,7 @@ class Gateway:
     ) -> tuple[grpc.StatusCode, str]:
         """GetBalance with exactly this authorization metadata (None: none at all)."""
         if cert not in self._channels:
-            files = TlsFiles(
-                self.certs / "ca.pem", self.certs / f"{cert}.pem", self.certs / f"{cert}-key.pem"
-            )
+            files = certificate_files(self.certs, cert)
             self._channels[cert] = grpc.secure_channel(
                 self.cluster.gateway_address, channel_credentials(files)
             )
@@ -333,12 +331,15 @@ def test_revocation_survives_a_gateway_restart(gateway: Gateway) -> None:
 # -- registration and login ---------------------------------------------------------------------
 
 
-def test_register_twice(gateway: Gateway) -> None:
+def test_register_twice_is_no_password_oracle(gateway: Gateway) -> None:
     client = gateway.client("client-2")
     answer = client.register("bob", SEED_PASSWORDS["bob"], *SEED_ACCOUNTS["bob"])
     assert (answer.account.bank, answer.account.account) == SEED_ACCOUNTS["bob"]
-    again = client.error("register", "bob", SEED_PASSWORDS["bob"], *SEED_ACCOUNTS["bob"])
-    assert again.code() == grpc.StatusCode.ALREADY_EXISTS
+    # Once registered, the right password and a wrong one get the very same answer.
+    right = client.error("register", "bob", SEED_PASSWORDS["bob"], *SEED_ACCOUNTS["bob"])
+    wrong = client.error("register", "bob", "not-bobs-password", *SEED_ACCOUNTS["bob"])
+    assert (right.code(), right.details()) == (wrong.code(), wrong.details())
+    assert right.code() == UNAUTHENTICATED
 
 
 def test_register_gives_one_answer_for_every_wrong_credential(gateway: Gateway) -> None:
@@ -346,8 +347,8 @@ def test_register_gives_one_answer_for_every_wrong_credential(gateway: Gateway) 
     attempts = {
         "wrong password": ("amir", "not-amirs-password-1", "alpha", "A-1003"),
         "unknown user": ("nobody", "nobodys-password-1", "alpha", "A-1003"),
-        "someone else's account": ("amir", SEED_PASSWORDS["amir"], "alpha", "A-1001"),
-        "account at another bank": ("amir", SEED_PASSWORDS["amir"], "beta", "A-1003"),
+        "someone else's account": ("bea", SEED_PASSWORDS["bea"], "alpha", "A-1001"),
+        "account at another bank": ("bea", SEED_PASSWORDS["bea"], "alpha", "B-2003"),
     }
     answers = {}
     for what, attempt in attempts.items():
@@ -355,8 +356,9 @@ def test_register_gives_one_answer_for_every_wrong_credential(gateway: Gateway) 
         error = client.error("register", *attempt)
         answers[what] = (error.code(), error.details())
     assert set(answers.values()) == {(UNAUTHENTICATED, answers["wrong password"][1])}, answers
-    # And nothing was registered by any of them: amir can still register his own account.
+    # And nothing was registered by any of them: they can still register their own accounts.
     client.register("amir", SEED_PASSWORDS["amir"], "alpha", "A-1003")
+    client.register("bea", SEED_PASSWORDS["bea"], "beta", "B-2003")
 
 
 def test_login_gives_one_answer_for_every_wrong_credential(gateway: Gateway) -> None:
@@ -392,11 +394,11 @@ def test_disabled_user_cannot_log_in(gateway: Gateway) -> None:
     admin = gateway.login(*ADMIN, cert="admin")
     admin.set_disabled("beta", "dave", True)
     try:
-        error = gateway.login_error("dave", SEED_PASSWORDS["dave"])
-        assert error.code() == grpc.StatusCode.PERMISSION_DENIED, error.details()
-        # A wrong password gets the usual answer: being disabled is told only to the owner.
+        # The right password and a wrong one get the same answer: nothing tells them apart.
+        right = gateway.login_error("dave", SEED_PASSWORDS["dave"])
         wrong = gateway.login_error("dave", "not-daves-password")
-        assert wrong.code() == UNAUTHENTICATED
+        assert (right.code(), right.details()) == (wrong.code(), wrong.details())
+        assert right.code() == UNAUTHENTICATED
     finally:
         admin.set_disabled("beta", "dave", False)
     gateway.login("dave", SEED_PASSWORDS["dave"])
@@ -492,11 +494,11 @@ def test_command_lines_end_to_end(gateway: Gateway, tmp_path: Path) -> None:
     gateway.secrets.tokens.add(json.loads(admin_session.read_text())["token"])
     created = cli.json("admin", admin, *CREATE_ZED, "--balance", "100.00", password=ZED_PASSWORD)
     assert (created["username"], created["bank"], created["account"]) == ("zed", "gamma", "G-9")
-    assert created["balance_minor"] == 10000
+    assert created["balance_minor_units"] == 10000
     cli.fails("admin", admin, *CREATE_ZED, password=ZED_PASSWORD, code="ALREADY_EXISTS")
     users = cli.json("admin", admin, "list-users")["users"]
     listed = {user["username"]: user for user in users}
-    assert listed["zed"]["account"] == "G-9" and listed["zed"]["balance_minor"] == 10000
+    assert listed["zed"]["account"] == "G-9" and listed["zed"]["balance_minor_units"] == 10000
     assert {"alice", "carol", "erin"} <= set(listed)
     assert "zed" in cli.ok("admin", admin, "list-users", "--bank", "gamma")
     banks = cli.json("admin", admin, "list-banks")["banks"]
@@ -533,7 +535,7 @@ def test_command_lines_end_to_end(gateway: Gateway, tmp_path: Path) -> None:
         "--username",
         "zed",
         password=ZED_PASSWORD,
-        code="ALREADY_EXISTS",
+        code="UNAUTHENTICATED",
     )
     cli.fails(
         "client",
@@ -553,7 +555,7 @@ def test_command_lines_end_to_end(gateway: Gateway, tmp_path: Path) -> None:
     gateway.secrets.tokens.add(json.loads(session.read_text())["token"])
     balance = cli.json("client", zed, "balance")
     assert (balance["bank"], balance["account"]) == ("gamma", "G-9")
-    assert balance["balance_minor"] == 10000 and balance["available_minor"] == 10000
+    assert balance["balance_minor_units"] == 10000 and balance["available_minor_units"] == 10000
     assert cli.json("client", zed, "history")["entries"] == []
     cli.fails(
         "client", zed, "pay", "--to-bank", "alpha", "--to-account", "A-1001", "--amount", "lots"
@@ -576,7 +578,7 @@ def test_command_lines_end_to_end(gateway: Gateway, tmp_path: Path) -> None:
     # The admin disables zed, who can no longer log in, then enables them again.
     cli.ok("admin", admin, "disable-user", "--bank", "gamma", "--username", "zed")
     cli.fails(
-        "client", zed, "login", "--username", "zed", password=ZED_PASSWORD, code="PERMISSION_DENIED"
+        "client", zed, "login", "--username", "zed", password=ZED_PASSWORD, code="UNAUTHENTICATED"
     )
     enabled = cli.json("admin", admin, "enable-user", "--bank", "gamma", "--username", "zed")
     assert enabled["disabled"] is False
@@ -637,7 +639,7 @@ def test_no_password_or_token_in_any_file(gateway: Gateway) -> None:
         password="yara-secret-pass",
         bank="beta",
         account="B-77",
-        balance_minor=500,
+        balance_minor_units=500,
     )
     gateway.secrets.passwords.add("yara-secret-pass")
 

@@ -20,108 +20,47 @@ from typing import Any
 
 import grpc
 import pytest
-from sqlalchemy import create_engine, select
 
 from client.api import ClientConfig, GatewayClient, RetryPolicy
-from client.money import AmountError, to_minor_units
-from protofiles.minipay.v1 import bank_pb2, bank_pb2_grpc, common_pb2, gateway_pb2
-from server.bank.models import PaymentState as BankState
-from server.cluster import GATEWAY, Cluster
-from server.common.tls import TlsFiles, channel_credentials
-from server.gateway.models import Payment, PaymentState
+from devtools.cluster import GATEWAY, Cluster
+from minipay.money import AmountError, to_minor_units
+from minipay.v1 import bank_pb2, bank_pb2_grpc, common_pb2, gateway_pb2
+from server.bank.models import ParticipantState as BankState
+from server.common.settings import GatewaySettings, environment
+from server.common.tls import channel_credentials
+from server.gateway.models import CoordinatorState
 from tests.conftest import TEST_ENV, ClusterFactory
 from tests.helpers import (
     ABORTED,
     COMMITTED,
     SEED_ACCOUNTS,
-    SEED_PASSWORDS,
     Client,
     admin,
     assert_books_balance,
+    balances,
     bank_state,
+    certificate_files,
+    client_config,
     customer,
-    gateway_url,
+    gateway_payments,
+    ledger_entries,
+    log_in_everyone,
+    moved,
+    server_env,
+    settle,
+    settled,
+    status_name,
     total_money,
+    wait_until,
 )
 
-Balances = dict[tuple[str, str], int]
-
-
 # -- helpers ----------------------------------------------------------------------------------
-
-
-def wait_until(condition: Any, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if condition():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
-def books_balance(cluster: Cluster) -> bool:
-    try:
-        assert_books_balance(cluster)
-    except AssertionError:
-        return False
-    return True
-
-
-def settle(cluster: Cluster, timeout: float = 20.0) -> None:
-    """Waits for every decision to reach every bank, then checks the books."""
-    wait_until(lambda: books_balance(cluster), timeout, "no hold and no vote in doubt")
-    assert_books_balance(cluster)
-
-
-def balances(cluster: Cluster) -> Balances:
-    return {
-        (bank, number): balance
-        for bank in cluster.bank_names
-        for number, (balance, _) in bank_state(cluster, bank)["accounts"].items()
-    }
-
-
-def ledger_entries(cluster: Cluster, payment_id: str) -> set[tuple[str, str, int]]:
-    """(bank, account, amount) of every ledger entry the payment made, at any bank."""
-    return {
-        (bank, account, amount)
-        for bank in cluster.bank_names
-        for pid, account, amount in bank_state(cluster, bank)["entries"]
-        if pid == payment_id
-    }
-
-
-def gateway_payments(cluster: Cluster) -> dict[str, tuple[PaymentState, str | None]]:
-    engine = create_engine(gateway_url(cluster))
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(select(Payment.id, Payment.state, Payment.idempotency_key))
-            return {row.id: (row.state, row.idempotency_key) for row in rows}
-    finally:
-        engine.dispose()
-
-
-def moved(before: Balances, after: Balances) -> Balances:
-    """Only the accounts whose balance changed, with the change."""
-    return {key: after[key] - before[key] for key in after if after[key] != before.get(key)}
 
 
 def history_entry(client: Client, payment_id: str) -> gateway_pb2.HistoryEntry:
     entries = [e for e in client.history(page_size=200).entries if e.payment_id == payment_id]
     assert len(entries) == 1, f"{payment_id} appears {len(entries)} times in the history"
     return entries[0]
-
-
-def config(cluster: Cluster, certs: Path, timeout: float = 30) -> ClientConfig:
-    return ClientConfig(
-        gateway=cluster.gateway_address,
-        ca=certs / "ca.pem",
-        cert=certs / "client-1.pem",
-        key=certs / "client-1-key.pem",
-        home=cluster.data_dir / "home",
-        timeout=timeout,
-    )
 
 
 # -- the shared cluster -----------------------------------------------------------------------
@@ -214,11 +153,72 @@ def test_insufficient_funds_aborts(shared: Cluster, people: dict[str, Client]) -
     assert history_entry(amir, answer.payment_id).status == ABORTED
 
 
+def test_the_payee_never_learns_why_a_payment_failed(
+    shared: Cluster, people: dict[str, Client]
+) -> None:
+    amir, carol = people["amir"], people["carol"]
+    answer = amir.pay("beta", "B-2001", balances(shared)["alpha", "A-1003"] + 1)
+    assert answer.status == ABORTED
+    assert "insufficient funds" in history_entry(amir, answer.payment_id).reason
+    # A payee sees only payments that committed to it, and never a reason about the payer.
+    seen = {e.payment_id: e for e in carol.history(page_size=200).entries}
+    assert answer.payment_id not in seen
+    assert all(not e.reason for e in seen.values() if e.direction == gateway_pb2.DIRECTION_INCOMING)
+
+
+def test_customers_of_one_bank_see_only_their_own_history(
+    shared: Cluster, people: dict[str, Client]
+) -> None:
+    alice, bob = people["alice"], people["bob"]
+    paid = alice.pay("gamma", "G-3003", 111)
+    assert paid.status == COMMITTED
+    assert paid.payment_id not in {e.payment_id for e in bob.history(page_size=200).entries}
+
+
+def test_idempotency_keys_belong_to_one_customer(
+    shared: Cluster, people: dict[str, Client]
+) -> None:
+    key = f"shared-key-{uuid.uuid4()}"
+    alices = people["alice"].pay("gamma", "G-3002", 100, idempotency_key=key)
+    bobs = people["bob"].pay("gamma", "G-3002", 100, idempotency_key=key)
+    assert not bobs.replayed
+    assert bobs.payment_id != alices.payment_id
+    settle(shared)
+    assert ledger_entries(shared, bobs.payment_id) == {
+        ("alpha", "A-1002", -100),
+        ("gamma", "G-3002", 100),
+    }
+
+
+def test_payments_in_separate_rounds_cannot_spend_one_balance_twice(
+    make_cluster: ClusterFactory, certs: Path
+) -> None:
+    # One round per payment: the second payment's Prepare meets the first one's hold.
+    cluster = make_cluster(env=environment(GatewaySettings, batch_max=1))
+    alice = customer(cluster, certs, "alice")
+    have = balances(cluster)["alpha", "A-1001"]
+    share = have * 6 // 10
+
+    async def both(client: GatewayClient) -> list[gateway_pb2.PayResponse]:
+        return list(
+            await asyncio.gather(
+                client.pay("beta", "B-2001", share), client.pay("gamma", "G-3001", share)
+            )
+        )
+
+    answers = alice.run(both)
+    assert sorted(status_name(a.status) for a in answers) == ["ABORTED", "COMMITTED"], answers
+    [refused] = [a for a in answers if a.status == ABORTED]
+    assert refused.reason_code == "insufficient_funds"
+    settle(cluster)
+    assert balances(cluster)["alpha", "A-1001"] == have - share
+
+
 def late_prepare(
     cluster: Cluster, certs: Path, payment_id: str, account: str, amount: int
 ) -> bank_pb2.PrepareResponse:
     """Sends beta a Prepare for a payment's credit leg, as the gateway would."""
-    files = TlsFiles(certs / "ca.pem", certs / "gateway.pem", certs / "gateway-key.pem")
+    files = certificate_files(certs, "gateway")
 
     async def send() -> bank_pb2.PrepareResponse:
         async with grpc.aio.secure_channel(
@@ -237,7 +237,7 @@ def late_prepare(
 
 
 def test_slow_bank_times_out(make_cluster: ClusterFactory, certs: Path) -> None:
-    cluster = make_cluster(env={"MINIPAY_TXN_TIMEOUT": "1"}, faults={"beta": "delay_prepare=3"})
+    cluster = make_cluster(env=server_env(txn_timeout=1), faults={"beta": "delay_prepare=3"})
     alice = customer(cluster, certs, "alice")
     before = balances(cluster)
     answer = alice.pay("beta", "B-2001", 2000)
@@ -249,7 +249,7 @@ def test_slow_bank_times_out(make_cluster: ClusterFactory, certs: Path) -> None:
         return all(
             bank_state(cluster, bank)["payments"].get(answer.payment_id) == BankState.ABORTED
             for bank in ("alpha", "beta")
-        ) and books_balance(cluster)
+        ) and settled(cluster)
 
     wait_until(refused_everywhere, 10, "the abort at both banks")
     # The delayed Prepare is cancelled at its deadline or, arriving late, meets the
@@ -274,7 +274,7 @@ def test_bank_down_aborts_and_recovers(make_cluster: ClusterFactory, certs: Path
     cluster.restart("beta")
     # The gateway goes on sending Abort until beta acknowledges (a tombstone there).
     wait_until(
-        lambda: gateway_payments(cluster)[answer.payment_id][0] == PaymentState.ABORTED,
+        lambda: gateway_payments(cluster)[answer.payment_id][0] == CoordinatorState.ABORTED,
         30,
         "beta to acknowledge the abort",
     )
@@ -407,15 +407,6 @@ PAYMENTS = 200
 CLIENTS = 20
 
 
-async def login_all(cfg: ClientConfig) -> dict[str, str]:
-    tokens = {}
-    async with GatewayClient(cfg) as client:
-        for username, (bank, account) in SEED_ACCOUNTS.items():
-            await client.register(username, SEED_PASSWORDS[username], bank, account)
-            tokens[username] = (await client.login(username, SEED_PASSWORDS[username])).token
-    return tokens
-
-
 async def pay_all(
     cfg: ClientConfig, tokens: dict[str, str], plan: list[tuple[str, str, int, str]]
 ) -> dict[str, gateway_pb2.PayResponse]:
@@ -442,8 +433,8 @@ def test_money_is_conserved(make_cluster: ClusterFactory, certs: Path, backend: 
         payer = rng.choice(names)
         payee = rng.choice([name for name in names if name != payer])
         plan.append((payer, payee, rng.randint(1, 30_000), f"conserve-{number}"))
-    cfg = config(cluster, certs)
-    tokens = asyncio.run(login_all(cfg))
+    cfg = client_config(cluster, certs)
+    tokens = asyncio.run(log_in_everyone(cfg))
     before = balances(cluster)
     total = total_money(cluster)
 
@@ -496,7 +487,7 @@ def test_client_retries_across_gateway_restart(make_cluster: ClusterFactory, cer
 
     async def pay() -> gateway_pb2.PayResponse:
         retry = RetryPolicy(max_attempts=8, sleep=sleep)
-        async with GatewayClient(config(cluster, certs), alice.token, retry) as client:
+        async with GatewayClient(client_config(cluster, certs), alice.token, retry) as client:
             return await client.pay("gamma", "G-3002", 4321, idempotency_key=key)
 
     def payer() -> None:

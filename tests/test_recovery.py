@@ -9,79 +9,37 @@ import random
 import threading
 import time
 import uuid
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from sqlalchemy import create_engine, select
 
 from client.api import ClientConfig, GatewayClient, RetryPolicy
-from protofiles.minipay.v1 import gateway_pb2, gateway_pb2_grpc
-from server.cluster import GATEWAY, Cluster
-from server.common.tls import TlsFiles, channel_credentials
-from server.gateway.models import Payment, PaymentState
+from devtools.cluster import GATEWAY, Cluster
+from minipay.v1 import gateway_pb2, gateway_pb2_grpc
+from server.common.tls import channel_credentials
 from tests.conftest import ClusterFactory
 from tests.helpers import (
     ABORTED,
     COMMITTED,
     SEED_ACCOUNTS,
-    SEED_PASSWORDS,
-    assert_books_balance,
+    SEED_BALANCES,
+    assert_atomic,
+    balances,
     bank_state,
+    certificate_files,
+    client_config,
     customer,
-    gateway_url,
+    ledger_counts,
+    ledger_entries,
+    log_in_everyone,
+    moved,
+    server_env,
+    status_name,
     total_money,
+    wait_until,
 )
-
-
-def wait_until(condition: Any, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def gateway_states(cluster: Cluster) -> dict[str, PaymentState]:
-    engine = create_engine(gateway_url(cluster))
-    try:
-        with engine.connect() as connection:
-            return dict(connection.execute(select(Payment.id, Payment.state)).all())
-    finally:
-        engine.dispose()
-
-
-def settled(cluster: Cluster) -> bool:
-    """Nothing in doubt anywhere: every payment finished at the gateway and at every bank."""
-    open_states = {PaymentState.PREPARING, PaymentState.COMMITTING, PaymentState.ABORTING}
-    if any(state in open_states for state in gateway_states(cluster).values()):
-        return False
-    return all(
-        "PREPARED" not in {str(s) for s in bank_state(cluster, bank)["payments"].values()}
-        for bank in cluster.bank_names
-    )
-
-
-def ledger_counts(cluster: Cluster) -> Counter[str]:
-    """How many ledger entries each payment has, over every bank."""
-    return Counter(
-        entry[0] for bank in cluster.bank_names for entry in bank_state(cluster, bank)["entries"]
-    )
-
-
-def assert_atomic(cluster: Cluster, money_before: int) -> None:
-    """After recovery: committed at both banks or at neither, no holds, money conserved."""
-    wait_until(lambda: settled(cluster), what="every payment to settle")
-    entries = ledger_counts(cluster)
-    for payment_id, state in gateway_states(cluster).items():
-        expected = 2 if state is PaymentState.COMMITTED else 0
-        assert entries[payment_id] == expected, (payment_id, state)
-    assert total_money(cluster) == money_before
-    assert_books_balance(cluster)
-
 
 # (process to crash, fault, outcome the client's retry must see)
 CRASHES = [
@@ -117,17 +75,21 @@ def test_crash_point(
     cluster.wait_ready(victim)
     payer.join(60)
     assert not payer.is_alive()
+    # The payer heard the outcome, or that the gateway was unavailable, never anything else.
     if "error" in first:
         assert first["error"] == grpc.StatusCode.UNAVAILABLE
+    else:
+        assert status_name(first["answer"].status) == status_name(outcome), first["answer"]
     # The client's retry with the same key returns the final outcome.
     retry = alice.pay("beta", "B-2001", 2500, idempotency_key=key)
-    assert retry.status == outcome, retry
+    assert status_name(retry.status) == status_name(outcome), retry
     if "answer" in first:
         assert first["answer"].payment_id == retry.payment_id
     assert_atomic(cluster, before)
     moved = 2500 if outcome == COMMITTED else 0
-    assert bank_state(cluster, "alpha")["accounts"]["A-1001"][0] == 100000 - moved
-    assert bank_state(cluster, "beta")["accounts"]["B-2001"][0] == 75000 + moved
+    payer, payee = SEED_ACCOUNTS["alice"], ("beta", "B-2001")
+    assert bank_state(cluster, "alpha")["accounts"]["A-1001"][0] == SEED_BALANCES[payer] - moved
+    assert bank_state(cluster, "beta")["accounts"]["B-2001"][0] == SEED_BALANCES[payee] + moved
 
 
 def test_lost_commit_acknowledgement_is_resent(make_cluster: ClusterFactory, certs: Path) -> None:
@@ -141,7 +103,7 @@ def test_lost_commit_acknowledgement_is_resent(make_cluster: ClusterFactory, cer
 
 
 def test_presumed_abort_for_unknown_payment(cluster: Cluster, certs: Path) -> None:
-    files = TlsFiles(certs / "ca.pem", certs / "alpha.pem", certs / "alpha-key.pem")
+    files = certificate_files(certs, "alpha")
 
     async def ask() -> gateway_pb2.GetDecisionResponse:
         async with grpc.aio.secure_channel(
@@ -158,7 +120,7 @@ def test_presumed_abort_for_unknown_payment(cluster: Cluster, certs: Path) -> No
 
 def test_bank_asks_coordinator_after_outage(make_cluster: ClusterFactory, certs: Path) -> None:
     """Gateway dies after deciding; the banks hold their yes votes until it is back."""
-    cluster = make_cluster(env={"MINIPAY_TXN_TIMEOUT": "1"})
+    cluster = make_cluster(env=server_env(txn_timeout=1))
     alice = customer(cluster, certs, "alice")
     before = total_money(cluster)
     cluster.restart(GATEWAY, faults="crash_after_decision")
@@ -177,6 +139,36 @@ def test_bank_asks_coordinator_after_outage(make_cluster: ClusterFactory, certs:
     assert total_money(cluster) == before
 
 
+def test_bank_in_doubt_learns_the_decision_by_asking(
+    make_cluster: ClusterFactory, certs: Path
+) -> None:
+    """The gateway is up and decided, but its Commits never arrive: the banks must ask."""
+    cluster = make_cluster(env=server_env(txn_timeout=1), faults={GATEWAY: "withhold_decisions"})
+    alice = customer(cluster, certs, "alice")
+    before = balances(cluster)
+    answer = alice.pay("gamma", "G-3001", 700)
+    assert answer.status == COMMITTED
+
+    def applied_at_both() -> bool:
+        return ledger_entries(cluster, answer.payment_id) == {
+            ("alpha", "A-1001", -700),
+            ("gamma", "G-3001", 700),
+        }
+
+    wait_until(applied_at_both, 20, "both banks to ask and commit")
+    assert moved(before, balances(cluster)) == {
+        ("alpha", "A-1001"): -700,
+        ("gamma", "G-3001"): 700,
+    }
+    for bank in ("alpha", "gamma"):
+        asked = [
+            line
+            for line in cluster.log_file(bank).read_text().splitlines()
+            if "recovered_commit" in line and answer.payment_id in line
+        ]
+        assert asked, f"{bank} did not learn the decision by asking"
+
+
 # -- the randomized bank test ---------------------------------------------------------------
 
 
@@ -191,21 +183,7 @@ class Workload:
         self.unknown: dict[str, tuple[str, tuple[str, str], int]] = {}  # key -> request
 
     def config(self) -> ClientConfig:
-        return ClientConfig(
-            gateway=self.cluster.gateway_address,
-            ca=self.certs / "ca.pem",
-            cert=self.certs / "client-1.pem",
-            key=self.certs / "client-1-key.pem",
-            timeout=10,
-        )
-
-    async def login_all(self) -> dict[str, str]:
-        tokens = {}
-        async with GatewayClient(self.config()) as client:
-            for username, (bank, account) in SEED_ACCOUNTS.items():
-                await client.register(username, SEED_PASSWORDS[username], bank, account)
-                tokens[username] = (await client.login(username, SEED_PASSWORDS[username])).token
-        return tokens
+        return client_config(self.cluster, self.certs, timeout=10)
 
     async def worker(self, tokens: dict[str, str], stop: float) -> None:
         retry = RetryPolicy(max_attempts=6, initial_backoff=0.2, max_backoff=1.0)
@@ -258,9 +236,9 @@ def test_randomized_bank(
     seed = int(request.config.getoption("--bank-test-seed")) or random.randrange(1, 10**6)
     print(f"randomized bank test: seed {seed}, {seconds} s, {backend}")
     rng = random.Random(seed)
-    cluster = make_cluster(backend, env={"MINIPAY_TXN_TIMEOUT": "2"})
+    cluster = make_cluster(backend, env=server_env(txn_timeout=2))
     workload = Workload(cluster, certs, rng)
-    tokens = asyncio.run(workload.login_all())
+    tokens = asyncio.run(log_in_everyone(workload.config()))
     before = total_money(cluster)
     stop = time.monotonic() + seconds
     killed: list[str] = []

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from server.bank.app import run_server
 from server.common.errors import ConfigError
 from server.common.logs import configure_logging
-from server.common.serving import wait_for_signal
+from server.common.serving import keep_files_private, wait_for_signal
 from server.common.settings import BankSettings, parse_settings
 
 
@@ -29,13 +29,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: bank: {error}", file=sys.stderr)
         return 2
     try:
-        configure_logging(
-            f"bank-{settings.name}",
-            settings.log_level,
-            settings.log_format,
-            settings.data_dir / "logs",
-            settings.stderr_log_level,
-        )
+        keep_files_private()
+        configure_logging(settings)
         asyncio.run(serve(settings))
     except (ConfigError, ValueError) as error:
         print(f"error: bank {settings.name}: {error}", file=sys.stderr)

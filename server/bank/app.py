@@ -10,15 +10,18 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from protofiles.minipay.v1 import bank_pb2, bank_pb2_grpc
+from minipay.v1 import bank_pb2, bank_pb2_grpc
 from server.bank import seed
+from server.bank.coordinator_client import CoordinatorClient
 from server.bank.recovery import DecisionAsker
 from server.bank.services import AccountsService, ParticipantService
-from server.common import db as dbmod
+from server.common import seed as seed_file
+from server.common.db import Database, open_database
 from server.common.faults import Faults
 from server.common.metrics import serve_metrics
+from server.common.passwords import Passwords
 from server.common.serving import build_server, mark_serving
-from server.common.settings import BankSettings, parse_bank_map
+from server.common.settings import BankSettings
 from server.common.tls import CHANNEL_OPTIONS, TlsFiles, channel_credentials
 from server.interceptors.authentication import AuthInterceptor
 from server.interceptors.logging import LoggingInterceptor
@@ -35,8 +38,8 @@ SERVICES = [
 class BankServer:
     server: grpc.aio.Server
     port: int
-    database: dbmod.Database
-    gateway_channel: grpc.aio.Channel
+    database: Database
+    coordinator: CoordinatorClient
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def stop(self, grace: float = 1.0) -> None:
@@ -45,16 +48,19 @@ class BankServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.server.stop(grace)
-        await self.gateway_channel.close()
+        await self.coordinator.close()
         self.database.close()
 
 
-def prepare_database(settings: BankSettings) -> dbmod.Database:
-    """Migrates and seeds; raises ConfigError for anything that stops a clean start."""
-    customers = seed.customers_for(settings.seed, settings.name, parse_bank_map(settings.banks))
-    database = dbmod.Database(settings.db_url)
-    dbmod.check_connection(database.engine)
-    dbmod.upgrade(settings.db_url, "bank")
+def prepare_database(settings: BankSettings) -> Database:
+    """Opens (and migrates) the database and loads this bank's seed customers; raises
+    ConfigError for anything that stops a clean start."""
+    customers = [
+        row
+        for row in seed_file.customers(settings.seed, settings.bank_addresses)
+        if row.bank == settings.name
+    ]
+    database = open_database(settings.db_url, "bank")
     added = database.run_sync(lambda s: seed.load(s, customers, settings.bcrypt_rounds))
     log.info("database ready", extra={"fields": {"seeded_customers": added}})
     return database
@@ -71,7 +77,7 @@ async def run_server(settings: BankSettings) -> BankServer:
             ParticipantService(database, faults), server
         )
         bank_pb2_grpc.add_AccountsServicer_to_server(
-            AccountsService(database, settings.bcrypt_rounds), server
+            AccountsService(database, Passwords(settings.bcrypt_rounds)), server
         )
         return SERVICES
 
@@ -81,8 +87,9 @@ async def run_server(settings: BankSettings) -> BankServer:
     await server.start()
     await mark_serving(health, SERVICES)
     channel = grpc.aio.secure_channel(settings.gateway, channel_credentials(tls), CHANNEL_OPTIONS)
-    asker = DecisionAsker(database, channel, settings.txn_timeout)
-    bank = BankServer(server, port, database, channel)
+    coordinator = CoordinatorClient(channel)
+    asker = DecisionAsker(database, coordinator, settings.txn_timeout)
+    bank = BankServer(server, port, database, coordinator)
     bank.tasks.append(asyncio.create_task(asker.run_forever(settings.recovery_interval)))
     log.info("bank serving", extra={"fields": {"bank": settings.name, "port": port}})
     return bank

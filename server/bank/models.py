@@ -47,9 +47,11 @@ class Account(Base):
     number: Mapped[str] = mapped_column(String(34), primary_key=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
     currency: Mapped[str] = mapped_column(String(3), default="USD")
-    # Minor units. ``held`` is the part of ``balance`` promised to payments still in doubt.
+    # Minor units. ``held`` is the part of ``balance`` promised to payments still in doubt;
+    # ``incoming`` is what such payments would add, so that no commit can overflow.
     balance: Mapped[int] = mapped_column(BigInteger, default=0)
     held: Mapped[int] = mapped_column(BigInteger, default=0)
+    incoming: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     customer: Mapped[Customer] = relationship(back_populates="accounts")
 
@@ -73,7 +75,9 @@ class LedgerEntry(Base):
     created_at: Mapped[float] = mapped_column(Float, default=now)
 
 
-class PaymentState(enum.StrEnum):
+class ParticipantState(enum.StrEnum):
+    """Where this bank is with a payment (the coordinator keeps a ``CoordinatorState``)."""
+
     PREPARED = "PREPARED"  # voted yes, holds placed, waiting for the decision
     COMMITTED = "COMMITTED"
     ABORTED = "ABORTED"  # voted no, told to abort, or a tombstone
@@ -86,7 +90,9 @@ class BankPayment(Base):
     __table_args__ = (Index("ix_bank_payments_state", "state", "created_at"),)
 
     payment_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    state: Mapped[PaymentState] = mapped_column(Enum(PaymentState, native_enum=False, length=12))
+    state: Mapped[ParticipantState] = mapped_column(
+        Enum(ParticipantState, name="paymentstate", native_enum=False, length=12)
+    )
     reason_code: Mapped[str] = mapped_column(String(40), default="")
     reason: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[float] = mapped_column(Float, default=now)

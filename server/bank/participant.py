@@ -21,13 +21,12 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, case, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from server.bank.models import BankPayment, Base, PaymentState
+from server.bank.models import BankPayment, Base, ParticipantState
 from server.common.clock import now
+from server.common.validation import MAX_BALANCE
+from server.common.vocabulary import Leg, Reason, Side
 
 log = logging.getLogger(__name__)
-
-DEBIT = "debit"
-CREDIT = "credit"
 
 # Core tables: a round works in set-based statements, not per-row ORM units of work.
 PAYMENTS = Base.metadata.tables["bank_payments"]
@@ -38,29 +37,18 @@ LEDGER = Base.metadata.tables["ledger_entries"]
 
 
 @dataclass(frozen=True)
-class LegRequest:
-    """One leg of a payment, already validated at the edge."""
-
-    payment_id: str
-    side: str  # DEBIT or CREDIT
-    account: str
-    amount: int
-    currency: str
-
-
-@dataclass(frozen=True)
 class VoteResult:
     payment_id: str
-    side: str
+    side: Side
     yes: bool
-    reason_code: str = ""
+    reason_code: Reason | None = None
     reason: str = ""
 
 
 class Refusal(Exception):
     """Why this bank votes no on a payment."""
 
-    def __init__(self, code: str, reason: str) -> None:
+    def __init__(self, code: Reason, reason: str) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
@@ -73,7 +61,8 @@ class AccountState:
     number: str
     currency: str
     balance: int
-    held: int
+    held: int  # debits voted yes on and not yet decided
+    incoming: int  # credits voted yes on and not yet decided
     disabled: bool
     changed: bool = False
 
@@ -88,13 +77,13 @@ class Round:
     accounts by number) so that concurrent rounds wait for each other instead of
     deadlocking (PostgreSQL), and the writes it will make."""
 
-    payments: dict[str, tuple[PaymentState, str, str]]  # id -> (state, reason_code, reason)
+    payments: dict[str, tuple[ParticipantState, str, str]]  # id -> (state, reason code, reason)
     legs: dict[str, list[tuple[str, str, int]]]  # id -> [(side, account, amount)]
     accounts: dict[str, AccountState]
     new_payments: list[dict[str, Any]] = field(default_factory=list)
     new_legs: list[dict[str, Any]] = field(default_factory=list)
     new_entries: list[dict[str, Any]] = field(default_factory=list)
-    decided: dict[PaymentState, list[str]] = field(default_factory=lambda: defaultdict(list))
+    decided: dict[ParticipantState, list[str]] = field(default_factory=lambda: defaultdict(list))
 
     @classmethod
     def load(
@@ -112,28 +101,30 @@ class Round:
         numbers = set(account_numbers)
         numbers.update(account for rows in legs.values() for _, account, _ in rows)
         accounts = {
-            row.number: AccountState(row.number, row.currency, row.balance, row.held, row.disabled)
+            row.number: AccountState(
+                row.number, row.currency, row.balance, row.held, row.incoming, row.disabled
+            )
             for row in connection.execute(SELECT_ACCOUNTS, {"numbers": sorted(numbers)})
         }
         return cls(payments, legs, accounts)
 
     def remember(
-        self, payment_id: str, state: PaymentState, code: str = "", reason: str = ""
+        self, payment_id: str, state: ParticipantState, code: Reason | None = None, reason: str = ""
     ) -> None:
         """A payment this bank had not seen: PREPARED with its legs, or ABORTED."""
-        self.payments[payment_id] = (state, code, reason)
+        self.payments[payment_id] = (state, code.value if code else "", reason)
         self.new_payments.append(
             {
                 "payment_id": payment_id,
                 "state": state,
-                "reason_code": code,
+                "reason_code": code.value if code else "",
                 "reason": reason,
                 "created_at": now(),
-                "decided_at": None if state is PaymentState.PREPARED else now(),
+                "decided_at": None if state is ParticipantState.PREPARED else now(),
             }
         )
 
-    def decide(self, payment_id: str, state: PaymentState) -> None:
+    def decide(self, payment_id: str, state: ParticipantState) -> None:
         code = self.payments[payment_id][1]
         self.payments[payment_id] = (state, code, self.payments[payment_id][2])
         self.decided[state].append(payment_id)
@@ -150,7 +141,15 @@ class Round:
         if changed:
             connection.execute(
                 UPDATE_ACCOUNT,
-                [{"b_number": a.number, "b_balance": a.balance, "b_held": a.held} for a in changed],
+                [
+                    {
+                        "b_number": a.number,
+                        "b_balance": a.balance,
+                        "b_held": a.held,
+                        "b_incoming": a.incoming,
+                    }
+                    for a in changed
+                ],
             )
         if self.new_entries:
             connection.execute(INSERT_LEDGER, self.new_entries)
@@ -174,6 +173,7 @@ SELECT_ACCOUNTS = (
         ACCOUNTS.c.currency,
         ACCOUNTS.c.balance,
         ACCOUNTS.c.held,
+        ACCOUNTS.c.incoming,
         CUSTOMERS.c.disabled,
     )
     .join(CUSTOMERS, CUSTOMERS.c.id == ACCOUNTS.c.customer_id)
@@ -186,14 +186,14 @@ INSERT_LEGS = insert(LEGS)
 INSERT_LEDGER = insert(LEDGER)
 _DECIDED = PAYMENTS.c.payment_id.in_(bindparam("ids", expanding=True))
 DECIDE_PAYMENTS = {
-    PaymentState.COMMITTED: update(PAYMENTS)
+    ParticipantState.COMMITTED: update(PAYMENTS)
     .where(_DECIDED)
-    .values(state=PaymentState.COMMITTED, decided_at=bindparam("at")),
+    .values(state=ParticipantState.COMMITTED, decided_at=bindparam("at")),
     # An abort keeps the reason a no vote gave; otherwise it says "aborted".
-    PaymentState.ABORTED: update(PAYMENTS)
+    ParticipantState.ABORTED: update(PAYMENTS)
     .where(_DECIDED)
     .values(
-        state=PaymentState.ABORTED,
+        state=ParticipantState.ABORTED,
         decided_at=bindparam("at"),
         reason_code=case((PAYMENTS.c.reason_code == "", "aborted"), else_=PAYMENTS.c.reason_code),
     ),
@@ -201,13 +201,15 @@ DECIDE_PAYMENTS = {
 UPDATE_ACCOUNT = (
     update(ACCOUNTS)
     .where(ACCOUNTS.c.number == bindparam("b_number"))
-    .values(balance=bindparam("b_balance"), held=bindparam("b_held"))
+    .values(
+        balance=bindparam("b_balance"), held=bindparam("b_held"), incoming=bindparam("b_incoming")
+    )
 )
 
 
-def prepare(connection: Connection, legs: Sequence[LegRequest]) -> list[VoteResult]:
+def prepare(connection: Connection, legs: Sequence[Leg]) -> list[VoteResult]:
     """Votes on every payment in ``legs`` (one or two legs each), in one transaction."""
-    by_payment: dict[str, list[LegRequest]] = defaultdict(list)
+    by_payment: dict[str, list[Leg]] = defaultdict(list)
     for leg in legs:
         by_payment[leg.payment_id].append(leg)
     round_ = Round.load(connection, by_payment, (leg.account for leg in legs))
@@ -218,22 +220,24 @@ def prepare(connection: Connection, legs: Sequence[LegRequest]) -> list[VoteResu
     return votes
 
 
-def _prepare_payment(round_: Round, payment_id: str, legs: list[LegRequest]) -> list[VoteResult]:
+def _prepare_payment(round_: Round, payment_id: str, legs: list[Leg]) -> list[VoteResult]:
     known = round_.payments.get(payment_id)
     if known is not None:
         # A repeated Prepare gets the vote this bank already gave: votes are never changed.
         state, code, reason = known
-        yes = state is not PaymentState.ABORTED
-        return [VoteResult(payment_id, leg.side, yes, code, reason) for leg in legs]
+        if state is not ParticipantState.ABORTED:
+            return [VoteResult(payment_id, leg.side, True) for leg in legs]
+        no = Reason.parse(code)
+        return [VoteResult(payment_id, leg.side, False, no, reason) for leg in legs]
     try:
         accounts = [_check_leg(round_.accounts.get(leg.account), leg) for leg in legs]
     except Refusal as refusal:
         # Voting no is a unilateral abort; remember it so a repeated Prepare is refused too.
-        round_.remember(payment_id, PaymentState.ABORTED, refusal.code, refusal.reason)
+        round_.remember(payment_id, ParticipantState.ABORTED, refusal.code, refusal.reason)
         return [
             VoteResult(payment_id, leg.side, False, refusal.code, refusal.reason) for leg in legs
         ]
-    round_.remember(payment_id, PaymentState.PREPARED)
+    round_.remember(payment_id, ParticipantState.PREPARED)
     for leg, account in zip(legs, accounts, strict=True):
         round_.new_legs.append(
             {
@@ -244,24 +248,33 @@ def _prepare_payment(round_: Round, payment_id: str, legs: list[LegRequest]) -> 
                 "currency": leg.currency,
             }
         )
-        if leg.side == DEBIT:
+        if leg.side is Side.DEBIT:
             account.held += leg.amount
-            account.changed = True
+        else:
+            account.incoming += leg.amount
+        account.changed = True
     return [VoteResult(payment_id, leg.side, True) for leg in legs]
 
 
-def _check_leg(account: AccountState | None, leg: LegRequest) -> AccountState:
+def _check_leg(account: AccountState | None, leg: Leg) -> AccountState:
     if account is None:
-        raise Refusal("account_not_found", f"account {leg.account} does not exist")
+        raise Refusal(Reason.ACCOUNT_NOT_FOUND, f"account {leg.account} does not exist")
     if account.disabled:
-        raise Refusal("account_disabled", f"account {leg.account} is disabled")
+        raise Refusal(Reason.ACCOUNT_DISABLED, f"account {leg.account} is disabled")
     if account.currency != leg.currency:
         raise Refusal(
-            "currency_mismatch",
+            Reason.CURRENCY_MISMATCH,
             f"account {leg.account} holds {account.currency}, not {leg.currency}",
         )
-    if leg.side == DEBIT and account.available < leg.amount:
-        raise Refusal("insufficient_funds", f"insufficient funds in account {leg.account}")
+    # Available funds are the balance less every hold: payments in doubt have them already.
+    if leg.side is Side.DEBIT and account.available < leg.amount:
+        raise Refusal(Reason.INSUFFICIENT_FUNDS, f"insufficient funds in account {leg.account}")
+    # Every credit voted yes on may commit: together they must fit in the balance column.
+    if leg.side is Side.CREDIT and account.balance + account.incoming + leg.amount > MAX_BALANCE:
+        raise Refusal(
+            Reason.BALANCE_LIMIT,
+            f"account {leg.account} cannot hold more money: {Reason.BALANCE_LIMIT.sentence}",
+        )
     return account
 
 
@@ -271,15 +284,15 @@ def commit(connection: Connection, payment_ids: Sequence[str]) -> list[str]:
     applied = []
     for payment_id in payment_ids:
         state = round_.payments.get(payment_id, (None, "", ""))[0]
-        if state is None or state is PaymentState.ABORTED:
+        if state is None or state is ParticipantState.ABORTED:
             # The coordinator commits only after every yes vote: this is a bug there. Refuse
             # this one without failing the others in the round.
             log.error("refused commit of payment %s: this bank did not vote yes", payment_id)
             continue
-        if state is PaymentState.PREPARED:
+        if state is ParticipantState.PREPARED:
             for side, number, amount in round_.legs[payment_id]:
                 _apply_leg(round_, round_.accounts[number], payment_id, side, amount)
-            round_.decide(payment_id, PaymentState.COMMITTED)
+            round_.decide(payment_id, ParticipantState.COMMITTED)
         applied.append(payment_id)
     round_.write(connection)
     return applied
@@ -288,9 +301,11 @@ def commit(connection: Connection, payment_ids: Sequence[str]) -> list[str]:
 def _apply_leg(
     round_: Round, account: AccountState, payment_id: str, side: str, amount: int
 ) -> None:
-    change = -amount if side == DEBIT else amount
-    if side == DEBIT:
+    change = -amount if side == Side.DEBIT else amount
+    if side == Side.DEBIT:
         account.held -= amount
+    else:
+        account.incoming -= amount
     account.balance += change
     account.changed = True
     round_.new_entries.append(
@@ -313,17 +328,20 @@ def abort(connection: Connection, payment_ids: Sequence[str]) -> list[str]:
         state = round_.payments.get(payment_id, (None, "", ""))[0]
         if state is None:
             round_.remember(
-                payment_id, PaymentState.ABORTED, "aborted", "aborted by the coordinator"
+                payment_id, ParticipantState.ABORTED, Reason.ABORTED, "aborted by the coordinator"
             )
-        elif state is PaymentState.COMMITTED:
+        elif state is ParticipantState.COMMITTED:
             log.error("refused abort of payment %s: it is already committed", payment_id)
             continue
-        elif state is PaymentState.PREPARED:
+        elif state is ParticipantState.PREPARED:
             for side, number, amount in round_.legs[payment_id]:
-                if side == DEBIT:
-                    round_.accounts[number].held -= amount
-                    round_.accounts[number].changed = True
-            round_.decide(payment_id, PaymentState.ABORTED)
+                account = round_.accounts[number]
+                if side == Side.DEBIT:
+                    account.held -= amount
+                else:
+                    account.incoming -= amount
+                account.changed = True
+            round_.decide(payment_id, ParticipantState.ABORTED)
         released.append(payment_id)
     round_.write(connection)
     return released
@@ -334,7 +352,9 @@ def in_doubt(session: Session, older_than: float, limit: int = 500) -> list[str]
     return list(
         session.scalars(
             select(BankPayment.payment_id)
-            .where(BankPayment.state == PaymentState.PREPARED, BankPayment.created_at < older_than)
+            .where(
+                BankPayment.state == ParticipantState.PREPARED, BankPayment.created_at < older_than
+            )
             .order_by(BankPayment.created_at)
             .limit(limit)
         )
@@ -343,4 +363,4 @@ def in_doubt(session: Session, older_than: float, limit: int = 500) -> list[str]
 
 def count_in_doubt(session: Session) -> int:
     query = select(func.count()).select_from(BankPayment)
-    return int(session.scalar(query.where(BankPayment.state == PaymentState.PREPARED)) or 0)
+    return int(session.scalar(query.where(BankPayment.state == ParticipantState.PREPARED)) or 0)

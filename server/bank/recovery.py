@@ -6,23 +6,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
+from typing import Protocol
 
-import grpc
-
-from protofiles.minipay.v1 import gateway_pb2, gateway_pb2_grpc
 from server.bank import participant
+from server.bank.coordinator_client import Answer
 from server.common.clock import now
 from server.common.db import Database
+from server.common.errors import Unavailable
 from server.common.logs import event
 from server.common.metrics import IN_DOUBT
 
 log = logging.getLogger(__name__)
 
 
+class Coordinator(Protocol):
+    async def decisions(self, payment_ids: Sequence[str], timeout: float) -> dict[str, Answer]:
+        """The decision on each payment, or PENDING; raises Unavailable."""
+
+
 class DecisionAsker:
-    def __init__(self, db: Database, channel: grpc.aio.Channel, timeout: float) -> None:
+    def __init__(self, db: Database, coordinator: Coordinator, timeout: float) -> None:
         self._db = db
-        self._coordinator = gateway_pb2_grpc.CoordinatorStub(channel)
+        self._coordinator = coordinator
         self._timeout = timeout
 
     async def resolve_in_doubt(self) -> int:
@@ -35,19 +41,13 @@ class DecisionAsker:
         if not ids:
             return 0
         event(log, "asking_decisions", payment_ids=ids, count=len(ids))
-        answer = await self._coordinator.GetDecision(
-            gateway_pb2.GetDecisionRequest(payment_ids=ids), timeout=self._timeout
-        )
-        commits = [
-            d.payment_id for d in answer.decisions if d.decision == gateway_pb2.DECISION_COMMIT
-        ]
-        aborts = [
-            d.payment_id for d in answer.decisions if d.decision == gateway_pb2.DECISION_ABORT
-        ]
+        answers = await self._coordinator.decisions(ids, self._timeout)
+        commits = [pid for pid, answer in answers.items() if answer is Answer.COMMIT]
+        aborts = [pid for pid, answer in answers.items() if answer is Answer.ABORT]
         if commits:
-            await self._db.statements(lambda s: participant.commit(s, commits))
+            await self._db.statements(lambda c: participant.commit(c, commits))
         if aborts:
-            await self._db.statements(lambda s: participant.abort(s, aborts))
+            await self._db.statements(lambda c: participant.abort(c, aborts))
         for payment_id in commits:
             event(log, "recovered_commit", payment_id=payment_id)
         for payment_id in aborts:
@@ -58,8 +58,8 @@ class DecisionAsker:
         while True:
             try:
                 await self.resolve_in_doubt()
-            except grpc.aio.AioRpcError as error:
-                log.warning("cannot reach the coordinator: %s", error.code().name)
+            except Unavailable as error:
+                log.warning("cannot ask for decisions: %s", error.message)
             except Exception:
                 log.exception("recovery pass failed")
             await asyncio.sleep(interval)

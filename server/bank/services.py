@@ -4,16 +4,18 @@ inside one unit of work, translate back."""
 from __future__ import annotations
 
 import grpc
+from sqlalchemy.orm import Session
 
-from protofiles.minipay.v1 import bank_pb2, bank_pb2_grpc, common_pb2
-from server.bank import ledger, participant
+from minipay.v1 import bank_pb2, bank_pb2_grpc, common_pb2
+from server.bank import accounts, participant
 from server.common import validation
 from server.common.db import Database
 from server.common.errors import InvalidArgument, Unavailable
 from server.common.faults import Faults
-from server.common.passwords import check_password_async, hash_password_async
+from server.common.passwords import Passwords
+from server.common.vocabulary import Leg, Side
 
-_SIDES = {bank_pb2.LEG_SIDE_DEBIT: participant.DEBIT, bank_pb2.LEG_SIDE_CREDIT: participant.CREDIT}
+_SIDES = {bank_pb2.LEG_SIDE_DEBIT: Side.DEBIT, bank_pb2.LEG_SIDE_CREDIT: Side.CREDIT}
 _SIDE_ENUMS = {side: enum for enum, side in _SIDES.items()}
 
 
@@ -21,7 +23,7 @@ def money(minor_units: int, currency: str) -> common_pb2.Money:
     return common_pb2.Money(minor_units=minor_units, currency=currency)
 
 
-def account_info(view: ledger.AccountView) -> bank_pb2.AccountInfo:
+def account_info(view: accounts.AccountView) -> bank_pb2.AccountInfo:
     return bank_pb2.AccountInfo(
         account=view.number,
         balance=money(view.balance, view.currency),
@@ -30,7 +32,7 @@ def account_info(view: ledger.AccountView) -> bank_pb2.AccountInfo:
     )
 
 
-def customer_info(view: ledger.CustomerView) -> bank_pb2.CustomerInfo:
+def customer_info(view: accounts.CustomerView) -> bank_pb2.CustomerInfo:
     info = bank_pb2.CustomerInfo(
         username=view.username, name=view.name, role=view.role, disabled=view.disabled
     )
@@ -39,15 +41,15 @@ def customer_info(view: ledger.CustomerView) -> bank_pb2.CustomerInfo:
     return info
 
 
-def _leg_request(leg: bank_pb2.Leg) -> participant.LegRequest:
+def _leg(leg: bank_pb2.Leg) -> Leg:
+    if not leg.payment_id or len(leg.payment_id) > 64:
+        raise InvalidArgument("every leg needs a payment_id of at most 64 characters")
     if leg.side not in _SIDES:
         raise InvalidArgument(f"leg of payment {leg.payment_id!r} has no side")
-    if not leg.payment_id:
-        raise InvalidArgument("every leg needs a payment_id")
-    return participant.LegRequest(
+    return Leg(
         payment_id=leg.payment_id,
         side=_SIDES[leg.side],
-        account=leg.account,
+        account=validation.account_number(leg.account),
         amount=validation.positive_amount(leg.amount.minor_units),
         currency=validation.currency(leg.amount.currency),
     )
@@ -61,7 +63,7 @@ class ParticipantService(bank_pb2_grpc.ParticipantServicer):  # type: ignore[mis
     async def Prepare(
         self, request: bank_pb2.PrepareRequest, context: grpc.aio.ServicerContext
     ) -> bank_pb2.PrepareResponse:
-        legs = [_leg_request(leg) for leg in request.legs]
+        legs = [_leg(leg) for leg in request.legs]
         await self._faults.delay("delay_prepare")
         votes = await self._db.statements(lambda s: participant.prepare(s, legs))
         self._faults.crash_point("crash_after_vote_yes")
@@ -71,7 +73,7 @@ class ParticipantService(bank_pb2_grpc.ParticipantServicer):  # type: ignore[mis
                     payment_id=vote.payment_id,
                     side=_SIDE_ENUMS[vote.side],
                     value=bank_pb2.VOTE_VALUE_YES if vote.yes else bank_pb2.VOTE_VALUE_NO,
-                    reason_code=vote.reason_code,
+                    reason_code=vote.reason_code.value if vote.reason_code else "",
                     reason=vote.reason,
                 )
                 for vote in votes
@@ -97,15 +99,15 @@ class ParticipantService(bank_pb2_grpc.ParticipantServicer):  # type: ignore[mis
 
 
 class AccountsService(bank_pb2_grpc.AccountsServicer):  # type: ignore[misc]
-    def __init__(self, db: Database, bcrypt_rounds: int) -> None:
+    def __init__(self, db: Database, passwords: Passwords) -> None:
         self._db = db
-        self._rounds = bcrypt_rounds
+        self._passwords = passwords
 
     async def VerifyCredentials(
         self, request: bank_pb2.VerifyCredentialsRequest, context: grpc.aio.ServicerContext
     ) -> bank_pb2.VerifyCredentialsResponse:
-        def lookup(session: object) -> tuple[str | None, str, str, bool]:
-            customer = ledger.find_customer(session, request.username)  # type: ignore[arg-type]
+        def lookup(session: Session) -> tuple[str | None, str, str, bool]:
+            customer = accounts.find_customer(session, request.username)
             if customer is None:
                 return None, "", "", False
             numbers = [account.number for account in customer.accounts]
@@ -115,7 +117,7 @@ class AccountsService(bank_pb2_grpc.AccountsServicer):  # type: ignore[misc]
             return customer.password_hash, customer.role, account or numbers[0], customer.disabled
 
         password_hash, role, account, disabled = await self._db.transaction(lookup)
-        ok = await check_password_async(request.password, password_hash)
+        ok = await self._passwords.check(request.password, password_hash)
         if not ok:
             return bank_pb2.VerifyCredentialsResponse(ok=False)
         return bank_pb2.VerifyCredentialsResponse(
@@ -126,7 +128,7 @@ class AccountsService(bank_pb2_grpc.AccountsServicer):  # type: ignore[misc]
         self, request: bank_pb2.GetAccountRequest, context: grpc.aio.ServicerContext
     ) -> bank_pb2.AccountInfo:
         view = await self._db.transaction(
-            lambda s: ledger.view_account(ledger.get_account(s, request.account))
+            lambda s: accounts.view_account(accounts.get_account(s, request.account))
         )
         return account_info(view)
 
@@ -140,17 +142,14 @@ class AccountsService(bank_pb2_grpc.AccountsServicer):  # type: ignore[misc]
         balance = validation.non_negative_amount(
             request.initial_balance.minor_units, "initial balance"
         )
-        if not request.name.strip():
-            raise InvalidArgument("name must not be empty")
-        password_hash = await hash_password_async(
-            validation.password(request.password), self._rounds
-        )
+        name = validation.display_name(request.name)
+        password_hash = await self._passwords.hash(validation.password(request.password))
         view = await self._db.transaction(
-            lambda s: ledger.view_customer(
-                ledger.open_customer(
+            lambda s: accounts.view_customer(
+                accounts.open_customer(
                     s,
                     username=username,
-                    name=request.name.strip(),
+                    name=name,
                     password_hash=password_hash,
                     role=role,
                     account_number=number,
@@ -164,15 +163,15 @@ class AccountsService(bank_pb2_grpc.AccountsServicer):  # type: ignore[misc]
     async def ListCustomers(
         self, request: bank_pb2.ListCustomersRequest, context: grpc.aio.ServicerContext
     ) -> bank_pb2.ListCustomersResponse:
-        views = await self._db.transaction(ledger.list_customers)
+        views = await self._db.transaction(accounts.list_customers)
         return bank_pb2.ListCustomersResponse(customers=[customer_info(v) for v in views])
 
     async def SetCustomerDisabled(
         self, request: bank_pb2.SetCustomerDisabledRequest, context: grpc.aio.ServicerContext
     ) -> bank_pb2.CustomerInfo:
         view = await self._db.transaction(
-            lambda s: ledger.view_customer(
-                ledger.set_disabled(s, request.username, request.disabled)
+            lambda s: accounts.view_customer(
+                accounts.set_disabled(s, request.username, request.disabled)
             )
         )
         return customer_info(view)
@@ -185,8 +184,8 @@ class AccountsService(bank_pb2_grpc.AccountsServicer):  # type: ignore[misc]
         if not request.deposit_id:
             raise InvalidArgument("deposit_id is required")
         view = await self._db.transaction(
-            lambda s: ledger.view_account(
-                ledger.deposit(s, request.account, amount, currency, request.deposit_id)
+            lambda s: accounts.view_account(
+                accounts.deposit(s, request.account, amount, currency, request.deposit_id)
             )
         )
         return account_info(view)

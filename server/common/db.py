@@ -1,15 +1,20 @@
-"""Database access shared by the gateway and the banks: engines (SQLite tuned for durable
-writes, or PostgreSQL by URL), migrations, and running units of work off the event loop.
+"""Database access shared by the gateway and the banks: opening a database (engine, a check
+that it answers, the lock that keeps a second server off it, migrations) and running units of
+work off the event loop.
 
-Every unit of work is a plain function taking a ``Session``; ``Database.transaction`` runs it
-in a worker thread inside one explicit transaction, so the asyncio servers never block on I/O.
+Every unit of work is a plain function taking a ``Session`` (ORM) or a ``Connection`` (Core
+statements); ``Database.transaction`` and ``Database.statements`` run it in a worker thread
+inside one explicit transaction, so the asyncio servers never block on I/O.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Callable
+import contextlib
+import fcntl
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,24 +26,28 @@ from server.common.errors import ConfigError
 from server.common.settings import REPO_ROOT
 
 T = TypeVar("T")
+KINDS = ("gateway", "bank")
+# Session-level advisory locks (PostgreSQL) that keep a second bank process off a bank's
+# database, and serialize migrations of one database when several processes start at once.
+_PROCESS_LOCK = {"bank": 7_004_001}
+_MIGRATION_LOCK = 7_004_002
 
 
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
+def sqlite_path(url: str) -> Path | None:
+    path = url.split("///", 1)[-1]
+    return Path(path) if is_sqlite(url) and path and path != ":memory:" else None
+
+
 def make_engine(url: str) -> Engine:
     """An engine; for SQLite: WAL, synchronous=FULL (a commit is on disk), foreign keys on."""
+    path = sqlite_path(url)
     if is_sqlite(url):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            folder = Path(path).parent
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise ConfigError(
-                    f"cannot make folder {folder} for database {path}: {exc.strerror or exc}"
-                ) from None
+        if path is not None:
+            _make_private_folder(path.parent)
         engine = _create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -54,6 +63,15 @@ def make_engine(url: str) -> Engine:
     return _create_engine(url, pool_size=8, max_overflow=4, pool_pre_ping=True)
 
 
+def _make_private_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot make folder {folder} for the database: {exc.strerror or exc}"
+        ) from None
+
+
 def _create_engine(url: str, **options: Any) -> Engine:
     """``create_engine``; an unknown dialect or a driver not installed stops the start."""
     try:
@@ -63,27 +81,83 @@ def _create_engine(url: str, **options: Any) -> Engine:
         raise ConfigError(f"cannot use database URL {scheme}://...: {exc}") from None
 
 
+def _unreachable(engine: Engine, exc: DBAPIError) -> ConfigError:
+    reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+    where = engine.url.render_as_string(hide_password=True)
+    return ConfigError(f"cannot reach database {where}: {reason}")
+
+
 def check_connection(engine: Engine) -> None:
     try:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
-    except (OperationalError, DBAPIError) as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise ConfigError(
-            f"cannot reach database {engine.url.render_as_string()}: {reason}"
-        ) from None
+    except DBAPIError as exc:
+        raise _unreachable(engine, exc) from None
 
 
-def upgrade(url: str, kind: str) -> None:
-    """Runs ``alembic upgrade head`` for one database kind ("gateway" or "bank")."""
+def upgrade(engine: Engine, kind: str) -> None:
+    """``alembic upgrade head`` for one database kind; concurrent starts take turns."""
     from alembic.config import Config
 
     from alembic import command
 
     config = Config(str(REPO_ROOT / "alembic.ini"), ini_section=kind)
     config.set_main_option("script_location", str(REPO_ROOT / "alembic"))
-    config.attributes["url"] = url
-    command.upgrade(config, "head")
+    with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+class ProcessLock:
+    """Keeps a second server process off a database: an exclusive lock on a file beside a
+    SQLite database, or a session advisory lock on PostgreSQL. Held until ``release``."""
+
+    def __init__(self, engine: Engine, kind: str) -> None:
+        self._file: int | None = None
+        self._connection: Connection | None = None
+        path = sqlite_path(str(engine.url))
+        if path is not None:
+            self._lock_file(path.with_name(path.name + ".lock"), path)
+        elif engine.dialect.name == "postgresql" and kind in _PROCESS_LOCK:
+            self._lock_postgres(engine, kind)
+
+    def _lock_file(self, lock_path: Path, database: Path) -> None:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise ConfigError(
+                f"database {database} is in use by another process (pid {holder}); "
+                "stop it first, or give this one its own data folder"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._file = fd
+
+    def _lock_postgres(self, engine: Engine, kind: str) -> None:
+        connection = engine.connect()
+        taken = connection.execute(
+            text("SELECT pg_try_advisory_lock(:key)"), {"key": _PROCESS_LOCK[kind]}
+        ).scalar()
+        connection.commit()
+        if not taken:
+            connection.close()
+            where = engine.url.render_as_string(hide_password=True)
+            raise ConfigError(f"database {where} is in use by another {kind} process")
+        self._connection = connection
+
+    def release(self) -> None:
+        if self._file is not None:
+            os.close(self._file)
+            self._file = None
+        if self._connection is not None:
+            with contextlib.suppress(DBAPIError):
+                self._connection.close()
+            self._connection = None
 
 
 class Database:
@@ -93,6 +167,7 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.lock: ProcessLock | None = None
         # SQLite allows one writer: a single thread keeps writers from fighting over the lock.
         workers = 1 if is_sqlite(url) else 8
         self._executor = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="db")
@@ -124,7 +199,50 @@ class Database:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+        if self.lock is not None:
+            self.lock.release()
         self.engine.dispose()
+
+
+def open_database(url: str, kind: str, *, exclusive: bool = True) -> Database:
+    """A database ready for a server: it answers, no other server process of this kind holds
+    it (``exclusive``), and its schema is migrated. Raises ConfigError otherwise."""
+    assert kind in KINDS, kind
+    database = Database(url)
+    try:
+        check_connection(database.engine)
+        if exclusive:
+            database.lock = ProcessLock(database.engine, kind)
+        upgrade(database.engine, kind)
+        _make_files_private(url)
+    except DBAPIError as exc:
+        database.close()
+        raise _unreachable(database.engine, exc) from None
+    except BaseException:
+        database.close()
+        raise
+    return database
+
+
+def _make_files_private(url: str) -> None:
+    """The database and its WAL files are for their owner's eyes only."""
+    path = sqlite_path(url)
+    if path is None:
+        return
+    for suffix in ("", "-wal", "-shm", ".lock"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(path.with_name(path.name + suffix), 0o600)
+
+
+@contextlib.contextmanager
+def connection(url: str) -> Iterator[Connection]:
+    """A short-lived connection for tools that read a database directly."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            yield conn
+    finally:
+        engine.dispose()
 
 
 def _retrying(attempt_once: Callable[[], T], retries: int) -> T:

@@ -1,18 +1,14 @@
-"""Domain errors, and the one place that maps them to gRPC status codes.
+"""Domain errors: what went wrong, in words a person can act on, free of any transport.
 
-Domain code raises these; the servicer edge (and the logging interceptor) turns them into a
-status with a message a person can act on. Messages never carry secrets.
+Domain code raises these; the logging interceptor (``server.interceptors.status``) is the one
+place that maps each kind to a gRPC status. Messages never carry secrets.
 """
 
 from __future__ import annotations
 
-import grpc
-
 
 class MinipayError(Exception):
-    """Base of every expected error; ``code`` is the gRPC status the caller sees."""
-
-    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    """Base of every expected error."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -20,66 +16,48 @@ class MinipayError(Exception):
 
 
 class InvalidArgument(MinipayError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    """The request is malformed or breaks a rule about its fields."""
 
 
 class NotFound(MinipayError):
-    code = grpc.StatusCode.NOT_FOUND
+    """Something the request names does not exist."""
 
 
 class AlreadyExists(MinipayError):
-    code = grpc.StatusCode.ALREADY_EXISTS
+    """Something the request would create exists already."""
 
 
 class Unauthenticated(MinipayError):
-    code = grpc.StatusCode.UNAUTHENTICATED
+    """The caller has not proved who they are."""
 
 
 class PermissionDenied(MinipayError):
-    code = grpc.StatusCode.PERMISSION_DENIED
+    """The caller is known but may not do this."""
 
 
 class FailedPrecondition(MinipayError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    """The request is well formed but the system is not in a state that allows it."""
 
 
 class Conflict(MinipayError):
     """A concurrent request holds the same resource (e.g. an idempotency key in flight)."""
 
-    code = grpc.StatusCode.ABORTED
-
 
 class Throttled(MinipayError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    """Too many attempts; ``retry_after`` says how many seconds to wait."""
+
+    def __init__(self, message: str, retry_after: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class Unavailable(MinipayError):
-    code = grpc.StatusCode.UNAVAILABLE
+    """A server this one depends on is not answering right now; retrying may help."""
+
+
+class Internal(MinipayError):
+    """Something that should not happen did; the message says what without details."""
 
 
 class ConfigError(Exception):
     """A process cannot start: bad certificate path, port in use, unreachable database..."""
-
-
-class Internal(MinipayError):
-    code = grpc.StatusCode.INTERNAL
-
-
-# Answers from a downstream server (a bank) that the caller may see as they are.
-_PASSED_ON = {
-    grpc.StatusCode.INVALID_ARGUMENT,
-    grpc.StatusCode.NOT_FOUND,
-    grpc.StatusCode.ALREADY_EXISTS,
-    grpc.StatusCode.FAILED_PRECONDITION,
-}
-
-
-def from_downstream(error: grpc.aio.AioRpcError) -> MinipayError:
-    """What the caller is told when a call this server made to another one failed."""
-    if error.code() in _PASSED_ON:
-        exc = MinipayError(error.details() or error.code().name)
-        exc.code = error.code()
-        return exc
-    if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        return Unavailable("a bank is not answering right now; try again shortly")
-    return Internal(f"a bank refused the request ({error.code().name})")

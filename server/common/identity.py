@@ -34,6 +34,7 @@ class Claims:
     bank: str
     account: str
     jti: str
+    issued_at: float  # seconds since the epoch, to the millisecond
     expires_at: int
 
 

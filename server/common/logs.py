@@ -13,10 +13,10 @@ import queue
 import re
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from server.common.errors import ConfigError
+from server.common.settings import ProcessSettings
 
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("minipay_request_id", default="")
 
@@ -62,7 +62,7 @@ def describe_request(request: Any) -> dict[str, Any]:
     for name in ("amount", "initial_balance"):
         money = getattr(request, name, None)
         if money is not None and hasattr(money, "minor_units") and request.HasField(name):
-            fields["amount_minor"] = money.minor_units
+            fields["amount_minor_units"] = money.minor_units
             fields["currency"] = money.currency
     to = getattr(request, "to", None)
     if to is not None and hasattr(to, "bank") and request.HasField("to"):
@@ -153,9 +153,10 @@ def stop_log_writer() -> None:
         _listener = None
 
 
-def configure_logging(
-    component: str, level: str, fmt: str, log_dir: Path | None, stderr_level: str = ""
-) -> None:
+def configure_logging(settings: ProcessSettings) -> None:
+    """Logs of a server process, as its settings say: to standard error and to its file."""
+    component, fmt, log_dir = settings.process_name, settings.log_format, settings.log_dir
+    level, stderr_level = settings.log_level, settings.stderr_log_level
     if fmt not in ("json", "text"):
         raise ConfigError(f"log format {fmt!r}: expected json or text")
     formatter: logging.Formatter = (
@@ -164,13 +165,12 @@ def configure_logging(
     to_stderr = logging.StreamHandler(sys.stderr)
     if stderr_level:
         to_stderr.setLevel(stderr_level.upper())
-    handlers: list[logging.Handler] = [to_stderr]
-    if log_dir is not None:
-        try:
-            log_dir.mkdir(parents=True, exist_ok=True)
-            handlers.append(logging.FileHandler(log_dir / f"{component}.log"))
-        except OSError as exc:
-            raise ConfigError(f"cannot write logs in {log_dir}: {exc.strerror or exc}") from None
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        to_file = logging.FileHandler(log_dir / f"{component}.log")
+    except OSError as exc:
+        raise ConfigError(f"cannot write logs in {log_dir}: {exc.strerror or exc}") from None
+    handlers: list[logging.Handler] = [to_stderr, to_file]
     for handler in handlers:
         handler.setFormatter(formatter)
     root = logging.getLogger()

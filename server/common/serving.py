@@ -4,6 +4,7 @@ interceptors, the standard health and reflection services, and clean shutdown on
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from collections.abc import Callable, Sequence
 
@@ -22,7 +23,9 @@ def build_server(
     register: Callable[[grpc.aio.Server], Sequence[str]],
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """Adds the services ``register`` names plus health and reflection; binds the port."""
-    server = grpc.aio.server(interceptors=list(interceptors))
+    # SO_REUSEPORT is on by default in gRPC: a second server on a taken port would bind
+    # beside the first one and share its traffic. Off, the second one is refused.
+    server = grpc.aio.server(interceptors=list(interceptors), options=[("grpc.so_reuseport", 0)])
     service_names = list(register(server))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -47,6 +50,12 @@ def build_server(
 async def mark_serving(health_servicer: health.aio.HealthServicer, names: Sequence[str]) -> None:
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+
+def keep_files_private() -> None:
+    """Everything this process creates (databases, WAL files, logs, keys, folders) is readable
+    by its owner only."""
+    os.umask(0o077)
 
 
 async def wait_for_signal() -> None:

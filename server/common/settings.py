@@ -1,9 +1,12 @@
 """Settings for every process: one dataclass per component, filled from flags, then
 ``MINIPAY_*`` environment variables, then the documented defaults.
 
-Each field documents itself through ``setting()``: the flag is the field name in kebab case,
-the environment variable is ``MINIPAY_`` plus the field name in capitals (unless ``env`` says
-otherwise), and the help text is what ``--help`` prints.
+This module is the one place where a setting's name, flag, variable, default and help are
+written. Each field documents itself through ``setting()``: the flag is the field name in kebab
+case; the variable is ``MINIPAY_`` plus the field name in capitals, or, for a field that each
+component has separately (``scoped``), ``MINIPAY_<COMPONENT>_`` plus the field name. Anything
+that starts processes (the cluster launcher, the benchmark, the tests) derives variable names
+with ``variable()`` and ``environment()`` instead of spelling them out.
 """
 
 from __future__ import annotations
@@ -11,9 +14,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from server.common.errors import ConfigError
 
@@ -24,15 +27,28 @@ DEFAULT_GATEWAY = "127.0.0.1:50051"
 DEFAULT_BANKS = "alpha=127.0.0.1:50061,beta=127.0.0.1:50062,gamma=127.0.0.1:50063"
 DEFAULT_SEED = REPO_ROOT / "server" / "seed.yaml"
 
-S = TypeVar("S")
+S = TypeVar("S", bound="ProcessSettings")
 
 
-def setting(default: Any, help: str, env: str | None = None) -> Any:
-    return dataclasses.field(default=default, metadata={"help": help, "env": env})
+def setting(default: Any, help: str, *, scoped: bool = False) -> Any:
+    """A settings field; ``scoped``: each component reads its own ``MINIPAY_<COMPONENT>_*``."""
+    return dataclasses.field(default=default, metadata={"help": help, "scoped": scoped})
 
 
-def env_name(field: dataclasses.Field[Any]) -> str:
-    return str(field.metadata.get("env") or "MINIPAY_" + field.name.upper())
+def variable(cls: type[ProcessSettings], name: str) -> str:
+    """The environment variable of field NAME of settings class CLS."""
+    field = {f.name: f for f in dataclasses.fields(cls)}[name]
+    return _variable(cls, field)
+
+
+def _variable(cls: type[ProcessSettings], field: dataclasses.Field[Any]) -> str:
+    scope = f"{cls.COMPONENT.upper()}_" if field.metadata.get("scoped") else ""
+    return f"MINIPAY_{scope}{field.name.upper()}"
+
+
+def environment(cls: type[ProcessSettings], **values: Any) -> dict[str, str]:
+    """The variables that give a process of class CLS these settings (for launchers)."""
+    return {variable(cls, name): str(value) for name, value in values.items()}
 
 
 def _convert(raw: str, default: Any) -> Any:
@@ -47,25 +63,6 @@ def _convert(raw: str, default: Any) -> Any:
     return raw
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type[Any]) -> None:
-    """Adds one flag per settings field, with its variable and default in the help."""
-    for field in dataclasses.fields(cls):
-        flag = "--" + field.name.replace("_", "-")
-        help_text = f"{field.metadata['help']} [env {env_name(field)}; default {field.default}]"
-        if isinstance(field.default, bool):
-            parser.add_argument(
-                flag,
-                dest=field.name,
-                action=argparse.BooleanOptionalAction,
-                default=None,
-                help=help_text,
-            )
-        else:
-            parser.add_argument(
-                flag, dest=field.name, default=None, metavar=field.name.upper(), help=help_text
-            )
-
-
 def _checked(raw: str, field: dataclasses.Field[Any], source: str) -> Any:
     """``_convert``, with a start-up error naming the flag or variable when RAW does not fit."""
     try:
@@ -75,19 +72,58 @@ def _checked(raw: str, field: dataclasses.Field[Any], source: str) -> Any:
         raise ConfigError(f"{source} {raw!r}: expected {kind}") from None
 
 
-def from_namespace(cls: type[S], args: argparse.Namespace | None = None, **overrides: Any) -> S:
+def _flag(field: dataclasses.Field[Any]) -> str:
+    return "--" + field.name.replace("_", "-")
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type[ProcessSettings]) -> None:
+    """Adds one flag per settings field, with its variable and default in the help."""
+    for field in dataclasses.fields(cls):
+        default = f"; default {field.default}" if str(field.default) not in {"", "."} else ""
+        help_text = f"{field.metadata['help']} [env {_variable(cls, field)}{default}]"
+        if isinstance(field.default, bool):
+            parser.add_argument(
+                _flag(field),
+                dest=field.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_text,
+            )
+        else:
+            parser.add_argument(
+                _flag(field),
+                dest=field.name,
+                default=None,
+                metavar=field.name.upper(),
+                help=help_text,
+            )
+
+
+def from_namespace(
+    cls: type[S],
+    args: argparse.Namespace | None = None,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> S:
     """Builds settings: explicit overrides, then flags, then environment, then defaults."""
+    env = os.environ if env is None else env
     values: dict[str, Any] = {}
-    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for field in dataclasses.fields(cls):
         flag_value = getattr(args, field.name, None) if args is not None else None
+        name = _variable(cls, field)
         if field.name in overrides:
             values[field.name] = overrides[field.name]
         elif flag_value is not None:
-            flag = "--" + field.name.replace("_", "-")
-            values[field.name] = _checked(str(flag_value), field, flag)
-        elif env_name(field) in os.environ:
-            values[field.name] = _checked(os.environ[env_name(field)], field, env_name(field))
+            values[field.name] = _checked(str(flag_value), field, _flag(field))
+        elif name in env:
+            values[field.name] = _checked(env[name], field, name)
     return cls(**values)
+
+
+def parse_settings(cls: type[S], argv: Sequence[str] | None, prog: str, description: str) -> S:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_arguments(parser, cls)
+    return from_namespace(cls, parser.parse_args(argv))
 
 
 def parse_bank_map(text: str) -> dict[str, str]:
@@ -95,50 +131,108 @@ def parse_bank_map(text: str) -> dict[str, str]:
     banks: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, address = item.partition("=")
-        if not sep or not name or not address:
-            raise ValueError(f"bad bank entry {item!r}: expected NAME=HOST:PORT")
+        if not sep or not name.strip() or not address.strip():
+            raise ConfigError(f"bad bank entry {item!r}: expected NAME=HOST:PORT")
         banks[name.strip()] = address.strip()
     return banks
 
 
+def _given(path: Path) -> bool:
+    return str(path) not in {"", "."}
+
+
 @dataclasses.dataclass(frozen=True)
-class BankSettings:
-    name: str = setting(
-        "alpha", "the bank's unique name (its certificate's CN)", env="MINIPAY_BANK_NAME"
-    )
-    listen: str = setting(
-        "", "address to serve on (default: this bank's entry in --banks)", env="MINIPAY_BANK_LISTEN"
-    )
+class ProcessSettings:
+    """What every server process has: where its data, certificates and peers are, how it
+    logs, and the 2PC timing both sides of a payment must agree on."""
+
+    COMPONENT: ClassVar[str] = ""
+
     banks: str = setting(DEFAULT_BANKS, "every bank as NAME=HOST:PORT, comma separated")
-    gateway: str = setting(DEFAULT_GATEWAY, "the gateway's address, for asking 2PC decisions")
     data_dir: Path = setting(DEFAULT_DATA_DIR, "folder for databases and logs")
     database_url: str = setting(
-        "",
-        "SQLAlchemy URL (default: sqlite file in the data folder)",
-        env="MINIPAY_BANK_DATABASE_URL",
+        "", "SQLAlchemy URL (default: a SQLite file in the data folder)", scoped=True
     )
-    seed: Path = setting(DEFAULT_SEED, "YAML seed file; only this bank's rows are loaded")
-    txn_timeout: float = setting(5.0, "seconds a yes vote waits before asking the coordinator")
-    recovery_interval: float = setting(2.0, "seconds between checks for undecided yes votes")
+    seed: Path = setting(DEFAULT_SEED, "YAML seed file of dev users and accounts")
+    txn_timeout: float = setting(
+        5.0,
+        "seconds phase one may take before a payment aborts; also how long a bank waits after "
+        "a yes vote before asking the coordinator",
+    )
+    recovery_interval: float = setting(2.0, "seconds between recovery passes")
     bcrypt_rounds: int = setting(12, "bcrypt cost for new passwords")
     ca: Path = setting(DEV_CERTS / "ca.pem", "CA certificate that signs every peer")
-    cert: Path = setting(Path(""), "certificate (default: certificate/dev/NAME.pem)")
-    key: Path = setting(Path(""), "private key (default: certificate/dev/NAME-key.pem)")
+    cert: Path = setting(Path(""), "this process's certificate (default: the dev certificate)")
+    key: Path = setting(Path(""), "this process's private key (default: the dev key)")
     faults: str = setting("", "test-only fault injection points, comma separated (off by default)")
     log_level: str = setting("INFO", "log level")
     log_format: str = setting("json", "log format: json or text")
     stderr_log_level: str = setting(
         "", "log level on standard error (default: --log-level; the file gets --log-level)"
     )
-    metrics_port: int = setting(
-        0, "Prometheus metrics port (0: off)", env="MINIPAY_BANK_METRICS_PORT"
+    metrics_port: int = setting(0, "Prometheus metrics port on 127.0.0.1 (0: off)", scoped=True)
+
+    @property
+    def process_name(self) -> str:
+        """The name of this process's log file and of its dev certificate."""
+        raise NotImplementedError
+
+    @property
+    def dev_certificate(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def bank_addresses(self) -> dict[str, str]:
+        return parse_bank_map(self.banks)
+
+    @property
+    def default_database_file(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / self.default_database_file}"
+
+    @property
+    def cert_path(self) -> Path:
+        return self.cert if _given(self.cert) else DEV_CERTS / f"{self.dev_certificate}.pem"
+
+    @property
+    def key_path(self) -> Path:
+        return self.key if _given(self.key) else DEV_CERTS / f"{self.dev_certificate}-key.pem"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+
+@dataclasses.dataclass(frozen=True)
+class BankSettings(ProcessSettings):
+    COMPONENT: ClassVar[str] = "bank"
+
+    name: str = setting("alpha", "the bank's unique name (its certificate's CN)", scoped=True)
+    listen: str = setting(
+        "", "address to serve on (default: this bank's entry in --banks)", scoped=True
     )
+    gateway: str = setting(DEFAULT_GATEWAY, "the gateway's address, for asking 2PC decisions")
+
+    @property
+    def process_name(self) -> str:
+        return f"bank-{self.name}"
+
+    @property
+    def dev_certificate(self) -> str:
+        return self.name
+
+    @property
+    def default_database_file(self) -> str:
+        return f"bank-{self.name}.db"
 
     @property
     def listen_address(self) -> str:
         if self.listen:
             return self.listen
-        banks = parse_bank_map(self.banks)
+        banks = self.bank_addresses
         if self.name not in banks:
             raise ConfigError(
                 f"bank {self.name!r} is not in the bank list {self.banks!r}; add it there "
@@ -146,71 +240,37 @@ class BankSettings:
             )
         return banks[self.name]
 
-    @property
-    def db_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.data_dir / f'bank-{self.name}.db'}"
-
-    @property
-    def cert_path(self) -> Path:
-        return self.cert if str(self.cert) not in {"", "."} else DEV_CERTS / f"{self.name}.pem"
-
-    @property
-    def key_path(self) -> Path:
-        return self.key if str(self.key) not in {"", "."} else DEV_CERTS / f"{self.name}-key.pem"
-
 
 @dataclasses.dataclass(frozen=True)
-class GatewaySettings:
-    listen: str = setting(DEFAULT_GATEWAY, "address to serve on", env="MINIPAY_GATEWAY_LISTEN")
-    banks: str = setting(DEFAULT_BANKS, "every bank as NAME=HOST:PORT, comma separated")
-    data_dir: Path = setting(DEFAULT_DATA_DIR, "folder for databases, the token key and logs")
-    database_url: str = setting(
-        "",
-        "SQLAlchemy URL (default: sqlite file in the data folder)",
-        env="MINIPAY_GATEWAY_DATABASE_URL",
-    )
-    txn_timeout: float = setting(5.0, "seconds phase one may take before the payment aborts")
-    recovery_interval: float = setting(2.0, "seconds between passes that finish open payments")
+class GatewaySettings(ProcessSettings):
+    COMPONENT: ClassVar[str] = "gateway"
+
+    listen: str = setting(DEFAULT_GATEWAY, "address to serve on", scoped=True)
     batch_max: int = setting(256, "most payments in one 2PC round (1: one round per payment)")
-    seed: Path = setting(DEFAULT_SEED, "YAML seed file; its admins are added if missing")
     token_ttl: int = setting(900, "seconds a login token is valid")
     token_key: Path = setting(Path(""), "Ed25519 key that signs tokens (default: in data folder)")
-    login_max_failures: int = setting(5, "failed logins for one username before a cool-down")
-    login_window: float = setting(300.0, "seconds over which failed logins are counted")
-    login_cooldown: float = setting(60.0, "seconds a throttled username must wait")
+    login_max_failures: int = setting(
+        5, "password checks (login, register) for one username per window before a cool-down"
+    )
+    login_client_max_failures: int = setting(
+        30, "failed password checks from one client certificate per window before a cool-down"
+    )
+    login_window: float = setting(300.0, "seconds over which password checks are counted")
+    login_cooldown: float = setting(60.0, "seconds a throttled username or certificate waits")
     idempotency_ttl: int = setting(86400, "seconds an idempotency key is remembered")
-    bcrypt_rounds: int = setting(12, "bcrypt cost for admin passwords")
-    ca: Path = setting(DEV_CERTS / "ca.pem", "CA certificate that signs every peer")
-    cert: Path = setting(DEV_CERTS / "gateway.pem", "the gateway's certificate")
-    key: Path = setting(DEV_CERTS / "gateway-key.pem", "the gateway's private key")
-    faults: str = setting("", "test-only fault injection points, comma separated (off by default)")
-    log_level: str = setting("INFO", "log level")
-    log_format: str = setting("json", "log format: json or text")
-    stderr_log_level: str = setting(
-        "", "log level on standard error (default: --log-level; the file gets --log-level)"
-    )
-    metrics_port: int = setting(
-        0, "Prometheus metrics port (0: off)", env="MINIPAY_GATEWAY_METRICS_PORT"
-    )
 
     @property
-    def bank_addresses(self) -> dict[str, str]:
-        return parse_bank_map(self.banks)
+    def process_name(self) -> str:
+        return "gateway"
 
     @property
-    def db_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.data_dir / 'gateway.db'}"
+    def dev_certificate(self) -> str:
+        return "gateway"
+
+    @property
+    def default_database_file(self) -> str:
+        return "gateway.db"
 
     @property
     def token_key_path(self) -> Path:
-        return (
-            self.token_key
-            if str(self.token_key) not in {"", "."}
-            else (self.data_dir / "gateway-token-key.pem")
-        )
-
-
-def parse_settings(cls: type[S], argv: Sequence[str] | None, prog: str, description: str) -> S:
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    add_arguments(parser, cls)
-    return from_namespace(cls, parser.parse_args(argv))
+        return self.token_key if _given(self.token_key) else self.data_dir / "gateway-token-key.pem"

@@ -1,39 +1,65 @@
-"""Checks on request fields shared by the gateway and the banks; each raises InvalidArgument
-with a sentence that names the field."""
+"""Checks on request fields shared by the gateway and the banks, made before anything is
+stored, counted or logged; each raises InvalidArgument with a sentence that names the field."""
 
 from __future__ import annotations
 
 import re
+import unicodedata
 
+from minipay.money import MAX_MINOR_UNITS
 from server.common.errors import InvalidArgument
 
-INT64_MAX = 2**63 - 1
-# Largest single amount we accept: keeps sums of many amounts far from int64 overflow.
-MAX_AMOUNT = 10**15
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
-_ACCOUNT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,33}$")
+# The most an account may hold: its balance column is a signed 64-bit integer.
+MAX_BALANCE = 2**63 - 1
+MAX_NAME_LENGTH = 100
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+_CURRENCY = re.compile(r"[A-Z]{3}")
+_USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+_ACCOUNT = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,33}")
+_KEY = re.compile(rf"[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}")  # printable ASCII
 _ROLES = {"customer", "admin"}
 
 
 def username(value: str) -> str:
-    if not _NAME.match(value):
+    # fullmatch, not match with "$": "$" would also accept a trailing newline.
+    if not _USERNAME.fullmatch(value):
         raise InvalidArgument(
             "username must be 1-64 letters, digits or . _ @ - and start with a letter or digit"
         )
     return value
 
 
+def normalized_username(value: str) -> str:
+    """The form a username is compared and counted in: case does not make a new name."""
+    return username(value).lower()
+
+
 def account_number(value: str, field: str = "account") -> str:
-    if not _ACCOUNT.match(value):
+    if not _ACCOUNT.fullmatch(value):
         raise InvalidArgument(f"{field} must be 1-34 letters, digits or '-'")
     return value
 
 
+def bank_name(value: str, field: str = "bank") -> str:
+    if not _USERNAME.fullmatch(value):
+        raise InvalidArgument(f"{field} must be a bank's name (1-64 letters, digits or . _ @ -)")
+    return value
+
+
+def display_name(value: str, field: str = "name") -> str:
+    value = value.strip()
+    if not value or len(value) > MAX_NAME_LENGTH:
+        raise InvalidArgument(f"{field} must be 1 to {MAX_NAME_LENGTH} characters")
+    if any(unicodedata.category(char).startswith("C") for char in value):
+        raise InvalidArgument(f"{field} must not contain control characters")
+    return value
+
+
 def currency(value: str) -> str:
-    if not _CURRENCY.match(value):
+    if not _CURRENCY.fullmatch(value):
+        shown = value if len(value) <= 8 else value[:8] + "..."
         raise InvalidArgument(
-            f"currency must be a three-letter ISO 4217 code like USD, not {value!r}"
+            f"currency must be a three-letter ISO 4217 code like USD, not {shown!r}"
         )
     return value
 
@@ -41,7 +67,7 @@ def currency(value: str) -> str:
 def positive_amount(minor_units: int, field: str = "amount") -> int:
     if minor_units <= 0:
         raise InvalidArgument(f"{field} must be greater than zero")
-    if minor_units > MAX_AMOUNT:
+    if minor_units > MAX_MINOR_UNITS:
         raise InvalidArgument(f"{field} is larger than the largest accepted amount")
     return minor_units
 
@@ -49,7 +75,7 @@ def positive_amount(minor_units: int, field: str = "amount") -> int:
 def non_negative_amount(minor_units: int, field: str = "amount") -> int:
     if minor_units < 0:
         raise InvalidArgument(f"{field} must not be negative")
-    if minor_units > MAX_AMOUNT:
+    if minor_units > MAX_MINOR_UNITS:
         raise InvalidArgument(f"{field} is larger than the largest accepted amount")
     return minor_units
 
@@ -67,6 +93,9 @@ def role(value: str) -> str:
 
 
 def idempotency_key(value: str) -> str:
-    if not 1 <= len(value) <= 255:
-        raise InvalidArgument("idempotency_key is required (1-255 characters)")
+    if not _KEY.fullmatch(value):
+        raise InvalidArgument(
+            f"idempotency_key is required: 1-{MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII "
+            "characters without spaces"
+        )
     return value

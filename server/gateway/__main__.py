@@ -12,12 +12,12 @@ import getpass
 import sys
 from collections.abc import Sequence
 
-from server.common import db as dbmod
 from server.common import validation
+from server.common.db import open_database
 from server.common.errors import ConfigError, MinipayError
 from server.common.logs import configure_logging
 from server.common.passwords import hash_password
-from server.common.serving import wait_for_signal
+from server.common.serving import keep_files_private, wait_for_signal
 from server.common.settings import GatewaySettings, add_arguments, from_namespace
 from server.gateway.app import run_server
 from server.gateway.identity import create_admin
@@ -34,9 +34,8 @@ def create_admin_command(settings: GatewaySettings, username: str, password_stdi
     password = sys.stdin.readline().rstrip("\n") if password_stdin else getpass.getpass()
     validation.username(username)
     validation.password(password)
-    database = dbmod.Database(settings.db_url)
-    dbmod.check_connection(database.engine)
-    dbmod.upgrade(settings.db_url, "gateway")
+    # Not exclusive: a running gateway may hold the database; this only adds a row.
+    database = open_database(settings.db_url, "gateway", exclusive=False)
     password_hash = hash_password(password, settings.bcrypt_rounds)
     database.run_sync(lambda s: create_admin(s, username, password_hash))
     database.close()
@@ -60,16 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = from_namespace(GatewaySettings, args)
+        keep_files_private()
         if args.command == "create-admin":
             create_admin_command(settings, args.username, args.password_stdin)
             return 0
-        configure_logging(
-            "gateway",
-            settings.log_level,
-            settings.log_format,
-            settings.data_dir / "logs",
-            settings.stderr_log_level,
-        )
+        configure_logging(settings)
         asyncio.run(serve(settings))
     except (ConfigError, ValueError) as error:
         print(f"error: gateway: {error}", file=sys.stderr)

@@ -7,16 +7,15 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import grpc
-import yaml
 
-from protofiles.minipay.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc
-from server.common import db as dbmod
-from server.common.errors import ConfigError
+from minipay.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc
+from server.common import seed as seed_file
+from server.common.db import Database, open_database
 from server.common.faults import Faults
 from server.common.metrics import serve_metrics
+from server.common.passwords import Passwords, PasswordWork
 from server.common.serving import build_server, mark_serving
 from server.common.settings import GatewaySettings
 from server.common.tls import TlsFiles
@@ -24,8 +23,9 @@ from server.gateway import identity
 from server.gateway.banks import BankDirectory
 from server.gateway.coordinator import Coordinator
 from server.gateway.recovery import Recovery
+from server.gateway.revocations import Revocations
 from server.gateway.services import AdminService, AuthService, CoordinatorService, PaymentsService
-from server.gateway.throttle import LoginThrottle
+from server.gateway.throttle import Limit, LoginThrottle
 from server.gateway.tokens import TokenService, load_or_create_key
 from server.interceptors.authentication import AuthInterceptor
 from server.interceptors.logging import LoggingInterceptor
@@ -44,7 +44,7 @@ SERVICES = [
 class GatewayServer:
     server: grpc.aio.Server
     port: int
-    database: dbmod.Database
+    database: Database
     banks: BankDirectory
     coordinator: Coordinator
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -60,30 +60,14 @@ class GatewayServer:
         self.database.close()
 
 
-def seed_admins(path: Path) -> list[tuple[str, str]]:
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read seed file {path}: {exc}".splitlines()[0]) from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"seed file {path}: expected a mapping at the top")
-    admins = []
-    for index, row in enumerate(data.get("admins") or [], start=1):
-        if not isinstance(row, dict) or not row.get("username") or not row.get("password"):
-            raise ConfigError(f"seed file {path}, admin #{index}: needs username and password")
-        admins.append((str(row["username"]), str(row["password"])))
-    return admins
-
-
-def prepare_database(settings: GatewaySettings) -> dbmod.Database:
-    database = dbmod.Database(settings.db_url)
-    dbmod.check_connection(database.engine)
-    dbmod.upgrade(settings.db_url, "gateway")
-    admins = seed_admins(settings.seed)
+def prepare_database(settings: GatewaySettings) -> Database:
+    """Opens (and migrates) the database and adds the seed's admins."""
+    admins = seed_file.admins(settings.seed)
+    database = open_database(settings.db_url, "gateway")
     database.run_sync(
         lambda s: [
-            identity.ensure_admin(s, name, password, settings.bcrypt_rounds)
-            for name, password in admins
+            identity.ensure_admin(s, admin.username, admin.password, settings.bcrypt_rounds)
+            for admin in admins
         ]
     )
     return database
@@ -91,16 +75,36 @@ def prepare_database(settings: GatewaySettings) -> dbmod.Database:
 
 async def run_server(settings: GatewaySettings) -> GatewayServer:
     database = await asyncio.to_thread(prepare_database, settings)
-    tls = TlsFiles(settings.ca, settings.cert, settings.key)
-    tokens = TokenService(load_or_create_key(settings.token_key_path), settings.token_ttl)
+    tls = TlsFiles(settings.ca, settings.cert_path, settings.key_path)
+    revocations = Revocations(database)
+    await revocations.refresh()
+    tokens = TokenService(
+        load_or_create_key(settings.token_key_path), settings.token_ttl, revocations
+    )
     banks = BankDirectory(settings.bank_addresses, tls)
     faults = Faults(settings.faults)
-    coordinator = Coordinator(database, banks, settings.txn_timeout, settings.batch_max, faults)
-    throttle = LoginThrottle(
-        settings.login_max_failures, settings.login_window, settings.login_cooldown
+    coordinator = Coordinator(
+        database, banks, banks.names, settings.txn_timeout, settings.batch_max, faults
     )
-    identities = identity.IdentityService(database, banks, tokens, throttle)
-    await identities.load_revoked()
+    throttle = LoginThrottle(database)
+    limits = identity.ThrottleLimits(
+        per_username=Limit(
+            settings.login_max_failures, settings.login_window, settings.login_cooldown
+        ),
+        per_certificate=Limit(
+            settings.login_client_max_failures, settings.login_window, settings.login_cooldown
+        ),
+    )
+    identities = identity.IdentityService(
+        database,
+        banks,
+        tokens,
+        revocations,
+        throttle,
+        limits,
+        Passwords(settings.bcrypt_rounds),
+        PasswordWork(),
+    )
 
     def register(server: grpc.aio.Server) -> list[str]:
         gateway_pb2_grpc.add_AuthServicer_to_server(AuthService(identities), server)
@@ -108,9 +112,7 @@ async def run_server(settings: GatewaySettings) -> GatewayServer:
             PaymentsService(database, banks, coordinator), server
         )
         gateway_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorService(coordinator), server)
-        admin_pb2_grpc.add_AdminServicer_to_server(
-            AdminService(database, banks, settings.bcrypt_rounds), server
-        )
+        admin_pb2_grpc.add_AdminServicer_to_server(AdminService(banks, identities), server)
         return SERVICES
 
     interceptors = [LoggingInterceptor("gateway"), AuthInterceptor(banks.names, tokens)]
@@ -118,9 +120,17 @@ async def run_server(settings: GatewaySettings) -> GatewayServer:
     serve_metrics(settings.metrics_port)
     await server.start()
     await mark_serving(health, SERVICES)
-    recovery = Recovery(database, coordinator, tokens, settings.idempotency_ttl)
+    recovery = Recovery(
+        database,
+        coordinator,
+        settings.idempotency_ttl,
+        chores=[revocations.forget_expired, lambda: throttle.forget_expired(settings.login_window)],
+    )
     await recovery.run_once(at_start=True)
     gateway = GatewayServer(server, port, database, banks, coordinator)
-    gateway.tasks.append(asyncio.create_task(recovery.run_forever(settings.recovery_interval)))
+    gateway.tasks += [
+        asyncio.create_task(recovery.run_forever(settings.recovery_interval)),
+        asyncio.create_task(revocations.run_forever()),
+    ]
     log.info("gateway serving", extra={"fields": {"port": port, "banks": banks.names}})
     return gateway

@@ -1,27 +1,165 @@
-"""The banks the gateway knows: one mutual-TLS channel and stubs per bank, with the request
-id carried along in metadata."""
+"""The gateway's one seam to the banks: a mutual-TLS channel per bank and the calls the
+gateway makes on it. Everything above this module calls plain async methods with plain
+values (legs, votes, acknowledged ids, credential checks) and never sees a stub or a status
+code: a failed call becomes a domain result here (a no vote, an unacknowledged decision) or a
+domain error of its own kind.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from protofiles.minipay.v1 import bank_pb2_grpc
-from server.common.errors import NotFound
+from minipay.v1 import bank_pb2, bank_pb2_grpc, common_pb2
+from server.common import errors
 from server.common.logs import REQUEST_ID
 from server.common.tls import CHANNEL_OPTIONS, TlsFiles, channel_credentials
+from server.common.vocabulary import Leg, Reason, Side
+from server.gateway.payment_state import Vote, no_vote
+
+ACCOUNTS_TIMEOUT = 10.0
+_SIDES = {Side.DEBIT: bank_pb2.LEG_SIDE_DEBIT, Side.CREDIT: bank_pb2.LEG_SIDE_CREDIT}
+# A bank's refusal the gateway's caller sees as it is, each as its own kind of error.
+_PASSED_ON: dict[grpc.StatusCode, type[errors.MinipayError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: errors.NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: errors.AlreadyExists,
+    grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
+}
+_NOT_ANSWERING = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
-class Bank:
+@dataclass(frozen=True)
+class CredentialCheck:
+    """A bank's answer to "is this the customer's password (and account)?"."""
+
+    ok: bool
+    role: str = ""
+    account: str = ""
+    disabled: bool = False
+
+
+def request_metadata(request_ids: Sequence[str] = ()) -> tuple[tuple[str, str], ...]:
+    """Metadata for a call to a bank: the request ids it serves (one, or a round's worth)."""
+    ids = list(dict.fromkeys(request_ids or ([REQUEST_ID.get()] if REQUEST_ID.get() else [])))
+    return (("x-request-id", ",".join(ids[:50])),) if ids else ()
+
+
+class BankClient:
+    """One bank, reached over its own channel."""
+
     def __init__(self, name: str, address: str, credentials: grpc.ChannelCredentials) -> None:
         self.name = name
         self.address = address
-        self.channel = grpc.aio.secure_channel(address, credentials, CHANNEL_OPTIONS)
-        self.participant = bank_pb2_grpc.ParticipantStub(self.channel)
-        self.accounts = bank_pb2_grpc.AccountsStub(self.channel)
-        self._health = health_pb2_grpc.HealthStub(self.channel)
+        self._channel = grpc.aio.secure_channel(address, credentials, CHANNEL_OPTIONS)
+        self._participant = bank_pb2_grpc.ParticipantStub(self._channel)
+        self._accounts = bank_pb2_grpc.AccountsStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    # -- the participant: phase one and phase two ---------------------------------------------
+
+    async def prepare(
+        self, legs: Sequence[Leg], timeout: float, request_ids: Sequence[str] = ()
+    ) -> dict[str, Vote]:
+        """This bank's vote on each payment the legs belong to. A payment the bank gave no
+        vote on (it failed, timed out, or left it out) is a no."""
+        payment_ids = list(dict.fromkeys(leg.payment_id for leg in legs))
+        try:
+            answer = await self._participant.Prepare(
+                bank_pb2.PrepareRequest(legs=[_leg_message(leg) for leg in legs]),
+                timeout=timeout,
+                metadata=request_metadata(request_ids),
+            )
+        except grpc.aio.AioRpcError as error:
+            code = (
+                Reason.TIMEOUT
+                if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                else Reason.BANK_UNAVAILABLE
+            )
+            failed = no_vote(code, f"bank {self.name}: {code.sentence}")
+            return dict.fromkeys(payment_ids, failed)
+        votes: dict[str, Vote] = {}
+        for message in answer.votes:
+            # A payment with two legs here is yes only if both are.
+            if message.value == bank_pb2.VOTE_VALUE_YES:
+                votes.setdefault(message.payment_id, Vote(True))
+            else:
+                code = Reason.parse(message.reason_code)
+                votes[message.payment_id] = no_vote(code, message.reason)
+        unanswered = no_vote(Reason.ABORTED, f"bank {self.name} gave no vote")
+        return {payment_id: votes.get(payment_id, unanswered) for payment_id in payment_ids}
+
+    async def deliver(
+        self, commit: bool, payment_ids: Sequence[str], timeout: float, request_ids: Sequence[str]
+    ) -> set[str]:
+        """Sends Commit or Abort; returns the payments the bank acknowledged (none if the call
+        failed: the coordinator sends them again)."""
+        call = self._participant.Commit if commit else self._participant.Abort
+        try:
+            answer = await call(
+                bank_pb2.DecisionRequest(payment_ids=list(payment_ids)),
+                timeout=timeout,
+                metadata=request_metadata(request_ids),
+            )
+        except grpc.aio.AioRpcError:
+            return set()
+        return set(answer.acknowledged)
+
+    # -- the bank's customers and accounts -----------------------------------------------------
+
+    async def verify_credentials(
+        self, username: str, password: str, account: str
+    ) -> CredentialCheck:
+        answer = await self._account_call(
+            self._accounts.VerifyCredentials,
+            bank_pb2.VerifyCredentialsRequest(
+                username=username, password=password, account=account
+            ),
+        )
+        return CredentialCheck(answer.ok, answer.role, answer.account, answer.disabled)
+
+    async def account(self, number: str) -> bank_pb2.AccountInfo:
+        answer: bank_pb2.AccountInfo = await self._account_call(
+            self._accounts.GetAccount, bank_pb2.GetAccountRequest(account=number)
+        )
+        return answer
+
+    async def create_customer(
+        self, request: bank_pb2.CreateCustomerRequest
+    ) -> bank_pb2.CustomerInfo:
+        answer: bank_pb2.CustomerInfo = await self._account_call(
+            self._accounts.CreateCustomer, request
+        )
+        return answer
+
+    async def list_customers(self) -> list[bank_pb2.CustomerInfo]:
+        answer = await self._account_call(
+            self._accounts.ListCustomers, bank_pb2.ListCustomersRequest()
+        )
+        return list(answer.customers)
+
+    async def set_customer_disabled(self, username: str, disabled: bool) -> bank_pb2.CustomerInfo:
+        answer: bank_pb2.CustomerInfo = await self._account_call(
+            self._accounts.SetCustomerDisabled,
+            bank_pb2.SetCustomerDisabledRequest(username=username, disabled=disabled),
+        )
+        return answer
+
+    async def deposit(
+        self, account: str, amount: common_pb2.Money, deposit_id: str
+    ) -> bank_pb2.AccountInfo:
+        answer: bank_pb2.AccountInfo = await self._account_call(
+            self._accounts.Deposit,
+            bank_pb2.BankDepositRequest(account=account, amount=amount, deposit_id=deposit_id),
+        )
+        return answer
 
     async def serving(self, timeout: float = 1.0) -> bool:
         try:
@@ -30,33 +168,74 @@ class Bank:
             return False
         return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
 
+    async def _account_call(self, method: Any, request: Any) -> Any:
+        try:
+            return await method(request, timeout=ACCOUNTS_TIMEOUT, metadata=request_metadata())
+        except grpc.aio.AioRpcError as error:
+            raise self._error(error) from None
+
+    def _error(self, error: grpc.aio.AioRpcError) -> errors.MinipayError:
+        kind = _PASSED_ON.get(error.code())
+        if kind is not None:
+            return kind(error.details() or error.code().name)
+        if error.code() in _NOT_ANSWERING:
+            return errors.Unavailable(
+                f"bank {self.name} is not answering right now; try again shortly"
+            )
+        return errors.Internal(f"bank {self.name} refused the request ({error.code().name})")
+
+
+def _leg_message(leg: Leg) -> bank_pb2.Leg:
+    return bank_pb2.Leg(
+        payment_id=leg.payment_id,
+        side=_SIDES[leg.side],
+        account=leg.account,
+        amount=common_pb2.Money(minor_units=leg.amount, currency=leg.currency),
+    )
+
 
 class BankDirectory:
+    """Every bank the gateway knows, by name; the coordinator's ``Participants``."""
+
     def __init__(self, addresses: dict[str, str], tls: TlsFiles) -> None:
         credentials = channel_credentials(tls)
         self._banks = {
-            name: Bank(name, address, credentials) for name, address in addresses.items()
+            name: BankClient(name, address, credentials) for name, address in addresses.items()
         }
 
     @property
     def names(self) -> list[str]:
         return sorted(self._banks)
 
-    def all(self) -> Sequence[Bank]:
+    def all(self) -> list[BankClient]:
         return [self._banks[name] for name in self.names]
 
-    def get(self, name: str) -> Bank:
+    def get(self, name: str) -> BankClient:
         bank = self._banks.get(name)
         if bank is None:
-            raise NotFound(f"unknown bank {name!r}; known banks: {', '.join(self.names)}")
+            raise errors.NotFound(f"unknown bank {name!r}; known banks: {', '.join(self.names)}")
         return bank
+
+    async def prepare(
+        self, bank: str, legs: Sequence[Leg], timeout: float, request_ids: Sequence[str]
+    ) -> dict[str, Vote]:
+        return await self.get(bank).prepare(legs, timeout, request_ids)
+
+    async def deliver(
+        self,
+        bank: str,
+        commit: bool,
+        payment_ids: Sequence[str],
+        timeout: float,
+        request_ids: Sequence[str],
+    ) -> set[str]:
+        return await self.get(bank).deliver(commit, payment_ids, timeout, request_ids)
+
+    async def verify_credentials(
+        self, bank: str, username: str, password: str, account: str
+    ) -> CredentialCheck:
+        return await self.get(bank).verify_credentials(username, password, account)
 
     async def close(self) -> None:
         for bank in self._banks.values():
-            await bank.channel.close()
-
-
-def call_metadata(request_ids: Sequence[str] = ()) -> tuple[tuple[str, str], ...]:
-    """Metadata for a call to a bank: the request ids it serves (one, or a round's worth)."""
-    ids = list(dict.fromkeys(request_ids or ([REQUEST_ID.get()] if REQUEST_ID.get() else [])))
-    return (("x-request-id", ",".join(ids[:50])),) if ids else ()
+            await bank.close()

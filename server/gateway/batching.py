@@ -37,6 +37,8 @@ class Batcher(Generic[T, R]):
             del self._waiting[: self._max_size]
             try:
                 results = await self._handler([item for item, _ in batch])
+                if len(results) != len(batch):
+                    raise ValueError(f"a round of {len(batch)} gave {len(results)} results")
             except BaseException as error:  # every waiter learns the round failed
                 for _, future in batch:
                     if not future.done():

@@ -5,37 +5,40 @@ Per payment: record it durably (PREPARING) -> Prepare at both banks concurrently
 timeout -> decide (commit only on two yes votes) and store the decision -> send Commit or Abort
 until every bank acknowledges -> mark it finished. The decision is on disk before any bank
 hears it. Each phase goes through a ``Batcher``, so concurrent payments share one transaction
-and one RPC per bank per round; the per-payment rules stay in ``payment_state``.
+and one call per bank per round; the per-payment rules stay in ``payment_state``.
+
+Plain Python over two seams: the payment log (a database) and ``Participants`` (the banks,
+reached through ``server.gateway.banks`` in production and a fake in the unit tests).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-import grpc
-
-from protofiles.minipay.v1 import bank_pb2, common_pb2
 from server.common.clock import now
 from server.common.db import Database
 from server.common.errors import Conflict, InvalidArgument
 from server.common.faults import Faults
 from server.common.logs import REQUEST_ID, event
 from server.common.metrics import IN_DOUBT, PAYMENTS, PHASE_SECONDS
+from server.common.vocabulary import Leg, Reason
 from server.gateway import payment_log
-from server.gateway.banks import BankDirectory, call_metadata
 from server.gateway.batching import Batcher
-from server.gateway.models import PaymentState
-from server.gateway.payment_log import PaymentOrder, PaymentView, Recorded
+from server.gateway.models import CoordinatorState
+from server.gateway.payment_log import PaymentOrder, PaymentView, Recorded, RecordKind
 from server.gateway.payment_state import (
-    REASONS,
     Decision,
     Outcome,
     Status,
     Vote,
+    abort,
     decide,
+    legs_by_bank,
+    no_vote,
     status_of,
 )
 
@@ -43,47 +46,75 @@ log = logging.getLogger(__name__)
 
 RESEND_BACKOFF_MAX = 2.0
 ABORT_ACK_WAIT = 1.0
+KEY_REUSED = (
+    "this idempotency key was already used for a different payment; use a new key for a new payment"
+)
+
+
+class Participants(Protocol):
+    """The banks, as the coordinator needs them."""
+
+    async def prepare(
+        self, bank: str, legs: Sequence[Leg], timeout: float, request_ids: Sequence[str]
+    ) -> dict[str, Vote]:
+        """The bank's vote on each payment the legs belong to (a failed call: every no)."""
+
+    async def deliver(
+        self,
+        bank: str,
+        commit: bool,
+        payment_ids: Sequence[str],
+        timeout: float,
+        request_ids: Sequence[str],
+    ) -> set[str]:
+        """Sends the decision; returns the payments the bank acknowledged."""
 
 
 @dataclass(frozen=True)
 class PrepareItem:
     payment_id: str
-    legs: tuple[bank_pb2.Leg, ...]
+    legs: tuple[Leg, ...]
     deadline: float
     request_id: str
 
 
-# A payment to commit or abort at one bank, with the request id that began it.
-DecisionItem = tuple[str, str]
+@dataclass(frozen=True)
+class DecisionItem:
+    payment_id: str
+    request_id: str
 
 
 def outcome_of(payment: PaymentView, replayed: bool = False) -> Outcome:
     return Outcome(
-        payment.id, status_of(payment.state), payment.reason_code, payment.reason, replayed
+        payment.id, status_of(payment.state), payment.reason_enum, payment.reason, replayed
     )
 
 
 class Coordinator:
     def __init__(
-        self, db: Database, banks: BankDirectory, timeout: float, batch_max: int, faults: Faults
+        self,
+        db: Database,
+        participants: Participants,
+        bank_names: Sequence[str],
+        timeout: float,
+        batch_max: int,
+        faults: Faults | None = None,
     ) -> None:
         self._db = db
-        self._banks = banks
+        self._participants = participants
         self._timeout = timeout
-        self._faults = faults
+        self._faults = faults or Faults()
         self._record = Batcher(self._record_round, batch_max)
         self._decide = Batcher(self._decide_round, batch_max)
         self._complete = Batcher(self._complete_round, batch_max)
-        self._prepare = {
-            name: Batcher(self._prepare_round(name), batch_max) for name in banks.names
+        self._prepare = {name: Batcher(self._prepare_round(name), batch_max) for name in bank_names}
+        self._deliver_rounds = {
+            (name, commit): Batcher(self._decision_round(name, commit), batch_max)
+            for name in bank_names
+            for commit in (True, False)
         }
-        self._commit = {
-            name: Batcher(self._decision_round(name, True), batch_max) for name in banks.names
-        }
-        self._abort = {
-            name: Batcher(self._decision_round(name, False), batch_max) for name in banks.names
-        }
-        self._in_flight: dict[str, asyncio.Future[Outcome]] = {}
+        # Payment id -> the task running its 2PC; it runs to the end even if the caller goes.
+        self._in_flight: dict[str, asyncio.Task[Outcome]] = {}
         # Payment id -> (the task delivering its decision, done once every bank has it).
         self._finishing: dict[str, tuple[asyncio.Task[None], asyncio.Future[None]]] = {}
         IN_DOUBT.set_function(lambda: len(self._in_flight) + len(self._finishing))
@@ -92,41 +123,49 @@ class Coordinator:
 
     async def pay(self, order: PaymentOrder) -> Outcome:
         with PHASE_SECONDS.labels("record").time():
-            recorded = await self._record.submit(order)
-        if isinstance(recorded, InvalidArgument):
-            raise recorded
-        if not recorded.created:
+            recorded = await self._record.submit((order, REQUEST_ID.get()))
+        if recorded.kind is RecordKind.KEY_REUSED:
+            raise InvalidArgument(KEY_REUSED)
+        assert recorded.payment is not None
+        if recorded.kind is RecordKind.REPLAY:
             return await self._replay(recorded.payment)
-        payment = recorded.payment
+        return await asyncio.shield(self._in_flight[recorded.payment.id])
+
+    def _start(self, payment: PaymentView, request_id: str) -> None:
         log.debug(
             "payment_recorded",
             extra={
                 "fields": {
                     "payment_id": payment.id,
-                    "amount_minor": payment.amount,
+                    "amount_minor_units": payment.amount,
                     "currency": payment.currency,
-                    "idempotency_key": order.idempotency_key,
                 }
             },
         )
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._in_flight[payment.id] = future
-        try:
-            outcome = await self._run(payment)
-            future.set_result(outcome)
-            return outcome
-        except BaseException as error:
-            future.set_exception(error)
-            future.exception()  # a replay may never come to read it
-            raise
-        finally:
-            del self._in_flight[payment.id]
+        task = asyncio.create_task(self._run(payment, request_id))
+        self._in_flight[payment.id] = task
+        task.add_done_callback(lambda _: self._in_flight.pop(payment.id, None))
 
-    async def _run(self, payment: PaymentView) -> Outcome:
+    async def _run(self, payment: PaymentView, request_id: str) -> Outcome:
+        REQUEST_ID.set(request_id)
         self._faults.crash_point("crash_after_record")
+        legs = legs_by_bank(
+            payment.id,
+            payment.from_bank,
+            payment.from_account,
+            payment.to_bank,
+            payment.to_account,
+            payment.amount,
+            payment.currency,
+        )
         with PHASE_SECONDS.labels("prepare").time():
             votes = await asyncio.gather(
-                *(self._prepare[bank].submit(item) for bank, item in self._prepare_items(payment))
+                *(
+                    self._prepare[bank].submit(
+                        PrepareItem(payment.id, bank_legs, payment.deadline, request_id)
+                    )
+                    for bank, bank_legs in legs.items()
+                )
             )
         with PHASE_SECONDS.labels("decide").time():
             stored = await self._store_decision(payment.id, decide(votes))
@@ -135,37 +174,15 @@ class Coordinator:
         # The client waits for the banks to apply the decision, so its next balance read
         # shows it, but only so long: the outcome is fixed already, and delivery goes on
         # until every bank acknowledges. An abort moves no money, so it waits less.
-        wait = self._timeout if stored.state is PaymentState.COMMITTING else ABORT_ACK_WAIT
+        wait = self._timeout if stored.state is CoordinatorState.COMMITTING else ABORT_ACK_WAIT
         try:
             await asyncio.wait_for(asyncio.shield(delivered), timeout=min(wait, self._timeout))
         except TimeoutError:
             event(log, "decision_delivery_slow", payment_id=payment.id)
         return outcome_of(stored)
 
-    def _prepare_items(self, payment: PaymentView) -> list[tuple[str, PrepareItem]]:
-        def leg(side: bank_pb2.LegSide, account: str) -> bank_pb2.Leg:
-            return bank_pb2.Leg(
-                payment_id=payment.id,
-                side=side,
-                account=account,
-                amount=common_pb2.Money(minor_units=payment.amount, currency=payment.currency),
-            )
-
-        debit = leg(bank_pb2.LEG_SIDE_DEBIT, payment.from_account)
-        credit = leg(bank_pb2.LEG_SIDE_CREDIT, payment.to_account)
-        request_id = REQUEST_ID.get()
-        legs: dict[str, tuple[bank_pb2.Leg, ...]]
-        if payment.from_bank == payment.to_bank:
-            legs = {payment.from_bank: (debit, credit)}
-        else:
-            legs = {payment.from_bank: (debit,), payment.to_bank: (credit,)}
-        return [
-            (bank, PrepareItem(payment.id, bank_legs, payment.deadline, request_id))
-            for bank, bank_legs in legs.items()
-        ]
-
     async def _store_decision(self, payment_id: str, decision: Decision) -> PaymentView:
-        stored = await self._decide.submit((payment_id, decision))
+        stored: PaymentView = await self._decide.submit((payment_id, decision))
         if stored.decided_now:
             PAYMENTS.labels(status_of(stored.state).value, stored.reason_code or "none").inc()
         event(
@@ -187,7 +204,7 @@ class Coordinator:
         return self._finishing[payment.id][1]
 
     async def _finish(self, payment: PaymentView, delivered: asyncio.Future[None]) -> None:
-        commit = payment.state in (PaymentState.COMMITTING, PaymentState.COMMITTED)
+        commit = status_of(payment.state) is Status.COMMITTED
         with PHASE_SECONDS.labels("deliver").time():
             await asyncio.gather(
                 *(self._deliver(bank, payment.id, commit) for bank in payment.banks)
@@ -206,22 +223,20 @@ class Coordinator:
 
     async def _deliver(self, bank: str, payment_id: str, commit: bool) -> None:
         """Sends the decision to one bank until it acknowledges."""
-        batchers = self._commit if commit else self._abort
+        batcher = self._deliver_rounds[(bank, commit)]
         backoff = 0.05
-        while True:
-            if await batchers[bank].submit((payment_id, REQUEST_ID.get())):
-                if commit:
-                    self._faults.crash_point("crash_after_first_commit_ack")
-                return
+        while not await batcher.submit(DecisionItem(payment_id, REQUEST_ID.get())):
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, RESEND_BACKOFF_MAX)
+        if commit:
+            self._faults.crash_point("crash_after_first_commit_ack")
 
     async def _replay(self, payment: PaymentView) -> Outcome:
-        if payment.state is not PaymentState.PREPARING:
+        if payment.state is not CoordinatorState.PREPARING:
             return outcome_of(payment, replayed=True)
-        future = self._in_flight.get(payment.id)
-        if future is not None:
-            outcome = await asyncio.shield(future)
+        running = self._in_flight.get(payment.id)
+        if running is not None:
+            outcome = await asyncio.shield(running)
             return Outcome(
                 outcome.payment_id,
                 outcome.status,
@@ -240,15 +255,13 @@ class Coordinator:
 
     async def abort_orphan(self, payment: PaymentView) -> PaymentView:
         """Aborts a payment no coroutine here is deciding (e.g. recorded before a crash)."""
-        stored = await self._store_decision(
-            payment.id, Decision(False, "timeout", REASONS["timeout"])
-        )
+        stored = await self._store_decision(payment.id, abort(Reason.TIMEOUT))
         self._finish_in_background(stored)
         return stored
 
     def resume(self, payment: PaymentView) -> None:
         """Goes on delivering a stored decision (after a restart, or a slow bank)."""
-        if payment.state in (PaymentState.COMMITTING, PaymentState.ABORTING):
+        if payment.state in (CoordinatorState.COMMITTING, CoordinatorState.ABORTING):
             self._finish_in_background(payment)
 
     async def decisions(self, payment_ids: Sequence[str]) -> dict[str, Status]:
@@ -259,111 +272,102 @@ class Coordinator:
             payment = known.get(payment_id)
             if payment is None:
                 answers[payment_id] = Status.ABORTED
-            elif payment.state is PaymentState.PREPARING and not self.is_in_flight(payment_id):
+            elif payment.state is CoordinatorState.PREPARING and not self.is_in_flight(payment_id):
                 answers[payment_id] = status_of((await self.abort_orphan(payment)).state)
             else:
                 answers[payment_id] = status_of(payment.state)
         return answers
 
     async def stop(self) -> None:
-        tasks = [task for task, _ in self._finishing.values()]
+        tasks = [task for task, _ in self._finishing.values()] + list(self._in_flight.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    # -- rounds: one transaction or one RPC for every payment waiting ----------------------
+    # -- rounds: one transaction or one call per bank for every payment waiting ----------------
 
-    async def _record_round(self, orders: list[PaymentOrder]) -> list[Recorded | InvalidArgument]:
-        return await self._db.statements(lambda s: payment_log.record(s, orders, self._timeout))
+    async def _record_round(self, items: list[tuple[PaymentOrder, str]]) -> list[Recorded]:
+        orders = [order for order, _ in items]
+        results = await self._db.statements(lambda c: payment_log.record(c, orders, self._timeout))
+        # Started here, before any caller resumes, so that a repeat of the key in this very
+        # round finds the payment running, and so that it runs even if its caller goes.
+        for (_, request_id), result in zip(items, results, strict=True):
+            if result.kind is RecordKind.NEW and result.payment is not None:
+                self._start(result.payment, request_id)
+        return results
 
     async def _decide_round(self, decisions: list[tuple[str, Decision]]) -> list[PaymentView]:
-        return await self._db.statements(lambda s: payment_log.decide(s, decisions))
+        return await self._db.statements(lambda c: payment_log.decide(c, decisions))
 
     async def _complete_round(self, payment_ids: list[str]) -> list[None]:
-        return await self._db.statements(lambda s: payment_log.complete(s, payment_ids))
+        return await self._db.statements(lambda c: payment_log.complete(c, payment_ids))
 
-    def _prepare_round(self, bank: str):  # type: ignore[no-untyped-def]
+    def _prepare_round(self, bank: str) -> Callable[[list[PrepareItem]], Awaitable[list[Vote]]]:
         async def prepare(items: list[PrepareItem]) -> list[Vote]:
-            legs = [leg for item in items for leg in item.legs]
-            remaining = min(item.deadline for item in items) - now()
             ids = [item.payment_id for item in items]
             event(log, "prepare_sent", bank=bank, payment_ids=ids, count=len(ids))
+            remaining = min(item.deadline for item in items) - now()
             if remaining <= 0:
-                return [Vote(False, "timeout", REASONS["timeout"])] * len(items)
-            try:
-                answer = await self._banks.get(bank).participant.Prepare(
-                    bank_pb2.PrepareRequest(legs=legs),
-                    timeout=remaining,
-                    metadata=call_metadata([item.request_id for item in items]),
+                votes = dict.fromkeys(ids, no_vote(Reason.TIMEOUT))
+            else:
+                votes = await self._participants.prepare(
+                    bank,
+                    [leg for item in items for leg in item.legs],
+                    remaining,
+                    [item.request_id for item in items],
                 )
-            except grpc.aio.AioRpcError as error:
-                code = (
-                    "timeout"
-                    if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-                    else ("bank_unavailable")
-                )
-                event(
-                    log,
-                    "prepare_failed",
-                    bank=bank,
-                    payment_ids=ids,
-                    reason_code=code,
-                    status=error.code().name,
-                )
-                return [Vote(False, code, f"bank {bank}: {REASONS[code]}")] * len(items)
-            votes: dict[str, Vote] = {}
-            for vote in answer.votes:
-                yes = vote.value == bank_pb2.VOTE_VALUE_YES
-                if vote.payment_id not in votes or not yes:
-                    votes[vote.payment_id] = Vote(yes, vote.reason_code, vote.reason)
             # One record for the round's votes: per payment, "yes" or the no's reason code.
             event(
                 log,
                 "vote",
                 bank=bank,
-                payment_ids=list(votes),
-                votes={pid: "yes" if v.yes else v.reason_code for pid, v in votes.items()},
+                payment_ids=ids,
+                votes={pid: _vote_word(votes[pid]) for pid in ids},
             )
-            return [votes.get(pid, Vote(False, "aborted", "the bank gave no vote")) for pid in ids]
+            return [votes[pid] for pid in ids]
 
         return prepare
 
-    def _decision_round(self, bank: str, commit: bool):  # type: ignore[no-untyped-def]
+    def _decision_round(
+        self, bank: str, commit: bool
+    ) -> Callable[[list[DecisionItem]], Awaitable[list[bool]]]:
+        decision = "commit" if commit else "abort"
+
         async def send(items: list[DecisionItem]) -> list[bool]:
-            stub = self._banks.get(bank).participant
-            call = stub.Commit if commit else stub.Abort
-            payment_ids = [payment_id for payment_id, _ in items]
-            event(
-                log,
-                "commit_sent" if commit else "abort_sent",
-                bank=bank,
-                payment_ids=payment_ids,
-                count=len(payment_ids),
-            )
-            try:
-                answer = await call(
-                    bank_pb2.DecisionRequest(payment_ids=payment_ids),
-                    timeout=max(self._timeout, 1.0),
-                    metadata=call_metadata([request_id for _, request_id in items]),
+            ids = [item.payment_id for item in items]
+            event(log, f"{decision}_sent", bank=bank, payment_ids=ids, count=len(ids))
+            acknowledged = (
+                set()
+                if self._faults.is_on("withhold_decisions")
+                else await self._participants.deliver(
+                    bank,
+                    commit,
+                    ids,
+                    max(self._timeout, 1.0),
+                    [item.request_id for item in items],
                 )
-            except grpc.aio.AioRpcError as error:
+            )
+            missing = [pid for pid in ids if pid not in acknowledged]
+            if len(missing) < len(ids):
+                event(
+                    log,
+                    "decision_acknowledged",
+                    bank=bank,
+                    decision=decision,
+                    payment_ids=[pid for pid in ids if pid in acknowledged],
+                )
+            if missing:
                 event(
                     log,
                     "decision_not_acknowledged",
                     bank=bank,
-                    payment_ids=payment_ids,
-                    decision="commit" if commit else "abort",
-                    status=error.code().name,
+                    decision=decision,
+                    payment_ids=missing,
                 )
-                return [False] * len(payment_ids)
-            acknowledged = set(answer.acknowledged)
-            event(
-                log,
-                "decision_acknowledged",
-                bank=bank,
-                decision="commit" if commit else "abort",
-                payment_ids=list(answer.acknowledged),
-            )
-            return [pid in acknowledged for pid in payment_ids]
+            return [pid in acknowledged for pid in ids]
 
         return send
+
+
+def _vote_word(vote: Vote) -> str:
+    return "yes" if vote.yes else str(vote.reason_code or Reason.ABORTED)

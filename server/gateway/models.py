@@ -1,5 +1,6 @@
-"""The gateway's database: admins, registrations, revoked tokens, and payments with their
-coordinator state, decision and idempotency key (the coordinator's durable log)."""
+"""The gateway's database: admins, registrations, revoked tokens and cut user sessions, the
+login throttle's counts, and payments with their coordinator state, decision and idempotency
+key (the coordinator's durable log)."""
 
 from __future__ import annotations
 
@@ -43,7 +44,32 @@ class RevokedToken(Base):
     expires_at: Mapped[float] = mapped_column(Float)
 
 
-class PaymentState(enum.StrEnum):
+class UserSession(Base):
+    """Whether a user's tokens are honoured: a disabled user's never are, and tokens issued
+    before ``not_before`` stay refused after the user is enabled again."""
+
+    __tablename__ = "user_sessions"
+
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    disabled: Mapped[bool] = mapped_column(default=False)
+    not_before: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class LoginAttempts(Base):
+    """Password checks counted for one throttle key (a normalized username, or a client
+    certificate) within the current window; shared by every gateway replica."""
+
+    __tablename__ = "login_attempts"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    window_start: Mapped[float] = mapped_column(Float)
+    attempts: Mapped[int] = mapped_column(default=0)
+    locked_until: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class CoordinatorState(enum.StrEnum):
+    """Where the coordinator is with a payment (the banks keep a ``ParticipantState``)."""
+
     PREPARING = "PREPARING"  # recorded; phase one under way, no decision yet
     COMMITTING = "COMMITTING"  # decided commit; not every bank has acknowledged
     ABORTING = "ABORTING"  # decided abort; not every bank has acknowledged
@@ -66,9 +92,11 @@ class Payment(Base):
     from_account: Mapped[str] = mapped_column(String(34))
     to_bank: Mapped[str] = mapped_column(String(64))
     to_account: Mapped[str] = mapped_column(String(34))
-    amount: Mapped[int] = mapped_column(BigInteger)
+    amount: Mapped[int] = mapped_column(BigInteger)  # minor units
     currency: Mapped[str] = mapped_column(String(3))
-    state: Mapped[PaymentState] = mapped_column(Enum(PaymentState, native_enum=False, length=12))
+    state: Mapped[CoordinatorState] = mapped_column(
+        Enum(CoordinatorState, name="paymentstate", native_enum=False, length=12)
+    )
     reason_code: Mapped[str] = mapped_column(String(40), default="")
     reason: Mapped[str] = mapped_column(String(200), default="")
     # Kept for ``idempotency_ttl`` seconds, then cleared so the key may be used again.

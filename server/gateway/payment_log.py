@@ -1,23 +1,30 @@
 """The coordinator's durable log: payments, their decisions and idempotency keys, in the
-gateway's database. Plain functions over a session; each round of a phase is one call here,
-so one transaction covers every payment in the round."""
+gateway's database. Plain functions over a connection or session; each round of a phase is
+one call here, so one transaction covers every payment in the round."""
 
 from __future__ import annotations
 
 import base64
 import dataclasses
+import enum
 import hashlib
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, Insert, Row, and_, bindparam, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from server.common.clock import now
 from server.common.errors import InvalidArgument
-from server.gateway.models import Base, Payment, PaymentState
+from server.common.vocabulary import Reason
+from server.gateway.models import Base, CoordinatorState, Payment
 from server.gateway.payment_state import Decision, decided_state, finished_state
+
+# A payee sees an incoming payment once it is committed, never while the payer's bank may
+# still refuse it, and never why the payer's side failed.
+VISIBLE_TO_PAYEE = (CoordinatorState.COMMITTING, CoordinatorState.COMMITTED)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +36,7 @@ class PaymentOrder:
     from_account: str
     to_bank: str
     to_account: str
-    amount: int
+    amount: int  # minor units
     currency: str
     idempotency_key: str
 
@@ -49,9 +56,9 @@ class PaymentView:
     from_account: str
     to_bank: str
     to_account: str
-    amount: int
+    amount: int  # minor units
     currency: str
-    state: PaymentState
+    state: CoordinatorState
     reason_code: str
     reason: str
     deadline: float
@@ -61,6 +68,22 @@ class PaymentView:
     @property
     def banks(self) -> list[str]:
         return list(dict.fromkeys([self.from_bank, self.to_bank]))
+
+    @property
+    def reason_enum(self) -> Reason | None:
+        return Reason.parse(self.reason_code) if self.reason_code else None
+
+
+class RecordKind(enum.Enum):
+    NEW = "new"  # recorded now, as PREPARING
+    REPLAY = "replay"  # the key made this payment before, with the same parameters
+    KEY_REUSED = "key_reused"  # the key made another payment: refused
+
+
+@dataclasses.dataclass(frozen=True)
+class Recorded:
+    kind: RecordKind
+    payment: PaymentView | None  # None for KEY_REUSED: the other payment is not shown
 
 
 # Core table: each round reads and writes in set-based statements.
@@ -73,71 +96,93 @@ def view(payment: Payment | Row[Any]) -> PaymentView:
     return PaymentView(*(getattr(payment, name) for name in VIEW_FIELDS))
 
 
-@dataclasses.dataclass(frozen=True)
-class Recorded:
-    payment: PaymentView
-    created: bool  # False: the key was seen before and this is that payment
-
-
 def new_payment_id() -> str:
     return "pay_" + uuid.uuid4().hex
 
 
 def record(
     connection: Connection, orders: Sequence[PaymentOrder], timeout: float
-) -> list[Recorded | InvalidArgument]:
-    """Records each new payment as PREPARING, or finds the payment its key already made."""
-    keys = {order.idempotency_key for order in orders}
-    known = {
-        (row.payer, row.idempotency_key): (view(row), row.fingerprint)
-        for row in connection.execute(
-            SELECT_BY_KEYS, {"payers": sorted({o.payer for o in orders}), "keys": sorted(keys)}
-        )
-    }
-    results: list[Recorded | InvalidArgument] = []
-    new_rows = []
+) -> list[Recorded]:
+    """Records each new payment as PREPARING, or finds the payment its key already made.
+
+    The unique (payer, idempotency key) index decides between racing requests: every new
+    row is inserted or skipped in one statement, and a skipped one is looked up after.
+    """
+    created_at = now()
+    fresh: dict[tuple[str, str], PaymentView] = {}
+    fingerprints: dict[tuple[str, str], str] = {}
+    rows = []
     for order in orders:
-        existing = known.get((order.payer, order.idempotency_key))
-        if existing is not None:
-            if existing[1] != order.fingerprint:
-                results.append(
-                    InvalidArgument(
-                        "this idempotency key was already used for a different payment; "
-                        "use a new key for a new payment"
-                    )
-                )
-            else:
-                results.append(Recorded(existing[0], created=False))
-            continue
-        created_at = now()
-        payment = PaymentView(
-            id=new_payment_id(),
-            payer=order.payer,
-            from_bank=order.from_bank,
-            from_account=order.from_account,
-            to_bank=order.to_bank,
-            to_account=order.to_account,
-            amount=order.amount,
-            currency=order.currency,
-            state=PaymentState.PREPARING,
-            reason_code="",
-            reason="",
-            deadline=created_at + timeout,
-            created_at=created_at,
-        )
-        new_rows.append(
+        key = (order.payer, order.idempotency_key)
+        if key in fresh:
+            continue  # the same key twice in one round: the later ones refer to the first
+        payment = fresh[key] = _new_payment(order, created_at, timeout)
+        fingerprints[key] = order.fingerprint
+        rows.append(
             {
                 **{name: getattr(payment, name) for name in VIEW_FIELDS},
                 "idempotency_key": order.idempotency_key,
                 "fingerprint": order.fingerprint,
             }
         )
-        # A duplicate later in this round finds this one.
-        known[(order.payer, order.idempotency_key)] = (payment, order.fingerprint)
-        results.append(Recorded(payment, created=True))
-    if new_rows:
-        connection.execute(INSERT_PAYMENTS, new_rows)
+    inserted = {row.id for row in connection.execute(_insert_or_nothing(connection), rows)}
+    taken = [key for key, payment in fresh.items() if payment.id not in inserted]
+    known = _by_keys(connection, taken) if taken else {}
+    known.update(
+        (key, (payment, fingerprints[key]))
+        for key, payment in fresh.items()
+        if payment.id in inserted
+    )
+    results = []
+    for order in orders:
+        key = (order.payer, order.idempotency_key)
+        payment, fingerprint = known[key]
+        if fingerprint != order.fingerprint:
+            results.append(Recorded(RecordKind.KEY_REUSED, None))
+        elif payment.id in inserted:
+            results.append(Recorded(RecordKind.NEW, payment))
+            inserted.discard(payment.id)  # a repeat of the key later in this round replays it
+        else:
+            results.append(Recorded(RecordKind.REPLAY, payment))
     return results
+
+
+def _new_payment(order: PaymentOrder, created_at: float, timeout: float) -> PaymentView:
+    return PaymentView(
+        id=new_payment_id(),
+        payer=order.payer,
+        from_bank=order.from_bank,
+        from_account=order.from_account,
+        to_bank=order.to_bank,
+        to_account=order.to_account,
+        amount=order.amount,
+        currency=order.currency,
+        state=CoordinatorState.PREPARING,
+        reason_code="",
+        reason="",
+        deadline=created_at + timeout,
+        created_at=created_at,
+    )
+
+
+def _insert_or_nothing(connection: Connection) -> Insert:
+    statement: Insert = _INSERT_OR_NOTHING[connection.dialect.name]
+    return statement
+
+
+def _by_keys(
+    connection: Connection, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[PaymentView, str]]:
+    wanted = set(keys)
+    rows = connection.execute(
+        SELECT_BY_KEYS,
+        {"payers": sorted({payer for payer, _ in keys}), "keys": sorted({k for _, k in keys})},
+    )
+    return {
+        (row.payer, row.idempotency_key): (view(row), row.fingerprint)
+        for row in rows
+        if (row.payer, row.idempotency_key) in wanted
+    }
 
 
 def decide(connection: Connection, decisions: Sequence[tuple[str, Decision]]) -> list[PaymentView]:
@@ -147,11 +192,11 @@ def decide(connection: Connection, decisions: Sequence[tuple[str, Decision]]) ->
     stored, changes = [], []
     for payment_id, decision in decisions:
         payment = current[payment_id]
-        if payment.state is PaymentState.PREPARING:
+        if payment.state is CoordinatorState.PREPARING:
             payment = dataclasses.replace(
                 payment,
                 state=decided_state(decision),
-                reason_code=decision.reason_code,
+                reason_code=decision.reason_code.value if decision.reason_code else "",
                 reason=decision.reason,
                 decided_now=True,
             )
@@ -173,18 +218,23 @@ def decide(connection: Connection, decisions: Sequence[tuple[str, Decision]]) ->
 
 def complete(connection: Connection, payment_ids: Sequence[str]) -> list[None]:
     """Marks decided payments finished once every bank acknowledged the decision."""
-    for decided in (PaymentState.COMMITTING, PaymentState.ABORTING):
+    for decided in (CoordinatorState.COMMITTING, CoordinatorState.ABORTING):
         connection.execute(COMPLETE[decided], {"ids": list(payment_ids), "at": now()})
     return [None] * len(payment_ids)
 
 
 # Statements are built once: building them per round costs more than running them.
+_INSERT_OR_NOTHING = {
+    name: dialect.insert(PAYMENTS)
+    .on_conflict_do_nothing(index_elements=["payer", "idempotency_key"])
+    .returning(PAYMENTS.c.id)
+    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
+}
 # Both columns, so the (payer, idempotency_key) unique index serves it.
 SELECT_BY_KEYS = select(*VIEW_COLUMNS, PAYMENTS.c.idempotency_key, PAYMENTS.c.fingerprint).where(
     PAYMENTS.c.payer.in_(bindparam("payers", expanding=True)),
     PAYMENTS.c.idempotency_key.in_(bindparam("keys", expanding=True)),
 )
-INSERT_PAYMENTS = insert(PAYMENTS)
 SELECT_FOR_DECISION = (
     select(*VIEW_COLUMNS)
     .where(PAYMENTS.c.id.in_(bindparam("ids", expanding=True)))
@@ -208,7 +258,7 @@ COMPLETE = {
         PAYMENTS.c.state == decided,
     )
     .values(state=finished_state(decided), completed_at=bindparam("at"))
-    for decided in (PaymentState.COMMITTING, PaymentState.ABORTING)
+    for decided in (CoordinatorState.COMMITTING, CoordinatorState.ABORTING)
 }
 
 
@@ -218,7 +268,7 @@ def get(session: Session, payment_ids: Sequence[str]) -> dict[str, PaymentView]:
 
 
 def in_state(
-    session: Session, states: Sequence[PaymentState], limit: int = 1000
+    session: Session, states: Sequence[CoordinatorState], limit: int = 1000
 ) -> list[PaymentView]:
     rows = session.scalars(
         select(Payment)
@@ -236,7 +286,7 @@ def forget_keys(session: Session, older_than: float) -> int:
         .where(
             Payment.idempotency_key.is_not(None),
             Payment.created_at < older_than,
-            Payment.state.in_([PaymentState.COMMITTED, PaymentState.ABORTED]),
+            Payment.state.in_([CoordinatorState.COMMITTED, CoordinatorState.ABORTED]),
         )
         .values(idempotency_key=None)
     )
@@ -246,10 +296,15 @@ def forget_keys(session: Session, older_than: float) -> int:
 def history(
     session: Session, bank: str, account: str, page_size: int, page_token: str
 ) -> tuple[list[PaymentView], str]:
-    """The account's payments, both directions, newest first; keyset-paginated."""
+    """The account's payments, newest first, keyset-paginated: every payment it made, and
+    the payments it received that committed."""
     mine = or_(
         and_(Payment.from_bank == bank, Payment.from_account == account),
-        and_(Payment.to_bank == bank, Payment.to_account == account),
+        and_(
+            Payment.to_bank == bank,
+            Payment.to_account == account,
+            Payment.state.in_(VISIBLE_TO_PAYEE),
+        ),
     )
     query = select(Payment).where(mine)
     if page_token:

@@ -1,5 +1,6 @@
-"""The per-payment 2PC rules, in plain Python: how votes become a decision, and what a
-payment's stored state means to the client. Nothing here knows about rounds or transports."""
+"""The per-payment 2PC rules, in plain Python: the legs a payment asks each bank to hold,
+how votes become a decision, and what a payment's stored state means to the client. Nothing
+here knows about rounds, databases or transports."""
 
 from __future__ import annotations
 
@@ -7,20 +8,13 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from server.gateway.models import PaymentState
-
-REASONS = {
-    "insufficient_funds": "insufficient funds",
-    "account_not_found": "the account does not exist",
-    "account_disabled": "the account is disabled",
-    "currency_mismatch": "the account holds another currency",
-    "timeout": "a bank did not vote within the timeout",
-    "bank_unavailable": "a bank could not be reached",
-    "aborted": "the payment was aborted",
-}
+from server.common.vocabulary import Leg, Reason, Side
+from server.gateway.models import CoordinatorState
 
 
 class Status(enum.Enum):
+    """A payment's status as the client sees it."""
+
     PENDING = "PENDING"
     COMMITTED = "COMMITTED"
     ABORTED = "ABORTED"
@@ -29,14 +23,14 @@ class Status(enum.Enum):
 @dataclass(frozen=True)
 class Vote:
     yes: bool
-    reason_code: str = ""
-    reason: str = ""
+    reason_code: Reason | None = None
+    reason: str = ""  # words a person can act on
 
 
 @dataclass(frozen=True)
 class Decision:
     commit: bool
-    reason_code: str = ""
+    reason_code: Reason | None = None
     reason: str = ""
 
 
@@ -44,35 +38,63 @@ class Decision:
 class Outcome:
     payment_id: str
     status: Status
-    reason_code: str = ""
+    reason_code: Reason | None = None
     reason: str = ""
     replayed: bool = False
+
+
+COMMIT = Decision(True)
+
+
+def no_vote(reason_code: Reason, reason: str = "") -> Vote:
+    return Vote(False, reason_code, reason or reason_code.sentence)
+
+
+def abort(reason_code: Reason, reason: str = "") -> Decision:
+    return Decision(False, reason_code, reason or reason_code.sentence)
+
+
+def legs_by_bank(
+    payment_id: str,
+    from_bank: str,
+    from_account: str,
+    to_bank: str,
+    to_account: str,
+    amount: int,
+    currency: str,
+) -> dict[str, tuple[Leg, ...]]:
+    """The payer's bank holds the debit and the payee's bank the credit; one bank with both
+    accounts gets both legs in one Prepare."""
+    debit = Leg(payment_id, Side.DEBIT, from_account, amount, currency)
+    credit = Leg(payment_id, Side.CREDIT, to_account, amount, currency)
+    if from_bank == to_bank:
+        return {from_bank: (debit, credit)}
+    return {from_bank: (debit,), to_bank: (credit,)}
 
 
 def decide(votes: Sequence[Vote]) -> Decision:
     """Commit only when every vote is yes; otherwise abort with the first no's reason."""
     for vote in votes:
         if not vote.yes:
-            code = vote.reason_code or "aborted"
-            return Decision(False, code, vote.reason or REASONS.get(code, code))
-    return Decision(True)
+            return abort(vote.reason_code or Reason.ABORTED, vote.reason)
+    return COMMIT
 
 
-def status_of(state: PaymentState) -> Status:
-    if state in (PaymentState.COMMITTING, PaymentState.COMMITTED):
+def status_of(state: CoordinatorState) -> Status:
+    if state in (CoordinatorState.COMMITTING, CoordinatorState.COMMITTED):
         return Status.COMMITTED
-    if state in (PaymentState.ABORTING, PaymentState.ABORTED):
+    if state in (CoordinatorState.ABORTING, CoordinatorState.ABORTED):
         return Status.ABORTED
     return Status.PENDING
 
 
-def decided_state(decision: Decision) -> PaymentState:
-    return PaymentState.COMMITTING if decision.commit else PaymentState.ABORTING
+def decided_state(decision: Decision) -> CoordinatorState:
+    return CoordinatorState.COMMITTING if decision.commit else CoordinatorState.ABORTING
 
 
-def finished_state(state: PaymentState) -> PaymentState:
+def finished_state(state: CoordinatorState) -> CoordinatorState:
     """The state once every bank has acknowledged the decision."""
     return {
-        PaymentState.COMMITTING: PaymentState.COMMITTED,
-        PaymentState.ABORTING: PaymentState.ABORTED,
+        CoordinatorState.COMMITTING: CoordinatorState.COMMITTED,
+        CoordinatorState.ABORTING: CoordinatorState.ABORTED,
     }.get(state, state)

@@ -5,10 +5,11 @@ from their token, never from the request."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 
 import grpc
 
-from protofiles.minipay.v1 import (
+from minipay.v1 import (
     admin_pb2,
     admin_pb2_grpc,
     bank_pb2,
@@ -18,26 +19,25 @@ from protofiles.minipay.v1 import (
 )
 from server.common import validation
 from server.common.db import Database
-from server.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from server.common.errors import FailedPrecondition, InvalidArgument, MinipayError, NotFound
 from server.common.identity import current_claims, current_principal
-from server.common.passwords import hash_password_async
+from server.common.vocabulary import Reason
 from server.gateway import identity, payment_log
-from server.gateway.banks import BankDirectory, call_metadata
+from server.gateway.banks import BankDirectory
 from server.gateway.coordinator import Coordinator
 from server.gateway.payment_log import PaymentOrder, PaymentView
 from server.gateway.payment_state import Outcome, Status, status_of
 
-BANK_TIMEOUT = 10.0
 _STATUS = {
     Status.PENDING: gateway_pb2.PAYMENT_STATUS_PENDING,
     Status.COMMITTED: gateway_pb2.PAYMENT_STATUS_COMMITTED,
     Status.ABORTED: gateway_pb2.PAYMENT_STATUS_ABORTED,
 }
 # Aborts caused by what the payer asked for are answered as errors; the rest are outcomes.
-_ABORT_ERRORS = {
-    "account_not_found": NotFound,
-    "account_disabled": FailedPrecondition,
-    "currency_mismatch": FailedPrecondition,
+_ABORT_ERRORS: dict[Reason, type[MinipayError]] = {
+    Reason.ACCOUNT_NOT_FOUND: NotFound,
+    Reason.ACCOUNT_DISABLED: FailedPrecondition,
+    Reason.CURRENCY_MISMATCH: FailedPrecondition,
 }
 
 
@@ -53,7 +53,11 @@ class AuthService(gateway_pb2_grpc.AuthServicer):  # type: ignore[misc]
         self, request: gateway_pb2.RegisterRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.RegisterResponse:
         saved = await self._identities.register(
-            request.username, request.password, request.bank, request.account
+            request.username,
+            request.password,
+            request.bank,
+            request.account,
+            current_principal().peer.thumbprint,
         )
         return gateway_pb2.RegisterResponse(
             username=saved.username,
@@ -87,11 +91,7 @@ class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
         self, request: gateway_pb2.GetBalanceRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.GetBalanceResponse:
         claims = current_claims()
-        info = await self._banks.get(claims.bank).accounts.GetAccount(
-            bank_pb2.GetAccountRequest(account=claims.account),
-            timeout=BANK_TIMEOUT,
-            metadata=call_metadata(),
-        )
+        info = await self._banks.get(claims.bank).account(claims.account)
         return gateway_pb2.GetBalanceResponse(
             account=common_pb2.AccountRef(bank=claims.bank, account=claims.account),
             balance=info.balance,
@@ -103,7 +103,7 @@ class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
     ) -> gateway_pb2.PayResponse:
         order = self._order(request)
         outcome = await self._coordinator.pay(order)
-        error = _ABORT_ERRORS.get(outcome.reason_code)
+        error = _ABORT_ERRORS.get(outcome.reason_code) if outcome.reason_code else None
         if outcome.status is Status.ABORTED and error is not None:
             raise error(f"payment {outcome.payment_id} aborted: {outcome.reason}")
         return _pay_response(outcome)
@@ -150,7 +150,7 @@ def _pay_response(outcome: Outcome) -> gateway_pb2.PayResponse:
         payment_id=outcome.payment_id,
         status=_STATUS[outcome.status],
         reason=outcome.reason,
-        reason_code=outcome.reason_code,
+        reason_code=outcome.reason_code.value if outcome.reason_code else "",
         replayed=outcome.replayed,
     )
 
@@ -168,7 +168,8 @@ def _history_entry(payment: PaymentView, bank: str, account: str) -> gateway_pb2
         counterparty=counterparty,
         amount=money(payment.amount, payment.currency),
         status=_STATUS[status_of(payment.state)],
-        reason=payment.reason,
+        # Why a payment failed is the payer's business alone.
+        reason=payment.reason if outgoing else "",
         created_at=int(payment.created_at),
     )
 
@@ -195,10 +196,9 @@ class CoordinatorService(gateway_pb2_grpc.CoordinatorServicer):  # type: ignore[
 
 
 class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
-    def __init__(self, db: Database, banks: BankDirectory, bcrypt_rounds: int) -> None:
-        self._db = db
+    def __init__(self, banks: BankDirectory, identities: identity.IdentityService) -> None:
         self._banks = banks
-        self._rounds = bcrypt_rounds
+        self._identities = identities
 
     async def ListBanks(
         self, request: admin_pb2.ListBanksRequest, context: grpc.aio.ServicerContext
@@ -218,15 +218,13 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
         role = validation.role(request.role or "customer")
         username = validation.username(request.username)
         if role == "admin":
-            password_hash = await hash_password_async(
-                validation.password(request.password), self._rounds
-            )
-            await self._db.transaction(lambda s: identity.create_admin(s, username, password_hash))
+            await self._identities.create_admin(username, request.password)
             return admin_pb2.CreateUserResponse(
                 user=admin_pb2.User(username=username, name=request.name, role="admin")
             )
         bank = self._banks.get(request.account.bank)
-        info = await bank.accounts.CreateCustomer(
+        await self._identities.check_customer_name_free(username)
+        info = await bank.create_customer(
             bank_pb2.CreateCustomerRequest(
                 username=username,
                 name=request.name,
@@ -234,9 +232,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
                 role=role,
                 account=request.account.account,
                 initial_balance=request.initial_balance,
-            ),
-            timeout=BANK_TIMEOUT,
-            metadata=call_metadata(),
+            )
         )
         return admin_pb2.CreateUserResponse(user=_user(bank.name, info))
 
@@ -244,19 +240,12 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
         self, request: admin_pb2.ListUsersRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.ListUsersResponse:
         banks = [self._banks.get(request.bank)] if request.bank else list(self._banks.all())
-        answers = await asyncio.gather(
-            *(
-                bank.accounts.ListCustomers(
-                    bank_pb2.ListCustomersRequest(), timeout=BANK_TIMEOUT, metadata=call_metadata()
-                )
-                for bank in banks
-            )
-        )
+        answers = await asyncio.gather(*(bank.list_customers() for bank in banks))
         return admin_pb2.ListUsersResponse(
             users=[
                 _user(bank.name, info)
-                for bank, answer in zip(banks, answers, strict=True)
-                for info in answer.customers
+                for bank, customers in zip(banks, answers, strict=True)
+                for info in customers
             ]
         )
 
@@ -264,13 +253,9 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
         self, request: admin_pb2.SetUserDisabledRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.SetUserDisabledResponse:
         bank = self._banks.get(request.bank)
-        info = await bank.accounts.SetCustomerDisabled(
-            bank_pb2.SetCustomerDisabledRequest(
-                username=request.username, disabled=request.disabled
-            ),
-            timeout=BANK_TIMEOUT,
-            metadata=call_metadata(),
-        )
+        info = await bank.set_customer_disabled(request.username, request.disabled)
+        # The bank refuses the user's payments; the gateway refuses their tokens, from now.
+        await self._identities.set_disabled(info.username, request.disabled)
         return admin_pb2.SetUserDisabledResponse(user=_user(bank.name, info))
 
     async def Deposit(
@@ -278,14 +263,12 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
     ) -> admin_pb2.DepositResponse:
         bank = self._banks.get(request.account.bank)
         key = validation.idempotency_key(request.idempotency_key)
-        info = await bank.accounts.Deposit(
-            bank_pb2.BankDepositRequest(
-                account=request.account.account,
-                amount=request.amount,
-                deposit_id=f"admin:{current_claims().subject}:{key}",
-            ),
-            timeout=BANK_TIMEOUT,
-            metadata=call_metadata(),
+        # One deposit per admin and key, in a bounded id the bank can store.
+        scope = f"{current_claims().subject}\n{key}".encode()
+        info = await bank.deposit(
+            request.account.account,
+            request.amount,
+            "admin-" + hashlib.sha256(scope).hexdigest()[:48],
         )
         return admin_pb2.DepositResponse(balance=info.balance)
 

@@ -1,12 +1,13 @@
 """Login tokens: signed JWTs (EdDSA, the gateway's own Ed25519 key) bound to the client
 certificate that logged in (RFC 8705 ``cnf`` with the certificate's SHA-256 thumbprint),
-and the set of revoked token ids."""
+checked against the revocations (logouts, disabled users) on every use."""
 
 from __future__ import annotations
 
 import os
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import jwt
@@ -15,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from server.common.errors import ConfigError, Unauthenticated
 from server.common.identity import Claims
+from server.gateway.revocations import Revocations
 
 ISSUER = "minipay-gateway"
 AUDIENCE = "minipay"
@@ -57,11 +59,18 @@ def load_or_create_key(path: Path) -> Ed25519PrivateKey:
 
 
 class TokenService:
-    def __init__(self, key: Ed25519PrivateKey, ttl_seconds: int) -> None:
+    def __init__(
+        self,
+        key: Ed25519PrivateKey,
+        ttl_seconds: int,
+        revocations: Revocations | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._clock = clock
         self._key = key
         self._public = key.public_key()
         self._ttl = ttl_seconds
-        self._revoked: dict[str, float] = {}  # jti -> when it would have expired
+        self._revocations = revocations
         # Signature checks are the costly part of every call: a token checked once is
         # remembered (with the certificate it is bound to) until it expires.
         self._verified: dict[str, tuple[Claims, str]] = {}
@@ -69,14 +78,16 @@ class TokenService:
     def issue(
         self, *, subject: str, role: str, bank: str, account: str, thumbprint: str
     ) -> tuple[str, Claims]:
-        issued = int(time.time())
+        # To the millisecond: a session cut by an admin must not cover a login a moment later.
+        issued = round(self._clock(), 3)
         claims = Claims(
             subject=subject,
             role=role,
             bank=bank,
             account=account,
             jti=uuid.uuid4().hex,
-            expires_at=issued + self._ttl,
+            issued_at=issued,
+            expires_at=int(issued) + self._ttl,
         )
         token = jwt.encode(
             {
@@ -99,16 +110,16 @@ class TokenService:
     def verify(self, token: str, thumbprint: str) -> Claims:
         """The claims of a valid token presented with the certificate it is bound to."""
         cached = self._verified.get(token)
-        if cached is not None:
-            claims, bound_to = cached
-            if bound_to == thumbprint and claims.expires_at > time.time():
-                if claims.jti in self._revoked:
-                    raise Unauthenticated("the login token was revoked: log in again")
-                return claims
-        claims = self._decode(token, thumbprint)
-        if len(self._verified) >= VERIFIED_CACHE_SIZE:
-            self._verified.clear()
-        self._verified[token] = (claims, thumbprint)
+        if cached is not None and cached[1] == thumbprint and cached[0].expires_at > self._clock():
+            claims = cached[0]
+        else:
+            claims = self._decode(token, thumbprint)
+            if len(self._verified) >= VERIFIED_CACHE_SIZE:
+                self._verified.clear()
+            self._verified[token] = (claims, thumbprint)
+        refusal = self._revocations.refusal(claims) if self._revocations else None
+        if refusal is not None:
+            raise Unauthenticated(refusal)
         return claims
 
     def _decode(self, token: str, thumbprint: str) -> Claims:
@@ -119,29 +130,27 @@ class TokenService:
                 algorithms=[ALGORITHM],
                 audience=AUDIENCE,
                 issuer=ISSUER,
-                options={"require": ["exp", "iat", "jti", "sub", "iss", "aud"]},
+                # Expiry is checked below against this service's clock.
+                options={
+                    "require": ["exp", "iat", "jti", "sub", "iss", "aud"],
+                    "verify_exp": False,
+                    "verify_iat": False,
+                },
             )
-        except jwt.ExpiredSignatureError:
-            raise Unauthenticated("the login token has expired: log in again") from None
         except jwt.InvalidTokenError:
             raise Unauthenticated("the login token is not valid: log in again") from None
+        if not isinstance(payload["iat"], int | float) or not isinstance(payload["exp"], int):
+            raise Unauthenticated("the login token is not valid: log in again")
+        if payload["exp"] <= self._clock():
+            raise Unauthenticated("the login token has expired: log in again")
         if (payload.get("cnf") or {}).get("x5t#S256") != thumbprint:
             raise Unauthenticated("the login token belongs to another client certificate")
-        if payload["jti"] in self._revoked:
-            raise Unauthenticated("the login token was revoked: log in again")
         return Claims(
             subject=str(payload["sub"]),
             role=str(payload.get("role", "")),
             bank=str(payload.get("bank", "")),
             account=str(payload.get("account", "")),
             jti=str(payload["jti"]),
+            issued_at=float(payload["iat"]),
             expires_at=int(payload["exp"]),
         )
-
-    def revoked(self, jti: str, expires_at: float) -> None:
-        self._revoked[jti] = expires_at
-
-    def forget_expired(self) -> None:
-        cutoff = time.time()
-        for jti in [jti for jti, expires in self._revoked.items() if expires < cutoff]:
-            del self._revoked[jti]

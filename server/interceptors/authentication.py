@@ -12,7 +12,7 @@ from server.common.errors import MinipayError, PermissionDenied, Unauthenticated
 from server.common.identity import GATEWAY_CN, TOKEN_ROLES, Caller, Claims, Principal, set_principal
 from server.common.tls import peer_identity
 from server.interceptors.authorization import allowed_callers
-from server.interceptors.handlers import Behavior, metadata_value, wrap_unary
+from server.interceptors.handlers import Behavior, WrappedHandlers, metadata_value, wrap_unary
 
 
 class TokenVerifier(Protocol):
@@ -42,6 +42,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._bank_names = frozenset(bank_names)
         self._verifier = verifier
         self._no_rule = _refusal(PermissionDenied("this method is not open to any caller"))
+        self._handlers = WrappedHandlers(self._checked)
 
     async def intercept_service(
         self,
@@ -49,10 +50,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        method = details.method
-        allowed = allowed_callers(method)
         if handler is None:
             return None
+        return self._handlers.get(details.method, handler)
+
+    def _checked(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        allowed = allowed_callers(method)
         if not allowed:
             return self._no_rule
         if handler.unary_unary is None:

@@ -1,5 +1,9 @@
 """Wrapping a gRPC method handler's behaviour, the way every interceptor here needs to: the
-servicer context (peer certificate, metadata) is only available inside the call."""
+servicer context (peer certificate, metadata) is only available inside the call.
+
+Registered handlers never change while a server runs, so each interceptor wraps a method's
+handler once and reuses it for every call (``WrappedHandlers``).
+"""
 
 from __future__ import annotations
 
@@ -26,6 +30,22 @@ def wrap_unary(handler: grpc.RpcMethodHandler, wrapper: Wrapper) -> grpc.RpcMeth
         request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,
     )
+
+
+class WrappedHandlers:
+    """Each method's handler, wrapped once by ``make`` on first use."""
+
+    def __init__(self, make: Callable[[str, grpc.RpcMethodHandler], grpc.RpcMethodHandler]) -> None:
+        self._make = make
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def get(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._make(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
 
 def metadata_value(context: grpc.aio.ServicerContext, key: str) -> str:

@@ -1,6 +1,6 @@
 """Logging interceptor: one structured record per call (who, what, how it ended, how long),
-and the one place where domain errors become gRPC status codes. An unexpected exception
-becomes INTERNAL with a reference id; its traceback goes to the log only."""
+and the edge where domain errors become gRPC statuses (``status.status_of``). An unexpected
+exception becomes INTERNAL with a reference id; its traceback goes to the log only."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ from typing import Any
 import grpc
 from google.protobuf.json_format import MessageToDict
 
-from server.common.errors import MinipayError, from_downstream
+from server.common.errors import MinipayError
 from server.common.identity import peek_principal
 from server.common.logs import REQUEST_ID, describe_request
 from server.common.metrics import CALL_SECONDS, CALLS, RETRIES
 from server.common.tls import peer_identity
-from server.interceptors.handlers import Behavior, metadata_value, wrap_unary
+from server.interceptors.handlers import Behavior, WrappedHandlers, metadata_value, wrap_unary
+from server.interceptors.status import status_of
 
 log = logging.getLogger("minipay.calls")
 
@@ -27,6 +28,7 @@ log = logging.getLogger("minipay.calls")
 class LoggingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, component: str) -> None:
         self._component = component
+        self._handlers = WrappedHandlers(self._logged)
 
     async def intercept_service(
         self,
@@ -34,8 +36,11 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        method = details.method
+        if handler is None:
+            return None
+        return self._handlers.get(details.method, handler)
 
+    def _logged(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         async def logged(inner: Behavior, request: Any, context: grpc.aio.ServicerContext) -> Any:
             request_id = metadata_value(context, "x-request-id") or uuid.uuid4().hex
             REQUEST_ID.set(request_id)
@@ -70,9 +75,8 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             except asyncio.CancelledError:  # the caller gave up, or its deadline passed
                 code = grpc.StatusCode.CANCELLED
                 raise
-            except (MinipayError, grpc.aio.AioRpcError) as caught:
-                error = caught if isinstance(caught, MinipayError) else from_downstream(caught)
-                code, message = error.code, error.message
+            except MinipayError as error:
+                code, message = status_of(error), error.message
                 await context.abort(code, message)
             except Exception:  # the last line of defence: the caller gets no details
                 reference = uuid.uuid4().hex[:12]

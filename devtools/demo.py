@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from server.cluster import Cluster
+from devtools.cluster import Cluster, every_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,6 +72,7 @@ def run_step(
     cluster: Cluster, who: str, command: str, password: str | None, homes: Path
 ) -> tuple[int, str]:
     cert = "admin" if who == "admin" else "client-1"
+    # The command lines' own variables (see ``client/cli.py``), not server settings.
     env = {
         **os.environ,
         "MINIPAY_GATEWAY": cluster.gateway_address,
@@ -93,7 +94,7 @@ def run_step(
 
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="minipay-demo-") as folder:
-        cluster = Cluster(Path(folder), env={"MINIPAY_LOG_FORMAT": "json"})
+        cluster = Cluster(Path(folder), env=every_process(log_format="json"))
         print("== starting three banks and the gateway (mutual TLS, SQLite, 2PC)")
         try:
             cluster.start()

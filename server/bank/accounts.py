@@ -1,5 +1,6 @@
-"""A bank's account rules: opening customers and accounts, deposits, balances, and looking up
-credentials. Plain functions over a SQLAlchemy session; the caller owns the transaction."""
+"""A bank's customers and accounts: opening them, deposits (each one a ledger entry),
+balances and disabling. Plain functions over a SQLAlchemy session; the caller owns the
+transaction. The ledger entries of payments are written by ``participant`` on commit."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from server.bank.models import Account, Customer, LedgerEntry
 from server.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from server.common.validation import MAX_BALANCE
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,8 @@ def deposit(session: Session, number: str, amount: int, currency: str, deposit_i
         if already.account_number != number or already.amount != amount:
             raise FailedPrecondition("this deposit id was already used for another deposit")
         return account
+    if account.balance + account.incoming + amount > MAX_BALANCE:
+        raise FailedPrecondition(f"account {number!r} cannot hold more money")
     account.balance += amount
     session.add(
         LedgerEntry(

@@ -1,0 +1,473 @@
+"""Starting a whole cluster (banks and the gateway) as real processes on loopback: what
+``make up`` and ``make demo`` run, and what the tests and the benchmark start.
+
+Each process is the real entry point (``python -m server.bank`` / ``python -m server.gateway``)
+with its own database and log file in the data folder; readiness is the standard health check.
+``python -m devtools.cluster`` (``make up``) keeps one running in the foreground: it restarts
+a process that dies, and stops everything on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from server.common.errors import ConfigError
+from server.common.settings import (
+    DEV_CERTS,
+    BankSettings,
+    GatewaySettings,
+    ProcessSettings,
+    environment,
+    from_namespace,
+    parse_bank_map,
+    variable,
+)
+from server.common.tls import TlsFiles, channel_credentials
+
+GATEWAY = "gateway"
+DEFAULT_BANK_NAMES = ("alpha", "beta", "gamma")
+ROOT = Path(__file__).resolve().parents[1]
+LOOPBACK = "127.0.0.1"
+_DEFAULT_PORTS = {
+    GATEWAY: int(GatewaySettings().listen.rpartition(":")[2]),
+    **{bank: int(a.rpartition(":")[2]) for bank, a in parse_bank_map(BankSettings().banks).items()},
+}
+DEFAULT_GATEWAY_PORT = _DEFAULT_PORTS[GATEWAY]
+DEFAULT_BANK_PORT = _DEFAULT_PORTS[DEFAULT_BANK_NAMES[0]]
+# What every settings variable starts with (server/common/settings.py makes the names).
+SETTINGS_PREFIX = "MINIPAY_"
+
+
+# -- ports -----------------------------------------------------------------------------------
+
+
+def _listen_like_a_server(port: int, host: str = LOOPBACK) -> socket.socket:
+    """A socket listening on HOST:PORT, bound the way the servers' gRPC sockets are.
+
+    gRPC sets SO_REUSEADDR on listening sockets (and the servers turn SO_REUSEPORT off), so
+    a connection left in TIME_WAIT does not stop a server, while a socket another process
+    listens on does. Binding the same way, then listening, sees exactly that.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen()
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def port_in_use(port: int, host: str = LOOPBACK) -> bool:
+    """Whether a server could not listen on HOST:PORT now (another process listens on it)."""
+    try:
+        _listen_like_a_server(port, host).close()
+    except (OSError, OverflowError):  # OverflowError: not a port number at all
+        return True
+    return False
+
+
+def free_port() -> int:
+    """A loopback port that a server can listen on (by the same test as ``port_in_use``)."""
+    with _listen_like_a_server(0) as sock:
+        return int(sock.getsockname()[1])
+
+
+def every_process(**values: Any) -> dict[str, str]:
+    """The variables that give both the gateway and the banks these (shared) settings."""
+    return {**environment(GatewaySettings, **values), **environment(BankSettings, **values)}
+
+
+# -- the cluster -----------------------------------------------------------------------------
+
+
+@dataclass
+class Cluster:
+    data_dir: Path
+    bank_names: Sequence[str] = DEFAULT_BANK_NAMES
+    ports: dict[str, int] = field(default_factory=dict)  # missing: a free port
+    database_urls: dict[str, str] = field(default_factory=dict)  # missing: SQLite in data_dir
+    env: dict[str, str] = field(default_factory=dict)  # MINIPAY_* for every process
+    certs: Path = DEV_CERTS
+    metrics_ports: dict[str, int] = field(default_factory=dict)  # Prometheus, per process
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        for name in [GATEWAY, *self.bank_names]:
+            self.ports.setdefault(name, free_port())
+
+    @property
+    def names(self) -> list[str]:
+        return [*self.bank_names, GATEWAY]
+
+    def address(self, name: str) -> str:
+        return f"{LOOPBACK}:{self.ports[name]}"
+
+    @property
+    def gateway_address(self) -> str:
+        return self.address(GATEWAY)
+
+    @property
+    def banks_setting(self) -> str:
+        return ",".join(f"{bank}={self.address(bank)}" for bank in self.bank_names)
+
+    def settings_class(self, name: str) -> type[GatewaySettings] | type[BankSettings]:
+        return GatewaySettings if name == GATEWAY else BankSettings
+
+    def command(self, name: str) -> list[str]:
+        if name == GATEWAY:
+            return [sys.executable, "-m", "server.gateway"]
+        return [sys.executable, "-m", "server.bank", "--name", name]
+
+    def fixed_environment(self, name: str, faults: str = "") -> dict[str, str]:
+        """The settings the cluster always gives process NAME, whatever ``env`` says."""
+        kind = self.settings_class(name)
+        cert = GATEWAY if name == GATEWAY else name
+        env = environment(
+            kind,
+            data_dir=self.data_dir,
+            banks=self.banks_setting,
+            ca=self.certs / "ca.pem",
+            cert=self.certs / f"{cert}.pem",
+            key=self.certs / f"{cert}-key.pem",
+            faults=faults,
+        )
+        if name == GATEWAY:
+            env.update(environment(GatewaySettings, listen=self.gateway_address))
+        else:
+            env.update(environment(BankSettings, gateway=self.gateway_address))
+        if name in self.metrics_ports:
+            env.update(environment(kind, metrics_port=self.metrics_ports[name]))
+        if name in self.database_urls:
+            env.update(environment(kind, database_url=self.database_urls[name]))
+        return env
+
+    def environment(self, name: str, faults: str = "") -> dict[str, str]:
+        """The whole environment of process NAME: this one's without its settings variables,
+        then ``env``, then the cluster's own settings."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(SETTINGS_PREFIX)}
+        # Standard error goes to NAME.out beside the full log file: warnings are enough.
+        env.update(environment(self.settings_class(name), stderr_log_level="WARNING"))
+        env.update(self.env)
+        env.update(self.fixed_environment(name, faults))
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def settings(self, name: str) -> ProcessSettings:
+        """The settings process NAME starts with (flags aside), read from its environment."""
+        return from_namespace(self.settings_class(name), env=self.environment(name))
+
+    def log_path(self, name: str) -> Path:
+        """The process's standard output and error (warnings, and start-up errors)."""
+        return self.data_dir / f"{name}.out"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    def log_file(self, name: str) -> Path:
+        """The process's full structured log."""
+        component = GATEWAY if name == GATEWAY else f"bank-{name}"
+        return self.log_dir / f"{component}.log"
+
+    def start_process(self, name: str, faults: str = "") -> None:
+        with self.log_path(name).open("ab") as out:
+            self.processes[name] = subprocess.Popen(
+                self.command(name),
+                env=self.environment(name, faults),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
+
+    def start(self, faults: dict[str, str] | None = None, timeout: float = 60.0) -> None:
+        for name in self.names:
+            self.start_process(name, (faults or {}).get(name, ""))
+        for name in self.names:
+            self.wait_ready(name, timeout)
+
+    def _health_channel(self, name: str) -> grpc.Channel:
+        files = TlsFiles(
+            self.certs / "ca.pem", self.certs / "gateway.pem", self.certs / "gateway-key.pem"
+        )
+        return grpc.secure_channel(self.address(name), channel_credentials(files))
+
+    def healthy(self, name: str, timeout: float = 1.0) -> bool:
+        """One health check of process NAME: does it answer SERVING now?"""
+        with self._health_channel(name) as channel:
+            try:
+                answer = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=timeout
+                )
+            except grpc.RpcError:
+                return False
+        return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
+
+    def wait_ready(self, name: str, timeout: float = 60.0) -> None:
+        """Waits until the process answers its health check; fails if it exits."""
+        deadline = time.monotonic() + timeout
+        with self._health_channel(name) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                process = self.processes.get(name)
+                if process is not None and process.poll() is not None:
+                    raise RuntimeError(
+                        f"{name} exited with {process.returncode}: {self.tail(name)}"
+                    )
+                try:
+                    answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    time.sleep(0.1)
+        raise TimeoutError(f"{name} did not become healthy: {self.tail(name)}")
+
+    def tail(self, name: str, lines: int = 5) -> str:
+        try:
+            return " | ".join(self.log_path(name).read_text().splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def kill(self, name: str) -> None:
+        """kill -9: no clean-up, exactly like a crash."""
+        process = self.processes.pop(name, None)
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
+    def restart(self, name: str, faults: str = "", timeout: float = 60.0) -> None:
+        self.kill(name)
+        self.start_process(name, faults)
+        self.wait_ready(name, timeout)
+
+    def wait_exit(self, name: str, timeout: float = 30.0) -> int:
+        """Waits for a process that is expected to die (e.g. at a crash point)."""
+        process = self.processes[name]
+        code = process.wait(timeout)
+        del self.processes[name]
+        return code
+
+    def stop(self) -> None:
+        """SIGTERM for a clean stop; whatever is still running after a while is killed."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for process in self.processes.values():
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes.clear()
+
+
+# -- the launcher (``make up``) --------------------------------------------------------------
+
+FIRST_BACKOFF = 0.5  # seconds before restarting a process that died
+MAX_BACKOFF = 5.0  # the most it waits, after repeated quick deaths
+QUICK_DEATH = 10.0  # a process that dies sooner than this after its start died quickly
+POLL = 0.2
+
+
+def backoff(quick_deaths: int) -> float:
+    """Seconds to wait before a restart, after this many quick deaths in a row."""
+    return min(MAX_BACKOFF, FIRST_BACKOFF * 2.0**quick_deaths)
+
+
+def exit_reason(code: int) -> str:
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
+
+
+class EventLog:
+    """The launcher's events: one line each, on standard output (or error for warnings) and
+    in DATA/logs/cluster.log with the time."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._file: TextIO = path.open("a", encoding="utf-8", buffering=1)
+
+    def __call__(self, message: str) -> None:
+        """An event: on standard output with the time of day."""
+        moment = self._write(message)
+        print(f"{moment:%H:%M:%S} {message}", flush=True)
+
+    def problem(self, message: str) -> None:
+        """An ``error:`` or ``warning:`` line: on standard error as it is."""
+        self._write(message)
+        print(message, file=sys.stderr, flush=True)
+
+    def _write(self, message: str) -> datetime:
+        moment = datetime.now(UTC)
+        stamp = f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"  # as the servers
+        self._file.write(f"{stamp} {message}\n")
+        return moment
+
+    def close(self) -> None:
+        self._file.close()
+
+
+@dataclass
+class Watched:
+    """What the launcher knows about one process it keeps running."""
+
+    started: float
+    quick_deaths: int = 0
+    restart_at: float | None = None  # set while waiting to restart it
+    ready: bool = True
+
+
+def supervise(cluster: Cluster, events: EventLog, stopping: Callable[[], bool]) -> None:
+    """Restarts every process that dies (after a backoff) until ``stopping()``."""
+    watched = {name: Watched(time.monotonic()) for name in cluster.names}
+    while not stopping():
+        now = time.monotonic()
+        for name, state in watched.items():
+            if stopping():
+                return
+            process = cluster.processes[name]
+            if state.restart_at is None and process.poll() is not None:
+                lived = now - state.started
+                state.quick_deaths = state.quick_deaths + 1 if lived < QUICK_DEATH else 0
+                delay = backoff(state.quick_deaths)
+                state.restart_at = now + delay
+                events(
+                    f"{name} (pid {process.pid}) exited with {exit_reason(process.returncode)} "
+                    f"after {lived:.1f} s; restarting it in {delay:g} s"
+                )
+            elif state.restart_at is not None and now >= state.restart_at:
+                cluster.start_process(name)
+                watched[name] = Watched(now, state.quick_deaths, ready=False)
+                events(f"{name} restarted: pid {cluster.processes[name].pid}")
+            elif not state.ready and process.poll() is None and cluster.healthy(name, POLL):
+                state.ready = True
+                events(f"{name} (pid {process.pid}) is serving again")
+        time.sleep(POLL)
+
+
+def launcher_environment(
+    environ: Mapping[str, str], banks: Sequence[str]
+) -> tuple[dict[str, str], dict[str, int], list[str]]:
+    """The user's settings variables for every process, the banks' metrics ports (one each,
+    counting up from the banks' metrics variable), and warnings about the variables that
+    cannot go to three banks at once."""
+    env = {k: v for k, v in environ.items() if k.startswith(SETTINGS_PREFIX)}
+    warnings = []
+    metrics_ports: dict[str, int] = {}
+    bank_metrics = variable(BankSettings, "metrics_port")
+    if bank_metrics in env:
+        raw = env.pop(bank_metrics)
+        try:
+            first = int(raw or 0)
+        except ValueError:
+            raise ConfigError(f"{bank_metrics} {raw!r}: expected a whole number") from None
+        if first:  # one port each, counting up
+            metrics_ports = {bank: first + i for i, bank in enumerate(banks)}
+    for name in ("name", "listen", "database_url"):
+        key = variable(BankSettings, name)
+        if key in env:
+            del env[key]
+            warnings.append(f"{key} is not passed on: every bank needs its own")
+    return env, metrics_ports, warnings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m devtools.cluster",
+        description="Run three banks and the gateway on loopback until Ctrl-C or SIGTERM, "
+        "restarting any that dies. Every settings variable in the environment is passed on to "
+        "the processes, except those the cluster sets for each one (data folder, addresses, "
+        "certificates).",
+    )
+    parser.add_argument("--data-dir", type=Path, default=Path("data"))
+    parser.add_argument("--gateway-port", type=int, default=DEFAULT_GATEWAY_PORT)
+    parser.add_argument(
+        "--bank-port", type=int, default=DEFAULT_BANK_PORT, help="first bank's port; then +1"
+    )
+    parser.add_argument(
+        "--certs",
+        type=Path,
+        default=DEV_CERTS,
+        help="folder with ca.pem and NAME.pem, NAME-key.pem for the gateway and each bank "
+        "(default: %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    ports = {GATEWAY: args.gateway_port}
+    ports.update({bank: args.bank_port + i for i, bank in enumerate(DEFAULT_BANK_NAMES)})
+    for name, port in ports.items():
+        if port_in_use(port):
+            print(f"error: port {port} for {name} is in use", file=sys.stderr)
+            return 2
+    try:
+        env, metrics_ports, warnings = launcher_environment(os.environ, DEFAULT_BANK_NAMES)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    cluster = Cluster(
+        args.data_dir, ports=ports, env=env, certs=args.certs, metrics_ports=metrics_ports
+    )
+    fixed = {key for name in cluster.names for key in cluster.fixed_environment(name)}
+    warnings += [
+        f"{key} is not passed on: the launcher sets it for each process"
+        for key in sorted(env.keys() & fixed)
+    ]
+    stop_requested = ""  # the signal's name, once one came
+
+    def request_stop(signum: int, _frame: object) -> None:
+        nonlocal stop_requested
+        stop_requested = signal.Signals(signum).name
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    with contextlib.closing(EventLog(cluster.log_dir / "cluster.log")) as events:
+        for warning in warnings:
+            events.problem(f"warning: {warning}")
+        try:
+            try:
+                cluster.start()
+            except (RuntimeError, TimeoutError, ConfigError) as error:
+                if stop_requested:  # interrupted while starting: the processes got it too
+                    return 0
+                events.problem(f"error: {error}")
+                return 1
+            for name in cluster.names:
+                port = cluster.settings(name).metrics_port
+                metrics = f"  metrics {LOOPBACK}:{port}" if port else ""
+                events(
+                    f"{name:<8} {cluster.address(name)}  pid {cluster.processes[name].pid:<7} "
+                    f"log {cluster.log_file(name)}{metrics}"
+                )
+            events("cluster up; a process that dies is restarted; Ctrl-C stops everything")
+            supervise(cluster, events, lambda: bool(stop_requested))
+            events(f"{stop_requested}: stopping every process")
+        finally:
+            cluster.stop()
+            events("cluster stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

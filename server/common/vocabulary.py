@@ -1,0 +1,64 @@
+"""The words both sides of two-phase commit share: a payment's legs (what a bank is asked
+to hold), and the reasons a payment is refused or aborted, used alike by the banks' votes, the
+coordinator's decisions, the API's ``reason_code``, the logs and the metrics.
+
+A debit leg that a bank voted yes on is a *hold*: those funds are no longer available until
+the decision *commits* it (a ledger entry) or *aborts* it (released)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Side(enum.StrEnum):
+    DEBIT = "debit"
+    CREDIT = "credit"
+
+
+@dataclass(frozen=True)
+class Leg:
+    """What one bank is asked to hold for a payment: a debit or a credit of one account."""
+
+    payment_id: str
+    side: Side
+    account: str
+    amount: int  # minor units
+    currency: str
+
+
+class Reason(enum.StrEnum):
+    """A reason code; the value is what travels on the wire and in the logs."""
+
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    ACCOUNT_NOT_FOUND = "account_not_found"
+    ACCOUNT_DISABLED = "account_disabled"
+    CURRENCY_MISMATCH = "currency_mismatch"
+    BALANCE_LIMIT = "balance_limit"
+    TIMEOUT = "timeout"
+    BANK_UNAVAILABLE = "bank_unavailable"
+    ABORTED = "aborted"
+
+    @property
+    def sentence(self) -> str:
+        return _SENTENCES[self]
+
+    @classmethod
+    def parse(cls, code: str) -> Reason:
+        """The reason for a code from a peer; an unknown code is a plain abort."""
+        try:
+            return cls(code)
+        except ValueError:
+            return cls.ABORTED
+
+
+_SENTENCES = {
+    Reason.INSUFFICIENT_FUNDS: "insufficient funds",
+    Reason.ACCOUNT_NOT_FOUND: "the account does not exist",
+    Reason.ACCOUNT_DISABLED: "the account is disabled",
+    Reason.CURRENCY_MISMATCH: "the account holds another currency",
+    Reason.BALANCE_LIMIT: "the payee's balance would exceed the largest amount an account holds",
+    Reason.TIMEOUT: "a bank did not vote within the timeout",
+    Reason.BANK_UNAVAILABLE: "a bank could not be reached",
+    Reason.ABORTED: "the payment was aborted",
+}

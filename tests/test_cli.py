@@ -1,0 +1,600 @@
+"""The command lines as a user meets them, with no cluster: nothing of the servers' code is
+loaded, Ctrl-C and Ctrl-D at a real terminal's password prompt end the command at once, a
+gateway that is down is one line, every flag has help, whoami and logout work logged out,
+every amount goes through ``minipay.money``, and no expected error is a traceback.
+
+(The end-to-end run against a real cluster is ``test_command_lines_end_to_end`` in
+``test_identity.py``.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import inspect
+import json
+import os
+import pty
+import select
+import socket
+import subprocess
+import sys
+import termios
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from admin.__main__ import build_parser as admin_parser
+from client.__main__ import build_parser as client_parser
+from client.api import GatewayClient
+from client.cli import HelpFormatter, money_fields
+from client.logs import describe_request
+from minipay.v1 import admin_pb2, common_pb2, gateway_pb2
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PROMPT_TIMEOUT = 20.0  # interpreter start-up and imports, on a busy machine
+EXIT_TIMEOUT = 3.0  # from the key press to the exit
+AN_HOUR = 3600
+
+
+def free_port() -> int:
+    """A loopback port where nothing listens (the gateway is "down")."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Cli:
+    """Runs ``python -m client`` or ``python -m admin`` with a home of its own, a gateway
+    address where nothing listens, and one quick attempt per call."""
+
+    home: Path
+    certs: Path
+    gateway: str
+    extra: dict[str, str] = field(default_factory=dict)  # environment overrides
+
+    def env(self, tool: str) -> dict[str, str]:
+        cert = "admin" if tool == "admin" else "client-1"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MINIPAY_")}
+        env.update(
+            MINIPAY_HOME=str(self.home),
+            MINIPAY_GATEWAY=self.gateway,
+            MINIPAY_CA=str(self.certs / "ca.pem"),
+            MINIPAY_CERT=str(self.certs / f"{cert}.pem"),
+            MINIPAY_KEY=str(self.certs / f"{cert}-key.pem"),
+            MINIPAY_ATTEMPTS="2",
+            MINIPAY_TIMEOUT="5",
+        )
+        env.update(self.extra)
+        return env
+
+    def run(self, tool: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", tool, *args],
+            input=stdin,
+            env=self.env(tool),
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert "Traceback" not in result.stdout + result.stderr, result.stderr
+        return result
+
+    def ok(self, tool: str, *args: str, stdin: str = "") -> str:
+        result = self.run(tool, *args, stdin=stdin)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    def fails(
+        self, tool: str, *args: str, stdin: str = "", exit_code: int = 2
+    ) -> subprocess.CompletedProcess[str]:
+        """Asserts the exit code and exactly one line on standard error, "error: ..."."""
+        result = self.run(tool, *args, stdin=stdin)
+        assert result.returncode == exit_code, (result.returncode, result.stderr)
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+        return result
+
+    def save_session(self, tool: str, expires_in: int, username: str = "alice") -> Path:
+        path = self.home / ("admin-session.json" if tool == "admin" else "session.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        role = "admin" if tool == "admin" else "customer"
+        expires_at = int(time.time()) + expires_in
+        path.write_text(
+            json.dumps(
+                {"token": "t0ken", "username": username, "role": role, "expires_at": expires_at}
+            )
+        )
+        return path
+
+
+@pytest.fixture
+def cli(tmp_path: Path, certs: Path) -> Cli:
+    return Cli(tmp_path / "home", certs, f"127.0.0.1:{free_port()}")
+
+
+# -- 1. the client and admin load nothing of the servers' code ----------------------------------
+
+NO_SERVER_SCRIPT = r"""
+import json, runpy, sys
+
+attempted = []
+
+class Spy:
+    # Notes every attempt to import the servers' package, even one that fails or is caught.
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name == "server" or name.startswith("server."):
+            attempted.append(name)
+        return None
+
+sys.meta_path.insert(0, Spy)
+import client.api, client.cli, client.logs, client.__main__, admin.__main__
+
+for argv in (
+    ["client", "--help"], ["admin", "--help"], ["client", "pay", "--help"],
+    ["client", "whoami"], ["admin", "whoami"], ["client", "logout"], ["client", "balance"],
+    ["client", "pay", "--to-bank", "b", "--to-account", "a", "--amount", "1e2"],
+    ["admin", "create-user", "--username", "z", "--name", "Z", "--balance", "x"],
+):
+    sys.argv = argv
+    try:
+        runpy.run_module(argv[0], run_name="__main__", alter_sys=True)
+    except SystemExit:
+        pass
+loaded = sorted(m for m in sys.modules if m == "server" or m.startswith("server."))
+print("RESULT " + json.dumps({"loaded": loaded, "attempted": attempted}))
+"""
+
+
+def test_no_server_module_is_loaded(cli: Cli) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", NO_SERVER_SCRIPT],
+        env=cli.env("client"),
+        cwd=REPO_ROOT,  # where ``server`` could be imported: it must not be
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    outcome = json.loads(line.removeprefix("RESULT "))
+    assert outcome == {"loaded": [], "attempted": []}
+    assert "usage: python -m client" in result.stdout  # the commands did run
+
+
+@pytest.mark.parametrize("tool", ["client", "admin"])
+def test_help_runs_without_server_code(cli: Cli, tool: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", tool, "--help"],
+        env=cli.env(tool),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()]
+    assert "client.cli" in imported  # the measurement itself works
+    assert not [m for m in imported if m == "server" or m.startswith("server.")]
+
+
+# -- 2. the password prompt, at a real terminal -------------------------------------------------
+
+
+def _take_the_terminal() -> None:
+    """In the child, before exec: its new session's controlling terminal is the pty, so
+    getpass reads /dev/tty, and Ctrl-C at the pty is SIGINT to the child."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+@dataclass
+class Terminal:
+    process: subprocess.Popen[bytes]
+    master: int
+    seen: bytes = b""
+
+    def read_until(self, text: str, timeout: float = PROMPT_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while text.encode() not in self.seen:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"no {text!r} on the terminal; saw {self.seen!r}"
+            ready, _, _ = select.select([self.master], [], [], remaining)
+            if ready:
+                try:
+                    chunk = os.read(self.master, 4096)
+                except OSError:  # EIO: the child closed the terminal
+                    chunk = b""
+                assert chunk, f"the terminal closed before {text!r}; saw {self.seen!r}"
+                self.seen += chunk
+
+    def type(self, keys: str) -> None:
+        os.write(self.master, keys.encode())
+
+    def finish(self, timeout: float = EXIT_TIMEOUT) -> tuple[int, str]:
+        """The exit code, within TIMEOUT, and standard error."""
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            pytest.fail(f"still running {timeout} s after the key; terminal: {self.seen!r}")
+        assert self.process.stderr is not None
+        stderr = self.process.stderr.read().decode()
+        while True:  # what is left on the terminal, for the traceback check
+            ready, _, _ = select.select([self.master], [], [], 0)
+            try:
+                chunk = os.read(self.master, 4096) if ready else b""
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            self.seen += chunk
+        return code, stderr
+
+
+@pytest.fixture
+def terminal(cli: Cli) -> Iterator[Any]:
+    opened: list[Terminal] = []
+
+    def spawn(tool: str, *args: str) -> Terminal:
+        master, slave = pty.openpty()
+        process = subprocess.Popen(
+            [sys.executable, "-m", tool, *args],
+            stdin=slave,
+            stdout=slave,
+            stderr=subprocess.PIPE,
+            env=cli.env(tool),
+            cwd=REPO_ROOT,
+            start_new_session=True,
+            preexec_fn=_take_the_terminal,
+        )
+        os.close(slave)
+        opened.append(Terminal(process, master))
+        return opened[-1]
+
+    yield spawn
+    for term in opened:
+        if term.process.poll() is None:
+            term.process.kill()
+            term.process.wait()
+        if term.process.stderr is not None:
+            term.process.stderr.close()
+        os.close(term.master)
+
+
+LOGINS = [
+    ("client", ("login", "--username", "alice"), "Password for alice: "),
+    ("admin", ("login", "--username", "admin"), "Password for admin: "),
+]
+
+
+@pytest.mark.parametrize(("tool", "args", "prompt"), LOGINS, ids=["client", "admin"])
+def test_ctrl_c_at_the_password_prompt(terminal: Any, tool: str, args: Any, prompt: str) -> None:
+    term = terminal(tool, *args)
+    term.read_until(prompt)
+    term.type("\x03")
+    code, stderr = term.finish()
+    assert code == 130
+    assert stderr == "error: interrupted\n"
+    assert b"Traceback" not in term.seen
+
+
+@pytest.mark.parametrize(("tool", "args", "prompt"), LOGINS, ids=["client", "admin"])
+def test_ctrl_d_at_the_password_prompt(terminal: Any, tool: str, args: Any, prompt: str) -> None:
+    term = terminal(tool, *args)
+    term.read_until(prompt)
+    term.type("\x04")
+    code, stderr = term.finish()
+    assert code == 2
+    assert stderr == "error: no password given (input ended at the prompt)\n"
+    assert b"Traceback" not in term.seen
+
+
+def test_ctrl_c_after_typing_part_of_the_password(terminal: Any) -> None:
+    term = terminal("client", "register", "--bank", "alpha", "--account", "A-1", "--username", "al")
+    term.read_until("Password for al: ")
+    term.type("half-a-pass")
+    time.sleep(0.2)
+    term.type("\x03")
+    code, stderr = term.finish()
+    assert (code, stderr) == (130, "error: interrupted\n")
+    assert b"half-a-pass" not in term.seen  # never echoed
+
+
+CREATE_ZED = ("create-user", "--username", "zed", "--name", "Zed", "--bank", "gamma")
+
+
+def test_create_user_asks_twice_and_refuses_a_typo(cli: Cli, terminal: Any) -> None:
+    cli.save_session("admin", AN_HOUR, username="admin")
+    term = terminal("admin", *CREATE_ZED, "--account", "G-9")
+    term.read_until("Password for the new user zed: ")
+    term.type("zed-secret-1\n")
+    term.read_until("Repeat the password for zed: ")
+    term.type("zed-secret-2\n")
+    code, stderr = term.finish()
+    assert (code, stderr) == (2, "error: the two passwords differ; nothing was sent\n")
+    assert b"zed-secret" not in term.seen
+
+
+def test_create_user_with_the_same_password_twice_goes_on(cli: Cli, terminal: Any) -> None:
+    cli.save_session("admin", AN_HOUR, username="admin")
+    term = terminal("admin", *CREATE_ZED, "--account", "G-9")
+    term.read_until("Password for the new user zed: ")
+    term.type("zed-secret-1\n")
+    term.read_until("Repeat the password for zed: ")
+    term.type("zed-secret-1\n")
+    code, stderr = term.finish(timeout=15)
+    assert code == 1  # it went on to call the gateway, where nothing listens
+    assert stderr.startswith(f"error: UNAVAILABLE: cannot reach the gateway at {cli.gateway}")
+
+
+def test_password_stdin_reads_one_line_and_refuses_none(cli: Cli) -> None:
+    cli.save_session("admin", AN_HOUR, username="admin")
+    # One line is enough for create-user (no second one), so this reaches the gateway.
+    reached = cli.fails(
+        "admin", *CREATE_ZED, "--account", "G-9", "--password-stdin", stdin="pw\n", exit_code=1
+    )
+    assert "cannot reach the gateway" in reached.stderr
+    empty = cli.fails("admin", *CREATE_ZED, "--account", "G-9", "--password-stdin", stdin="")
+    assert "standard input is empty" in empty.stderr
+    blank = cli.fails("client", "login", "--username", "alice", "--password-stdin", stdin="\n")
+    assert "the password is empty" in blank.stderr
+
+
+def test_nothing_is_asked_when_the_command_cannot_work(cli: Cli) -> None:
+    """No password prompt before errors that are known without it (stdin is empty here: a
+    prompt would fail differently)."""
+    not_logged_in = cli.fails("admin", *CREATE_ZED, "--account", "G-9")
+    assert "not logged in" in not_logged_in.stderr
+    cli.save_session("admin", AN_HOUR, username="admin")
+    no_account = cli.fails("admin", *CREATE_ZED)
+    assert no_account.stderr == "error: a customer needs --bank and --account\n"
+    bad_amount = cli.fails("admin", *CREATE_ZED, "--account", "G-9", "--balance", "1e2")
+    assert "not a plain decimal" in bad_amount.stderr
+
+
+# -- 3. the gateway is down ---------------------------------------------------------------------
+
+
+def test_gateway_down_is_one_line(cli: Cli) -> None:
+    started = time.monotonic()
+    result = cli.fails(
+        "client", "login", "--username", "alice", "--password-stdin", stdin="pw\n", exit_code=1
+    )
+    assert result.stderr == (
+        f"error: UNAVAILABLE: cannot reach the gateway at {cli.gateway} after 2 attempts "
+        "(connection refused); is the cluster running? (make up)\n"
+    )
+    assert time.monotonic() - started < 15
+
+    # A flag overrides the variable; --json adds the same error on standard output.
+    cli.save_session("client", AN_HOUR)
+    result = cli.fails("client", "--attempts", "3", "balance", "--json", exit_code=1)
+    assert "after 3 attempts" in result.stderr
+    error = json.loads(result.stdout)["error"]
+    assert error["code"] == "UNAVAILABLE"
+    assert result.stderr == f"error: UNAVAILABLE: {error['message']}\n"
+
+
+def test_gateway_down_during_a_payment_says_how_to_repeat_it(cli: Cli) -> None:
+    cli.save_session("client", AN_HOUR)
+    result = cli.fails(
+        "client",
+        *("pay", "--to-bank", "beta", "--to-account", "B-2001", "--amount", "1.00"),
+        *("--idempotency-key", "rent-2024-05"),
+        exit_code=1,
+    )
+    assert "cannot reach the gateway" in result.stderr
+    assert "--idempotency-key rent-2024-05" in result.stderr
+
+
+def test_unreadable_certificate_is_one_line(cli: Cli, tmp_path: Path) -> None:
+    result = cli.fails(
+        "client",
+        *("--cert", str(tmp_path / "missing.pem"), "login", "--username", "alice"),
+        *("--password-stdin",),
+        stdin="pw\n",
+    )
+    assert result.stderr.startswith(f"error: cannot read certificate {tmp_path / 'missing.pem'}")
+
+
+# -- 4. help, whoami, logout --------------------------------------------------------------------
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    [subparsers] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(subparsers.choices)
+
+
+@pytest.mark.parametrize("build", [client_parser, admin_parser], ids=["client", "admin"])
+def test_every_command_and_flag_has_help_and_its_default(build: Any) -> None:
+    parser = build()
+    commands = _commands(parser)
+    assert {"login", "logout", "whoami"} <= set(commands)
+    listed = parser.format_help()
+    for name, command in commands.items():
+        assert command.description, name
+        summary = command.description.splitlines()[0]
+        assert summary.endswith("."), (name, summary)
+        assert name in listed
+        formatter = HelpFormatter(command.prog)
+        for action in command._actions:
+            text = formatter._get_help_string(action)
+            assert text, f"{name} {action.option_strings}: no help"
+            has_default = action.default not in (None, "", False, argparse.SUPPRESS)
+            if has_default or action.option_strings[0] in ("--gateway", "--ca", "--timeout"):
+                assert "default" in text, f"{name} {action.option_strings}: no default"
+        command.format_help()  # formats without error
+
+
+@pytest.mark.parametrize("tool", ["client", "admin"])
+def test_help_of_a_command(cli: Cli, tool: str) -> None:
+    text = cli.ok(tool, "whoami", "--help")
+    assert "exits 0 whether or not you are logged in" in " ".join(text.split()).lower()
+    assert "(default: $MINIPAY_GATEWAY, else 127.0.0.1:50051)" in " ".join(text.split())
+
+
+def test_login_help_says_register_first(cli: Cli) -> None:
+    text = " ".join(cli.ok("client", "login", "--help").split())
+    assert "A customer registers once ('python -m client register') before the first login" in (
+        text
+    )
+    pay = " ".join(cli.ok("client", "pay", "--help").split())
+    assert "--currency CURRENCY ISO 4217 currency code (default: USD)" in pay
+
+
+@pytest.mark.parametrize("tool", ["client", "admin"])
+def test_whoami(cli: Cli, tool: str) -> None:
+    assert cli.ok(tool, "whoami") == "not logged in\n"
+    assert json.loads(cli.ok(tool, "whoami", "--json")) == {"logged_in": False, "expired": False}
+
+    cli.save_session(tool, AN_HOUR, username="alice")
+    role = "admin" if tool == "admin" else "customer"
+    assert cli.ok(tool, "whoami").startswith(f"alice ({role}), logged in until ")
+    data = json.loads(cli.ok(tool, "--json", "whoami"))
+    assert data["logged_in"] is True and data["expired"] is False
+    assert (data["username"], data["role"]) == ("alice", role)
+    assert data["expires_at"] > time.time()
+
+    cli.save_session(tool, -AN_HOUR, username="alice")
+    text = cli.ok(tool, "whoami")
+    assert text.startswith(f"not logged in: the session of alice ({role}) expired at ")
+    assert f"python -m {tool} login --username alice" in text
+    data = json.loads(cli.ok(tool, "whoami", "--json"))
+    assert data["logged_in"] is False and data["expired"] is True
+
+
+@pytest.mark.parametrize("tool", ["client", "admin"])
+def test_logout_when_logged_out(cli: Cli, tool: str) -> None:
+    assert cli.ok(tool, "logout") == "not logged in\n"
+    assert json.loads(cli.ok(tool, "logout", "--json")) == {"logged_out": False, "logged_in": False}
+    session = cli.save_session(tool, -AN_HOUR)  # expired: nothing to revoke, only to forget
+    assert cli.ok(tool, "logout") == "logged out (the session had expired)\n"
+    assert not session.exists()
+
+
+def test_an_expired_session_says_so_before_calling(cli: Cli) -> None:
+    cli.save_session("client", -AN_HOUR)
+    result = cli.fails("client", "balance")
+    assert "the session of alice expired" in result.stderr
+    assert "python -m client login --username alice" in result.stderr
+
+
+# -- 5. one name for amounts in minor units -----------------------------------------------------
+
+
+def test_json_and_log_fields_name_minor_units() -> None:
+    money = common_pb2.Money(minor_units=1234, currency="USD")
+    assert money_fields("balance", money) == {
+        "balance": "12.34",
+        "balance_minor_units": 1234,
+        "currency": "USD",
+    }
+    pay = gateway_pb2.PayRequest(
+        to=common_pb2.AccountRef(bank="beta", account="B-2001"), amount=money, idempotency_key="k"
+    )
+    assert describe_request(pay) == {
+        "idempotency_key": "k",
+        "amount_minor_units": 1234,
+        "currency": "USD",
+        "to": "beta/B-2001",
+    }
+    create = admin_pb2.CreateUserRequest(
+        username="zed",
+        password="never-logged",
+        account=common_pb2.AccountRef(bank="gamma", account="G-9"),
+        initial_balance=money,
+    )
+    fields = describe_request(create)
+    assert fields["amount_minor_units"] == 1234 and fields["account"] == "gamma/G-9"
+    assert "never-logged" not in json.dumps(fields)
+
+
+def test_library_parameters_name_minor_units() -> None:
+    assert "amount_minor_units" in inspect.signature(GatewayClient.pay).parameters
+    assert "amount_minor_units" in inspect.signature(GatewayClient.deposit).parameters
+    assert "balance_minor_units" in inspect.signature(GatewayClient.create_user).parameters
+
+
+# -- 6 and 7. amounts, and every expected error is one line -------------------------------------
+
+PAY = ("pay", "--to-bank", "beta", "--to-account", "B-2001", "--amount")
+DEPOSIT = ("deposit", "--bank", "alpha", "--account", "A-1001", "--amount")
+CREATE = (*CREATE_ZED, "--account", "G-9", "--password-stdin", "--balance")
+
+
+@pytest.mark.parametrize(
+    ("tool", "args", "amount", "message"),
+    [
+        ("client", PAY, "1e2", "is not a plain decimal number"),
+        ("client", PAY, "1_000", "is not a plain decimal number"),
+        ("client", PAY, "\uff11\uff12", "is not a plain decimal number"),  # full-width 12
+        ("client", PAY, "0.001", "has more than 2 decimals for USD"),
+        ("client", PAY, "0", "amount must be greater than zero"),
+        ("admin", DEPOSIT, "-5", "is not a plain decimal number"),
+        ("admin", DEPOSIT, "0.00", "amount must be greater than zero"),
+        ("admin", CREATE, "1e2", "is not a plain decimal number"),
+        ("admin", CREATE, "12.345", "has more than 2 decimals for USD"),
+    ],
+)
+def test_amounts_are_checked_by_minipay_money(
+    cli: Cli, tool: str, args: tuple[str, ...], amount: str, message: str
+) -> None:
+    cli.save_session(tool, AN_HOUR)
+    result = cli.fails(tool, *args, amount, stdin="pw\n")
+    assert message in result.stderr
+
+
+def test_a_zero_opening_balance_is_allowed(cli: Cli) -> None:
+    cli.save_session("admin", AN_HOUR)
+    # Accepted: the command goes on to the gateway (where nothing listens).
+    result = cli.fails("admin", *CREATE, "0", stdin="pw\n", exit_code=1)
+    assert "cannot reach the gateway" in result.stderr
+
+
+def test_amount_errors_in_json(cli: Cli) -> None:
+    cli.save_session("client", AN_HOUR)
+    result = cli.fails("client", *PAY, "0.001", "--json")
+    assert json.loads(result.stdout) == {
+        "error": {
+            "code": "CLIENT_ERROR",
+            "message": "amount '0.001' has more than 2 decimals for USD",
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    ("tool", "args", "message"),
+    [
+        ("client", ("pay", "--to-bank", "beta"), "the following arguments are required"),
+        ("client", ("history", "--page-size", "0"), "argument --page-size"),
+        ("client", (*PAY, "1", "--currency", "dollars"), "three-letter currency code"),
+        ("client", ("--attempts", "none", "balance"), "argument --attempts"),
+        ("admin", ("frobnicate",), "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_usage_errors_are_one_line(
+    cli: Cli, tool: str, args: tuple[str, ...], message: str
+) -> None:
+    result = cli.fails(tool, *args)
+    assert message in result.stderr
+
+
+def test_not_logged_in_is_one_line(cli: Cli) -> None:
+    result = cli.fails("client", "balance", "--json")
+    assert "not logged in" in result.stderr
+    assert json.loads(result.stdout)["error"]["code"] == "CLIENT_ERROR"
+
+
+def test_a_bad_variable_is_one_line(cli: Cli) -> None:
+    cli.extra["MINIPAY_ATTEMPTS"] = "lots"
+    result = cli.fails("client", "login", "--username", "alice", "--password-stdin", stdin="pw\n")
+    assert result.stderr == "error: MINIPAY_ATTEMPTS='lots' is not a whole number\n"

@@ -1,0 +1,216 @@
+"""The coordinator against a fake of the banks (its ``Participants`` seam) and a real
+(temporary) SQLite payment log: every way phase one can end, decisions that are not
+acknowledged, replays, and recovery after a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import pytest
+
+from server.common.db import Database
+from server.common.errors import InvalidArgument
+from server.common.vocabulary import Reason, Side
+from server.gateway import payment_log
+from server.gateway.coordinator import Coordinator
+from server.gateway.models import CoordinatorState
+from server.gateway.payment_log import PaymentOrder
+from server.gateway.payment_state import COMMIT, Outcome, Status, abort, no_vote
+from server.gateway.recovery import Recovery
+from tests.unit.conftest import FakeBanks
+
+T = TypeVar("T")
+BANKS = ("alpha", "beta")
+ORDER = PaymentOrder("alice", "alpha", "A-1", "beta", "B-1", 1_234, "USD", "key-1")
+
+
+def coordinator(db: Database, banks: FakeBanks, timeout: float = 1.0) -> Coordinator:
+    return Coordinator(db, banks, BANKS, timeout, batch_max=16)
+
+
+def run(
+    db: Database,
+    banks: FakeBanks,
+    work: Callable[[Coordinator], Awaitable[T]],
+    timeout: float = 1.0,
+) -> T:
+    async def go() -> T:
+        subject = coordinator(db, banks, timeout)
+        try:
+            return await asyncio.wait_for(work(subject), 10)
+        finally:
+            await settle(subject)
+            await subject.stop()
+
+    return asyncio.run(go())
+
+
+async def settle(subject: Coordinator) -> None:
+    """Waits for background deliveries (the client does not wait for all of them)."""
+    for _ in range(200):
+        if not subject._finishing and not subject._in_flight:
+            return
+        await asyncio.sleep(0.01)
+
+
+def stored_state(db: Database, payment_id: str) -> CoordinatorState:
+    return db.run_sync(lambda s: payment_log.get(s, [payment_id]))[payment_id].state
+
+
+def test_two_yes_votes_commit_at_both_banks(gateway_db: Database) -> None:
+    banks = FakeBanks()
+    outcome = run(gateway_db, banks, lambda c: c.pay(ORDER))
+    assert outcome.status is Status.COMMITTED
+    assert not outcome.replayed
+    prepared = {
+        bank: [(leg.side, leg.account, leg.amount) for leg in legs] for bank, legs in banks.prepared
+    }
+    assert prepared == {
+        "alpha": [(Side.DEBIT, "A-1", 1_234)],
+        "beta": [(Side.CREDIT, "B-1", 1_234)],
+    }
+    assert sorted(banks.decisions_for(outcome.payment_id)) == [("alpha", True), ("beta", True)]
+    assert stored_state(gateway_db, outcome.payment_id) is CoordinatorState.COMMITTED
+
+
+def test_one_no_aborts_at_both_banks(gateway_db: Database) -> None:
+    banks = FakeBanks()
+    banks.votes["alpha"] = no_vote(Reason.INSUFFICIENT_FUNDS, "insufficient funds in A-1")
+    outcome = run(gateway_db, banks, lambda c: c.pay(ORDER))
+    assert outcome.status is Status.ABORTED
+    assert outcome.reason_code is Reason.INSUFFICIENT_FUNDS
+    assert outcome.reason == "insufficient funds in A-1"
+    assert sorted(banks.decisions_for(outcome.payment_id)) == [("alpha", False), ("beta", False)]
+    assert stored_state(gateway_db, outcome.payment_id) is CoordinatorState.ABORTED
+
+
+def test_a_bank_slower_than_the_timeout_aborts(gateway_db: Database) -> None:
+    banks = FakeBanks()
+    banks.prepare_delay["beta"] = 5.0
+    outcome = run(gateway_db, banks, lambda c: c.pay(ORDER), timeout=0.2)
+    assert outcome.status is Status.ABORTED
+    assert outcome.reason_code is Reason.TIMEOUT
+
+
+def test_a_bank_that_cannot_be_reached_aborts(gateway_db: Database) -> None:
+    banks = FakeBanks()
+    banks.votes["beta"] = no_vote(Reason.BANK_UNAVAILABLE, "bank beta: a bank could not be reached")
+    outcome = run(gateway_db, banks, lambda c: c.pay(ORDER))
+    assert outcome.status is Status.ABORTED
+    assert outcome.reason_code is Reason.BANK_UNAVAILABLE
+
+
+def test_a_decision_not_acknowledged_is_sent_again(gateway_db: Database) -> None:
+    banks = FakeBanks()
+    banks.unacknowledged["beta"] = 3
+    outcome = run(gateway_db, banks, lambda c: c.pay(ORDER))
+    assert outcome.status is Status.COMMITTED, "the decision is final before delivery"
+    assert banks.decisions_for(outcome.payment_id).count(("beta", True)) == 4
+    assert stored_state(gateway_db, outcome.payment_id) is CoordinatorState.COMMITTED
+
+
+def test_the_same_key_replays_the_outcome(gateway_db: Database) -> None:
+    banks = FakeBanks()
+
+    async def twice(c: Coordinator) -> tuple[Outcome, Outcome]:
+        return await c.pay(ORDER), await c.pay(ORDER)
+
+    first, again = run(gateway_db, banks, twice)
+    assert again.replayed
+    assert (again.payment_id, again.status) == (first.payment_id, Status.COMMITTED)
+    assert len(banks.prepared) == 2, "phase one ran once"
+
+
+def test_the_same_key_concurrently_pays_once(gateway_db: Database) -> None:
+    banks = FakeBanks()
+    banks.prepare_delay["alpha"] = 0.1
+
+    async def together(c: Coordinator) -> list[Outcome]:
+        return await asyncio.gather(*(c.pay(ORDER) for _ in range(5)))
+
+    outcomes = run(gateway_db, banks, together)
+    assert len({o.payment_id for o in outcomes}) == 1
+    assert sum(not o.replayed for o in outcomes) == 1
+    assert all(o.status is Status.COMMITTED for o in outcomes)
+
+
+def test_the_same_key_with_other_parameters_is_refused(gateway_db: Database) -> None:
+    banks = FakeBanks()
+
+    async def reuse(c: Coordinator) -> None:
+        await c.pay(ORDER)
+        await c.pay(dataclasses.replace(ORDER, amount=1))
+
+    with pytest.raises(InvalidArgument, match="already used"):
+        run(gateway_db, banks, reuse)
+
+
+def test_a_failing_record_round_fails_its_callers_and_the_next_round_runs(
+    gateway_db: Database,
+) -> None:
+    banks = FakeBanks()
+
+    async def go(c: Coordinator) -> Outcome:
+        original = c._db
+
+        class Broken:
+            async def statements(self, work: object) -> object:
+                raise RuntimeError("disk full")
+
+        c._db = Broken()  # type: ignore[assignment]
+        with pytest.raises(RuntimeError):
+            await c.pay(ORDER)
+        c._db = original
+        return await c.pay(ORDER)
+
+    assert run(gateway_db, banks, go).status is Status.COMMITTED
+
+
+def insert(db: Database, state: CoordinatorState, key: str) -> str:
+    [recorded] = db.run_statements(
+        lambda c: payment_log.record(c, [dataclasses.replace(ORDER, idempotency_key=key)], 1.0)
+    )
+    assert recorded.payment is not None
+    payment_id = recorded.payment.id
+    if state is not CoordinatorState.PREPARING:
+        decision = COMMIT if state is CoordinatorState.COMMITTING else abort(Reason.TIMEOUT)
+        db.run_statements(lambda c: payment_log.decide(c, [(payment_id, decision)]))
+    return payment_id
+
+
+def test_a_restarted_coordinator_delivers_every_stored_decision(gateway_db: Database) -> None:
+    # What a coordinator that died left behind: one payment of each open state.
+    committing = insert(gateway_db, CoordinatorState.COMMITTING, "k1")
+    aborting = insert(gateway_db, CoordinatorState.ABORTING, "k2")
+    preparing = insert(gateway_db, CoordinatorState.PREPARING, "k3")
+    banks = FakeBanks()
+
+    async def restart(c: Coordinator) -> None:
+        await Recovery(gateway_db, c, idempotency_ttl=3600).run_once(at_start=True)
+        await settle(c)
+
+    run(gateway_db, banks, restart)
+    assert sorted(banks.decisions_for(committing)) == [("alpha", True), ("beta", True)]
+    assert sorted(banks.decisions_for(aborting)) == [("alpha", False), ("beta", False)]
+    # Nobody was deciding the recorded one: presumed abort, delivered like any other.
+    assert sorted(banks.decisions_for(preparing)) == [("alpha", False), ("beta", False)]
+    assert stored_state(gateway_db, committing) is CoordinatorState.COMMITTED
+    assert stored_state(gateway_db, aborting) is CoordinatorState.ABORTED
+    assert stored_state(gateway_db, preparing) is CoordinatorState.ABORTED
+
+
+def test_a_bank_in_doubt_hears_the_decision_or_presumed_abort(gateway_db: Database) -> None:
+    committing = insert(gateway_db, CoordinatorState.COMMITTING, "k1")
+    orphan = insert(gateway_db, CoordinatorState.PREPARING, "k2")
+    banks = FakeBanks()
+    answers = run(
+        gateway_db, banks, lambda c: c.decisions([committing, orphan, "pay_never_recorded"])
+    )
+    assert answers == {
+        committing: Status.COMMITTED,
+        orphan: Status.ABORTED,
+        "pay_never_recorded": Status.ABORTED,
+    }

@@ -1,0 +1,141 @@
+"""The coordinator's durable log on a real (temporary) SQLite database: recording payments
+with idempotency keys, storing decisions once, and the history each account sees."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from server.common.db import Database
+from server.common.vocabulary import Reason
+from server.gateway import payment_log
+from server.gateway.models import CoordinatorState
+from server.gateway.payment_log import PaymentOrder, Recorded, RecordKind
+from server.gateway.payment_state import COMMIT, abort
+
+ORDER = PaymentOrder(
+    payer="alice",
+    from_bank="alpha",
+    from_account="A-1",
+    to_bank="beta",
+    to_account="B-1",
+    amount=1_234,
+    currency="USD",
+    idempotency_key="key-1",
+)
+
+
+def record(db: Database, *orders: PaymentOrder) -> list[Recorded]:
+    return db.run_statements(lambda c: payment_log.record(c, list(orders), timeout=5))
+
+
+def test_a_new_key_records_a_preparing_payment(gateway_db: Database) -> None:
+    [recorded] = record(gateway_db, ORDER)
+    assert recorded.kind is RecordKind.NEW
+    assert recorded.payment is not None
+    assert recorded.payment.state is CoordinatorState.PREPARING
+    assert recorded.payment.deadline == recorded.payment.created_at + 5
+
+
+def test_the_same_key_and_parameters_replay_the_first_payment(gateway_db: Database) -> None:
+    [first] = record(gateway_db, ORDER)
+    [again] = record(gateway_db, ORDER)
+    assert again.kind is RecordKind.REPLAY
+    assert again.payment is not None and first.payment is not None
+    assert again.payment.id == first.payment.id
+
+
+def test_the_same_key_with_other_parameters_is_refused(gateway_db: Database) -> None:
+    record(gateway_db, ORDER)
+    for change in ({"amount": 1}, {"to_account": "B-2"}, {"currency": "EUR"}, {"to_bank": "g"}):
+        [other] = record(gateway_db, dataclasses.replace(ORDER, **change))  # type: ignore[arg-type]
+        assert other.kind is RecordKind.KEY_REUSED, change
+        assert other.payment is None, "the other payment is never shown"
+
+
+def test_a_key_repeated_inside_one_round(gateway_db: Database) -> None:
+    different = dataclasses.replace(ORDER, amount=99)
+    first, second, third = record(gateway_db, ORDER, ORDER, different)
+    assert first.kind is RecordKind.NEW
+    assert second.kind is RecordKind.REPLAY
+    assert first.payment is not None and second.payment is not None
+    assert second.payment.id == first.payment.id
+    assert third.kind is RecordKind.KEY_REUSED
+
+
+def test_keys_belong_to_one_payer(gateway_db: Database) -> None:
+    [alices] = record(gateway_db, ORDER)
+    [bobs] = record(gateway_db, dataclasses.replace(ORDER, payer="bob", from_account="A-2"))
+    assert bobs.kind is RecordKind.NEW
+    assert alices.payment is not None and bobs.payment is not None
+    assert bobs.payment.id != alices.payment.id
+    assert bobs.payment.from_account == "A-2"
+
+
+def test_a_decision_is_stored_once(gateway_db: Database) -> None:
+    [recorded] = record(gateway_db, ORDER)
+    assert recorded.payment is not None
+    pid = recorded.payment.id
+    [first] = gateway_db.run_statements(lambda c: payment_log.decide(c, [(pid, COMMIT)]))
+    [second] = gateway_db.run_statements(
+        lambda c: payment_log.decide(c, [(pid, abort(Reason.TIMEOUT))])
+    )
+    assert first.decided_now and first.state is CoordinatorState.COMMITTING
+    assert not second.decided_now
+    assert second.state is CoordinatorState.COMMITTING, "a decision never changes"
+    gateway_db.run_statements(lambda c: payment_log.complete(c, [pid]))
+    assert payment_log_state(gateway_db, pid) is CoordinatorState.COMMITTED
+
+
+def payment_log_state(db: Database, payment_id: str) -> CoordinatorState:
+    return db.run_sync(lambda s: payment_log.get(s, [payment_id]))[payment_id].state
+
+
+def history_ids(db: Database, bank: str, account: str, page_size: int) -> list[str]:
+    ids: list[str] = []
+    token = ""
+    while True:
+        page, token = db.run_sync(
+            lambda s, after=token: payment_log.history(s, bank, account, page_size, after)
+        )
+        assert len(page) <= page_size
+        ids += [payment.id for payment in page]
+        if not token:
+            return ids
+
+
+def test_history_pages_cover_every_payment_once(gateway_db: Database) -> None:
+    # One round: every payment has the same creation time, so the cursor must break ties.
+    orders = [dataclasses.replace(ORDER, idempotency_key=f"k{i}") for i in range(23)]
+    made = {r.payment.id for r in record(gateway_db, *orders) if r.payment is not None}
+    for page_size in (1, 2, 5, 7, 23, 50):
+        ids = history_ids(gateway_db, "alpha", "A-1", page_size)
+        assert len(ids) == len(set(ids)) == 23, page_size
+        assert set(ids) == made
+
+
+def test_history_is_the_account_s_own(gateway_db: Database) -> None:
+    # Two customers of one bank: each sees only their own payments.
+    alices = record(gateway_db, ORDER)[0].payment
+    bobs = record(
+        gateway_db,
+        dataclasses.replace(ORDER, payer="bob", from_account="A-2", idempotency_key="b"),
+    )[0].payment
+    assert alices is not None and bobs is not None
+    assert history_ids(gateway_db, "alpha", "A-1", 10) == [alices.id]
+    assert history_ids(gateway_db, "alpha", "A-2", 10) == [bobs.id]
+    assert history_ids(gateway_db, "gamma", "A-1", 10) == [], "same number at another bank"
+
+
+def test_the_payee_sees_only_what_committed_to_it(gateway_db: Database) -> None:
+    kept, dropped, open_ = (
+        r.payment
+        for r in record(gateway_db, *(dataclasses.replace(ORDER, idempotency_key=k) for k in "abc"))
+    )
+    assert kept is not None and dropped is not None and open_ is not None
+    gateway_db.run_statements(
+        lambda c: payment_log.decide(
+            c, [(kept.id, COMMIT), (dropped.id, abort(Reason.INSUFFICIENT_FUNDS))]
+        )
+    )
+    assert history_ids(gateway_db, "beta", "B-1", 10) == [kept.id]
+    assert set(history_ids(gateway_db, "alpha", "A-1", 10)) == {kept.id, dropped.id, open_.id}
