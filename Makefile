@@ -19,7 +19,7 @@ BANK_PORT ?= 50061
 
 .PHONY: setup demo up test test-unit lint bench migrate certs protos clean
 
-setup: $(STAMP) $(GENERATED) certificate/dev/ca.pem
+setup: $(STAMP) $(GENERATED) certificate/dev/services-ca.pem
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,7 @@ $(GENERATED) &: $(PROTOS) $(STAMP)
 
 protos: $(GENERATED)
 
-certificate/dev/ca.pem: | $(STAMP)
+certificate/dev/services-ca.pem: | $(STAMP)
 	$(PY) -m certificate init
 
 certs: setup

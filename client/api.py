@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import grpc
 
 from client.logs import LOGGER, describe_request
+from minipay.identity import GATEWAY_SERVER_NAME
 from minipay.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -69,7 +70,9 @@ class ClientConfig:
     try; the MINIPAY_* environment variables set these, and flags override both."""
 
     gateway: str = DEFAULT_GATEWAY
-    ca: Path = DEV_CERTS / "ca.pem"
+    # The name the gateway's certificate must prove, whatever address it is reached at.
+    server_name: str = GATEWAY_SERVER_NAME
+    ca: Path = DEV_CERTS / "services-ca.pem"
     cert: Path = DEV_CERTS / "client-1.pem"
     key: Path = DEV_CERTS / "client-1-key.pem"
     home: Path = Path.home() / ".minipay"
@@ -81,7 +84,8 @@ class ClientConfig:
         env = os.environ
         values: dict[str, Any] = {
             "gateway": env.get("MINIPAY_GATEWAY") or DEFAULT_GATEWAY,
-            "ca": Path(env.get("MINIPAY_CA") or DEV_CERTS / "ca.pem"),
+            "server_name": env.get("MINIPAY_GATEWAY_SERVER_NAME") or GATEWAY_SERVER_NAME,
+            "ca": Path(env.get("MINIPAY_CA") or DEV_CERTS / "services-ca.pem"),
             "cert": Path(env.get("MINIPAY_CERT") or DEV_CERTS / f"{default_cert}.pem"),
             "key": Path(env.get("MINIPAY_KEY") or DEV_CERTS / f"{default_cert}-key.pem"),
             "home": Path(env.get("MINIPAY_HOME") or Path.home() / ".minipay"),
@@ -189,8 +193,13 @@ def open_channel(config: ClientConfig) -> grpc.aio.Channel:
         private_key=_read(config.key, "private key"),
         certificate_chain=_read(config.cert, "certificate"),
     )
-    # Reconnect quickly, so a retry after a gateway restart finds it as soon as it is back.
-    options = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 1000)]
+    options = [
+        # TLS refuses a server that cannot prove it is the gateway, before a byte is sent.
+        ("grpc.ssl_target_name_override", config.server_name),
+        # Reconnect quickly, so a retry after a gateway restart finds it as soon as it is back.
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 1000),
+    ]
     return grpc.aio.secure_channel(
         config.gateway, credentials, options, interceptors=[CallLogger(config.gateway)]
     )

@@ -170,8 +170,8 @@ def _connection_flags(tool: Tool) -> _Parser:
         "--ca",
         type=Path,
         metavar="FILE",
-        help="the CA certificate that signed the gateway's certificate "
-        "(default: $MINIPAY_CA, else certificate/dev/ca.pem)",
+        help="the services CA, which signed the gateway's certificate "
+        "(default: $MINIPAY_CA, else certificate/dev/services-ca.pem)",
     )
     group.add_argument(
         "--cert",

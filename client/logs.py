@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -84,8 +85,10 @@ def configure_client_logging(home: Path, verbose: bool) -> None:
             handler.close()
     handlers: list[logging.Handler] = []
     try:
-        (home / "logs").mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(home / "logs" / "client.log"))
+        (home / "logs").mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = home / "logs" / "client.log"
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))  # owner only
+        handlers.append(logging.FileHandler(path))
     except OSError:
         pass  # logging must never stop a command
     if verbose:

@@ -26,6 +26,8 @@ from typing import Any, TextIO
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from certificate.ca import CLIENTS_CA, SERVICES_CA
+from minipay.identity import GATEWAY_SERVER_NAME, bank_server_name
 from server.common.errors import ConfigError
 from server.common.settings import (
     DEV_CERTS,
@@ -37,7 +39,7 @@ from server.common.settings import (
     parse_bank_map,
     variable,
 )
-from server.common.tls import TlsFiles, channel_credentials
+from server.common.tls import TlsFiles, channel_credentials, channel_options
 
 GATEWAY = "gateway"
 DEFAULT_BANK_NAMES = ("alpha", "beta", "gamma")
@@ -144,13 +146,19 @@ class Cluster:
             kind,
             data_dir=self.data_dir,
             banks=self.banks_setting,
-            ca=self.certs / "ca.pem",
+            ca=self.certs / SERVICES_CA,
             cert=self.certs / f"{cert}.pem",
             key=self.certs / f"{cert}-key.pem",
             faults=faults,
         )
         if name == GATEWAY:
-            env.update(environment(GatewaySettings, listen=self.gateway_address))
+            env.update(
+                environment(
+                    GatewaySettings,
+                    listen=self.gateway_address,
+                    client_ca=self.certs / CLIENTS_CA,
+                )
+            )
         else:
             env.update(environment(BankSettings, gateway=self.gateway_address))
         if name in self.metrics_ports:
@@ -204,10 +212,14 @@ class Cluster:
             self.wait_ready(name, timeout)
 
     def _health_channel(self, name: str) -> grpc.Channel:
+        # As the gateway: the one certificate every server here accepts.
         files = TlsFiles(
-            self.certs / "ca.pem", self.certs / "gateway.pem", self.certs / "gateway-key.pem"
+            self.certs / SERVICES_CA, self.certs / "gateway.pem", self.certs / "gateway-key.pem"
         )
-        return grpc.secure_channel(self.address(name), channel_credentials(files))
+        server_name = GATEWAY_SERVER_NAME if name == GATEWAY else bank_server_name(name)
+        return grpc.secure_channel(
+            self.address(name), channel_credentials(files), channel_options(server_name)
+        )
 
     def healthy(self, name: str, timeout: float = 1.0) -> bool:
         """One health check of process NAME: does it answer SERVING now?"""

@@ -18,8 +18,10 @@ from typing import Any, TypeVar
 import grpc
 from sqlalchemy import create_engine, func, select, text
 
+from certificate.ca import SERVICES_CA
 from client.api import ClientConfig, GatewayClient, RetryPolicy
 from devtools.cluster import GATEWAY, Cluster
+from minipay.identity import GATEWAY_SERVER_NAME, bank_server_name
 from minipay.v1 import gateway_pb2
 from server.bank.models import Account, BankPayment, LedgerEntry, ParticipantState
 from server.common import seed
@@ -31,7 +33,7 @@ from server.common.settings import (
     environment,
     parse_bank_map,
 )
-from server.common.tls import TlsFiles
+from server.common.tls import TlsFiles, channel_credentials, channel_options, secure_channel
 from server.gateway.models import CoordinatorState, Payment
 
 T = TypeVar("T")
@@ -67,8 +69,28 @@ def server_env(**values: object) -> dict[str, str]:
 
 
 def certificate_files(certs: Path, name: str) -> TlsFiles:
-    """The CA, certificate and key of the dev certificate NAME in folder CERTS."""
-    return TlsFiles(certs / "ca.pem", certs / f"{name}.pem", certs / f"{name}-key.pem")
+    """The services CA, and the certificate and key of NAME, in folder CERTS."""
+    return TlsFiles(certs / SERVICES_CA, certs / f"{name}.pem", certs / f"{name}-key.pem")
+
+
+def server_name(target: str) -> str:
+    """The name process TARGET's certificate proves ("gateway" or a bank's name)."""
+    return GATEWAY_SERVER_NAME if target == GATEWAY else bank_server_name(target)
+
+
+def channel(cluster: Cluster, certs: Path, target: str, cert: str) -> grpc.Channel:
+    """A channel to process TARGET presenting certificate CERT, checking TARGET's name."""
+    return grpc.secure_channel(
+        cluster.address(target),
+        channel_credentials(certificate_files(certs, cert)),
+        channel_options(server_name(target)),
+    )
+
+
+def aio_channel(cluster: Cluster, certs: Path, target: str, cert: str) -> grpc.aio.Channel:
+    return secure_channel(
+        cluster.address(target), certificate_files(certs, cert), server_name(target)
+    )
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------
@@ -290,13 +312,13 @@ class Client:
 
         return call
 
-    def error(self, name: str, *args: Any, **kwargs: Any) -> grpc.aio.AioRpcError:
-        """Calls and returns the error it must raise."""
+    def error(self, method: str, /, *args: Any, **kwargs: Any) -> grpc.aio.AioRpcError:
+        """Calls METHOD and returns the error it must raise."""
         try:
-            getattr(self, name)(*args, **kwargs)
+            getattr(self, method)(*args, **kwargs)
         except grpc.aio.AioRpcError as error:
             return error
-        raise AssertionError(f"{name} succeeded but should have failed")
+        raise AssertionError(f"{method} succeeded but should have failed")
 
 
 def customer(

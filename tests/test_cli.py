@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 from admin.__main__ import build_parser as admin_parser
+from certificate.ca import SERVICES_CA
 from client.__main__ import build_parser as client_parser
 from client.api import GatewayClient
 from client.cli import HelpFormatter, money_fields
@@ -64,7 +65,7 @@ class Cli:
         env.update(
             MINIPAY_HOME=str(self.home),
             MINIPAY_GATEWAY=self.gateway,
-            MINIPAY_CA=str(self.certs / "ca.pem"),
+            MINIPAY_CA=str(self.certs / SERVICES_CA),
             MINIPAY_CERT=str(self.certs / f"{cert}.pem"),
             MINIPAY_KEY=str(self.certs / f"{cert}-key.pem"),
             MINIPAY_ATTEMPTS="2",

@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from sqlalchemy import MetaData, create_engine, func, inspect, select
 
-from certificate.ca import issue_leaf, make_ca
+from certificate.ca import SERVICES_CA, ensure_dev_pki
 from devtools.cluster import GATEWAY, Cluster, free_port
 from server.bank.models import Base as BankBase
 from server.bank.models import Customer
@@ -34,7 +34,7 @@ from server.common.settings import (
     environment,
     variable,
 )
-from server.common.tls import TlsFiles, channel_credentials
+from server.common.tls import TlsFiles, channel_credentials, channel_options
 from server.gateway.models import Admin
 from server.gateway.models import Base as GatewayBase
 from tests.conftest import TEST_ENV, ClusterFactory
@@ -45,9 +45,11 @@ from tests.helpers import (
     bank_state,
     bank_url,
     certificate_files,
+    channel,
     customer,
     gateway_url,
     postgres_databases,
+    server_name,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -85,8 +87,9 @@ def running(tmp_path_factory: pytest.TempPathFactory, certs: Path) -> Iterator[C
         cluster.stop()
 
 
-def client_files(certs: Path, name: str = "client-1") -> TlsFiles:
-    return certificate_files(certs, name)
+def caller_of(target: str) -> str:
+    """A certificate TARGET serves: customers call the gateway, only services call banks."""
+    return "client-1" if target == GATEWAY else GATEWAY
 
 
 def health_check(channel: grpc.Channel, service: str = "") -> int:
@@ -107,16 +110,18 @@ def refused(channel: grpc.Channel) -> grpc.RpcError:
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_plaintext_channel_is_refused(running: Cluster, target: str) -> None:
-    with grpc.insecure_channel(running.address(target)) as channel:
-        error = refused(channel)
+    with grpc.insecure_channel(running.address(target)) as opened:
+        error = refused(opened)
     assert error.code() == grpc.StatusCode.UNAVAILABLE, error
 
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_client_without_certificate_is_refused(running: Cluster, certs: Path, target: str) -> None:
-    credentials = grpc.ssl_channel_credentials(root_certificates=(certs / "ca.pem").read_bytes())
-    with grpc.secure_channel(running.address(target), credentials) as channel:
-        error = refused(channel)
+    credentials = grpc.ssl_channel_credentials(root_certificates=(certs / SERVICES_CA).read_bytes())
+    with grpc.secure_channel(
+        running.address(target), credentials, channel_options(server_name(target))
+    ) as opened:
+        error = refused(opened)
     assert error.code() == grpc.StatusCode.UNAVAILABLE, error
 
 
@@ -125,20 +130,47 @@ def test_client_certificate_from_another_ca_is_refused(
     running: Cluster, certs: Path, tmp_path: Path, target: str
 ) -> None:
     other = tmp_path / "other-pki"
-    make_ca(other)
-    issue_leaf(other, "client-1")
-    # Trusts our CA (so the server is accepted) but presents a certificate our CA never signed.
-    files = TlsFiles(certs / "ca.pem", other / "client-1.pem", other / "client-1-key.pem")
-    with grpc.secure_channel(running.address(target), channel_credentials(files)) as channel:
-        error = refused(channel)
+    ensure_dev_pki(other)
+    # Trusts our CA (so the server is accepted) but presents certificates our CAs never
+    # signed: another PKI's client and its "gateway".
+    for name in ("client-1", "gateway"):
+        files = TlsFiles(certs / SERVICES_CA, other / f"{name}.pem", other / f"{name}-key.pem")
+        with grpc.secure_channel(
+            running.address(target),
+            channel_credentials(files),
+            channel_options(server_name(target)),
+        ) as opened:
+            error = refused(opened)
+        assert error.code() == grpc.StatusCode.UNAVAILABLE, error
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_server_must_prove_its_name(running: Cluster, certs: Path, target: str) -> None:
+    """Asking for another service's name at this address: TLS itself refuses."""
+    other = "alpha" if target != "alpha" else GATEWAY
+    files = certificate_files(certs, "gateway")
+    with grpc.secure_channel(
+        running.address(target), channel_credentials(files), channel_options(server_name(other))
+    ) as opened:
+        error = refused(opened)
     assert error.code() == grpc.StatusCode.UNAVAILABLE, error
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_client_with_our_certificate_is_served(running: Cluster, certs: Path, target: str) -> None:
-    credentials = channel_credentials(client_files(certs))
-    with grpc.secure_channel(running.address(target), credentials) as channel:
-        assert health_check(channel) == SERVING
+def test_a_caller_with_our_certificate_is_served(
+    running: Cluster, certs: Path, target: str
+) -> None:
+    with channel(running, certs, target, caller_of(target)) as opened:
+        assert health_check(opened) == SERVING
+
+
+@pytest.mark.parametrize("bank", ["alpha", "beta"])
+def test_a_bank_refuses_a_customer_certificate_at_the_handshake(
+    running: Cluster, certs: Path, bank: str
+) -> None:
+    with channel(running, certs, bank, "client-1") as opened:
+        error = refused(opened)
+    assert error.code() == grpc.StatusCode.UNAVAILABLE, error
 
 
 # --- 2. health and reflection ----------------------------------------------------------------
@@ -146,20 +178,18 @@ def test_client_with_our_certificate_is_served(running: Cluster, certs: Path, ta
 
 @pytest.mark.parametrize("target", [GATEWAY, "alpha", "beta"])
 def test_health_serving_for_every_service(running: Cluster, certs: Path, target: str) -> None:
-    credentials = channel_credentials(client_files(certs))
-    with grpc.secure_channel(running.address(target), credentials) as channel:
+    with channel(running, certs, target, caller_of(target)) as opened:
         for service in ["", *SERVICES[target]]:
-            assert health_check(channel, service) == SERVING, service
+            assert health_check(opened, service) == SERVING, service
         with pytest.raises(grpc.RpcError) as caught:
-            health_check(channel, "minipay.v1.NoSuchService")
+            health_check(opened, "minipay.v1.NoSuchService")
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 @pytest.mark.parametrize("target", [GATEWAY, "alpha", "beta"])
 def test_reflection_lists_services(running: Cluster, certs: Path, target: str) -> None:
-    credentials = channel_credentials(client_files(certs))
-    with grpc.secure_channel(running.address(target), credentials) as channel:
-        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    with channel(running, certs, target, caller_of(target)) as opened:
+        stub = reflection_pb2_grpc.ServerReflectionStub(opened)
         requests = iter([reflection_pb2.ServerReflectionRequest(list_services="")])
         answers = list(stub.ServerReflectionInfo(requests, timeout=PROBE_TIMEOUT))
     assert len(answers) == 1
@@ -318,6 +348,11 @@ def test_missing_ca(idle: Cluster, tmp_path: Path, name: str) -> None:
     missing = tmp_path / "no-such-ca.pem"
     line = start_fails(idle, name, ca=str(missing))
     assert str(missing) in line
+
+
+def test_one_ca_for_services_and_clients_is_refused(idle: Cluster, certs: Path) -> None:
+    line = start_fails(idle, GATEWAY, client_ca=certs / SERVICES_CA)
+    assert "must not be the services CA" in line
 
 
 @pytest.mark.parametrize("name", [GATEWAY, "alpha"])

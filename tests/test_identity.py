@@ -32,12 +32,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from certificate.ca import SERVICES_CA
 from devtools.cluster import GATEWAY, Cluster, free_port
 from minipay.v1 import gateway_pb2
-from server.common.tls import channel_credentials, thumbprint_of_pem
+from server.common.tls import thumbprint_of_pem
 from server.gateway.tokens import ALGORITHM
 from tests.conftest import TEST_ENV
-from tests.helpers import ADMIN, SEED_ACCOUNTS, SEED_PASSWORDS, Client, certificate_files
+from tests.helpers import ADMIN, SEED_ACCOUNTS, SEED_PASSWORDS, Client, channel
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MAX_FAILURES = 3
@@ -97,10 +98,7 @@ class Gateway:
     ) -> tuple[grpc.StatusCode, str]:
         """GetBalance with exactly this authorization metadata (None: none at all)."""
         if cert not in self._channels:
-            files = certificate_files(self.certs, cert)
-            self._channels[cert] = grpc.secure_channel(
-                self.cluster.gateway_address, channel_credentials(files)
-            )
+            self._channels[cert] = channel(self.cluster, self.certs, GATEWAY, cert)
         metadata = [] if authorization is None else [("authorization", authorization)]
         if authorization and authorization.startswith("Bearer ") and len(authorization) > 30:
             self.secrets.tokens.add(authorization.removeprefix("Bearer "))
@@ -116,8 +114,8 @@ class Gateway:
         return OK, ""
 
     def close(self) -> None:
-        for channel in self._channels.values():
-            channel.close()
+        for opened in self._channels.values():
+            opened.close()
         self._channels.clear()
 
 
@@ -296,7 +294,12 @@ def test_token_bound_to_the_certificate_that_logged_in(
     gateway: Gateway, alice: Client, cert: str
 ) -> None:
     code, details = gateway.balance(f"Bearer {alice.token}", cert=cert)
-    assert code == UNAUTHENTICATED, details
+    # Another client's certificate: the token is not bound to it. A service's certificate:
+    # tokens are never honoured over one.
+    refused = (
+        UNAUTHENTICATED if cert in ("client-2", "admin") else grpc.StatusCode.PERMISSION_DENIED
+    )
+    assert code == refused, details
     assert gateway.balance(f"Bearer {alice.token}") == (OK, "")  # still fine at home
 
 
@@ -418,7 +421,7 @@ class Cli:
         certs = self.gateway.certs
         env.update(
             MINIPAY_GATEWAY=self.gateway.cluster.gateway_address,
-            MINIPAY_CA=str(certs / "ca.pem"),
+            MINIPAY_CA=str(certs / SERVICES_CA),
             MINIPAY_CERT=str(certs / f"{cert}.pem"),
             MINIPAY_KEY=str(certs / f"{cert}-key.pem"),
             MINIPAY_HOME=str(self.home / cert),

@@ -27,7 +27,6 @@ from minipay.money import AmountError, to_minor_units
 from minipay.v1 import bank_pb2, bank_pb2_grpc, common_pb2, gateway_pb2
 from server.bank.models import ParticipantState as BankState
 from server.common.settings import GatewaySettings, environment
-from server.common.tls import channel_credentials
 from server.gateway.models import CoordinatorState
 from tests.conftest import TEST_ENV, ClusterFactory
 from tests.helpers import (
@@ -36,10 +35,10 @@ from tests.helpers import (
     SEED_ACCOUNTS,
     Client,
     admin,
+    aio_channel,
     assert_books_balance,
     balances,
     bank_state,
-    certificate_files,
     client_config,
     customer,
     gateway_payments,
@@ -218,12 +217,9 @@ def late_prepare(
     cluster: Cluster, certs: Path, payment_id: str, account: str, amount: int
 ) -> bank_pb2.PrepareResponse:
     """Sends beta a Prepare for a payment's credit leg, as the gateway would."""
-    files = certificate_files(certs, "gateway")
 
     async def send() -> bank_pb2.PrepareResponse:
-        async with grpc.aio.secure_channel(
-            cluster.address("beta"), channel_credentials(files)
-        ) as channel:
+        async with aio_channel(cluster, certs, "beta", "gateway") as channel:
             leg = bank_pb2.Leg(
                 payment_id=payment_id,
                 side=bank_pb2.LEG_SIDE_CREDIT,

@@ -18,17 +18,16 @@ import pytest
 from client.api import ClientConfig, GatewayClient, RetryPolicy
 from devtools.cluster import GATEWAY, Cluster
 from minipay.v1 import gateway_pb2, gateway_pb2_grpc
-from server.common.tls import channel_credentials
 from tests.conftest import ClusterFactory
 from tests.helpers import (
     ABORTED,
     COMMITTED,
     SEED_ACCOUNTS,
     SEED_BALANCES,
+    aio_channel,
     assert_atomic,
     balances,
     bank_state,
-    certificate_files,
     client_config,
     customer,
     ledger_counts,
@@ -103,12 +102,8 @@ def test_lost_commit_acknowledgement_is_resent(make_cluster: ClusterFactory, cer
 
 
 def test_presumed_abort_for_unknown_payment(cluster: Cluster, certs: Path) -> None:
-    files = certificate_files(certs, "alpha")
-
     async def ask() -> gateway_pb2.GetDecisionResponse:
-        async with grpc.aio.secure_channel(
-            cluster.gateway_address, channel_credentials(files)
-        ) as channel:
+        async with aio_channel(cluster, certs, GATEWAY, "alpha") as channel:
             stub = gateway_pb2_grpc.CoordinatorStub(channel)
             return await stub.GetDecision(
                 gateway_pb2.GetDecisionRequest(payment_ids=["pay_never_seen"]), timeout=10

@@ -17,6 +17,7 @@ from pathlib import Path
 import grpc
 import yaml
 
+from certificate.ca import SERVICES_CA
 from client.api import ClientConfig, GatewayClient, RetryPolicy
 from devtools.bench.config import BenchError, Config
 from devtools.bench.processes import cpu_snapshot
@@ -80,7 +81,7 @@ def seed_customers(path: Path = DEFAULT_SEED) -> list[Customer]:
 def client_config(cluster: Cluster, cert: str) -> ClientConfig:
     return ClientConfig(
         gateway=cluster.gateway_address,
-        ca=cluster.certs / "ca.pem",
+        ca=cluster.certs / SERVICES_CA,
         cert=cluster.certs / f"{cert}.pem",
         key=cluster.certs / f"{cert}-key.pem",
         home=cluster.data_dir / "home",

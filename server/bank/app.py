@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from minipay.identity import GATEWAY_SERVER_NAME
 from minipay.v1 import bank_pb2, bank_pb2_grpc
 from server.bank import seed
 from server.bank.coordinator_client import CoordinatorClient
@@ -22,7 +23,7 @@ from server.common.metrics import serve_metrics
 from server.common.passwords import Passwords
 from server.common.serving import build_server, mark_serving
 from server.common.settings import BankSettings
-from server.common.tls import CHANNEL_OPTIONS, TlsFiles, channel_credentials
+from server.common.tls import Peers, TlsFiles, secure_channel
 from server.interceptors.authentication import AuthInterceptor
 from server.interceptors.logging import LoggingInterceptor
 
@@ -81,13 +82,15 @@ async def run_server(settings: BankSettings) -> BankServer:
         )
         return SERVICES
 
-    interceptors = [LoggingInterceptor(f"bank-{settings.name}"), AuthInterceptor((), None)]
+    interceptors = [
+        LoggingInterceptor(settings.process_name),
+        AuthInterceptor(Peers(settings.ca), (), None),
+    ]
     server, port, health = build_server(address, tls, interceptors, register)
     serve_metrics(settings.metrics_port)
     await server.start()
     await mark_serving(health, SERVICES)
-    channel = grpc.aio.secure_channel(settings.gateway, channel_credentials(tls), CHANNEL_OPTIONS)
-    coordinator = CoordinatorClient(channel)
+    coordinator = CoordinatorClient(secure_channel(settings.gateway, tls, GATEWAY_SERVER_NAME))
     asker = DecisionAsker(database, coordinator, settings.txn_timeout)
     bank = BankServer(server, port, database, coordinator)
     bank.tasks.append(asyncio.create_task(asker.run_forever(settings.recovery_interval)))

@@ -128,7 +128,9 @@ class AccountsService(bank_pb2_grpc.AccountsServicer):  # type: ignore[misc]
         self, request: bank_pb2.GetAccountRequest, context: grpc.aio.ServicerContext
     ) -> bank_pb2.AccountInfo:
         view = await self._db.transaction(
-            lambda s: accounts.view_account(accounts.get_account(s, request.account))
+            lambda s: accounts.view_account(
+                accounts.get_account(s, validation.account_number(request.account))
+            )
         )
         return account_info(view)
 
@@ -171,7 +173,7 @@ class AccountsService(bank_pb2_grpc.AccountsServicer):  # type: ignore[misc]
     ) -> bank_pb2.CustomerInfo:
         view = await self._db.transaction(
             lambda s: accounts.view_customer(
-                accounts.set_disabled(s, request.username, request.disabled)
+                accounts.set_disabled(s, validation.username(request.username), request.disabled)
             )
         )
         return customer_info(view)
@@ -181,11 +183,14 @@ class AccountsService(bank_pb2_grpc.AccountsServicer):  # type: ignore[misc]
     ) -> bank_pb2.AccountInfo:
         amount = validation.positive_amount(request.amount.minor_units)
         currency = validation.currency(request.amount.currency)
-        if not request.deposit_id:
-            raise InvalidArgument("deposit_id is required")
+        deposit_id = request.deposit_id
+        if not 1 <= len(deposit_id) <= 64:
+            raise InvalidArgument("deposit_id is required (at most 64 characters)")
         view = await self._db.transaction(
             lambda s: accounts.view_account(
-                accounts.deposit(s, request.account, amount, currency, request.deposit_id)
+                accounts.deposit(
+                    s, validation.account_number(request.account), amount, currency, deposit_id
+                )
             )
         )
         return account_info(view)

@@ -17,12 +17,11 @@ class Caller(enum.Enum):
     ANY_CERT = "any certificate"  # any peer with a certificate from our CA
     CUSTOMER = "customer"  # a customer's token, bound to the certificate presenting it
     ADMIN = "admin"  # an admin's token, bound likewise
-    GATEWAY = "gateway"  # the gateway's certificate (CN "gateway")
-    BANK = "bank"  # a known bank's certificate (CN = the bank's name)
+    GATEWAY = "gateway"  # the gateway's service certificate (spiffe://minipay/gateway)
+    BANK = "bank"  # a known bank's service certificate (spiffe://minipay/bank/NAME)
 
 
 TOKEN_ROLES = {Caller.CUSTOMER: "customer", Caller.ADMIN: "admin"}
-GATEWAY_CN = "gateway"
 
 
 @dataclass(frozen=True)

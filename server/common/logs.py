@@ -27,6 +27,10 @@ REDACTED = "[redacted]"
 
 # Request fields worth a log line: identifiers and amounts, never credentials.
 _LOGGED_FIELDS = ("payment_id", "idempotency_key", "username", "bank", "account")
+# A field taken from a request before it is validated is cut to this many characters.
+MAX_LOGGED_TEXT = 80
+# Control characters (a newline in a username...) never reach a text log as they are.
+_ESCAPED = {code: f"\\x{code:02x}" for code in [*range(32), 127]}
 
 
 @functools.lru_cache(maxsize=1024)
@@ -52,27 +56,33 @@ def redact_text(text: str) -> str:
     return text
 
 
+def bounded(text: str, limit: int = MAX_LOGGED_TEXT) -> str:
+    """TEXT cut to LIMIT characters: what a caller sends is logged, but never without end."""
+    return text if len(text) <= limit else text[:limit] + f"...[{len(text)} chars]"
+
+
 def describe_request(request: Any) -> dict[str, Any]:
-    """The identifiers and amount in a request message, for the call's log record."""
+    """The identifiers and amount in a request message, for the call's log record; every
+    text is bounded, since nothing is validated yet."""
     fields: dict[str, Any] = {}
     for name in _LOGGED_FIELDS:
         value = getattr(request, name, None)
         if isinstance(value, str) and value:
-            fields[name] = value
+            fields[name] = bounded(value)
     for name in ("amount", "initial_balance"):
         money = getattr(request, name, None)
         if money is not None and hasattr(money, "minor_units") and request.HasField(name):
             fields["amount_minor_units"] = money.minor_units
-            fields["currency"] = money.currency
+            fields["currency"] = bounded(money.currency, 8)
     to = getattr(request, "to", None)
     if to is not None and hasattr(to, "bank") and request.HasField("to"):
-        fields["to"] = f"{to.bank}/{to.account}"
+        fields["to"] = bounded(f"{to.bank}/{to.account}")
     ids = getattr(request, "payment_ids", None)
     if ids:
-        fields["payment_ids"] = list(ids)
+        fields["payment_ids"] = [bounded(pid) for pid in ids]
     legs = getattr(request, "legs", None)
     if legs:
-        fields["payment_ids"] = sorted({leg.payment_id for leg in legs})
+        fields["payment_ids"] = sorted({bounded(leg.payment_id) for leg in legs})
     return fields
 
 
@@ -125,7 +135,8 @@ class TextFormatter(_FormatOnce):
         fields = redact(getattr(record, "fields", {}))
         if fields:
             text += " " + " ".join(f"{k}={v}" for k, v in fields.items())
-        return redact_text(text)
+        # One record, one line: a newline in a field must not forge another record.
+        return redact_text(text).translate(_ESCAPED)
 
 
 class _FormatThenEnqueue(logging.handlers.QueueHandler):

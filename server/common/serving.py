@@ -21,11 +21,17 @@ def build_server(
     tls: TlsFiles,
     interceptors: Sequence[grpc.aio.ServerInterceptor],
     register: Callable[[grpc.aio.Server], Sequence[str]],
+    max_request_bytes: int = 4 * 1024 * 1024,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """Adds the services ``register`` names plus health and reflection; binds the port."""
-    # SO_REUSEPORT is on by default in gRPC: a second server on a taken port would bind
-    # beside the first one and share its traffic. Off, the second one is refused.
-    server = grpc.aio.server(interceptors=list(interceptors), options=[("grpc.so_reuseport", 0)])
+    options = [
+        # SO_REUSEPORT is on by default in gRPC: a second server on a taken port would bind
+        # beside the first one and share its traffic. Off, the second one is refused.
+        ("grpc.so_reuseport", 0),
+        # A request larger than any real one is refused before it is read into memory.
+        ("grpc.max_receive_message_length", max_request_bytes),
+    ]
+    server = grpc.aio.server(interceptors=list(interceptors), options=options)
     service_names = list(register(server))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

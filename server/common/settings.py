@@ -18,7 +18,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from server.common.errors import ConfigError
+from server.common import validation
+from server.common.errors import ConfigError, InvalidArgument
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEV_CERTS = REPO_ROOT / "certificate" / "dev"
@@ -133,7 +134,10 @@ def parse_bank_map(text: str) -> dict[str, str]:
         name, sep, address = item.partition("=")
         if not sep or not name.strip() or not address.strip():
             raise ConfigError(f"bad bank entry {item!r}: expected NAME=HOST:PORT")
-        banks[name.strip()] = address.strip()
+        try:
+            banks[validation.bank_name(name.strip(), "a bank's name")] = address.strip()
+        except InvalidArgument as error:
+            raise ConfigError(f"bad bank entry {item!r}: {error.message}") from None
     return banks
 
 
@@ -161,7 +165,11 @@ class ProcessSettings:
     )
     recovery_interval: float = setting(2.0, "seconds between recovery passes")
     bcrypt_rounds: int = setting(12, "bcrypt cost for new passwords")
-    ca: Path = setting(DEV_CERTS / "ca.pem", "CA certificate that signs every peer")
+    ca: Path = setting(
+        DEV_CERTS / "services-ca.pem",
+        "the services CA: signs the gateway's and the banks' certificates; trusted for servers "
+        "and for services calling",
+    )
     cert: Path = setting(Path(""), "this process's certificate (default: the dev certificate)")
     key: Path = setting(Path(""), "this process's private key (default: the dev key)")
     faults: str = setting("", "test-only fault injection points, comma separated (off by default)")
@@ -246,6 +254,10 @@ class GatewaySettings(ProcessSettings):
     COMPONENT: ClassVar[str] = "gateway"
 
     listen: str = setting(DEFAULT_GATEWAY, "address to serve on", scoped=True)
+    client_ca: Path = setting(
+        DEV_CERTS / "clients-ca.pem",
+        "the clients CA: signs customers' and admins' certificates; trusted for callers",
+    )
     batch_max: int = setting(256, "most payments in one 2PC round (1: one round per payment)")
     token_ttl: int = setting(900, "seconds a login token is valid")
     token_key: Path = setting(Path(""), "Ed25519 key that signs tokens (default: in data folder)")

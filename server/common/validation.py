@@ -16,6 +16,7 @@ MAX_IDEMPOTENCY_KEY_LENGTH = 255
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 _ACCOUNT = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,33}")
+_BANK = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _KEY = re.compile(rf"[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}")  # printable ASCII
 _ROLES = {"customer", "admin"}
 
@@ -41,8 +42,12 @@ def account_number(value: str, field: str = "account") -> str:
 
 
 def bank_name(value: str, field: str = "bank") -> str:
-    if not _USERNAME.fullmatch(value):
-        raise InvalidArgument(f"{field} must be a bank's name (1-64 letters, digits or . _ @ -)")
+    # A bank's name is part of the DNS name its certificate proves: a lower-case DNS label.
+    if not _BANK.fullmatch(value):
+        raise InvalidArgument(
+            f"{field} must be a bank's name: 1-63 lower-case letters, digits or '-', "
+            "not starting or ending with '-'"
+        )
     return value
 
 

@@ -18,7 +18,7 @@ from server.common.metrics import serve_metrics
 from server.common.passwords import Passwords, PasswordWork
 from server.common.serving import build_server, mark_serving
 from server.common.settings import GatewaySettings
-from server.common.tls import TlsFiles
+from server.common.tls import Peers, TlsFiles
 from server.gateway import identity
 from server.gateway.banks import BankDirectory
 from server.gateway.coordinator import Coordinator
@@ -32,6 +32,8 @@ from server.interceptors.logging import LoggingInterceptor
 
 log = logging.getLogger(__name__)
 
+# Customers' and admins' requests are small: a few identifiers, an amount, a password.
+MAX_REQUEST_BYTES = 64 * 1024
 SERVICES = [
     gateway_pb2.DESCRIPTOR.services_by_name["Auth"].full_name,
     gateway_pb2.DESCRIPTOR.services_by_name["Payments"].full_name,
@@ -75,7 +77,7 @@ def prepare_database(settings: GatewaySettings) -> Database:
 
 async def run_server(settings: GatewaySettings) -> GatewayServer:
     database = await asyncio.to_thread(prepare_database, settings)
-    tls = TlsFiles(settings.ca, settings.cert_path, settings.key_path)
+    tls = TlsFiles(settings.ca, settings.cert_path, settings.key_path, settings.client_ca)
     revocations = Revocations(database)
     await revocations.refresh()
     tokens = TokenService(
@@ -115,8 +117,13 @@ async def run_server(settings: GatewaySettings) -> GatewayServer:
         admin_pb2_grpc.add_AdminServicer_to_server(AdminService(banks, identities), server)
         return SERVICES
 
-    interceptors = [LoggingInterceptor("gateway"), AuthInterceptor(banks.names, tokens)]
-    server, port, health = build_server(settings.listen, tls, interceptors, register)
+    interceptors = [
+        LoggingInterceptor("gateway"),
+        AuthInterceptor(Peers(settings.ca), banks.names, tokens),
+    ]
+    server, port, health = build_server(
+        settings.listen, tls, interceptors, register, max_request_bytes=MAX_REQUEST_BYTES
+    )
     serve_metrics(settings.metrics_port)
     await server.start()
     await mark_serving(health, SERVICES)

@@ -14,10 +14,11 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from minipay.identity import bank_server_name
 from minipay.v1 import bank_pb2, bank_pb2_grpc, common_pb2
-from server.common import errors
+from server.common import errors, validation
 from server.common.logs import REQUEST_ID
-from server.common.tls import CHANNEL_OPTIONS, TlsFiles, channel_credentials
+from server.common.tls import TlsFiles, channel_credentials, channel_options
 from server.common.vocabulary import Leg, Reason, Side
 from server.gateway.payment_state import Vote, no_vote
 
@@ -55,7 +56,10 @@ class BankClient:
     def __init__(self, name: str, address: str, credentials: grpc.ChannelCredentials) -> None:
         self.name = name
         self.address = address
-        self._channel = grpc.aio.secure_channel(address, credentials, CHANNEL_OPTIONS)
+        # TLS refuses a server on this address that cannot prove it is this very bank.
+        self._channel = grpc.aio.secure_channel(
+            address, credentials, channel_options(bank_server_name(name))
+        )
         self._participant = bank_pb2_grpc.ParticipantStub(self._channel)
         self._accounts = bank_pb2_grpc.AccountsStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
@@ -211,7 +215,7 @@ class BankDirectory:
         return [self._banks[name] for name in self.names]
 
     def get(self, name: str) -> BankClient:
-        bank = self._banks.get(name)
+        bank = self._banks.get(validation.bank_name(name))
         if bank is None:
             raise errors.NotFound(f"unknown bank {name!r}; known banks: {', '.join(self.names)}")
         return bank

@@ -253,7 +253,8 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
         self, request: admin_pb2.SetUserDisabledRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.SetUserDisabledResponse:
         bank = self._banks.get(request.bank)
-        info = await bank.set_customer_disabled(request.username, request.disabled)
+        username = validation.username(request.username)
+        info = await bank.set_customer_disabled(username, request.disabled)
         # The bank refuses the user's payments; the gateway refuses their tokens, from now.
         await self._identities.set_disabled(info.username, request.disabled)
         return admin_pb2.SetUserDisabledResponse(user=_user(bank.name, info))
@@ -266,7 +267,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
         # One deposit per admin and key, in a bounded id the bank can store.
         scope = f"{current_claims().subject}\n{key}".encode()
         info = await bank.deposit(
-            request.account.account,
+            validation.account_number(request.account.account, "account.account"),
             request.amount,
             "admin-" + hashlib.sha256(scope).hexdigest()[:48],
         )

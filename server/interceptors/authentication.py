@@ -1,5 +1,7 @@
-"""Authentication and authorization interceptor: learns who calls (verified client
-certificate, and a bearer token bound to it) and checks them against the permission table."""
+"""Authentication and authorization interceptor: learns who calls (the verified client
+certificate: a service is known by the CA that signed it and its SPIFFE id; a customer or an
+admin by a bearer token bound to their certificate) and checks them against the permission
+table."""
 
 from __future__ import annotations
 
@@ -8,9 +10,10 @@ from typing import Any, Protocol
 
 import grpc
 
+from minipay.identity import GATEWAY_ID, bank_of
 from server.common.errors import MinipayError, PermissionDenied, Unauthenticated
-from server.common.identity import GATEWAY_CN, TOKEN_ROLES, Caller, Claims, Principal, set_principal
-from server.common.tls import peer_identity
+from server.common.identity import TOKEN_ROLES, Caller, Claims, Principal, set_principal
+from server.common.tls import Peers
 from server.interceptors.authorization import allowed_callers
 from server.interceptors.handlers import Behavior, WrappedHandlers, metadata_value, wrap_unary
 
@@ -38,7 +41,10 @@ def _refusal(error: MinipayError) -> grpc.RpcMethodHandler:
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, bank_names: Collection[str], verifier: TokenVerifier | None) -> None:
+    def __init__(
+        self, peers: Peers, bank_names: Collection[str], verifier: TokenVerifier | None
+    ) -> None:
+        self._peers = peers
         self._bank_names = frozenset(bank_names)
         self._verifier = verifier
         self._no_rule = _refusal(PermissionDenied("this method is not open to any caller"))
@@ -71,19 +77,20 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def authorize(
         self, method: str, allowed: frozenset[Caller], context: grpc.aio.ServicerContext
     ) -> Principal:
-        peer = peer_identity(context)
+        peer = self._peers.identify(context)
         if peer is None:
             raise Unauthenticated("a client certificate from the minipay CA is required")
         by_certificate = {Caller.ANY_CERT}
-        if peer.common_name == GATEWAY_CN:
+        if peer.is_service and peer.spiffe_id == GATEWAY_ID:
             by_certificate.add(Caller.GATEWAY)
-        if peer.common_name in self._bank_names:
+        if peer.is_service and bank_of(peer.spiffe_id) in self._bank_names:
             by_certificate.add(Caller.BANK)
         if allowed & by_certificate:
             return Principal(peer)
         token_callers = [caller for caller in allowed if caller in TOKEN_ROLES]
-        if not token_callers or self._verifier is None:
-            raise PermissionDenied(f"certificate {peer.common_name!r} may not call {method}")
+        # Tokens are for customers and admins, whose certificates the clients CA signs.
+        if not token_callers or self._verifier is None or peer.is_service:
+            raise PermissionDenied(f"this certificate may not call {method}")
         claims = self._verifier.verify(bearer_token(context), peer.thumbprint)
         if any(TOKEN_ROLES[caller] == claims.role for caller in token_callers):
             return Principal(peer, claims)

@@ -16,8 +16,19 @@ Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 Wrapper = Callable[[Behavior, Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
-def wrap_unary(handler: grpc.RpcMethodHandler, wrapper: Wrapper) -> grpc.RpcMethodHandler:
-    """A handler whose unary behaviour runs inside ``wrapper``; streaming ones are unchanged."""
+class Malformed:
+    """Stands for request bytes that do not parse as the method's message."""
+
+
+MALFORMED = Malformed()
+
+
+def wrap_unary(
+    handler: grpc.RpcMethodHandler, wrapper: Wrapper, *, tolerate_malformed: bool = False
+) -> grpc.RpcMethodHandler:
+    """A handler whose unary behaviour runs inside ``wrapper``; streaming ones are unchanged.
+    With ``tolerate_malformed``, bytes that do not parse reach ``wrapper`` as ``MALFORMED``
+    instead of failing inside gRPC, where no interceptor sees them."""
     if handler is None or handler.unary_unary is None:
         return handler
     inner: Behavior = handler.unary_unary
@@ -25,11 +36,24 @@ def wrap_unary(handler: grpc.RpcMethodHandler, wrapper: Wrapper) -> grpc.RpcMeth
     async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
         return await wrapper(inner, request, context)
 
+    deserializer = handler.request_deserializer
+    if tolerate_malformed and deserializer is not None:
+        deserializer = _tolerant(deserializer)
     return grpc.unary_unary_rpc_method_handler(
         behavior,
-        request_deserializer=handler.request_deserializer,
+        request_deserializer=deserializer,
         response_serializer=handler.response_serializer,
     )
+
+
+def _tolerant(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def parse_or_mark(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except Exception:  # DecodeError, and whatever else bad bytes make a parser raise
+            return MALFORMED
+
+    return parse_or_mark
 
 
 class WrappedHandlers:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -14,15 +15,23 @@ from typing import Any
 import grpc
 from google.protobuf.json_format import MessageToDict
 
-from server.common.errors import MinipayError
+from server.common.errors import InvalidArgument, MinipayError
 from server.common.identity import peek_principal
 from server.common.logs import REQUEST_ID, describe_request
 from server.common.metrics import CALL_SECONDS, CALLS, RETRIES
-from server.common.tls import peer_identity
-from server.interceptors.handlers import Behavior, WrappedHandlers, metadata_value, wrap_unary
+from server.common.tls import peer_common_name
+from server.interceptors.handlers import (
+    MALFORMED,
+    Behavior,
+    WrappedHandlers,
+    metadata_value,
+    wrap_unary,
+)
 from server.interceptors.status import status_of
 
 log = logging.getLogger("minipay.calls")
+# A caller's request id (a batched round's carries several, comma separated).
+_REQUEST_ID = re.compile(r"[\w.:,-]{1,2048}")
 
 
 class LoggingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -42,9 +51,11 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def _logged(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         async def logged(inner: Behavior, request: Any, context: grpc.aio.ServicerContext) -> Any:
-            request_id = metadata_value(context, "x-request-id") or uuid.uuid4().hex
+            request_id = metadata_value(context, "x-request-id")
+            if not _REQUEST_ID.fullmatch(request_id):
+                request_id = uuid.uuid4().hex  # none, or not one a log can carry
             REQUEST_ID.set(request_id)
-            attempt = metadata_value(context, "x-attempt")
+            attempt = metadata_value(context, "x-attempt")[:4]
             started = time.perf_counter()
             fields: dict[str, Any] = {
                 "component": self._component,
@@ -57,11 +68,13 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 fields["attempt"] = int(attempt) if attempt.isdigit() else attempt
                 RETRIES.labels(method).inc()
                 log.info("client_retry", extra={"fields": fields})
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("request", extra={"fields": dict(fields, body=_body(request))})
             code = grpc.StatusCode.OK
             message = ""
             try:
+                if request is MALFORMED:
+                    raise InvalidArgument("the request is not a valid message for this method")
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("request", extra={"fields": dict(fields, body=_body(request))})
                 response = await inner(request, context)
                 # Links the request (id, idempotency key) to the payment it made.
                 payment_id = getattr(response, "payment_id", "")
@@ -96,7 +109,7 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 level = logging.WARNING if code != grpc.StatusCode.OK else logging.INFO
                 log.log(level, "call", extra={"fields": fields})
 
-        return wrap_unary(handler, logged)
+        return wrap_unary(handler, logged, tolerate_malformed=True)
 
 
 def _body(message: Any) -> dict[str, Any]:
@@ -108,8 +121,7 @@ def _record_identity(fields: dict[str, Any], context: grpc.aio.ServicerContext) 
     principal = peek_principal()
     if principal is None:
         # Refused before authentication finished: the certificate still says who it was.
-        peer = peer_identity(context)
-        fields["caller"] = peer.common_name if peer else ""
+        fields["caller"] = peer_common_name(context)
     else:
         fields["caller"] = principal.peer.common_name
         if principal.claims is not None:

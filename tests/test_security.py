@@ -1,0 +1,559 @@
+"""The security review's findings, each written as the attack: impostor servers on every link,
+a customer certificate claiming to be a service, throttles raced and flooded, usernames told
+apart by time, a disabled user's token, unbounded input, money at its edge, files others can
+read, and a username taken over. Every attack must be refused before any secret or decision
+crosses."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import datetime
+import json
+import os
+import socket
+import stat
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from sqlalchemy import create_engine, text
+
+from certificate.ca import CLIENTS_CA, SERVICES_CA
+from client.api import GatewayClient
+from devtools.cluster import GATEWAY, Cluster
+from minipay.identity import GATEWAY_ID, bank_id
+from minipay.v1 import bank_pb2, bank_pb2_grpc, common_pb2, gateway_pb2
+from server.common.settings import GatewaySettings, environment
+from server.common.tls import TlsFiles, channel_credentials, channel_options
+from server.common.validation import MAX_BALANCE
+from tests.conftest import ClusterFactory
+from tests.helpers import (
+    ABORTED,
+    ADMIN,
+    SEED_ACCOUNTS,
+    SEED_PASSWORDS,
+    Client,
+    admin,
+    aio_channel,
+    bank_state,
+    bank_url,
+    channel,
+    client_config,
+    customer,
+    server_env,
+    server_name,
+    settle,
+    wait_until,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
+THROTTLED = grpc.StatusCode.RESOURCE_EXHAUSTED
+REFUSED_CODES = {UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
+
+
+# -- impostors --------------------------------------------------------------------------------
+
+
+class Impostor:
+    """A server with a valid certificate from one of our CAs but the wrong identity, on a
+    real address: it answers every call with a yes and remembers what reached it."""
+
+    def __init__(self, certs: Path, cert: str, port: int) -> None:
+        self.calls: list[str] = []
+        self._server = grpc.server(concurrent.futures.ThreadPoolExecutor(4))
+        self._server.add_generic_rpc_handlers([_Recorder(self.calls)])
+        credentials = grpc.ssl_server_credentials(
+            [((certs / f"{cert}-key.pem").read_bytes(), (certs / f"{cert}.pem").read_bytes())],
+            root_certificates=(certs / SERVICES_CA).read_bytes()
+            + (certs / CLIENTS_CA).read_bytes(),
+            require_client_auth=False,
+        )
+        assert self._server.add_secure_port(f"127.0.0.1:{port}", credentials) == port
+        self._server.start()
+
+    def stop(self) -> None:
+        self._server.stop(None)
+
+
+class _Recorder(grpc.GenericRpcHandler):  # type: ignore[misc]
+    """Says yes to everything: logins succeed, votes are yes, decisions are commit."""
+
+    ANSWERS: dict[str, Any] = {
+        "/minipay.v1.Auth/Login": gateway_pb2.LoginResponse(token="stolen", role="customer"),
+        "/minipay.v1.Accounts/VerifyCredentials": bank_pb2.VerifyCredentialsResponse(
+            ok=True, role="customer"
+        ),
+        "/minipay.v1.Coordinator/GetDecision": gateway_pb2.GetDecisionResponse(),
+    }
+
+    def __init__(self, calls: list[str]) -> None:
+        self._calls = calls
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        method = details.method
+
+        def answer(request: bytes, context: grpc.ServicerContext) -> bytes:
+            self._calls.append(method)
+            known = self.ANSWERS.get(method)
+            return known.SerializeToString() if known is not None else b""
+
+        return grpc.unary_unary_rpc_method_handler(answer)
+
+
+@contextmanager
+def impostor(certs: Path, cert: str, port: int) -> Iterator[Impostor]:
+    server = Impostor(certs, cert, port)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize("cert", ["client-1", "alpha"])
+def test_the_client_refuses_an_impostor_gateway(certs: Path, tmp_path: Path, cert: str) -> None:
+    """A customer's certificate, or a bank's, on the gateway's address: no password leaves."""
+    port = free_port()
+    with impostor(certs, cert, port) as fake:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("MINIPAY_")},
+            "MINIPAY_GATEWAY": f"127.0.0.1:{port}",
+            "MINIPAY_CA": str(certs / SERVICES_CA),
+            "MINIPAY_CERT": str(certs / "client-1.pem"),
+            "MINIPAY_KEY": str(certs / "client-1-key.pem"),
+            "MINIPAY_HOME": str(tmp_path / "home"),
+            "MINIPAY_ATTEMPTS": "1",
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "client", "login", "--username", "alice", "--password-stdin"],
+            input=SEED_PASSWORDS["alice"] + "\n",
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO_ROOT,
+            timeout=60,
+        )
+        assert result.returncode != 0, result.stdout
+        assert "logged in" not in result.stdout
+        assert "Traceback" not in result.stderr
+        assert fake.calls == [], "the password reached the impostor"
+
+
+@pytest.mark.parametrize("cert", ["client-1", "alpha"])
+def test_the_gateway_refuses_an_impostor_bank(
+    make_cluster: ClusterFactory, certs: Path, cert: str
+) -> None:
+    """On gamma's address: a customer's certificate, or another bank's. The gateway sends it
+    no password and no Prepare, so a wrong password never logs in and nothing is paid."""
+    cluster = make_cluster()
+    alice = customer(cluster, certs, "alice")
+    Client(cluster, certs).register("erin", SEED_PASSWORDS["erin"], *SEED_ACCOUNTS["erin"])
+    cluster.kill("gamma")
+    with impostor(certs, cert, cluster.ports["gamma"]) as fake:
+        error = Client(cluster, certs, "client-2").error("login", "erin", "not-erins-password")
+        assert error.code() in {*REFUSED_CODES, grpc.StatusCode.UNAVAILABLE}, error
+        answer = alice.pay("gamma", "G-3001", 500)
+        assert answer.status == ABORTED and answer.reason_code == "bank_unavailable"
+        assert fake.calls == [], "a password or a Prepare reached the impostor"
+    cluster.start_process("gamma")
+    cluster.wait_ready("gamma")
+    settle(cluster)
+
+
+@pytest.mark.parametrize("cert", ["client-1", "alpha"])
+def test_a_bank_refuses_an_impostor_gateway(
+    make_cluster: ClusterFactory, certs: Path, cert: str
+) -> None:
+    """A bank in doubt asks only the real gateway: an impostor on its address hears nothing
+    and decides nothing."""
+    cluster = make_cluster(env=server_env(txn_timeout=1))
+    prepare_in_doubt(cluster, certs, "pay_in_doubt", "B-2001", 700)
+    cluster.kill(GATEWAY)
+    with impostor(certs, cert, cluster.ports[GATEWAY]) as fake:
+        time.sleep(3)  # past the timeout: beta asks, several times
+        assert fake.calls == [], "the bank asked the impostor"
+    assert bank_state(cluster, "beta")["payments"]["pay_in_doubt"] == "PREPARED"
+
+
+def prepare_in_doubt(
+    cluster: Cluster, certs: Path, payment_id: str, account: str, amount: int
+) -> None:
+    """Beta votes yes on a debit, as the gateway would ask it to."""
+
+    async def send() -> None:
+        async with aio_channel(cluster, certs, "beta", GATEWAY) as channel:
+            leg = bank_pb2.Leg(
+                payment_id=payment_id,
+                side=bank_pb2.LEG_SIDE_DEBIT,
+                account=account,
+                amount=common_pb2.Money(minor_units=amount, currency="USD"),
+            )
+            answer = await bank_pb2_grpc.ParticipantStub(channel).Prepare(
+                bank_pb2.PrepareRequest(legs=[leg]), timeout=10
+            )
+            assert answer.votes[0].value == bank_pb2.VOTE_VALUE_YES
+
+    asyncio.run(send())
+
+
+# -- a customer certificate can never be a service --------------------------------------------
+
+
+def forged_client_certificate(certs: Path, folder: Path, common_name: str, uri: str) -> TlsFiles:
+    """What a careless clients CA could sign: a certificate that claims a service's name and
+    SPIFFE id. Only the CA that signed it tells it apart."""
+    ca_cert = x509.load_pem_x509_certificate((certs / CLIENTS_CA).read_bytes())
+    ca_key = serialization.load_pem_private_key(
+        (certs / CLIENTS_CA.replace(".pem", "-key.pem")).read_bytes(), password=None
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "forged.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "forged-key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return TlsFiles(certs / SERVICES_CA, folder / "forged.pem", folder / "forged-key.pem")
+
+
+def call(cluster: Cluster, target: str, files: TlsFiles, method: str, request: Any) -> Any:
+    with grpc.secure_channel(
+        cluster.address(target), channel_credentials(files), channel_options(server_name(target))
+    ) as channel:
+        stub = channel.unary_unary(
+            method,
+            request_serializer=type(request).SerializeToString,
+            response_deserializer=lambda data: data,
+        )
+        try:
+            stub(request, timeout=10)
+        except grpc.RpcError as error:
+            return error.code()
+        return grpc.StatusCode.OK
+
+
+def test_a_customer_certificate_claiming_to_be_the_gateway_is_not(
+    cluster: Cluster, certs: Path, tmp_path: Path
+) -> None:
+    forged = forged_client_certificate(certs, tmp_path, "gateway", GATEWAY_ID)
+    # Banks trust only the services CA: the handshake itself fails.
+    for method, request in [
+        ("/minipay.v1.Accounts/ListCustomers", bank_pb2.ListCustomersRequest()),
+        ("/minipay.v1.Accounts/Deposit", bank_pb2.BankDepositRequest()),
+        ("/minipay.v1.Participant/Commit", bank_pb2.DecisionRequest(payment_ids=["x"])),
+    ]:
+        assert call(cluster, "alpha", forged, method, request) == grpc.StatusCode.UNAVAILABLE
+    # The gateway takes it for what its CA says: a client, and no bank.
+    impostor_bank = forged_client_certificate(certs, tmp_path / "b", "alpha", bank_id("alpha"))
+    asked = call(
+        cluster,
+        GATEWAY,
+        impostor_bank,
+        "/minipay.v1.Coordinator/GetDecision",
+        gateway_pb2.GetDecisionRequest(payment_ids=["x"]),
+    )
+    assert asked == grpc.StatusCode.PERMISSION_DENIED
+
+
+# -- password checks --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def throttled(make_cluster: ClusterFactory, certs: Path) -> Cluster:
+    cluster = make_cluster(
+        env=environment(GatewaySettings, login_max_failures=3, login_cooldown=30)
+    )
+    for name in ("bob", "dave"):
+        Client(cluster, certs).register(name, SEED_PASSWORDS[name], *SEED_ACCOUNTS[name])
+    return cluster
+
+
+def test_a_burst_of_guesses_cannot_race_the_throttle(throttled: Cluster, certs: Path) -> None:
+    """40 wrong passwords at once, then the right one: no more than 3 are ever checked."""
+
+    async def burst() -> list[grpc.StatusCode]:
+        clients = [
+            GatewayClient(client_config(throttled, certs, cert))
+            for cert in ("client-1", "client-2", "client-3")
+            for _ in range(4)
+        ]
+
+        async def guess(client: GatewayClient, password: str) -> grpc.StatusCode:
+            try:
+                await client.login("bob", password)
+            except grpc.aio.AioRpcError as error:
+                return error.code()
+            return grpc.StatusCode.OK
+
+        try:
+            wrong = [guess(clients[i % len(clients)], f"guess-number-{i}") for i in range(40)]
+            codes = await asyncio.gather(*wrong)
+            right = await guess(clients[0], SEED_PASSWORDS["bob"])
+        finally:
+            for client in clients:
+                await client.close()
+        return [*codes, right]
+
+    codes = asyncio.run(burst())
+    checked = [code for code in codes if code in (UNAUTHENTICATED, grpc.StatusCode.OK)]
+    assert len(checked) <= 3, codes
+    assert codes[-1] == THROTTLED, "the right password slipped through the burst"
+
+
+def test_register_is_throttled_like_login(throttled: Cluster, certs: Path) -> None:
+    client = Client(throttled, certs, "client-2")
+    answers = [
+        client.error("register", "dave", f"not-daves-{i}", *SEED_ACCOUNTS["dave"]).code()
+        for i in range(3)
+    ]
+    assert answers == [UNAUTHENTICATED] * 3
+    # The right password, now: refused by the throttle before any check.
+    error = client.error("register", "dave", SEED_PASSWORDS["dave"], *SEED_ACCOUNTS["dave"])
+    assert error.code() == THROTTLED
+
+
+def test_unknown_usernames_cost_the_same_as_known_ones(
+    make_cluster: ClusterFactory, certs: Path
+) -> None:
+    """With a real bcrypt cost, a wrong password for a registered user and any password for a
+    name nobody has take the same time."""
+    cluster = make_cluster(
+        env={
+            **server_env(bcrypt_rounds=10),
+            **environment(GatewaySettings, login_max_failures=1000, login_client_max_failures=1000),
+        }
+    )
+    Client(cluster, certs).register("bob", SEED_PASSWORDS["bob"], *SEED_ACCOUNTS["bob"])
+    client = Client(cluster, certs)
+
+    def seconds(username: str) -> float:
+        started = time.perf_counter()
+        assert client.error("login", username, "a-wrong-password").code() == UNAUTHENTICATED
+        return time.perf_counter() - started
+
+    for name in ("bob", "nobody-at-all"):
+        seconds(name)  # warm up both paths
+    known = statistics.median(seconds("bob") for _ in range(7))
+    unknown = statistics.median(seconds(f"nobody-{i}") for i in range(7))
+    assert 0.6 < unknown / known < 1.6, (known, unknown)
+
+
+def test_a_flood_from_one_certificate_does_not_starve_another_customer(
+    make_cluster: ClusterFactory, certs: Path
+) -> None:
+    cluster = make_cluster()
+    Client(cluster, certs).register("alice", SEED_PASSWORDS["alice"], *SEED_ACCOUNTS["alice"])
+    stop = time.monotonic() + 4
+    flooded = threading.Event()
+
+    async def flood() -> int:
+        clients = [GatewayClient(client_config(cluster, certs, "client-2")) for _ in range(20)]
+
+        async def hammer(client: GatewayClient, number: int) -> int:
+            sent = 0
+            while time.monotonic() < stop:
+                with suppress(grpc.aio.AioRpcError):
+                    await client.register("carol", f"flood-{number}-{sent}", "beta", "B-2001")
+                sent += 1
+                flooded.set()
+            return sent
+
+        try:
+            return sum(await asyncio.gather(*(hammer(c, i) for i, c in enumerate(clients * 10))))
+        finally:
+            for client in clients:
+                await client.close()
+
+    result: dict[str, int] = {}
+    attacker = threading.Thread(target=lambda: result.update(sent=asyncio.run(flood())))
+    attacker.start()
+    try:
+        assert flooded.wait(10)
+        started = time.monotonic()
+        Client(cluster, certs, "client-1").login("alice", SEED_PASSWORDS["alice"])
+        took = time.monotonic() - started
+    finally:
+        attacker.join(30)
+    assert took < 3.0, f"a login during the flood took {took:.1f} s"
+    assert result["sent"] > 200, result
+
+
+# -- a disabled user --------------------------------------------------------------------------
+
+
+def test_disabling_a_user_cuts_their_tokens_at_once(cluster: Cluster, certs: Path) -> None:
+    dave = customer(cluster, certs, "dave")
+    dave.balance()
+    boss = admin(cluster, certs)
+    boss.set_disabled("beta", "dave", True)
+    for method in ("balance", "history"):
+        assert dave.error(method).code() == UNAUTHENTICATED, method
+    boss.set_disabled("beta", "dave", False)
+    # The old token stays cut; a new login works.
+    assert dave.error("balance").code() == UNAUTHENTICATED
+    assert customer(cluster, certs, "dave", register=False).balance().account.account == "B-2002"
+
+
+# -- bounded input ----------------------------------------------------------------------------
+
+
+def gateway_records(cluster: Cluster) -> list[dict[str, Any]]:
+    found = []
+    for line in cluster.log_file(GATEWAY).read_text().splitlines():
+        try:
+            found.append(json.loads(line))
+        except ValueError:
+            continue
+    return found
+
+
+def test_huge_and_malformed_input_is_refused_and_logged_bounded(
+    cluster: Cluster, certs: Path
+) -> None:
+    client = Client(cluster, certs)
+    assert client.error("login", "x" * 3_500_000, "password").code() == THROTTLED
+    assert (
+        client.error("login", "y" * 60_000, "password").code() == grpc.StatusCode.INVALID_ARGUMENT
+    )
+    # Bytes that are no LoginRequest at all.
+    with channel(cluster, certs, GATEWAY, "client-1") as opened:
+        raw = opened.unary_unary("/minipay.v1.Auth/Login")
+        with pytest.raises(grpc.RpcError) as caught:
+            raw(b"\xff\xff\xff\xff garbage", timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    def logged() -> bool:
+        return any(
+            r.get("method") == "/minipay.v1.Auth/Login"
+            and r.get("code") == "INVALID_ARGUMENT"
+            and "not a valid message" in r.get("error", "")
+            for r in gateway_records(cluster)
+        )
+
+    wait_until(logged, 10, "the malformed call's record")
+    for record in gateway_records(cluster):
+        assert len(json.dumps(record)) < 4000, "a log record carries an unbounded field"
+
+
+def test_a_newline_in_a_username_forges_no_text_log_line(
+    make_cluster: ClusterFactory, certs: Path
+) -> None:
+    cluster = make_cluster(env=server_env(log_format="text"))
+    client = Client(cluster, certs)
+    forged = "mallory\n2026-01-01 00:00:00,000 INFO gateway call code=OK username=admin"
+    assert client.error("login", forged, "password").code() == grpc.StatusCode.INVALID_ARGUMENT
+    log = cluster.log_file(GATEWAY)
+    wait_until(lambda: "mallory" in log.read_text(), 10, "the refused login's record")
+    lines = [line for line in log.read_text().splitlines() if "username=admin" in line]
+    assert all("mallory" in line for line in lines), lines
+
+
+# -- money at its edge ------------------------------------------------------------------------
+
+
+def test_a_credit_that_would_overflow_the_payee_votes_no(cluster: Cluster, certs: Path) -> None:
+    alice = customer(cluster, certs, "alice")
+    engine = create_engine(bank_url(cluster, "beta"))
+    with engine.begin() as connection:  # carol is (nearly) as rich as an account can be
+        connection.execute(
+            text("UPDATE accounts SET balance = :b WHERE number = 'B-2001'"),
+            {"b": MAX_BALANCE - 10},
+        )
+    engine.dispose()
+    answer = alice.pay("beta", "B-2001", 100)
+    assert answer.status == ABORTED
+    assert answer.reason_code == "balance_limit"
+    wait_until(
+        lambda: bank_state(cluster, "alpha")["accounts"]["A-1001"][1] == 0, 10, "alpha's release"
+    )
+
+
+# -- files ------------------------------------------------------------------------------------
+
+
+def test_data_files_are_for_their_owner_only(cluster: Cluster, certs: Path) -> None:
+    customer(cluster, certs, "alice").pay("beta", "B-2001", 100)
+    mode = stat.S_IMODE(os.stat(cluster.data_dir / "logs").st_mode)
+    assert mode & 0o077 == 0, oct(mode)
+    made = [
+        path
+        for path in cluster.data_dir.rglob("*")
+        if path.suffix in {".db", ".log", ".pem", ".lock"} or path.name.endswith(("-wal", "-shm"))
+    ]
+    assert any(path.name.endswith("-wal") for path in made)
+    for path in made:
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, f"{path}: {oct(path.stat().st_mode)}"
+
+
+# -- names ------------------------------------------------------------------------------------
+
+
+def test_usernames_are_unique_across_admins_and_customers(cluster: Cluster, certs: Path) -> None:
+    customer(cluster, certs, "alice")
+    boss = admin(cluster, certs)
+    for name in ("alice", "ALICE"):
+        error = boss.error(
+            "create_user",
+            username=name,
+            name="Not Alice",
+            password="a-password-1",
+            bank="",
+            account="",
+            balance_minor_units=0,
+            role="admin",
+        )
+        assert error.code() == grpc.StatusCode.ALREADY_EXISTS, name
+    error = boss.error(
+        "create_user",
+        username=ADMIN[0],
+        name="Not The Admin",
+        password="a-password-1",
+        bank="gamma",
+        account="G-77",
+        balance_minor_units=0,
+    )
+    assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+    # And alice is still alice.
+    customer(cluster, certs, "alice", register=False).balance()
