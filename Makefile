@@ -16,6 +16,9 @@ BENCH_ARGS ?=
 # make up: the gateway's port, and the first bank's (the others follow: alpha, beta, gamma).
 GATEWAY_PORT ?= 50051
 BANK_PORT ?= 50061
+# make up: how many gateway replicas, and the PostgreSQL server they need (empty: SQLite).
+GATEWAYS ?= 1
+DATABASE_URL ?=
 
 .PHONY: setup demo up test test-unit lint bench migrate certs protos clean
 
@@ -49,8 +52,10 @@ migrate: setup
 demo: setup migrate
 	$(PY) -m devtools.demo
 
-up: setup migrate
-	$(PY) -m devtools.cluster --data-dir $(DATA) --gateway-port $(GATEWAY_PORT) --bank-port $(BANK_PORT)
+# make up GATEWAYS=3 DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432 runs replicas.
+up: setup
+	$(PY) -m devtools.cluster --data-dir $(DATA) --gateway-port $(GATEWAY_PORT) \
+	  --bank-port $(BANK_PORT) --gateways $(GATEWAYS) --database-url "$(DATABASE_URL)"
 
 # Every test, the fast domain tests (tests/unit) included.
 test: setup
@@ -60,7 +65,7 @@ test: setup
 test-unit: setup
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
 
-LINTED := server client admin certificate devtools minipay/__init__.py minipay/money.py tests alembic/env.py
+LINTED := server client admin certificate devtools $(wildcard minipay/*.py) tests alembic/env.py
 
 lint: setup
 	$(VENV)/bin/ruff check $(LINTED)

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import grpc
 
 from client.logs import LOGGER, describe_request
+from minipay import balancing
 from minipay.identity import GATEWAY_SERVER_NAME
 from minipay.v1 import (
     admin_pb2,
@@ -194,14 +195,19 @@ def open_channel(config: ClientConfig) -> grpc.aio.Channel:
         certificate_chain=_read(config.cert, "certificate"),
     )
     options = [
+        *balancing.OPTIONS,  # several replicas: round robin over the healthy ones
         # TLS refuses a server that cannot prove it is the gateway, before a byte is sent.
         ("grpc.ssl_target_name_override", config.server_name),
         # Reconnect quickly, so a retry after a gateway restart finds it as soon as it is back.
         ("grpc.initial_reconnect_backoff_ms", 200),
         ("grpc.max_reconnect_backoff_ms", 1000),
     ]
+    try:
+        target = balancing.channel_target(config.gateway)
+    except balancing.AddressError as error:
+        raise ClientError(f"gateway address {config.gateway!r}: {error}") from None
     return grpc.aio.secure_channel(
-        config.gateway, credentials, options, interceptors=[CallLogger(config.gateway)]
+        target, credentials, options, interceptors=[CallLogger(config.gateway)]
     )
 
 

@@ -41,7 +41,14 @@ from server.common.settings import (
 )
 from server.common.tls import TlsFiles, channel_credentials, channel_options
 
-GATEWAY = "gateway"
+GATEWAY = "gateway"  # the first gateway replica's name
+
+
+def gateway_name(number: int) -> str:
+    """Replica NUMBER's name: "gateway", then "gateway-2", "gateway-3"..."""
+    return GATEWAY if number == 1 else f"{GATEWAY}-{number}"
+
+
 DEFAULT_BANK_NAMES = ("alpha", "beta", "gamma")
 ROOT = Path(__file__).resolve().parents[1]
 LOOPBACK = "127.0.0.1"
@@ -109,39 +116,53 @@ class Cluster:
     certs: Path = DEV_CERTS
     metrics_ports: dict[str, int] = field(default_factory=dict)  # Prometheus, per process
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    gateways: int = 1  # replicas: "gateway", "gateway-2", ... (they need PostgreSQL)
 
     def __post_init__(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        for name in [GATEWAY, *self.bank_names]:
+        for name in [*self.gateway_names, *self.bank_names]:
             self.ports.setdefault(name, free_port())
 
     @property
+    def gateway_names(self) -> list[str]:
+        return [gateway_name(number) for number in range(1, self.gateways + 1)]
+
+    def is_gateway(self, name: str) -> bool:
+        return name in self.gateway_names
+
+    @property
     def names(self) -> list[str]:
-        return [*self.bank_names, GATEWAY]
+        return [*self.bank_names, *self.gateway_names]
 
     def address(self, name: str) -> str:
         return f"{LOOPBACK}:{self.ports[name]}"
 
     @property
     def gateway_address(self) -> str:
+        """The first replica's address."""
         return self.address(GATEWAY)
+
+    @property
+    def gateway_addresses(self) -> str:
+        """Every replica's address, comma separated (what clients and banks are given)."""
+        return ",".join(self.address(name) for name in self.gateway_names)
 
     @property
     def banks_setting(self) -> str:
         return ",".join(f"{bank}={self.address(bank)}" for bank in self.bank_names)
 
     def settings_class(self, name: str) -> type[GatewaySettings] | type[BankSettings]:
-        return GatewaySettings if name == GATEWAY else BankSettings
+        return GatewaySettings if self.is_gateway(name) else BankSettings
 
     def command(self, name: str) -> list[str]:
-        if name == GATEWAY:
+        if self.is_gateway(name):
             return [sys.executable, "-m", "server.gateway"]
         return [sys.executable, "-m", "server.bank", "--name", name]
 
     def fixed_environment(self, name: str, faults: str = "") -> dict[str, str]:
         """The settings the cluster always gives process NAME, whatever ``env`` says."""
         kind = self.settings_class(name)
-        cert = GATEWAY if name == GATEWAY else name
+        cert = GATEWAY if self.is_gateway(name) else name
         env = environment(
             kind,
             data_dir=self.data_dir,
@@ -151,20 +172,22 @@ class Cluster:
             key=self.certs / f"{cert}-key.pem",
             faults=faults,
         )
-        if name == GATEWAY:
+        if self.is_gateway(name):
             env.update(
                 environment(
                     GatewaySettings,
-                    listen=self.gateway_address,
+                    name=name,
+                    listen=self.address(name),
                     client_ca=self.certs / CLIENTS_CA,
                 )
             )
         else:
-            env.update(environment(BankSettings, gateway=self.gateway_address))
+            env.update(environment(BankSettings, name=name, gateway=self.gateway_addresses))
         if name in self.metrics_ports:
             env.update(environment(kind, metrics_port=self.metrics_ports[name]))
-        if name in self.database_urls:
-            env.update(environment(kind, database_url=self.database_urls[name]))
+        database = GATEWAY if self.is_gateway(name) else name  # the replicas share one
+        if database in self.database_urls:
+            env.update(environment(kind, database_url=self.database_urls[database]))
         return env
 
     def environment(self, name: str, faults: str = "") -> dict[str, str]:
@@ -192,8 +215,7 @@ class Cluster:
 
     def log_file(self, name: str) -> Path:
         """The process's full structured log."""
-        component = GATEWAY if name == GATEWAY else f"bank-{name}"
-        return self.log_dir / f"{component}.log"
+        return self.log_dir / f"{self.settings(name).process_name}.log"
 
     def start_process(self, name: str, faults: str = "") -> None:
         with self.log_path(name).open("ab") as out:
@@ -216,7 +238,7 @@ class Cluster:
         files = TlsFiles(
             self.certs / SERVICES_CA, self.certs / "gateway.pem", self.certs / "gateway-key.pem"
         )
-        server_name = GATEWAY_SERVER_NAME if name == GATEWAY else bank_server_name(name)
+        server_name = GATEWAY_SERVER_NAME if self.is_gateway(name) else bank_server_name(name)
         return grpc.secure_channel(
             self.address(name), channel_credentials(files), channel_options(server_name)
         )
@@ -381,35 +403,66 @@ def supervise(cluster: Cluster, events: EventLog, stopping: Callable[[], bool]) 
 
 
 def launcher_environment(
-    environ: Mapping[str, str], banks: Sequence[str]
+    environ: Mapping[str, str], banks: Sequence[str], gateways: Sequence[str]
 ) -> tuple[dict[str, str], dict[str, int], list[str]]:
-    """The user's settings variables for every process, the banks' metrics ports (one each,
-    counting up from the banks' metrics variable), and warnings about the variables that
-    cannot go to three banks at once."""
+    """The user's settings variables for every process, the metrics ports (one each, counting
+    up from the banks' and the gateways' metrics variables), and warnings about the variables
+    that cannot go to several processes at once."""
     env = {k: v for k, v in environ.items() if k.startswith(SETTINGS_PREFIX)}
     warnings = []
     metrics_ports: dict[str, int] = {}
-    bank_metrics = variable(BankSettings, "metrics_port")
-    if bank_metrics in env:
-        raw = env.pop(bank_metrics)
+    for kind, names in ((BankSettings, banks), (GatewaySettings, gateways)):
+        key = variable(kind, "metrics_port")
+        if key not in env:
+            continue
+        raw = env.pop(key) if len(names) > 1 or kind is BankSettings else env[key]
         try:
             first = int(raw or 0)
         except ValueError:
-            raise ConfigError(f"{bank_metrics} {raw!r}: expected a whole number") from None
+            raise ConfigError(f"{key} {raw!r}: expected a whole number") from None
         if first:  # one port each, counting up
-            metrics_ports = {bank: first + i for i, bank in enumerate(banks)}
-    for name in ("name", "listen", "database_url"):
-        key = variable(BankSettings, name)
-        if key in env:
-            del env[key]
-            warnings.append(f"{key} is not passed on: every bank needs its own")
+            metrics_ports.update({name: first + i for i, name in enumerate(names)})
+    for kind, what in ((BankSettings, "every bank"), (GatewaySettings, "every replica")):
+        for name in ("name", "listen", "database_url"):
+            key = variable(kind, name)
+            if key in env:
+                del env[key]
+                warnings.append(f"{key} is not passed on: {what} needs its own")
     return env, metrics_ports, warnings
+
+
+def postgres_databases(server_url: str, names: Sequence[str]) -> dict[str, str]:
+    """A database per process on the PostgreSQL server at SERVER_URL (``minipay_gateway``,
+    shared by the replicas, and ``minipay_BANK``), created if missing; their URLs."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import DBAPIError
+
+    base = server_url.rstrip("/")
+    engine = create_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")
+    urls = {}
+    try:
+        with engine.connect() as connection:
+            for name in names:
+                database = f"minipay_{name}"
+                exists = connection.execute(
+                    text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": database}
+                ).first()
+                if exists is None:
+                    connection.execute(text(f'CREATE DATABASE "{database}"'))
+                urls[name] = f"{base}/{database}"
+    except DBAPIError as error:
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+        raise ConfigError(f"cannot use the PostgreSQL server {base}: {reason}") from None
+    finally:
+        engine.dispose()
+    return urls
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m devtools.cluster",
-        description="Run three banks and the gateway on loopback until Ctrl-C or SIGTERM, "
+        description="Run three banks and the gateway (or several replicas of it) on loopback "
+        "until Ctrl-C or SIGTERM, "
         "restarting any that dies. Every settings variable in the environment is passed on to "
         "the processes, except those the cluster sets for each one (data folder, addresses, "
         "certificates).",
@@ -420,26 +473,61 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--bank-port", type=int, default=DEFAULT_BANK_PORT, help="first bank's port; then +1"
     )
     parser.add_argument(
+        "--gateways",
+        type=int,
+        default=1,
+        help="gateway replicas, on consecutive ports from "
+        "--gateway-port; more than one needs --database-url (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--database-url",
+        default="",
+        help="a PostgreSQL server (postgresql+psycopg://USER@HOST:PORT): every process gets "
+        "its own database there, created if missing (default: SQLite files in the data folder)",
+    )
+    parser.add_argument(
         "--certs",
         type=Path,
         default=DEV_CERTS,
-        help="folder with ca.pem and NAME.pem, NAME-key.pem for the gateway and each bank "
+        help="folder with services-ca.pem, clients-ca.pem and NAME.pem, NAME-key.pem for the "
+        "gateway and each bank "
         "(default: %(default)s)",
     )
     args = parser.parse_args(argv)
-    ports = {GATEWAY: args.gateway_port}
+    if args.gateways < 1 or (args.gateways > 1 and not args.database_url):
+        print(
+            "error: gateway replicas share one database: more than one needs --database-url "
+            "(make up GATEWAYS=N DATABASE_URL=postgresql+psycopg://USER@HOST:PORT)",
+            file=sys.stderr,
+        )
+        return 2
+    gateways = [gateway_name(number) for number in range(1, args.gateways + 1)]
+    ports = {name: args.gateway_port + i for i, name in enumerate(gateways)}
     ports.update({bank: args.bank_port + i for i, bank in enumerate(DEFAULT_BANK_NAMES)})
     for name, port in ports.items():
         if port_in_use(port):
             print(f"error: port {port} for {name} is in use", file=sys.stderr)
             return 2
     try:
-        env, metrics_ports, warnings = launcher_environment(os.environ, DEFAULT_BANK_NAMES)
+        env, metrics_ports, warnings = launcher_environment(
+            os.environ, DEFAULT_BANK_NAMES, gateways
+        )
+        urls = (
+            postgres_databases(args.database_url, [GATEWAY, *DEFAULT_BANK_NAMES])
+            if args.database_url
+            else {}
+        )
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     cluster = Cluster(
-        args.data_dir, ports=ports, env=env, certs=args.certs, metrics_ports=metrics_ports
+        args.data_dir,
+        ports=ports,
+        env=env,
+        certs=args.certs,
+        metrics_ports=metrics_ports,
+        gateways=args.gateways,
+        database_urls=urls,
     )
     fixed = {key for name in cluster.names for key in cluster.fixed_environment(name)}
     warnings += [

@@ -74,8 +74,8 @@ def certificate_files(certs: Path, name: str) -> TlsFiles:
 
 
 def server_name(target: str) -> str:
-    """The name process TARGET's certificate proves ("gateway" or a bank's name)."""
-    return GATEWAY_SERVER_NAME if target == GATEWAY else bank_server_name(target)
+    """The name process TARGET's certificate proves (a gateway replica's, or a bank's)."""
+    return GATEWAY_SERVER_NAME if target.startswith(GATEWAY) else bank_server_name(target)
 
 
 def channel(cluster: Cluster, certs: Path, target: str, cert: str) -> grpc.Channel:
@@ -267,11 +267,18 @@ def assert_atomic(cluster: Cluster, money_before: int) -> None:
 
 
 def client_config(
-    cluster: Cluster, certs: Path, cert: str = "client-1", timeout: float = 30, attempts: int = 1
+    cluster: Cluster,
+    certs: Path,
+    cert: str = "client-1",
+    timeout: float = 30,
+    attempts: int = 1,
+    gateway: str = "",
 ) -> ClientConfig:
+    """A client's configuration: the first gateway replica unless GATEWAY says otherwise
+    (one address, or several, comma separated)."""
     files = certificate_files(certs, cert)
     return ClientConfig(
-        gateway=cluster.gateway_address,
+        gateway=gateway or cluster.gateway_address,
         ca=files.ca,
         cert=files.cert,
         key=files.key,
@@ -291,8 +298,9 @@ class Client:
         cert: str = "client-1",
         token: str = "",
         max_attempts: int = 1,
+        gateway: str = "",
     ) -> None:
-        self.config = client_config(cluster, certs, cert, attempts=max_attempts)
+        self.config = client_config(cluster, certs, cert, attempts=max_attempts, gateway=gateway)
         self.token = token
 
     def run(self, work: Callable[[GatewayClient], Awaitable[T]]) -> T:

@@ -169,10 +169,17 @@ class Forger:
     def claims(self) -> dict[str, Any]:
         return dict(jwt.decode(self.genuine, options={"verify_signature": False}))
 
-    def sign(self, key: Any = None, algorithm: str = ALGORITHM, **changes: Any) -> str:
+    @property
+    def kid(self) -> str:
+        return str(jwt.get_unverified_header(self.genuine)["kid"])
+
+    def sign(
+        self, key: Any = None, algorithm: str = ALGORITHM, kid: str | None = "", **changes: Any
+    ) -> str:
         claims = {**self.claims, **changes}
         claims = {name: value for name, value in claims.items() if value is not None}
-        return jwt.encode(claims, key or self.key, algorithm=algorithm)
+        headers = {} if kid is None else {"kid": kid or self.kid}
+        return jwt.encode(claims, key or self.key, algorithm=algorithm, headers=headers)
 
 
 @pytest.fixture(scope="module")
@@ -238,6 +245,9 @@ FORGED: dict[str, TokenMaker] = {
     "no-cnf": lambda f: f.sign(cnf=None),
     "cnf-of-client-2": lambda f: f.sign(cnf={"x5t#S256": f.thumbprint("client-2")}),
     "cnf-of-nothing": lambda f: f.sign(cnf={"x5t#S256": b64(hashlib.sha256(b"").digest())}),
+    "no-kid": lambda f: f.sign(kid=None),
+    "kid-nobody-published": lambda f: f.sign(kid="0" * 32),
+    "other-key-claiming-our-kid": lambda f: f.sign(key=Ed25519PrivateKey.generate()),
 }
 
 

@@ -5,10 +5,13 @@ and restarting banks and the gateway while clients pay."""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
 import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ import pytest
 from client.api import ClientConfig, GatewayClient, RetryPolicy
 from devtools.cluster import GATEWAY, Cluster
 from minipay.v1 import gateway_pb2, gateway_pb2_grpc
+from server.common.settings import GatewaySettings, environment
 from tests.conftest import ClusterFactory
 from tests.helpers import (
     ABORTED,
@@ -30,10 +34,12 @@ from tests.helpers import (
     bank_state,
     client_config,
     customer,
+    gateway_payments,
     ledger_counts,
     ledger_entries,
     log_in_everyone,
     moved,
+    postgres_available,
     server_env,
     status_name,
     total_money,
@@ -168,7 +174,9 @@ def test_bank_in_doubt_learns_the_decision_by_asking(
 
 
 class Workload:
-    """Clients paying random amounts between random seed accounts, remembering outcomes."""
+    """Clients paying random amounts between random seed accounts, remembering outcomes.
+    With several gateway replicas, a payment goes round all of them, or to one, or (the
+    same key) to two at once."""
 
     def __init__(self, cluster: Cluster, certs: Path, rng: random.Random) -> None:
         self.cluster = cluster
@@ -177,51 +185,109 @@ class Workload:
         self.outcomes: dict[str, tuple[str, int]] = {}  # key -> (payment_id, status)
         self.unknown: dict[str, tuple[str, tuple[str, str], int]] = {}  # key -> request
 
-    def config(self) -> ClientConfig:
-        return client_config(self.cluster, self.certs, timeout=10)
+    def config(self, gateway: str = "") -> ClientConfig:
+        return client_config(
+            self.cluster, self.certs, timeout=10, gateway=gateway or self.cluster.gateway_addresses
+        )
+
+    def targets(self) -> list[str]:
+        """Where one payment goes: every replica (round robin), one replica, or two."""
+        replicas = [self.cluster.address(name) for name in self.cluster.gateway_names]
+        if len(replicas) == 1:
+            return [replicas[0]]
+        draw = self.rng.random()
+        if draw < 0.6:
+            return [",".join(replicas)]
+        if draw < 0.9:
+            return [self.rng.choice(replicas)]
+        return self.rng.sample(replicas, 2)
 
     async def worker(self, tokens: dict[str, str], stop: float) -> None:
-        retry = RetryPolicy(max_attempts=6, initial_backoff=0.2, max_backoff=1.0)
         payers = list(SEED_ACCOUNTS)
         while time.monotonic() < stop:
             payer = self.rng.choice(payers)
             payee = self.rng.choice([p for p in payers if p != payer])
             amount = self.rng.randint(1, 5000)
             key = str(uuid.uuid4())
-            async with GatewayClient(self.config(), tokens[payer], retry) as client:
-                try:
-                    answer = await client.pay(*SEED_ACCOUNTS[payee], amount, idempotency_key=key)
-                    self.outcomes[key] = (answer.payment_id, answer.status)
-                except grpc.aio.AioRpcError as error:
-                    if error.code() in (
-                        grpc.StatusCode.UNAVAILABLE,
-                        grpc.StatusCode.DEADLINE_EXCEEDED,
-                        grpc.StatusCode.ABORTED,
-                    ):
-                        self.unknown[key] = (payer, SEED_ACCOUNTS[payee], amount)
-                    elif error.code() != grpc.StatusCode.FAILED_PRECONDITION:
-                        raise
+            request = (payer, SEED_ACCOUNTS[payee], amount)
+            answers = await asyncio.gather(
+                *(self.pay(target, tokens[payer], key, request) for target in self.targets())
+            )
+            settled = [a for a in answers if a is not None and a.status in (COMMITTED, ABORTED)]
+            if settled:
+                assert len({(a.payment_id, a.status) for a in settled}) == 1, (key, settled)
+                self.outcomes[key] = (settled[0].payment_id, settled[0].status)
+            else:
+                self.unknown[key] = request
+
+    async def pay(
+        self, target: str, token: str, key: str, request: tuple[str, tuple[str, str], int]
+    ) -> gateway_pb2.PayResponse | None:
+        """The answer, or None when the outcome is unknown (to be asked again later)."""
+        _, payee, amount = request
+        retry = RetryPolicy(max_attempts=6, initial_backoff=0.2, max_backoff=1.0)
+        async with GatewayClient(self.config(target), token, retry) as client:
+            try:
+                return await client.pay(*payee, amount, idempotency_key=key)
+            except grpc.aio.AioRpcError as error:
+                if error.code() in (
+                    grpc.StatusCode.UNAVAILABLE,
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    grpc.StatusCode.ABORTED,
+                ):
+                    return None
+                if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                    raise
+                return None
 
     async def resolve_unknown(self, tokens: dict[str, str]) -> None:
         """A client's retry with the same key, once the system is whole again."""
         for key, (payer, payee, amount) in self.unknown.items():
+            deadline = time.monotonic() + 30
             async with GatewayClient(self.config(), tokens[payer]) as client:
-                answer = await client.pay(*payee, amount, idempotency_key=key)
+                while True:
+                    answer = await client.pay(*payee, amount, idempotency_key=key)
+                    if answer.status in (COMMITTED, ABORTED) or time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.2)
             assert answer.status in (COMMITTED, ABORTED), (key, answer)
             self.outcomes[key] = (answer.payment_id, answer.status)
 
 
-def nemesis(cluster: Cluster, rng: random.Random, stop: float, interval: float) -> list[str]:
-    killed = []
+def nemesis(
+    cluster: Cluster, rng: random.Random, stop: float, interval: float, pause: float = 0.0
+) -> list[str]:
+    """Kills a random process (-9) every INTERVAL or so and restarts it; with PAUSE, a gateway
+    replica may instead be paused that long (SIGSTOP) and woken (SIGCONT)."""
+    struck = []
     while time.monotonic() + interval < stop:
         time.sleep(interval * rng.uniform(0.5, 1.5))
-        victim = rng.choice([*cluster.bank_names, GATEWAY])
-        killed.append(victim)
+        victim = rng.choice(cluster.names)
+        if pause and cluster.is_gateway(victim) and rng.random() < 0.5:
+            struck.append(f"{victim} paused")
+            process = cluster.processes[victim]
+            os.kill(process.pid, signal.SIGSTOP)
+            time.sleep(pause)
+            os.kill(process.pid, signal.SIGCONT)
+            continue
+        struck.append(victim)
         cluster.kill(victim)
         time.sleep(rng.uniform(0.1, 1.0))
         cluster.start_process(victim)
         cluster.wait_ready(victim)
-    return killed
+    return struck
+
+
+def check_the_books(cluster: Cluster, workload: Workload, before: int) -> None:
+    """Money conserved, balances equal to ledgers, nothing in doubt, every payment a client
+    saw committed applied once at both banks, and one payment per key."""
+    assert_atomic(cluster, before)
+    entries = ledger_counts(cluster)
+    for key, (payment_id, status) in workload.outcomes.items():
+        expected = 2 if status == COMMITTED else 0
+        assert entries[payment_id] == expected, (key, payment_id, status)
+    keys = Counter(key for _, key in gateway_payments(cluster).values() if key)
+    assert all(count == 1 for count in keys.values()), "a key made two payments"
 
 
 def test_randomized_bank(
@@ -250,13 +316,53 @@ def test_randomized_bank(
     asyncio.run(workload.resolve_unknown(tokens))
     assert killed, "the nemesis never struck"
     assert workload.outcomes, "no payment was made"
-    assert_atomic(cluster, before)
-    entries = ledger_counts(cluster)
-    for key, (payment_id, status) in workload.outcomes.items():
-        expected = 2 if status == COMMITTED else 0
-        assert entries[payment_id] == expected, (key, payment_id, status)
+    check_the_books(cluster, workload, before)
     committed = sum(1 for _, s in workload.outcomes.values() if s == COMMITTED)
     print(
         f"{len(workload.outcomes)} payments, {committed} committed, "
         f"{len(workload.unknown)} resolved by retry, nemesis struck {killed}"
+    )
+
+
+@pytest.mark.skipif(not postgres_available(), reason="replicas need PostgreSQL")
+def test_randomized_bank_across_replicas(
+    make_cluster: ClusterFactory, certs: Path, request: pytest.FixtureRequest
+) -> None:
+    """Three gateway replicas and three banks; clients spread over the replicas (some send
+    one key to two at once); a nemesis kills replicas and banks and pauses replicas."""
+    seconds = float(request.config.getoption("--bank-test-seconds"))
+    seed = int(request.config.getoption("--bank-test-seed")) or random.randrange(1, 10**6)
+    print(f"randomized bank test across replicas: seed {seed}, {seconds} s")
+    rng = random.Random(seed)
+    lease = 1.5
+    cluster = make_cluster(
+        "postgres",
+        env={**server_env(txn_timeout=2), **environment(GatewaySettings, lease=lease)},
+        gateways=3,
+    )
+    workload = Workload(cluster, certs, rng)
+    tokens = asyncio.run(log_in_everyone(workload.config()))
+    before = total_money(cluster)
+    stop = time.monotonic() + seconds
+    struck: list[str] = []
+    chaos = threading.Thread(
+        target=lambda: struck.extend(nemesis(cluster, rng, stop, 2.5, pause=lease + 1.0))
+    )
+    chaos.start()
+
+    async def clients() -> None:
+        await asyncio.gather(*(workload.worker(tokens, stop) for _ in range(6)))
+
+    asyncio.run(clients())
+    chaos.join()
+    for name in cluster.names:
+        cluster.wait_ready(name)
+    asyncio.run(workload.resolve_unknown(tokens))
+    assert struck, "the nemesis never struck"
+    assert workload.outcomes, "no payment was made"
+    check_the_books(cluster, workload, before)
+    committed = sum(1 for _, s in workload.outcomes.values() if s == COMMITTED)
+    print(
+        f"{len(workload.outcomes)} payments, {committed} committed, "
+        f"{len(workload.unknown)} resolved by retry, nemesis struck {struck}"
     )

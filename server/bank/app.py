@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from minipay import balancing
 from minipay.identity import GATEWAY_SERVER_NAME
 from minipay.v1 import bank_pb2, bank_pb2_grpc
 from server.bank import seed
@@ -18,12 +19,13 @@ from server.bank.recovery import DecisionAsker
 from server.bank.services import AccountsService, ParticipantService
 from server.common import seed as seed_file
 from server.common.db import Database, open_database
+from server.common.errors import ConfigError
 from server.common.faults import Faults
 from server.common.metrics import serve_metrics
 from server.common.passwords import Passwords
 from server.common.serving import build_server, mark_serving
 from server.common.settings import BankSettings
-from server.common.tls import Peers, TlsFiles, secure_channel
+from server.common.tls import Peers, TlsFiles, channel_credentials, channel_options
 from server.interceptors.authentication import AuthInterceptor
 from server.interceptors.logging import LoggingInterceptor
 
@@ -51,6 +53,16 @@ class BankServer:
         await self.server.stop(grace)
         await self.coordinator.close()
         self.database.close()
+
+
+def gateway_channel(addresses: str, tls: TlsFiles) -> grpc.aio.Channel:
+    """One channel to every gateway replica: a question goes to whichever one is healthy."""
+    try:
+        target = balancing.channel_target(addresses)
+    except balancing.AddressError as error:
+        raise ConfigError(f"gateway address {addresses!r}: {error}") from None
+    options = [*balancing.OPTIONS, *channel_options(GATEWAY_SERVER_NAME)]
+    return grpc.aio.secure_channel(target, channel_credentials(tls), options)
 
 
 def prepare_database(settings: BankSettings) -> Database:
@@ -90,7 +102,7 @@ async def run_server(settings: BankSettings) -> BankServer:
     serve_metrics(settings.metrics_port)
     await server.start()
     await mark_serving(health, SERVICES)
-    coordinator = CoordinatorClient(secure_channel(settings.gateway, tls, GATEWAY_SERVER_NAME))
+    coordinator = CoordinatorClient(gateway_channel(settings.gateway, tls))
     asker = DecisionAsker(database, coordinator, settings.txn_timeout)
     bank = BankServer(server, port, database, coordinator)
     bank.tasks.append(asyncio.create_task(asker.run_forever(settings.recovery_interval)))

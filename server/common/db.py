@@ -16,11 +16,17 @@ import fcntl
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, Float, create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql import Executable
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from server.common.errors import ConfigError
 from server.common.settings import REPO_ROOT
@@ -31,6 +37,31 @@ KINDS = ("gateway", "bank")
 # database, and serialize migrations of one database when several processes start at once.
 _PROCESS_LOCK = {"bank": 7_004_001}
 _MIGRATION_LOCK = 7_004_002
+
+
+class db_now(FunctionElement[float]):
+    """The database's clock, in seconds since the epoch: what leases are measured in, so that
+    replicas whose clocks disagree still agree on who holds a lease."""
+
+    type = Float()
+    inherit_cache = True
+
+
+@compiles(db_now, "postgresql")
+def _db_now_postgresql(element: db_now, compiler: SQLCompiler, **kw: Any) -> str:
+    return "EXTRACT(EPOCH FROM clock_timestamp())::float8"
+
+
+@compiles(db_now, "sqlite")
+def _db_now_sqlite(element: db_now, compiler: SQLCompiler, **kw: Any) -> str:
+    return "((julianday('now') - 2440587.5) * 86400.0)"
+
+
+def per_dialect(build: Callable[[ModuleType], Executable]) -> dict[str, Executable]:
+    """A statement built once for each SQL dialect the servers run on, keyed by its name:
+    an upsert or an insert-or-nothing is written in the same words but imported from the
+    dialect."""
+    return {"sqlite": build(sqlite), "postgresql": build(postgresql)}
 
 
 def is_sqlite(url: str) -> bool:
@@ -60,7 +91,15 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return _create_engine(url, pool_size=8, max_overflow=4, pool_pre_ping=True)
+    # A process paused in the middle of a transaction (SIGSTOP) must not hold its row locks
+    # for ever: PostgreSQL ends such a session, and the replicas that took over go on.
+    return _create_engine(
+        url,
+        pool_size=8,
+        max_overflow=4,
+        pool_pre_ping=True,
+        connect_args={"options": "-c idle_in_transaction_session_timeout=5000"},
+    )
 
 
 def _make_private_folder(folder: Path) -> None:

@@ -9,7 +9,8 @@ import signal
 from collections.abc import Callable, Sequence
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer as HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from server.common.errors import ConfigError
@@ -22,7 +23,7 @@ def build_server(
     interceptors: Sequence[grpc.aio.ServerInterceptor],
     register: Callable[[grpc.aio.Server], Sequence[str]],
     max_request_bytes: int = 4 * 1024 * 1024,
-) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+) -> tuple[grpc.aio.Server, int, HealthServicer]:
     """Adds the services ``register`` names plus health and reflection; binds the port."""
     options = [
         # SO_REUSEPORT is on by default in gRPC: a second server on a taken port would bind
@@ -33,7 +34,7 @@ def build_server(
     ]
     server = grpc.aio.server(interceptors=list(interceptors), options=options)
     service_names = list(register(server))
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [
@@ -53,9 +54,25 @@ def build_server(
     return server, port, health_servicer
 
 
-async def mark_serving(health_servicer: health.aio.HealthServicer, names: Sequence[str]) -> None:
+# How long a server stopping says NOT_SERVING before it stops taking calls: clients that
+# watch its health (round robin over replicas) move to the others meanwhile.
+DRAIN_NOTICE = 0.5
+
+
+async def mark_serving(health_servicer: HealthServicer, names: Sequence[str]) -> None:
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+
+async def drain(
+    server: grpc.aio.Server, health_servicer: HealthServicer, names: Sequence[str], grace: float
+) -> None:
+    """Reports NOT_SERVING, lets clients notice, then stops: calls under way have GRACE
+    seconds to finish; new ones are refused."""
+    for name in ["", *names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await asyncio.sleep(DRAIN_NOTICE)
+    await server.stop(grace)
 
 
 def keep_files_private() -> None:

@@ -222,7 +222,10 @@ class BankSettings(ProcessSettings):
     listen: str = setting(
         "", "address to serve on (default: this bank's entry in --banks)", scoped=True
     )
-    gateway: str = setting(DEFAULT_GATEWAY, "the gateway's address, for asking 2PC decisions")
+    gateway: str = setting(
+        DEFAULT_GATEWAY,
+        "the gateway's address, or every replica's, comma separated (for asking 2PC decisions)",
+    )
 
     @property
     def process_name(self) -> str:
@@ -253,7 +256,15 @@ class BankSettings(ProcessSettings):
 class GatewaySettings(ProcessSettings):
     COMPONENT: ClassVar[str] = "gateway"
 
+    name: str = setting(
+        "gateway",
+        "this replica's stable name (unique among the replicas; its log file and token key)",
+        scoped=True,
+    )
     listen: str = setting(DEFAULT_GATEWAY, "address to serve on", scoped=True)
+    lease: float = setting(
+        3.0, "seconds a replica's lease lasts; a replica silent this long loses its payments"
+    )
     client_ca: Path = setting(
         DEV_CERTS / "clients-ca.pem",
         "the clients CA: signs customers' and admins' certificates; trusted for callers",
@@ -273,11 +284,11 @@ class GatewaySettings(ProcessSettings):
 
     @property
     def process_name(self) -> str:
-        return "gateway"
+        return self.name
 
     @property
     def dev_certificate(self) -> str:
-        return "gateway"
+        return "gateway"  # every replica is the gateway
 
     @property
     def default_database_file(self) -> str:
@@ -285,4 +296,5 @@ class GatewaySettings(ProcessSettings):
 
     @property
     def token_key_path(self) -> Path:
-        return self.token_key if _given(self.token_key) else self.data_dir / "gateway-token-key.pem"
+        default = self.data_dir / f"{self.name}-token-key.pem"
+        return self.token_key if _given(self.token_key) else default

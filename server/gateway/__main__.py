@@ -1,7 +1,8 @@
 """``python -m server.gateway``: run the payment gateway until Ctrl-C or SIGTERM.
 
 ``python -m server.gateway create-admin --username U --password-stdin`` adds an admin to the
-gateway's database (run it where that database is), like Django's ``createsuperuser``.
+gateway's database (run it where that database is), like Django's ``createsuperuser``;
+``python -m server.gateway rotate-key`` gives a replica a new token signing key.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import asyncio
 import getpass
 import sys
+import time
 from collections.abc import Sequence
 
 from server.common import validation
@@ -21,6 +23,7 @@ from server.common.serving import keep_files_private, wait_for_signal
 from server.common.settings import GatewaySettings, add_arguments, from_namespace
 from server.gateway.app import run_server
 from server.gateway.identity import create_admin
+from server.gateway.token_keys import load_key, publish, write_new_key
 
 
 async def serve(settings: GatewaySettings) -> None:
@@ -42,6 +45,21 @@ def create_admin_command(settings: GatewaySettings, username: str, password_stdi
     print(f"admin {username} created")
 
 
+def rotate_key_command(settings: GatewaySettings) -> None:
+    """A new token signing key for this replica, published for every replica to verify."""
+    database = open_database(settings.db_url, "gateway", exclusive=False)
+    try:
+        write_new_key(settings.token_key_path)
+        key = load_key(settings.token_key_path, create=False)
+        database.run_statements(lambda c: publish(c, settings.name, key, time.time()))
+    finally:
+        database.close()
+    print(
+        f"replica {settings.name} signs new tokens with key {key.kid} (within a second if it "
+        "runs); tokens signed with its old key stay valid until they expire"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m server.gateway",
@@ -56,12 +74,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="read the password from standard input instead of a prompt",
     )
+    commands.add_parser(
+        "rotate-key",
+        help="give this replica a new token signing key (old tokens stay valid until they expire)",
+    )
     args = parser.parse_args(argv)
     try:
         settings = from_namespace(GatewaySettings, args)
         keep_files_private()
         if args.command == "create-admin":
             create_admin_command(settings, args.username, args.password_stdin)
+            return 0
+        if args.command == "rotate-key":
+            rotate_key_command(settings)
             return 0
         configure_logging(settings)
         asyncio.run(serve(settings))

@@ -12,21 +12,23 @@ import grpc
 
 from minipay.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 from server.common import seed as seed_file
-from server.common.db import Database, open_database
+from server.common.db import Database, is_sqlite, open_database
 from server.common.faults import Faults
 from server.common.metrics import serve_metrics
 from server.common.passwords import Passwords, PasswordWork
-from server.common.serving import build_server, mark_serving
+from server.common.serving import HealthServicer, build_server, drain, mark_serving
 from server.common.settings import GatewaySettings
 from server.common.tls import Peers, TlsFiles
 from server.gateway import identity
 from server.gateway.banks import BankDirectory
 from server.gateway.coordinator import Coordinator
 from server.gateway.recovery import Recovery
+from server.gateway.replicas import Replica
 from server.gateway.revocations import Revocations
 from server.gateway.services import AdminService, AuthService, CoordinatorService, PaymentsService
 from server.gateway.throttle import Limit, LoginThrottle
-from server.gateway.tokens import TokenService, load_or_create_key
+from server.gateway.token_keys import KeyRing
+from server.gateway.tokens import TokenService
 from server.interceptors.authentication import AuthInterceptor
 from server.interceptors.logging import LoggingInterceptor
 
@@ -46,18 +48,24 @@ SERVICES = [
 class GatewayServer:
     server: grpc.aio.Server
     port: int
+    health: HealthServicer
     database: Database
     banks: BankDirectory
     coordinator: Coordinator
+    replica: Replica
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
-    async def stop(self, grace: float = 1.0) -> None:
+    async def stop(self, grace: float = 5.0) -> None:
+        """Reports NOT_SERVING (clients move to the other replicas), finishes the calls under
+        way, then gives up the lease so that survivors need not wait for it."""
+        await drain(self.server, self.health, SERVICES, grace)
         for task in self.tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.server.stop(grace)
         await self.coordinator.stop()
+        with contextlib.suppress(Exception):
+            await self.replica.leave()
         await self.banks.close()
         self.database.close()
 
@@ -77,16 +85,25 @@ def prepare_database(settings: GatewaySettings) -> Database:
 
 async def run_server(settings: GatewaySettings) -> GatewayServer:
     database = await asyncio.to_thread(prepare_database, settings)
+    replica = Replica(database, settings.name, settings.lease)
+    # On SQLite this process holds the database alone (its lock): a lease left by an earlier
+    # run of this replica is that of a dead process.
+    await replica.join(alone=is_sqlite(settings.db_url))
     tls = TlsFiles(settings.ca, settings.cert_path, settings.key_path, settings.client_ca)
     revocations = Revocations(database)
     await revocations.refresh()
-    tokens = TokenService(
-        load_or_create_key(settings.token_key_path), settings.token_ttl, revocations
-    )
+    keys = KeyRing(database, settings.name, settings.token_key_path)
+    await keys.start()
+    tokens = TokenService(keys, settings.token_ttl, revocations)
     banks = BankDirectory(settings.bank_addresses, tls)
-    faults = Faults(settings.faults)
     coordinator = Coordinator(
-        database, banks, banks.names, settings.txn_timeout, settings.batch_max, faults
+        database,
+        banks,
+        replica,
+        banks.names,
+        settings.txn_timeout,
+        settings.batch_max,
+        Faults(settings.faults),
     )
     throttle = LoginThrottle(database)
     limits = identity.ThrottleLimits(
@@ -118,26 +135,35 @@ async def run_server(settings: GatewaySettings) -> GatewayServer:
         return SERVICES
 
     interceptors = [
-        LoggingInterceptor("gateway"),
+        LoggingInterceptor(settings.process_name),
         AuthInterceptor(Peers(settings.ca), banks.names, tokens),
     ]
     server, port, health = build_server(
         settings.listen, tls, interceptors, register, max_request_bytes=MAX_REQUEST_BYTES
     )
     serve_metrics(settings.metrics_port)
-    await server.start()
-    await mark_serving(health, SERVICES)
     recovery = Recovery(
         database,
         coordinator,
         settings.idempotency_ttl,
-        chores=[revocations.forget_expired, lambda: throttle.forget_expired(settings.login_window)],
+        chores=[
+            revocations.forget_expired,
+            lambda: throttle.forget_expired(settings.login_window),
+            lambda: keys.forget_retired(settings.token_ttl),
+        ],
     )
-    await recovery.run_once(at_start=True)
-    gateway = GatewayServer(server, port, database, banks, coordinator)
+    await recovery.run_once()
+    await server.start()
+    await mark_serving(health, SERVICES)
+    gateway = GatewayServer(server, port, health, database, banks, coordinator, replica)
     gateway.tasks += [
+        asyncio.create_task(replica.run_forever()),
         asyncio.create_task(recovery.run_forever(settings.recovery_interval)),
         asyncio.create_task(revocations.run_forever()),
+        asyncio.create_task(keys.run_forever()),
     ]
-    log.info("gateway serving", extra={"fields": {"port": port, "banks": banks.names}})
+    log.info(
+        "gateway serving",
+        extra={"fields": {"replica": settings.name, "port": port, "banks": banks.names}},
+    )
     return gateway

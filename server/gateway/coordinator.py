@@ -1,27 +1,36 @@
 """The payment coordinator: runs two-phase commit for each payment between the payer's bank
 and the payee's bank, and decides each payment's outcome.
 
-Per payment: record it durably (PREPARING) -> Prepare at both banks concurrently within the
-timeout -> decide (commit only on two yes votes) and store the decision -> send Commit or Abort
-until every bank acknowledges -> mark it finished. The decision is on disk before any bank
-hears it. Each phase goes through a ``Batcher``, so concurrent payments share one transaction
-and one call per bank per round; the per-payment rules stay in ``payment_state``.
+Per payment: record it durably (PREPARING, owned by this replica) -> Prepare at both banks
+concurrently within the timeout -> decide (commit only on two yes votes) and store the
+decision -> send Commit or Abort until every bank acknowledges -> mark it finished. The
+decision is on disk before any bank hears it. Each phase goes through a ``Batcher``, so
+concurrent payments share one transaction and one call per bank per round; the per-payment
+rules stay in ``payment_state``.
 
-Plain Python over two seams: the payment log (a database) and ``Participants`` (the banks,
-reached through ``server.gateway.banks`` in production and a fake in the unit tests).
+Exactly one live replica drives a payment: the one whose fencing token the payment carries.
+Every write for a payment is conditional on that token, so a replica that was paused and lost
+the payment to a survivor can no longer change it; it answers its caller from the row. A
+payment whose owner's lease has passed is taken over: aborted if undecided (presumed abort),
+its decision delivered otherwise.
+
+Plain Python over three seams: the payment log (a database), ``Participants`` (the banks,
+reached through ``server.gateway.banks`` in production and a fake in the unit tests) and
+``Owner`` (this replica's fencing token, from ``server.gateway.replicas``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from server.common.clock import now
 from server.common.db import Database
-from server.common.errors import Conflict, InvalidArgument
+from server.common.errors import InvalidArgument
 from server.common.faults import Faults
 from server.common.logs import REQUEST_ID, event
 from server.common.metrics import IN_DOUBT, PAYMENTS, PHASE_SECONDS
@@ -29,7 +38,7 @@ from server.common.vocabulary import Leg, Reason
 from server.gateway import payment_log
 from server.gateway.batching import Batcher
 from server.gateway.models import CoordinatorState
-from server.gateway.payment_log import PaymentOrder, PaymentView, Recorded, RecordKind
+from server.gateway.payment_log import Deciding, PaymentOrder, PaymentView, Recorded, RecordKind
 from server.gateway.payment_state import (
     Decision,
     Outcome,
@@ -46,6 +55,8 @@ log = logging.getLogger(__name__)
 
 RESEND_BACKOFF_MAX = 2.0
 ABORT_ACK_WAIT = 1.0
+# How often a replica looks at a payment another replica is deciding.
+ROW_POLL_FIRST, ROW_POLL_MAX = 0.02, 0.25
 KEY_REUSED = (
     "this idempotency key was already used for a different payment; use a new key for a new payment"
 )
@@ -68,6 +79,13 @@ class Participants(Protocol):
         request_ids: Sequence[str],
     ) -> set[str]:
         """Sends the decision; returns the payments the bank acknowledged."""
+
+
+class Owner(Protocol):
+    """This replica, as the coordinator needs it: the fencing token of its incarnation."""
+
+    @property
+    def token(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -95,6 +113,7 @@ class Coordinator:
         self,
         db: Database,
         participants: Participants,
+        owner: Owner,
         bank_names: Sequence[str],
         timeout: float,
         batch_max: int,
@@ -102,6 +121,7 @@ class Coordinator:
     ) -> None:
         self._db = db
         self._participants = participants
+        self._owner = owner
         self._timeout = timeout
         self._faults = faults or Faults()
         self._record = Batcher(self._record_round, batch_max)
@@ -121,14 +141,16 @@ class Coordinator:
 
     # -- the payment's life --------------------------------------------------------------
 
-    async def pay(self, order: PaymentOrder) -> Outcome:
+    async def pay(self, order: PaymentOrder, wait: float | None = None) -> Outcome:
+        """The payment's outcome. A repeat of its key waits at most WAIT seconds (the caller's
+        deadline) for a payment still being decided elsewhere, then answers PENDING."""
         with PHASE_SECONDS.labels("record").time():
             recorded = await self._record.submit((order, REQUEST_ID.get()))
         if recorded.kind is RecordKind.KEY_REUSED:
             raise InvalidArgument(KEY_REUSED)
         assert recorded.payment is not None
         if recorded.kind is RecordKind.REPLAY:
-            return await self._replay(recorded.payment)
+            return await self._replay(recorded.payment, wait)
         return await asyncio.shield(self._in_flight[recorded.payment.id])
 
     def _start(self, payment: PaymentView, request_id: str) -> None:
@@ -168,7 +190,12 @@ class Coordinator:
                 )
             )
         with PHASE_SECONDS.labels("decide").time():
-            stored = await self._store_decision(payment.id, decide(votes))
+            stored = await self._store_decision(payment, decide(votes))
+        if stored.owner_token != payment.owner_token:
+            # Paused past the lease: a survivor took the payment. Write nothing; tell the
+            # caller what the row says.
+            event(log, "payment_lost", payment_id=payment.id, to_owner=stored.owner_token)
+            return await self._outcome_from_row(payment.id, self._timeout)
         self._faults.crash_point("crash_after_decision")
         delivered = self._finish_in_background(stored)
         # The client waits for the banks to apply the decision, so its next balance read
@@ -181,17 +208,18 @@ class Coordinator:
             event(log, "decision_delivery_slow", payment_id=payment.id)
         return outcome_of(stored)
 
-    async def _store_decision(self, payment_id: str, decision: Decision) -> PaymentView:
-        stored: PaymentView = await self._decide.submit((payment_id, decision))
+    async def _store_decision(self, payment: PaymentView, decision: Decision) -> PaymentView:
+        owner = payment.owner_token if payment.owner_token is not None else self._owner.token
+        stored: PaymentView = await self._decide.submit(Deciding(payment.id, decision, owner))
         if stored.decided_now:
             PAYMENTS.labels(status_of(stored.state).value, stored.reason_code or "none").inc()
-        event(
-            log,
-            "decision",
-            payment_id=payment_id,
-            decision=stored.state.value,
-            reason_code=stored.reason_code,
-        )
+            event(
+                log,
+                "decision",
+                payment_id=payment.id,
+                decision=stored.state.value,
+                reason_code=stored.reason_code,
+            )
         return stored
 
     def _finish_in_background(self, payment: PaymentView) -> asyncio.Future[None]:
@@ -210,7 +238,8 @@ class Coordinator:
                 *(self._deliver(bank, payment.id, commit) for bank in payment.banks)
             )
         delivered.set_result(None)
-        await self._complete.submit(payment.id)
+        assert payment.owner_token is not None
+        await self._complete.submit((payment.id, payment.owner_token))
         log.debug(
             "payment_finished",
             extra={
@@ -231,52 +260,88 @@ class Coordinator:
         if commit:
             self._faults.crash_point("crash_after_first_commit_ack")
 
-    async def _replay(self, payment: PaymentView) -> Outcome:
+    async def _replay(self, payment: PaymentView, wait: float | None) -> Outcome:
         if payment.state is not CoordinatorState.PREPARING:
             return outcome_of(payment, replayed=True)
         running = self._in_flight.get(payment.id)
         if running is not None:
             outcome = await asyncio.shield(running)
-            return Outcome(
-                outcome.payment_id,
-                outcome.status,
-                outcome.reason_code,
-                outcome.reason,
-                replayed=True,
-            )
-        if payment.deadline < now():
-            return outcome_of(await self.abort_orphan(payment), replayed=True)
-        raise Conflict("a payment with this idempotency key is still in progress; retry shortly")
+        else:
+            # Another replica (or a crashed one) has it: wait on the row for its outcome.
+            outcome = await self._outcome_from_row(payment.id, wait or self._timeout)
+        return Outcome(
+            outcome.payment_id, outcome.status, outcome.reason_code, outcome.reason, True
+        )
 
-    # -- recovery and the banks' questions ------------------------------------------------
+    async def _outcome_from_row(self, payment_id: str, wait: float) -> Outcome:
+        """The payment's outcome as its row tells it, once decided; taken over and aborted
+        if its owner died meanwhile; PENDING if WAIT seconds pass first."""
+        deadline = time.monotonic() + max(wait, 0.0)
+        pause = ROW_POLL_FIRST
+        while True:
+            taken = await self.take_over([payment_id])
+            if taken:
+                settled = taken[0]
+            else:
+                known = await self._db.statements(lambda c: payment_log.by_ids(c, [payment_id]))
+                settled = known[payment_id]
+            if settled.state is not CoordinatorState.PREPARING or time.monotonic() >= deadline:
+                return outcome_of(settled)
+            await asyncio.sleep(min(pause, max(deadline - time.monotonic(), 0.0)))
+            pause = min(pause * 2, ROW_POLL_MAX)
 
-    def is_in_flight(self, payment_id: str) -> bool:
-        return payment_id in self._in_flight
+    # -- taking over, recovery and the banks' questions --------------------------------------
 
-    async def abort_orphan(self, payment: PaymentView) -> PaymentView:
-        """Aborts a payment no coroutine here is deciding (e.g. recorded before a crash)."""
-        stored = await self._store_decision(payment.id, abort(Reason.TIMEOUT))
-        self._finish_in_background(stored)
-        return stored
+    async def take_over(self, payment_ids: Sequence[str] | None = None) -> list[PaymentView]:
+        """Takes the open payments (among PAYMENT_IDS, or any) whose owner's lease has passed:
+        aborts the undecided ones (presumed abort) and delivers the decided ones. Returns
+        them as they stand now."""
+        token = self._owner.token
+        claimed = await self._db.statements(
+            lambda c: payment_log.claim_orphans(c, token, payment_ids)
+        )
+        settled = []
+        for payment in claimed:
+            event(log, "payment_taken_over", payment_id=payment.id, state=payment.state.value)
+            if payment.state is CoordinatorState.PREPARING:
+                event(log, "recovery_abort", payment_id=payment.id)
+                payment = await self._store_decision(payment, abort(Reason.TIMEOUT))
+            if payment.owner_token == token:
+                self._finish_in_background(payment)
+            settled.append(payment)
+        return settled
 
-    def resume(self, payment: PaymentView) -> None:
-        """Goes on delivering a stored decision (after a restart, or a slow bank)."""
-        if payment.state in (CoordinatorState.COMMITTING, CoordinatorState.ABORTING):
-            self._finish_in_background(payment)
+    async def resume_own(self) -> None:
+        """Goes on with this replica's own open payments that nothing here is driving."""
+        token = self._owner.token
+        mine = await self._db.statements(lambda c: payment_log.owned_open(c, token))
+        moment = now()
+        for payment in mine:
+            if payment.id in self._in_flight or payment.id in self._finishing:
+                continue
+            if payment.state is not CoordinatorState.PREPARING:
+                self._finish_in_background(payment)
+            elif payment.deadline < moment:  # its coroutine is gone
+                event(log, "recovery_abort", payment_id=payment.id)
+                stored = await self._store_decision(payment, abort(Reason.TIMEOUT))
+                if stored.owner_token == token:
+                    self._finish_in_background(stored)
 
     async def decisions(self, payment_ids: Sequence[str]) -> dict[str, Status]:
-        """Answers a bank in doubt; no record means abort (presumed abort)."""
-        known = await self._db.transaction(lambda s: payment_log.get(s, payment_ids))
-        answers: dict[str, Status] = {}
-        for payment_id in payment_ids:
-            payment = known.get(payment_id)
-            if payment is None:
-                answers[payment_id] = Status.ABORTED
-            elif payment.state is CoordinatorState.PREPARING and not self.is_in_flight(payment_id):
-                answers[payment_id] = status_of((await self.abort_orphan(payment)).state)
-            else:
-                answers[payment_id] = status_of(payment.state)
-        return answers
+        """Answers a bank in doubt: the decision; PENDING while a live replica decides; for a
+        payment nobody recorded, or whose owner died undecided, abort (presumed abort)."""
+        known = await self._db.statements(lambda c: payment_log.by_ids(c, payment_ids))
+        undecided = [
+            pid
+            for pid, payment in known.items()
+            if payment.state is CoordinatorState.PREPARING and pid not in self._in_flight
+        ]
+        if undecided:
+            known.update({p.id: p for p in await self.take_over(undecided)})
+        return {
+            pid: status_of(known[pid].state) if pid in known else Status.ABORTED
+            for pid in payment_ids
+        }
 
     async def stop(self) -> None:
         tasks = [task for task, _ in self._finishing.values()] + list(self._in_flight.values())
@@ -288,7 +353,10 @@ class Coordinator:
 
     async def _record_round(self, items: list[tuple[PaymentOrder, str]]) -> list[Recorded]:
         orders = [order for order, _ in items]
-        results = await self._db.statements(lambda c: payment_log.record(c, orders, self._timeout))
+        token = self._owner.token
+        results = await self._db.statements(
+            lambda c: payment_log.record(c, orders, self._timeout, token)
+        )
         # Started here, before any caller resumes, so that a repeat of the key in this very
         # round finds the payment running, and so that it runs even if its caller goes.
         for (_, request_id), result in zip(items, results, strict=True):
@@ -296,11 +364,11 @@ class Coordinator:
                 self._start(result.payment, request_id)
         return results
 
-    async def _decide_round(self, decisions: list[tuple[str, Decision]]) -> list[PaymentView]:
+    async def _decide_round(self, decisions: list[Deciding]) -> list[PaymentView]:
         return await self._db.statements(lambda c: payment_log.decide(c, decisions))
 
-    async def _complete_round(self, payment_ids: list[str]) -> list[None]:
-        return await self._db.statements(lambda c: payment_log.complete(c, payment_ids))
+    async def _complete_round(self, finished: list[tuple[str, int]]) -> list[None]:
+        return await self._db.statements(lambda c: payment_log.complete(c, finished))
 
     def _prepare_round(self, bank: str) -> Callable[[list[PrepareItem]], Awaitable[list[Vote]]]:
         async def prepare(items: list[PrepareItem]) -> list[Vote]:

@@ -102,10 +102,14 @@ def create_admin(session: Session, username: str, password_hash: str) -> None:
 
 
 def ensure_admin(session: Session, username: str, password: str, rounds: int) -> bool:
-    """Adds a seed admin unless one by that name exists; True when it was added."""
+    """Adds a seed admin unless one by that name exists; True when it was added. Replicas
+    starting together may race: the one that loses finds the admin there."""
     if find_admin(session, username) is not None:
         return False
-    create_admin(session, username, hash_password(password, rounds))
+    try:
+        create_admin(session, username, hash_password(password, rounds))
+    except AlreadyExists:
+        return False
     return True
 
 

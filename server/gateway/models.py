@@ -1,12 +1,13 @@
-"""The gateway's database: admins, registrations, revoked tokens and cut user sessions, the
-login throttle's counts, and payments with their coordinator state, decision and idempotency
-key (the coordinator's durable log)."""
+"""The gateway's database, shared by every gateway replica: admins, registrations, revoked
+tokens and cut user sessions, the login throttle's counts, the replicas with their leases and
+the public keys they sign tokens with, and payments with their coordinator state, decision,
+idempotency key and owner (the coordinator's durable log)."""
 
 from __future__ import annotations
 
 import enum
 
-from sqlalchemy import BigInteger, Enum, Float, Index, String, UniqueConstraint
+from sqlalchemy import BigInteger, Enum, Float, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from server.common.clock import now
@@ -67,6 +68,47 @@ class LoginAttempts(Base):
     locked_until: Mapped[float] = mapped_column(Float, default=0.0)
 
 
+class Replica(Base):
+    """A gateway replica and its lease. ``token`` is the fencing token of its current
+    incarnation: every payment it owns carries it, and every write it makes for a payment is
+    conditional on it. The lease is kept in the database's clock."""
+
+    __tablename__ = "replicas"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token: Mapped[int] = mapped_column(BigInteger, unique=True)
+    lease_expires_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float] = mapped_column(Float)
+
+
+class Incarnation(Base):
+    """One start of one replica: the autoincrement id is its fencing token, unique and
+    increasing across every replica."""
+
+    __tablename__ = "incarnations"
+
+    token: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    replica: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[float] = mapped_column(Float)
+
+
+class TokenKey(Base):
+    """A public key that login tokens may be signed with (the ``kid`` in their header). Each
+    replica signs with its own private key and publishes the public half here, so a token
+    issued by one replica is verified by every other; a replaced key stays published until
+    the tokens it signed have expired."""
+
+    __tablename__ = "token_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    replica: Mapped[str] = mapped_column(String(64))
+    public_key: Mapped[str] = mapped_column(String(500))
+    created_at: Mapped[float] = mapped_column(Float)
+    retired_at: Mapped[float | None] = mapped_column(Float)
+
+
 class CoordinatorState(enum.StrEnum):
     """Where the coordinator is with a payment (the banks keep a ``ParticipantState``)."""
 
@@ -106,3 +148,7 @@ class Payment(Base):
     created_at: Mapped[float] = mapped_column(Float, default=now)
     decided_at: Mapped[float | None] = mapped_column(Float)
     completed_at: Mapped[float | None] = mapped_column(Float)
+    # The fencing token of the replica incarnation that drives the payment, and of the one
+    # that decided it.
+    owner_token: Mapped[int | None] = mapped_column(BigInteger)
+    decided_by: Mapped[int | None] = mapped_column(BigInteger)

@@ -9,14 +9,16 @@ import dataclasses
 import enum
 import hashlib
 import uuid
+from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Insert, Row, and_, bindparam, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import ColumnElement, Connection, Row, and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import Executable
 
 from server.common.clock import now
+from server.common.db import db_now, per_dialect
 from server.common.errors import InvalidArgument
 from server.common.vocabulary import Reason
 from server.gateway.models import Base, CoordinatorState, Payment
@@ -25,6 +27,7 @@ from server.gateway.payment_state import Decision, decided_state, finished_state
 # A payee sees an incoming payment once it is committed, never while the payer's bank may
 # still refuse it, and never why the payer's side failed.
 VISIBLE_TO_PAYEE = (CoordinatorState.COMMITTING, CoordinatorState.COMMITTED)
+OPEN_STATES = (CoordinatorState.PREPARING, CoordinatorState.COMMITTING, CoordinatorState.ABORTING)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +66,8 @@ class PaymentView:
     reason: str
     deadline: float
     created_at: float
+    owner_token: int | None = None  # the fencing token of the replica driving it
+    decided_by: int | None = None  # ... and of the one that decided it
     decided_now: bool = False  # set by ``decide`` when this call made the decision
 
     @property
@@ -88,6 +93,7 @@ class Recorded:
 
 # Core table: each round reads and writes in set-based statements.
 PAYMENTS = Base.metadata.tables["payments"]
+REPLICAS = Base.metadata.tables["replicas"]
 VIEW_FIELDS = [f.name for f in dataclasses.fields(PaymentView) if f.name != "decided_now"]
 VIEW_COLUMNS = [PAYMENTS.c[name] for name in VIEW_FIELDS]
 
@@ -101,9 +107,10 @@ def new_payment_id() -> str:
 
 
 def record(
-    connection: Connection, orders: Sequence[PaymentOrder], timeout: float
+    connection: Connection, orders: Sequence[PaymentOrder], timeout: float, owner: int
 ) -> list[Recorded]:
-    """Records each new payment as PREPARING, or finds the payment its key already made.
+    """Records each new payment as PREPARING, owned by the replica with fencing token OWNER,
+    or finds the payment its key already made.
 
     The unique (payer, idempotency key) index decides between racing requests: every new
     row is inserted or skipped in one statement, and a skipped one is looked up after.
@@ -116,7 +123,7 @@ def record(
         key = (order.payer, order.idempotency_key)
         if key in fresh:
             continue  # the same key twice in one round: the later ones refer to the first
-        payment = fresh[key] = _new_payment(order, created_at, timeout)
+        payment = fresh[key] = _new_payment(order, created_at, timeout, owner)
         fingerprints[key] = order.fingerprint
         rows.append(
             {
@@ -147,7 +154,7 @@ def record(
     return results
 
 
-def _new_payment(order: PaymentOrder, created_at: float, timeout: float) -> PaymentView:
+def _new_payment(order: PaymentOrder, created_at: float, timeout: float, owner: int) -> PaymentView:
     return PaymentView(
         id=new_payment_id(),
         payer=order.payer,
@@ -162,12 +169,12 @@ def _new_payment(order: PaymentOrder, created_at: float, timeout: float) -> Paym
         reason="",
         deadline=created_at + timeout,
         created_at=created_at,
+        owner_token=owner,
     )
 
 
-def _insert_or_nothing(connection: Connection) -> Insert:
-    statement: Insert = _INSERT_OR_NOTHING[connection.dialect.name]
-    return statement
+def _insert_or_nothing(connection: Connection) -> Executable:
+    return _INSERT_OR_NOTHING[connection.dialect.name]
 
 
 def _by_keys(
@@ -185,77 +192,145 @@ def _by_keys(
     }
 
 
-def decide(connection: Connection, decisions: Sequence[tuple[str, Decision]]) -> list[PaymentView]:
-    """Stores each decision unless the payment was already decided; returns what stands."""
-    ids = sorted({payment_id for payment_id, _ in decisions})
-    current = {row.id: view(row) for row in connection.execute(SELECT_FOR_DECISION, {"ids": ids})}
-    stored, changes = [], []
-    for payment_id, decision in decisions:
-        payment = current[payment_id]
-        if payment.state is CoordinatorState.PREPARING:
-            payment = dataclasses.replace(
-                payment,
-                state=decided_state(decision),
-                reason_code=decision.reason_code.value if decision.reason_code else "",
-                reason=decision.reason,
-                decided_now=True,
-            )
-            current[payment_id] = dataclasses.replace(payment, decided_now=False)
-            changes.append(
-                {
-                    "b_id": payment_id,
-                    "b_state": payment.state,
-                    "b_code": payment.reason_code,
-                    "b_reason": payment.reason,
-                    "b_at": now(),
-                }
-            )
-        stored.append(payment)
-    if changes:
-        connection.execute(STORE_DECISION, changes)
-    return stored
+@dataclasses.dataclass(frozen=True)
+class Deciding:
+    """A decision to store, by the replica incarnation whose fencing token is ``owner``."""
+
+    payment_id: str
+    decision: Decision
+    owner: int
 
 
-def complete(connection: Connection, payment_ids: Sequence[str]) -> list[None]:
-    """Marks decided payments finished once every bank acknowledged the decision."""
-    for decided in (CoordinatorState.COMMITTING, CoordinatorState.ABORTING):
-        connection.execute(COMPLETE[decided], {"ids": list(payment_ids), "at": now()})
-    return [None] * len(payment_ids)
+def decide(connection: Connection, decisions: Sequence[Deciding]) -> list[PaymentView]:
+    """Stores each decision, if the payment is still undecided and still owned by the one
+    deciding (a fencing token: a replica that lost a payment can never decide it); returns
+    what stands."""
+    groups: dict[tuple[int, CoordinatorState, str, str], list[str]] = defaultdict(list)
+    for item in decisions:
+        decision = item.decision
+        code = decision.reason_code.value if decision.reason_code else ""
+        key = (item.owner, decided_state(decision), code, decision.reason[:200])
+        groups[key].append(item.payment_id)
+    decided_now: set[str] = set()
+    for (owner, state, code, reason), ids in groups.items():
+        parameters = {"ids": ids, "state": state, "code": code, "reason": reason}
+        decided_now.update(
+            connection.execute(DECIDE, {**parameters, "owner": owner, "at": now()}).scalars()
+        )
+    current = by_ids(connection, [item.payment_id for item in decisions])
+    return [
+        dataclasses.replace(current[item.payment_id], decided_now=item.payment_id in decided_now)
+        for item in decisions
+    ]
+
+
+def by_ids(connection: Connection, payment_ids: Sequence[str]) -> dict[str, PaymentView]:
+    rows = connection.execute(SELECT_BY_IDS, {"ids": sorted(set(payment_ids))})
+    return {row.id: view(row) for row in rows}
+
+
+def complete(connection: Connection, finished: Sequence[tuple[str, int]]) -> list[None]:
+    """Marks decided payments finished once every bank acknowledged the decision: each
+    (payment id, owner) only while that owner still holds it."""
+    by_owner: dict[int, list[str]] = defaultdict(list)
+    for payment_id, owner in finished:
+        by_owner[owner].append(payment_id)
+    for owner, ids in by_owner.items():
+        for decided in (CoordinatorState.COMMITTING, CoordinatorState.ABORTING):
+            connection.execute(COMPLETE[decided], {"ids": ids, "at": now(), "owner": owner})
+    return [None] * len(finished)
+
+
+def claim_orphans(
+    connection: Connection, owner: int, payment_ids: Sequence[str] | None = None, limit: int = 500
+) -> list[PaymentView]:
+    """Takes over open payments whose owner's lease has passed (those among PAYMENT_IDS, or
+    any): they are OWNER's from now, and their old owner's writes are refused. A row another
+    transaction holds is skipped (PostgreSQL) and taken on a later pass."""
+    orphans = select(PAYMENTS.c.id).where(PAYMENTS.c.state.in_(OPEN_STATES), _ownerless())
+    if payment_ids is not None:
+        orphans = orphans.where(PAYMENTS.c.id.in_(list(payment_ids)))
+    orphans = orphans.order_by(PAYMENTS.c.created_at).limit(limit).with_for_update(skip_locked=True)
+    ids = list(connection.execute(orphans).scalars())
+    if not ids:
+        return []
+    claimed = list(
+        connection.execute(
+            update(PAYMENTS)
+            .where(PAYMENTS.c.id.in_(ids), PAYMENTS.c.state.in_(OPEN_STATES), _ownerless())
+            .values(owner_token=owner)
+            .returning(PAYMENTS.c.id)
+        ).scalars()
+    )
+    return list(by_ids(connection, claimed).values())
+
+
+def owned_open(connection: Connection, owner: int, limit: int = 500) -> list[PaymentView]:
+    """OWNER's own open payments (after a restart of the coordinator, say)."""
+    rows = connection.execute(
+        select(*VIEW_COLUMNS)
+        .where(PAYMENTS.c.state.in_(OPEN_STATES), PAYMENTS.c.owner_token == owner)
+        .order_by(PAYMENTS.c.created_at)
+        .limit(limit)
+    )
+    return [view(row) for row in rows]
+
+
+def owner_alive(connection: Connection, owner_token: int | None) -> bool:
+    if owner_token is None:
+        return False
+    return (
+        connection.execute(
+            select(REPLICAS.c.token).where(
+                REPLICAS.c.token == owner_token, REPLICAS.c.lease_expires_at > db_now()
+            )
+        ).first()
+        is not None
+    )
+
+
+def _ownerless() -> ColumnElement[bool]:
+    """SQL: the payment's owner holds no live lease (in the database's clock)."""
+    live = select(REPLICAS.c.token).where(REPLICAS.c.lease_expires_at > db_now())
+    return or_(PAYMENTS.c.owner_token.is_(None), PAYMENTS.c.owner_token.not_in(live))
 
 
 # Statements are built once: building them per round costs more than running them.
-_INSERT_OR_NOTHING = {
-    name: dialect.insert(PAYMENTS)
-    .on_conflict_do_nothing(index_elements=["payer", "idempotency_key"])
-    .returning(PAYMENTS.c.id)
-    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
-}
+_INSERT_OR_NOTHING = per_dialect(
+    lambda dialect: (
+        dialect.insert(PAYMENTS)
+        .on_conflict_do_nothing(index_elements=["payer", "idempotency_key"])
+        .returning(PAYMENTS.c.id)
+    )
+)
 # Both columns, so the (payer, idempotency_key) unique index serves it.
 SELECT_BY_KEYS = select(*VIEW_COLUMNS, PAYMENTS.c.idempotency_key, PAYMENTS.c.fingerprint).where(
     PAYMENTS.c.payer.in_(bindparam("payers", expanding=True)),
     PAYMENTS.c.idempotency_key.in_(bindparam("keys", expanding=True)),
 )
-SELECT_FOR_DECISION = (
-    select(*VIEW_COLUMNS)
-    .where(PAYMENTS.c.id.in_(bindparam("ids", expanding=True)))
-    .order_by(PAYMENTS.c.id)
-    .with_for_update()
-)
-STORE_DECISION = (
+SELECT_BY_IDS = select(*VIEW_COLUMNS).where(PAYMENTS.c.id.in_(bindparam("ids", expanding=True)))
+DECIDE = (
     update(PAYMENTS)
-    .where(PAYMENTS.c.id == bindparam("b_id"))
-    .values(
-        state=bindparam("b_state"),
-        reason_code=bindparam("b_code"),
-        reason=bindparam("b_reason"),
-        decided_at=bindparam("b_at"),
+    .where(
+        PAYMENTS.c.id.in_(bindparam("ids", expanding=True)),
+        PAYMENTS.c.state == CoordinatorState.PREPARING,
+        PAYMENTS.c.owner_token == bindparam("owner"),
     )
+    .values(
+        state=bindparam("state"),
+        reason_code=bindparam("code"),
+        reason=bindparam("reason"),
+        decided_at=bindparam("at"),
+        decided_by=bindparam("owner"),
+    )
+    .returning(PAYMENTS.c.id)
 )
 COMPLETE = {
     decided: update(PAYMENTS)
     .where(
         PAYMENTS.c.id.in_(bindparam("ids", expanding=True)),
         PAYMENTS.c.state == decided,
+        PAYMENTS.c.owner_token == bindparam("owner"),
     )
     .values(state=finished_state(decided), completed_at=bindparam("at"))
     for decided in (CoordinatorState.COMMITTING, CoordinatorState.ABORTING)
@@ -265,18 +340,6 @@ COMPLETE = {
 def get(session: Session, payment_ids: Sequence[str]) -> dict[str, PaymentView]:
     rows = session.scalars(select(Payment).where(Payment.id.in_(list(payment_ids))))
     return {row.id: view(row) for row in rows}
-
-
-def in_state(
-    session: Session, states: Sequence[CoordinatorState], limit: int = 1000
-) -> list[PaymentView]:
-    rows = session.scalars(
-        select(Payment)
-        .where(Payment.state.in_(list(states)))
-        .order_by(Payment.created_at)
-        .limit(limit)
-    )
-    return [view(row) for row in rows]
 
 
 def forget_keys(session: Session, older_than: float) -> int:

@@ -1,7 +1,8 @@
-"""The coordinator's recovery: at start-up and then periodically, deliver every stored
-decision not yet acknowledged, abort payments that nobody is deciding (recorded before a
-crash, or past their deadline), forget expired idempotency keys, and run the other clean-ups
-it is given (expired revocations, old throttle counts)."""
+"""The coordinator's recovery: at start-up and then periodically, take over the open payments
+of replicas whose lease has passed (this replica's earlier incarnation included: abort the
+undecided, deliver the decided), go on with this replica's own open payments that nothing
+drives, forget expired idempotency keys, and run the other clean-ups it is given (expired
+revocations, old throttle counts, retired token keys)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from server.common.clock import now
 from server.common.db import Database
-from server.common.logs import event
 from server.gateway import payment_log
 from server.gateway.coordinator import Coordinator
-from server.gateway.models import CoordinatorState
 
 log = logging.getLogger(__name__)
 
@@ -32,29 +31,9 @@ class Recovery:
         self._idempotency_ttl = idempotency_ttl
         self._chores = chores  # other clean-ups to run with every pass
 
-    async def run_once(self, *, at_start: bool = False) -> None:
-        open_payments = await self._db.transaction(
-            lambda s: payment_log.in_state(
-                s,
-                [
-                    CoordinatorState.PREPARING,
-                    CoordinatorState.COMMITTING,
-                    CoordinatorState.ABORTING,
-                ],
-            )
-        )
-        moment = now()
-        for payment in open_payments:
-            if payment.state is CoordinatorState.PREPARING:
-                # At start-up nothing here is deciding it; later, only what outlived its deadline.
-                orphan = not self._coordinator.is_in_flight(payment.id) and (
-                    at_start or payment.deadline < moment
-                )
-                if orphan:
-                    event(log, "recovery_abort", payment_id=payment.id)
-                    await self._coordinator.abort_orphan(payment)
-            else:
-                self._coordinator.resume(payment)
+    async def run_once(self) -> None:
+        await self._coordinator.take_over()
+        await self._coordinator.resume_own()
         cutoff = now() - self._idempotency_ttl
         await self._db.transaction(lambda s: payment_log.forget_keys(s, cutoff))
         for chore in self._chores:

@@ -102,7 +102,9 @@ class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
         self, request: gateway_pb2.PayRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.PayResponse:
         order = self._order(request)
-        outcome = await self._coordinator.pay(order)
+        # A repeat of a key being decided elsewhere waits for it, within the caller's deadline.
+        remaining = context.time_remaining()
+        outcome = await self._coordinator.pay(order, wait=remaining - 0.5 if remaining else None)
         error = _ABORT_ERRORS.get(outcome.reason_code) if outcome.reason_code else None
         if outcome.status is Status.ABORTED and error is not None:
             raise error(f"payment {outcome.payment_id} aborted: {outcome.reason}")

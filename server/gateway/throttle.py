@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from sqlalchemy import Connection, bindparam, case, delete, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import Executable
 
-from server.common.db import Database
+from server.common.db import Database, per_dialect
 from server.common.errors import Throttled
 from server.gateway.models import Base
 
@@ -131,7 +130,7 @@ def _upsert(dialect: ModuleType) -> Executable:
     return upsert
 
 
-_UPSERT = {"sqlite": _upsert(sqlite), "postgresql": _upsert(postgresql)}
+_UPSERT = per_dialect(_upsert)
 LOCK = (
     update(ATTEMPTS)
     .where(ATTEMPTS.c.key == bindparam("k"))

@@ -1,22 +1,22 @@
-"""Login tokens: signed JWTs (EdDSA, the gateway's own Ed25519 key) bound to the client
-certificate that logged in (RFC 8705 ``cnf`` with the certificate's SHA-256 thumbprint),
-checked against the revocations (logouts, disabled users) on every use."""
+"""Login tokens: signed JWTs (EdDSA, the signing replica's own Ed25519 key, named by ``kid``
+in the header; see ``token_keys``) bound to the client certificate that logged in (RFC 8705
+``cnf`` with the certificate's SHA-256 thumbprint), checked against the revocations
+(logouts, disabled users) on every use."""
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
+from typing import Protocol
 
 import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from server.common.errors import ConfigError, Unauthenticated
+from server.common.errors import Unauthenticated
 from server.common.identity import Claims
 from server.gateway.revocations import Revocations
+from server.gateway.token_keys import SigningKey
 
 ISSUER = "minipay-gateway"
 AUDIENCE = "minipay"
@@ -24,51 +24,26 @@ ALGORITHM = "EdDSA"
 VERIFIED_CACHE_SIZE = 10_000
 
 
-def load_or_create_key(path: Path) -> Ed25519PrivateKey:
-    """The signing key; made on first start and written readable by its owner only."""
-    if not path.exists():
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot make folder {path.parent} for the token signing key: {exc.strerror or exc}"
-            ) from None
-        pem = Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process made it first; read theirs
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot create token signing key {path}: {exc.strerror or exc}"
-            ) from None
-        else:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(pem)
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot load token signing key {path}: {exc}") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ConfigError(f"token signing key {path} is not an Ed25519 key")
-    return key
+class Keys(Protocol):
+    """The keys, as the token service needs them (``token_keys.KeyRing``)."""
+
+    @property
+    def signing(self) -> SigningKey: ...
+
+    async def public_or_reload(self, kid: str) -> Ed25519PublicKey | None:
+        """The published public key of KID, or None."""
 
 
 class TokenService:
     def __init__(
         self,
-        key: Ed25519PrivateKey,
+        keys: Keys,
         ttl_seconds: int,
         revocations: Revocations | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._clock = clock
-        self._key = key
-        self._public = key.public_key()
+        self._keys = keys
         self._ttl = ttl_seconds
         self._revocations = revocations
         # Signature checks are the costly part of every call: a token checked once is
@@ -80,6 +55,7 @@ class TokenService:
     ) -> tuple[str, Claims]:
         # To the millisecond: a session cut by an admin must not cover a login a moment later.
         issued = round(self._clock(), 3)
+        signing = self._keys.signing
         claims = Claims(
             subject=subject,
             role=role,
@@ -102,18 +78,19 @@ class TokenService:
                 "aud": AUDIENCE,
                 "cnf": {"x5t#S256": thumbprint},
             },
-            self._key,
+            signing.private,
             algorithm=ALGORITHM,
+            headers={"kid": signing.kid},
         )
         return token, claims
 
-    def verify(self, token: str, thumbprint: str) -> Claims:
+    async def verify(self, token: str, thumbprint: str) -> Claims:
         """The claims of a valid token presented with the certificate it is bound to."""
         cached = self._verified.get(token)
         if cached is not None and cached[1] == thumbprint and cached[0].expires_at > self._clock():
             claims = cached[0]
         else:
-            claims = self._decode(token, thumbprint)
+            claims = self._decode(token, thumbprint, await self._public_key(token))
             if len(self._verified) >= VERIFIED_CACHE_SIZE:
                 self._verified.clear()
             self._verified[token] = (claims, thumbprint)
@@ -122,11 +99,22 @@ class TokenService:
             raise Unauthenticated(refusal)
         return claims
 
-    def _decode(self, token: str, thumbprint: str) -> Claims:
+    async def _public_key(self, token: str) -> Ed25519PublicKey:
+        """The published key the token's header names."""
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.InvalidTokenError:
+            raise Unauthenticated("the login token is not valid: log in again") from None
+        key = await self._keys.public_or_reload(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise Unauthenticated("the login token is signed by a key no gateway published")
+        return key
+
+    def _decode(self, token: str, thumbprint: str, public: Ed25519PublicKey) -> Claims:
         try:
             payload = jwt.decode(
                 token,
-                self._public,
+                public,
                 algorithms=[ALGORITHM],
                 audience=AUDIENCE,
                 issuer=ISSUER,

@@ -19,7 +19,7 @@ from server.interceptors.handlers import Behavior, WrappedHandlers, metadata_val
 
 
 class TokenVerifier(Protocol):
-    def verify(self, token: str, thumbprint: str) -> Claims:
+    async def verify(self, token: str, thumbprint: str) -> Claims:
         """The token's claims; raises Unauthenticated unless it is valid for this certificate."""
 
 
@@ -69,12 +69,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return handler if Caller.ANY_CERT in allowed else self._no_rule
 
         async def check(inner: Behavior, request: Any, context: grpc.aio.ServicerContext) -> Any:
-            set_principal(self.authorize(method, allowed, context))
+            set_principal(await self.authorize(method, allowed, context))
             return await inner(request, context)
 
         return wrap_unary(handler, check)
 
-    def authorize(
+    async def authorize(
         self, method: str, allowed: frozenset[Caller], context: grpc.aio.ServicerContext
     ) -> Principal:
         peer = self._peers.identify(context)
@@ -91,7 +91,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         # Tokens are for customers and admins, whose certificates the clients CA signs.
         if not token_callers or self._verifier is None or peer.is_service:
             raise PermissionDenied(f"this certificate may not call {method}")
-        claims = self._verifier.verify(bearer_token(context), peer.thumbprint)
+        claims = await self._verifier.verify(bearer_token(context), peer.thumbprint)
         if any(TOKEN_ROLES[caller] == claims.role for caller in token_callers):
             return Principal(peer, claims)
         raise PermissionDenied(f"role {claims.role!r} may not call {method}")

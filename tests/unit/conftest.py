@@ -19,6 +19,7 @@ from server.common.db import Database
 from server.common.vocabulary import Leg, Reason
 from server.gateway.models import Base as GatewayBase
 from server.gateway.payment_state import Vote, no_vote
+from server.gateway.replicas import Replica
 
 
 @pytest.fixture(autouse=True)
@@ -49,6 +50,14 @@ def gateway_db(tmp_path: Path) -> Iterator[Database]:
     database = sqlite_database(tmp_path / "gateway.db", GatewayBase)
     yield database
     database.close()
+
+
+@pytest.fixture
+def replica(gateway_db: Database) -> Replica:
+    """This replica, with a live lease (a minute long) in the gateway's database."""
+    joined = Replica(gateway_db, "unit", lease=60.0)
+    asyncio.run(joined.join(alone=True))
+    return joined
 
 
 @pytest.fixture

@@ -17,9 +17,10 @@ from server.common.vocabulary import Reason, Side
 from server.gateway import payment_log
 from server.gateway.coordinator import Coordinator
 from server.gateway.models import CoordinatorState
-from server.gateway.payment_log import PaymentOrder
+from server.gateway.payment_log import Deciding, PaymentOrder
 from server.gateway.payment_state import COMMIT, Outcome, Status, abort, no_vote
 from server.gateway.recovery import Recovery
+from server.gateway.replicas import Replica
 from tests.unit.conftest import FakeBanks
 
 T = TypeVar("T")
@@ -27,18 +28,18 @@ BANKS = ("alpha", "beta")
 ORDER = PaymentOrder("alice", "alpha", "A-1", "beta", "B-1", 1_234, "USD", "key-1")
 
 
-def coordinator(db: Database, banks: FakeBanks, timeout: float = 1.0) -> Coordinator:
-    return Coordinator(db, banks, BANKS, timeout, batch_max=16)
+DEAD = 999  # the fencing token of a replica incarnation that died
 
 
 def run(
     db: Database,
+    owner: Replica,
     banks: FakeBanks,
     work: Callable[[Coordinator], Awaitable[T]],
     timeout: float = 1.0,
 ) -> T:
     async def go() -> T:
-        subject = coordinator(db, banks, timeout)
+        subject = Coordinator(db, banks, owner, BANKS, timeout, batch_max=16)
         try:
             return await asyncio.wait_for(work(subject), 10)
         finally:
@@ -60,9 +61,9 @@ def stored_state(db: Database, payment_id: str) -> CoordinatorState:
     return db.run_sync(lambda s: payment_log.get(s, [payment_id]))[payment_id].state
 
 
-def test_two_yes_votes_commit_at_both_banks(gateway_db: Database) -> None:
+def test_two_yes_votes_commit_at_both_banks(gateway_db: Database, replica: Replica) -> None:
     banks = FakeBanks()
-    outcome = run(gateway_db, banks, lambda c: c.pay(ORDER))
+    outcome = run(gateway_db, replica, banks, lambda c: c.pay(ORDER))
     assert outcome.status is Status.COMMITTED
     assert not outcome.replayed
     prepared = {
@@ -76,10 +77,10 @@ def test_two_yes_votes_commit_at_both_banks(gateway_db: Database) -> None:
     assert stored_state(gateway_db, outcome.payment_id) is CoordinatorState.COMMITTED
 
 
-def test_one_no_aborts_at_both_banks(gateway_db: Database) -> None:
+def test_one_no_aborts_at_both_banks(gateway_db: Database, replica: Replica) -> None:
     banks = FakeBanks()
     banks.votes["alpha"] = no_vote(Reason.INSUFFICIENT_FUNDS, "insufficient funds in A-1")
-    outcome = run(gateway_db, banks, lambda c: c.pay(ORDER))
+    outcome = run(gateway_db, replica, banks, lambda c: c.pay(ORDER))
     assert outcome.status is Status.ABORTED
     assert outcome.reason_code is Reason.INSUFFICIENT_FUNDS
     assert outcome.reason == "insufficient funds in A-1"
@@ -87,57 +88,59 @@ def test_one_no_aborts_at_both_banks(gateway_db: Database) -> None:
     assert stored_state(gateway_db, outcome.payment_id) is CoordinatorState.ABORTED
 
 
-def test_a_bank_slower_than_the_timeout_aborts(gateway_db: Database) -> None:
+def test_a_bank_slower_than_the_timeout_aborts(gateway_db: Database, replica: Replica) -> None:
     banks = FakeBanks()
     banks.prepare_delay["beta"] = 5.0
-    outcome = run(gateway_db, banks, lambda c: c.pay(ORDER), timeout=0.2)
+    outcome = run(gateway_db, replica, banks, lambda c: c.pay(ORDER), timeout=0.2)
     assert outcome.status is Status.ABORTED
     assert outcome.reason_code is Reason.TIMEOUT
 
 
-def test_a_bank_that_cannot_be_reached_aborts(gateway_db: Database) -> None:
+def test_a_bank_that_cannot_be_reached_aborts(gateway_db: Database, replica: Replica) -> None:
     banks = FakeBanks()
     banks.votes["beta"] = no_vote(Reason.BANK_UNAVAILABLE, "bank beta: a bank could not be reached")
-    outcome = run(gateway_db, banks, lambda c: c.pay(ORDER))
+    outcome = run(gateway_db, replica, banks, lambda c: c.pay(ORDER))
     assert outcome.status is Status.ABORTED
     assert outcome.reason_code is Reason.BANK_UNAVAILABLE
 
 
-def test_a_decision_not_acknowledged_is_sent_again(gateway_db: Database) -> None:
+def test_a_decision_not_acknowledged_is_sent_again(gateway_db: Database, replica: Replica) -> None:
     banks = FakeBanks()
     banks.unacknowledged["beta"] = 3
-    outcome = run(gateway_db, banks, lambda c: c.pay(ORDER))
+    outcome = run(gateway_db, replica, banks, lambda c: c.pay(ORDER))
     assert outcome.status is Status.COMMITTED, "the decision is final before delivery"
     assert banks.decisions_for(outcome.payment_id).count(("beta", True)) == 4
     assert stored_state(gateway_db, outcome.payment_id) is CoordinatorState.COMMITTED
 
 
-def test_the_same_key_replays_the_outcome(gateway_db: Database) -> None:
+def test_the_same_key_replays_the_outcome(gateway_db: Database, replica: Replica) -> None:
     banks = FakeBanks()
 
     async def twice(c: Coordinator) -> tuple[Outcome, Outcome]:
         return await c.pay(ORDER), await c.pay(ORDER)
 
-    first, again = run(gateway_db, banks, twice)
+    first, again = run(gateway_db, replica, banks, twice)
     assert again.replayed
     assert (again.payment_id, again.status) == (first.payment_id, Status.COMMITTED)
     assert len(banks.prepared) == 2, "phase one ran once"
 
 
-def test_the_same_key_concurrently_pays_once(gateway_db: Database) -> None:
+def test_the_same_key_concurrently_pays_once(gateway_db: Database, replica: Replica) -> None:
     banks = FakeBanks()
     banks.prepare_delay["alpha"] = 0.1
 
     async def together(c: Coordinator) -> list[Outcome]:
         return await asyncio.gather(*(c.pay(ORDER) for _ in range(5)))
 
-    outcomes = run(gateway_db, banks, together)
+    outcomes = run(gateway_db, replica, banks, together)
     assert len({o.payment_id for o in outcomes}) == 1
     assert sum(not o.replayed for o in outcomes) == 1
     assert all(o.status is Status.COMMITTED for o in outcomes)
 
 
-def test_the_same_key_with_other_parameters_is_refused(gateway_db: Database) -> None:
+def test_the_same_key_with_other_parameters_is_refused(
+    gateway_db: Database, replica: Replica
+) -> None:
     banks = FakeBanks()
 
     async def reuse(c: Coordinator) -> None:
@@ -145,11 +148,11 @@ def test_the_same_key_with_other_parameters_is_refused(gateway_db: Database) -> 
         await c.pay(dataclasses.replace(ORDER, amount=1))
 
     with pytest.raises(InvalidArgument, match="already used"):
-        run(gateway_db, banks, reuse)
+        run(gateway_db, replica, banks, reuse)
 
 
 def test_a_failing_record_round_fails_its_callers_and_the_next_round_runs(
-    gateway_db: Database,
+    gateway_db: Database, replica: Replica
 ) -> None:
     banks = FakeBanks()
 
@@ -166,22 +169,25 @@ def test_a_failing_record_round_fails_its_callers_and_the_next_round_runs(
         c._db = original
         return await c.pay(ORDER)
 
-    assert run(gateway_db, banks, go).status is Status.COMMITTED
+    assert run(gateway_db, replica, banks, go).status is Status.COMMITTED
 
 
-def insert(db: Database, state: CoordinatorState, key: str) -> str:
-    [recorded] = db.run_statements(
-        lambda c: payment_log.record(c, [dataclasses.replace(ORDER, idempotency_key=key)], 1.0)
-    )
+def insert(db: Database, state: CoordinatorState, key: str, owner: int = DEAD) -> str:
+    """A payment in STATE, as the replica incarnation OWNER left it."""
+    order = dataclasses.replace(ORDER, idempotency_key=key)
+    [recorded] = db.run_statements(lambda c: payment_log.record(c, [order], 1.0, owner))
     assert recorded.payment is not None
     payment_id = recorded.payment.id
     if state is not CoordinatorState.PREPARING:
         decision = COMMIT if state is CoordinatorState.COMMITTING else abort(Reason.TIMEOUT)
-        db.run_statements(lambda c: payment_log.decide(c, [(payment_id, decision)]))
+        deciding = [Deciding(payment_id, decision, owner)]
+        db.run_statements(lambda c: payment_log.decide(c, deciding))
     return payment_id
 
 
-def test_a_restarted_coordinator_delivers_every_stored_decision(gateway_db: Database) -> None:
+def test_a_restarted_coordinator_delivers_every_stored_decision(
+    gateway_db: Database, replica: Replica
+) -> None:
     # What a coordinator that died left behind: one payment of each open state.
     committing = insert(gateway_db, CoordinatorState.COMMITTING, "k1")
     aborting = insert(gateway_db, CoordinatorState.ABORTING, "k2")
@@ -189,10 +195,10 @@ def test_a_restarted_coordinator_delivers_every_stored_decision(gateway_db: Data
     banks = FakeBanks()
 
     async def restart(c: Coordinator) -> None:
-        await Recovery(gateway_db, c, idempotency_ttl=3600).run_once(at_start=True)
+        await Recovery(gateway_db, c, idempotency_ttl=3600).run_once()
         await settle(c)
 
-    run(gateway_db, banks, restart)
+    run(gateway_db, replica, banks, restart)
     assert sorted(banks.decisions_for(committing)) == [("alpha", True), ("beta", True)]
     assert sorted(banks.decisions_for(aborting)) == [("alpha", False), ("beta", False)]
     # Nobody was deciding the recorded one: presumed abort, delivered like any other.
@@ -202,15 +208,71 @@ def test_a_restarted_coordinator_delivers_every_stored_decision(gateway_db: Data
     assert stored_state(gateway_db, preparing) is CoordinatorState.ABORTED
 
 
-def test_a_bank_in_doubt_hears_the_decision_or_presumed_abort(gateway_db: Database) -> None:
+def test_a_bank_in_doubt_hears_the_decision_or_presumed_abort(
+    gateway_db: Database, replica: Replica
+) -> None:
     committing = insert(gateway_db, CoordinatorState.COMMITTING, "k1")
     orphan = insert(gateway_db, CoordinatorState.PREPARING, "k2")
     banks = FakeBanks()
     answers = run(
-        gateway_db, banks, lambda c: c.decisions([committing, orphan, "pay_never_recorded"])
+        gateway_db,
+        replica,
+        banks,
+        lambda c: c.decisions([committing, orphan, "pay_never_recorded"]),
     )
     assert answers == {
         committing: Status.COMMITTED,
         orphan: Status.ABORTED,
         "pay_never_recorded": Status.ABORTED,
     }
+
+
+def test_a_payment_a_live_replica_drives_is_not_taken(
+    gateway_db: Database, replica: Replica
+) -> None:
+    other = Replica(gateway_db, "other", lease=60.0)
+    asyncio.run(other.join())
+    theirs = insert(gateway_db, CoordinatorState.PREPARING, "k1", owner=other.token)
+    banks = FakeBanks()
+
+    async def ask(c: Coordinator) -> tuple[dict[str, Status], int]:
+        return await c.decisions([theirs]), len(await c.take_over())
+
+    answers, taken = run(gateway_db, replica, banks, ask)
+    assert answers == {theirs: Status.PENDING}
+    assert taken == 0
+    assert stored_state(gateway_db, theirs) is CoordinatorState.PREPARING
+
+
+def test_a_replica_that_lost_a_payment_writes_nothing(
+    gateway_db: Database, replica: Replica
+) -> None:
+    """Paused mid-payment: a survivor takes the payment over and aborts it. When the paused
+    coordinator's votes come back (all yes), its commit is refused and it answers from the
+    row."""
+    banks = FakeBanks()
+    banks.prepare_delay["beta"] = 0.3
+    survivor = Replica(gateway_db, "survivor", lease=60.0)
+    asyncio.run(survivor.join())
+
+    async def lose_it(c: Coordinator) -> Outcome:
+        paying = asyncio.create_task(c.pay(ORDER))
+        await asyncio.sleep(0.1)  # recorded, and waiting for beta's vote
+        [payment] = await c._db.statements(lambda conn: payment_log.owned_open(conn, replica.token))
+        # The survivor takes it (this replica's lease has passed) and decides abort.
+        gateway_db.run_statements(
+            lambda conn: conn.execute(
+                payment_log.PAYMENTS.update()
+                .where(payment_log.PAYMENTS.c.id == payment.id)
+                .values(owner_token=survivor.token)
+            )
+        )
+        deciding = [Deciding(payment.id, abort(Reason.TIMEOUT), survivor.token)]
+        gateway_db.run_statements(lambda conn: payment_log.decide(conn, deciding))
+        return await paying
+
+    outcome = run(gateway_db, replica, banks, lose_it, timeout=2.0)
+    assert outcome.status is Status.ABORTED, "the woken replica answered from the row"
+    stored = gateway_db.run_statements(lambda c: payment_log.by_ids(c, [outcome.payment_id]))
+    assert stored[outcome.payment_id].decided_by == survivor.token
+    assert banks.decisions_for(outcome.payment_id) == [], "it sent no decision of its own"

@@ -9,8 +9,8 @@ from server.common.db import Database
 from server.common.vocabulary import Reason
 from server.gateway import payment_log
 from server.gateway.models import CoordinatorState
-from server.gateway.payment_log import PaymentOrder, Recorded, RecordKind
-from server.gateway.payment_state import COMMIT, abort
+from server.gateway.payment_log import Deciding, PaymentOrder, PaymentView, Recorded, RecordKind
+from server.gateway.payment_state import COMMIT, Decision, abort
 
 ORDER = PaymentOrder(
     payer="alice",
@@ -24,8 +24,16 @@ ORDER = PaymentOrder(
 )
 
 
+OWNER = 7  # the fencing token of the replica recording
+
+
 def record(db: Database, *orders: PaymentOrder) -> list[Recorded]:
-    return db.run_statements(lambda c: payment_log.record(c, list(orders), timeout=5))
+    return db.run_statements(lambda c: payment_log.record(c, list(orders), 5, OWNER))
+
+
+def decide(db: Database, *decisions: tuple[str, Decision], owner: int = OWNER) -> list[PaymentView]:
+    items = [Deciding(pid, decision, owner) for pid, decision in decisions]
+    return db.run_statements(lambda c: payment_log.decide(c, items))
 
 
 def test_a_new_key_records_a_preparing_payment(gateway_db: Database) -> None:
@@ -75,14 +83,16 @@ def test_a_decision_is_stored_once(gateway_db: Database) -> None:
     [recorded] = record(gateway_db, ORDER)
     assert recorded.payment is not None
     pid = recorded.payment.id
-    [first] = gateway_db.run_statements(lambda c: payment_log.decide(c, [(pid, COMMIT)]))
-    [second] = gateway_db.run_statements(
-        lambda c: payment_log.decide(c, [(pid, abort(Reason.TIMEOUT))])
-    )
+    [stranger] = decide(gateway_db, (pid, abort(Reason.TIMEOUT)), owner=OWNER + 1)
+    assert stranger.state is CoordinatorState.PREPARING, "only its owner decides a payment"
+    [first] = decide(gateway_db, (pid, COMMIT))
+    [second] = decide(gateway_db, (pid, abort(Reason.TIMEOUT)))
     assert first.decided_now and first.state is CoordinatorState.COMMITTING
     assert not second.decided_now
     assert second.state is CoordinatorState.COMMITTING, "a decision never changes"
-    gateway_db.run_statements(lambda c: payment_log.complete(c, [pid]))
+    gateway_db.run_statements(lambda c: payment_log.complete(c, [(pid, OWNER + 1)]))
+    assert payment_log_state(gateway_db, pid) is CoordinatorState.COMMITTING
+    gateway_db.run_statements(lambda c: payment_log.complete(c, [(pid, OWNER)]))
     assert payment_log_state(gateway_db, pid) is CoordinatorState.COMMITTED
 
 
@@ -132,10 +142,6 @@ def test_the_payee_sees_only_what_committed_to_it(gateway_db: Database) -> None:
         for r in record(gateway_db, *(dataclasses.replace(ORDER, idempotency_key=k) for k in "abc"))
     )
     assert kept is not None and dropped is not None and open_ is not None
-    gateway_db.run_statements(
-        lambda c: payment_log.decide(
-            c, [(kept.id, COMMIT), (dropped.id, abort(Reason.INSUFFICIENT_FUNDS))]
-        )
-    )
+    decide(gateway_db, (kept.id, COMMIT), (dropped.id, abort(Reason.INSUFFICIENT_FUNDS)))
     assert history_ids(gateway_db, "beta", "B-1", 10) == [kept.id]
     assert set(history_ids(gateway_db, "alpha", "A-1", 10)) == {kept.id, dropped.id, open_.id}
