@@ -50,6 +50,7 @@ from tests.helpers import (
     gateway_url,
     postgres_databases,
     server_name,
+    settle,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -271,6 +272,7 @@ def test_restart_does_not_reseed(make_cluster: ClusterFactory, certs: Path, back
     alice = customer(cluster, certs, "alice")
     answer = alice.pay("beta", "B-2001", 1234)
     assert answer.status == COMMITTED, answer
+    settle(cluster)  # the answer comes once the decision is stored; the banks apply it after
     paid = bank_state(cluster, "alpha")["accounts"]
     assert paid["A-1001"] == (SEED_BALANCES["alpha", "A-1001"] - 1234, 0)
 

@@ -84,7 +84,7 @@ def test_one_payment_followed_through_the_logs(
     assert call["caller"] == "client-1"
     assert call["peer"].startswith("ipv4:127.0.0.1:")
     assert call["duration_ms"] >= 0 and call["component"] == "gateway"
-    for step in ("prepare_sent", "vote", "decision", "commit_sent", "decision_acknowledged"):
+    for step in ("prepare", "decision", "commit_sent", "decision_acknowledged"):
         assert any(
             e.get("event") == step
             and (

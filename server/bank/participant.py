@@ -18,22 +18,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, case, func, insert, select, update
+from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session
 
-from server.bank.models import BankPayment, Base, ParticipantState
+from server.bank.models import BankPayment, ParticipantState
+from server.common import fastsql
 from server.common.clock import now
 from server.common.validation import MAX_BALANCE
 from server.common.vocabulary import Leg, Reason, Side
 
 log = logging.getLogger(__name__)
-
-# Core tables: a round works in set-based statements, not per-row ORM units of work.
-PAYMENTS = Base.metadata.tables["bank_payments"]
-LEGS = Base.metadata.tables["legs"]
-ACCOUNTS = Base.metadata.tables["accounts"]
-CUSTOMERS = Base.metadata.tables["customers"]
-LEDGER = Base.metadata.tables["ledger_entries"]
 
 
 @dataclass(frozen=True)
@@ -80,9 +74,9 @@ class Round:
     payments: dict[str, tuple[ParticipantState, str, str]]  # id -> (state, reason code, reason)
     legs: dict[str, list[tuple[str, str, int]]]  # id -> [(side, account, amount)]
     accounts: dict[str, AccountState]
-    new_payments: list[dict[str, Any]] = field(default_factory=list)
-    new_legs: list[dict[str, Any]] = field(default_factory=list)
-    new_entries: list[dict[str, Any]] = field(default_factory=list)
+    new_payments: list[tuple[Any, ...]] = field(default_factory=list)  # INSERT_PAYMENT rows
+    new_legs: list[tuple[Any, ...]] = field(default_factory=list)  # INSERT_LEG rows
+    new_entries: list[tuple[Any, ...]] = field(default_factory=list)  # INSERT_LEDGER rows
     decided: dict[ParticipantState, list[str]] = field(default_factory=lambda: defaultdict(list))
 
     @classmethod
@@ -90,22 +84,33 @@ class Round:
         cls, connection: Connection, payment_ids: Iterable[str], account_numbers: Iterable[str] = ()
     ) -> Round:
         ids = sorted(set(payment_ids))
-        payments = {
-            row.payment_id: (row.state, row.reason_code, row.reason)
-            for row in connection.execute(SELECT_PAYMENTS, {"ids": ids})
-        }
+        payments = (
+            {
+                payment_id: (ParticipantState(state), code, reason)
+                for payment_id, state, code, reason in fastsql.execute(
+                    connection, SELECT_PAYMENTS, ids, len(ids)
+                )
+            }
+            if ids
+            else {}
+        )
         legs: dict[str, list[tuple[str, str, int]]] = defaultdict(list)
         if payments:
-            for row in connection.execute(SELECT_LEGS, {"ids": list(payments)}):
-                legs[row.payment_id].append((row.side, row.account_number, row.amount))
+            for payment_id, side, account, amount in fastsql.execute(
+                connection, SELECT_LEGS, list(payments), len(payments)
+            ):
+                legs[payment_id].append((side, account, amount))
         numbers = set(account_numbers)
         numbers.update(account for rows in legs.values() for _, account, _ in rows)
-        accounts = {
-            row.number: AccountState(
-                row.number, row.currency, row.balance, row.held, row.incoming, row.disabled
-            )
-            for row in connection.execute(SELECT_ACCOUNTS, {"numbers": sorted(numbers)})
-        }
+        ordered = sorted(numbers)
+        accounts = (
+            {
+                row[0]: AccountState(row[0], row[1], row[2], row[3], row[4], bool(row[5]))
+                for row in fastsql.execute(connection, SELECT_ACCOUNTS, ordered, len(ordered))
+            }
+            if ordered
+            else {}
+        )
         return cls(payments, legs, accounts)
 
     def remember(
@@ -113,15 +118,10 @@ class Round:
     ) -> None:
         """A payment this bank had not seen: PREPARED with its legs, or ABORTED."""
         self.payments[payment_id] = (state, code.value if code else "", reason)
+        moment = now()
+        decided_at = None if state is ParticipantState.PREPARED else moment
         self.new_payments.append(
-            {
-                "payment_id": payment_id,
-                "state": state,
-                "reason_code": code.value if code else "",
-                "reason": reason,
-                "created_at": now(),
-                "decided_at": None if state is ParticipantState.PREPARED else now(),
-            }
+            (payment_id, state.value, code.value if code else "", reason, moment, decided_at)
         )
 
     def decide(self, payment_id: str, state: ParticipantState) -> None:
@@ -131,93 +131,101 @@ class Round:
 
     def write(self, connection: Connection) -> None:
         """The round's changes, in a handful of statements."""
-        if self.new_payments:
-            connection.execute(INSERT_PAYMENTS, self.new_payments)
-        if self.new_legs:
-            connection.execute(INSERT_LEGS, self.new_legs)
+        fastsql.execute_many(connection, INSERT_PAYMENT, self.new_payments)
+        fastsql.execute_many(connection, INSERT_LEG, self.new_legs)
+        moment = now()
         for state, ids in self.decided.items():
-            connection.execute(DECIDE_PAYMENTS[state], {"ids": ids, "at": now()})
-        changed = [a for a in self.accounts.values() if a.changed]
-        if changed:
-            connection.execute(
-                UPDATE_ACCOUNT,
-                [
-                    {
-                        "b_number": a.number,
-                        "b_balance": a.balance,
-                        "b_held": a.held,
-                        "b_incoming": a.incoming,
-                    }
-                    for a in changed
-                ],
-            )
-        if self.new_entries:
-            connection.execute(INSERT_LEDGER, self.new_entries)
+            fastsql.execute(connection, DECIDE_PAYMENTS[state], [moment, *ids], len(ids))
+        fastsql.execute_many(
+            connection,
+            UPDATE_ACCOUNT,
+            [
+                (a.balance, a.held, a.incoming, a.number)
+                for a in self.accounts.values()
+                if a.changed
+            ],
+        )
+        fastsql.execute_many(connection, INSERT_LEDGER, self.new_entries)
 
 
-# Statements are built once: building them per round costs more than running them.
-# Rows are locked in a fixed order (payments, then accounts by number) so that concurrent
-# rounds wait for each other instead of deadlocking (PostgreSQL); SQLite has one writer.
+# Rows are read and locked in a fixed order (payments, then accounts by number) so that
+# concurrent rounds wait for each other instead of deadlocking (PostgreSQL).
 SELECT_PAYMENTS = (
-    select(PAYMENTS.c.payment_id, PAYMENTS.c.state, PAYMENTS.c.reason_code, PAYMENTS.c.reason)
-    .where(PAYMENTS.c.payment_id.in_(bindparam("ids", expanding=True)))
-    .order_by(PAYMENTS.c.payment_id)
-    .with_for_update()
+    "SELECT payment_id, state, reason_code, reason FROM bank_payments "
+    "WHERE payment_id IN ({in}) ORDER BY payment_id{for_update}"
 )
-SELECT_LEGS = select(LEGS.c.payment_id, LEGS.c.side, LEGS.c.account_number, LEGS.c.amount).where(
-    LEGS.c.payment_id.in_(bindparam("ids", expanding=True))
-)
+SELECT_LEGS = "SELECT payment_id, side, account_number, amount FROM legs WHERE payment_id IN ({in})"
 SELECT_ACCOUNTS = (
-    select(
-        ACCOUNTS.c.number,
-        ACCOUNTS.c.currency,
-        ACCOUNTS.c.balance,
-        ACCOUNTS.c.held,
-        ACCOUNTS.c.incoming,
-        CUSTOMERS.c.disabled,
-    )
-    .join(CUSTOMERS, CUSTOMERS.c.id == ACCOUNTS.c.customer_id)
-    .where(ACCOUNTS.c.number.in_(bindparam("numbers", expanding=True)))
-    .order_by(ACCOUNTS.c.number)
-    .with_for_update(of=ACCOUNTS)
+    "SELECT a.number, a.currency, a.balance, a.held, a.incoming, c.disabled "
+    "FROM accounts a JOIN customers c ON c.id = a.customer_id "
+    "WHERE a.number IN ({in}) ORDER BY a.number{for_update_of_a}"
 )
-INSERT_PAYMENTS = insert(PAYMENTS)
-INSERT_LEGS = insert(LEGS)
-INSERT_LEDGER = insert(LEDGER)
-_DECIDED = PAYMENTS.c.payment_id.in_(bindparam("ids", expanding=True))
+INSERT_PAYMENT = (
+    "INSERT INTO bank_payments (payment_id, state, reason_code, reason, created_at, decided_at) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+INSERT_LEG = (
+    "INSERT INTO legs (payment_id, side, account_number, amount, currency) VALUES (?, ?, ?, ?, ?)"
+)
+INSERT_LEDGER = (
+    "INSERT INTO ledger_entries (account_number, amount, balance_after, payment_id, deposit_id, "
+    "created_at) VALUES (?, ?, ?, ?, NULL, ?)"
+)
 DECIDE_PAYMENTS = {
-    ParticipantState.COMMITTED: update(PAYMENTS)
-    .where(_DECIDED)
-    .values(state=ParticipantState.COMMITTED, decided_at=bindparam("at")),
+    ParticipantState.COMMITTED: (
+        "UPDATE bank_payments SET state = 'COMMITTED', decided_at = ? WHERE payment_id IN ({in})"
+    ),
     # An abort keeps the reason a no vote gave; otherwise it says "aborted".
-    ParticipantState.ABORTED: update(PAYMENTS)
-    .where(_DECIDED)
-    .values(
-        state=ParticipantState.ABORTED,
-        decided_at=bindparam("at"),
-        reason_code=case((PAYMENTS.c.reason_code == "", "aborted"), else_=PAYMENTS.c.reason_code),
+    ParticipantState.ABORTED: (
+        "UPDATE bank_payments SET state = 'ABORTED', decided_at = ?, reason_code = CASE "
+        "WHEN reason_code = '' THEN 'aborted' ELSE reason_code END WHERE payment_id IN ({in})"
     ),
 }
-UPDATE_ACCOUNT = (
-    update(ACCOUNTS)
-    .where(ACCOUNTS.c.number == bindparam("b_number"))
-    .values(
-        balance=bindparam("b_balance"), held=bindparam("b_held"), incoming=bindparam("b_incoming")
-    )
-)
+UPDATE_ACCOUNT = "UPDATE accounts SET balance = ?, held = ?, incoming = ? WHERE number = ?"
 
 
-def prepare(connection: Connection, legs: Sequence[Leg]) -> list[VoteResult]:
-    """Votes on every payment in ``legs`` (one or two legs each), in one transaction."""
+@dataclass(frozen=True)
+class RoundResult:
+    votes: list[VoteResult]
+    committed: list[str]  # decisions applied (or applied before), in the order asked
+    aborted: list[str]
+
+
+def run_round(
+    connection: Connection,
+    legs: Sequence[Leg] = (),
+    commit: Sequence[str] = (),
+    abort: Sequence[str] = (),
+) -> RoundResult:
+    """One transaction: apply the decisions on earlier payments (their holds released first,
+    so the funds count for the new ones), then vote on every payment in ``legs`` (one or
+    two legs each). The coordinator sends both in one call when it can."""
     by_payment: dict[str, list[Leg]] = defaultdict(list)
     for leg in legs:
         by_payment[leg.payment_id].append(leg)
-    round_ = Round.load(connection, by_payment, (leg.account for leg in legs))
+    round_ = Round.load(connection, [*commit, *abort, *by_payment], (leg.account for leg in legs))
+    committed = _commit(round_, commit)
+    aborted = _abort(round_, abort)
     votes: list[VoteResult] = []
     for payment_id, payment_legs in by_payment.items():
         votes.extend(_prepare_payment(round_, payment_id, payment_legs))
     round_.write(connection)
-    return votes
+    return RoundResult(votes, committed, aborted)
+
+
+def prepare(connection: Connection, legs: Sequence[Leg]) -> list[VoteResult]:
+    """Votes on every payment in ``legs``, in one transaction."""
+    return run_round(connection, legs=legs).votes
+
+
+def commit(connection: Connection, payment_ids: Sequence[str]) -> list[str]:
+    """Applies every prepared payment: holds become ledger entries. Returns those applied."""
+    return run_round(connection, commit=payment_ids).committed
+
+
+def abort(connection: Connection, payment_ids: Sequence[str]) -> list[str]:
+    """Releases every payment's holds; for an unknown payment, leaves a tombstone."""
+    return run_round(connection, abort=payment_ids).aborted
 
 
 def _prepare_payment(round_: Round, payment_id: str, legs: list[Leg]) -> list[VoteResult]:
@@ -240,13 +248,7 @@ def _prepare_payment(round_: Round, payment_id: str, legs: list[Leg]) -> list[Vo
     round_.remember(payment_id, ParticipantState.PREPARED)
     for leg, account in zip(legs, accounts, strict=True):
         round_.new_legs.append(
-            {
-                "payment_id": payment_id,
-                "side": leg.side,
-                "account_number": account.number,
-                "amount": leg.amount,
-                "currency": leg.currency,
-            }
+            (payment_id, leg.side.value, account.number, leg.amount, leg.currency)
         )
         if leg.side is Side.DEBIT:
             account.held += leg.amount
@@ -278,9 +280,7 @@ def _check_leg(account: AccountState | None, leg: Leg) -> AccountState:
     return account
 
 
-def commit(connection: Connection, payment_ids: Sequence[str]) -> list[str]:
-    """Applies every prepared payment: holds become ledger entries. Returns those applied."""
-    round_ = Round.load(connection, payment_ids)
+def _commit(round_: Round, payment_ids: Sequence[str]) -> list[str]:
     applied = []
     for payment_id in payment_ids:
         state = round_.payments.get(payment_id, (None, "", ""))[0]
@@ -294,7 +294,6 @@ def commit(connection: Connection, payment_ids: Sequence[str]) -> list[str]:
                 _apply_leg(round_, round_.accounts[number], payment_id, side, amount)
             round_.decide(payment_id, ParticipantState.COMMITTED)
         applied.append(payment_id)
-    round_.write(connection)
     return applied
 
 
@@ -308,21 +307,10 @@ def _apply_leg(
         account.incoming -= amount
     account.balance += change
     account.changed = True
-    round_.new_entries.append(
-        {
-            "account_number": account.number,
-            "amount": change,
-            "balance_after": account.balance,
-            "payment_id": payment_id,
-            "deposit_id": None,
-            "created_at": now(),
-        }
-    )
+    round_.new_entries.append((account.number, change, account.balance, payment_id, now()))
 
 
-def abort(connection: Connection, payment_ids: Sequence[str]) -> list[str]:
-    """Releases every payment's holds; for an unknown payment, leaves a tombstone."""
-    round_ = Round.load(connection, payment_ids)
+def _abort(round_: Round, payment_ids: Sequence[str]) -> list[str]:
     released = []
     for payment_id in payment_ids:
         state = round_.payments.get(payment_id, (None, "", ""))[0]
@@ -343,7 +331,6 @@ def abort(connection: Connection, payment_ids: Sequence[str]) -> list[str]:
                 account.changed = True
             round_.decide(payment_id, ParticipantState.ABORTED)
         released.append(payment_id)
-    round_.write(connection)
     return released
 
 

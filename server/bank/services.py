@@ -3,6 +3,8 @@ inside one unit of work, translate back."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import grpc
 from sqlalchemy.orm import Session
 
@@ -41,6 +43,13 @@ def customer_info(view: accounts.CustomerView) -> bank_pb2.CustomerInfo:
     return info
 
 
+def _payment_ids(ids: Iterable[str]) -> list[str]:
+    checked = list(ids)
+    if any(not payment_id or len(payment_id) > 64 for payment_id in checked):
+        raise InvalidArgument("every payment id must be 1-64 characters")
+    return checked
+
+
 def _leg(leg: bank_pb2.Leg) -> Leg:
     if not leg.payment_id or len(leg.payment_id) > 64:
         raise InvalidArgument("every leg needs a payment_id of at most 64 characters")
@@ -64,8 +73,12 @@ class ParticipantService(bank_pb2_grpc.ParticipantServicer):  # type: ignore[mis
         self, request: bank_pb2.PrepareRequest, context: grpc.aio.ServicerContext
     ) -> bank_pb2.PrepareResponse:
         legs = [_leg(leg) for leg in request.legs]
+        commits, aborts = _payment_ids(request.commit), _payment_ids(request.abort)
         await self._faults.delay("delay_prepare")
-        votes = await self._db.statements(lambda s: participant.prepare(s, legs))
+        result = await self._db.statements(
+            lambda c: participant.run_round(c, legs, commits, aborts)
+        )
+        self._after_commits(result.committed)
         self._faults.crash_point("crash_after_vote_yes")
         return bank_pb2.PrepareResponse(
             votes=[
@@ -76,24 +89,29 @@ class ParticipantService(bank_pb2_grpc.ParticipantServicer):  # type: ignore[mis
                     reason_code=vote.reason_code.value if vote.reason_code else "",
                     reason=vote.reason,
                 )
-                for vote in votes
-            ]
+                for vote in result.votes
+            ],
+            acknowledged=[*result.committed, *result.aborted],
         )
+
+    def _after_commits(self, committed: list[str]) -> None:
+        if committed:
+            self._faults.crash_point("crash_after_commit_applied")
+            if self._faults.take("drop_commit_ack"):
+                raise Unavailable("fault injection: commit acknowledgement dropped")
 
     async def Commit(
         self, request: bank_pb2.DecisionRequest, context: grpc.aio.ServicerContext
     ) -> bank_pb2.DecisionResponse:
-        ids = list(request.payment_ids)
+        ids = _payment_ids(request.payment_ids)
         applied = await self._db.statements(lambda s: participant.commit(s, ids))
-        self._faults.crash_point("crash_after_commit_applied")
-        if self._faults.take("drop_commit_ack"):
-            raise Unavailable("fault injection: commit acknowledgement dropped")
+        self._after_commits(applied)
         return bank_pb2.DecisionResponse(acknowledged=applied)
 
     async def Abort(
         self, request: bank_pb2.DecisionRequest, context: grpc.aio.ServicerContext
     ) -> bank_pb2.DecisionResponse:
-        ids = list(request.payment_ids)
+        ids = _payment_ids(request.payment_ids)
         released = await self._db.statements(lambda s: participant.abort(s, ids))
         return bank_pb2.DecisionResponse(acknowledged=released)
 

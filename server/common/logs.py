@@ -4,16 +4,17 @@ component, with secrets redacted wherever they would appear."""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import contextvars
 import functools
 import json
 import logging
-import logging.handlers
 import queue
 import re
 import sys
+import threading
 import time
-from typing import Any
+from typing import Any, TextIO
 
 from server.common.errors import ConfigError
 from server.common.settings import ProcessSettings
@@ -91,26 +92,12 @@ def _utc_second(second: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
 
-class _FormatOnce(logging.Formatter):
-    """Both writers (standard error and the file) format each record: do it once."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        formatted = getattr(record, "_minipay_formatted", None)
-        if formatted is None:
-            formatted = self._format(record)
-            record._minipay_formatted = formatted
-        return str(formatted)
-
-    def _format(self, record: logging.LogRecord) -> str:
-        raise NotImplementedError
-
-
-class JsonFormatter(_FormatOnce):
+class JsonFormatter(logging.Formatter):
     def __init__(self, component: str) -> None:
         super().__init__()
         self.component = component
 
-    def _format(self, record: logging.LogRecord) -> str:
+    def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "time": _utc_second(int(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
@@ -126,12 +113,12 @@ class JsonFormatter(_FormatOnce):
         return redact_text(json.dumps(redact(entry), default=str))
 
 
-class TextFormatter(_FormatOnce):
+class TextFormatter(logging.Formatter):
     def __init__(self, component: str) -> None:
         super().__init__("%(asctime)s %(levelname)s " + component + " %(message)s")
 
-    def _format(self, record: logging.LogRecord) -> str:
-        text = logging.Formatter.format(self, record)
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
         fields = redact(getattr(record, "fields", {}))
         if fields:
             text += " " + " ".join(f"{k}={v}" for k, v in fields.items())
@@ -139,64 +126,102 @@ class TextFormatter(_FormatOnce):
         return redact_text(text).translate(_ESCAPED)
 
 
-class _FormatThenEnqueue(logging.handlers.QueueHandler):
-    """Formats in the caller's thread (tracebacks and request ids are there), then queues."""
+class _FormatThenEnqueue(logging.Handler):
+    """Formats in the caller's thread (tracebacks and request ids are there), then queues the
+    line for the writer."""
 
-    def __init__(
-        self, records: queue.SimpleQueue[logging.LogRecord], formatter: logging.Formatter
-    ) -> None:
-        super().__init__(records)
+    def __init__(self, writer: _Writer, formatter: logging.Formatter) -> None:
+        super().__init__()
+        self._writer = writer
         self.setFormatter(formatter)
 
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        self.format(record)  # cached on the record for the writing handlers
-        return record
+    def emit(self, record: logging.LogRecord) -> None:
+        self._writer.lines.put((record.levelno, self.format(record)))
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        # No lock: formatting touches only the record, and the queue is thread-safe.
+        self.emit(record)
+        return True
 
 
-_listener: logging.handlers.QueueListener | None = None
+class _Writer(threading.Thread):
+    """Writes queued lines to standard error and the log file from a thread of its own, as
+    many as are waiting in one write and one flush per stream."""
+
+    _STOP = (0, "")
+
+    def __init__(self, outputs: list[tuple[TextIO, int]]) -> None:
+        super().__init__(name="log-writer", daemon=True)
+        self.lines: queue.SimpleQueue[tuple[int, str]] = queue.SimpleQueue()
+        self._outputs = outputs
+
+    def run(self) -> None:
+        while True:
+            batch = [self.lines.get()]
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < 1000:
+                    batch.append(self.lines.get_nowait())
+            stopping = self._STOP in batch
+            for stream, level in self._outputs:
+                text = "".join(line + "\n" for levelno, line in batch if line and levelno >= level)
+                if text:
+                    with contextlib.suppress(OSError, ValueError):
+                        stream.write(text)
+                        stream.flush()
+            if stopping:
+                return
+
+    def stop(self) -> None:
+        self.lines.put(self._STOP)
+        self.join(timeout=5)
+
+
+_writer: _Writer | None = None
 
 
 def stop_log_writer() -> None:
     """Writes every queued record and stops the writer (before exit, or a crash point)."""
-    global _listener
-    if _listener is not None:
-        _listener.stop()
-        _listener = None
+    global _writer
+    if _writer is not None:
+        _writer.stop()
+        _writer = None
 
 
 def configure_logging(settings: ProcessSettings) -> None:
     """Logs of a server process, as its settings say: to standard error and to its file."""
     component, fmt, log_dir = settings.process_name, settings.log_format, settings.log_dir
-    level, stderr_level = settings.log_level, settings.stderr_log_level
+    level = logging.getLevelName(settings.log_level.upper())
+    stderr_level = logging.getLevelName((settings.stderr_log_level or settings.log_level).upper())
     if fmt not in ("json", "text"):
         raise ConfigError(f"log format {fmt!r}: expected json or text")
+    if not isinstance(level, int) or not isinstance(stderr_level, int):
+        raise ConfigError(f"log level {settings.log_level!r}: expected DEBUG, INFO, WARNING...")
     formatter: logging.Formatter = (
         JsonFormatter(component) if fmt == "json" else TextFormatter(component)
     )
-    to_stderr = logging.StreamHandler(sys.stderr)
-    if stderr_level:
-        to_stderr.setLevel(stderr_level.upper())
     try:
         log_dir.mkdir(parents=True, exist_ok=True)
-        to_file = logging.FileHandler(log_dir / f"{component}.log")
+        log_file = (log_dir / f"{component}.log").open("a", encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot write logs in {log_dir}: {exc.strerror or exc}") from None
-    handlers: list[logging.Handler] = [to_stderr, to_file]
-    for handler in handlers:
-        handler.setFormatter(formatter)
+    # A record needs no caller's file and line, thread or process: finding them costs more
+    # than writing the record.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    root.setLevel(level.upper())
+    root.setLevel(level)
     # The caller only formats and enqueues; a thread of its own writes. Writing in the
     # event loop's thread costs a system call per record and hands the interpreter lock to
     # the database thread each time, which made logging half of the gateway's cost.
-    global _listener
+    global _writer
     stop_log_writer()
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    root.addHandler(_FormatThenEnqueue(records, formatter))
-    _listener = logging.handlers.QueueListener(records, *handlers, respect_handler_level=True)
-    _listener.start()
+    _writer = _Writer([(sys.stderr, stderr_level), (log_file, level)])
+    _writer.start()
+    root.addHandler(_FormatThenEnqueue(_writer, formatter))
     atexit.register(stop_log_writer)
     logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)

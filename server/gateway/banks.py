@@ -20,7 +20,7 @@ from server.common import errors, validation
 from server.common.logs import REQUEST_ID
 from server.common.tls import TlsFiles, channel_credentials, channel_options
 from server.common.vocabulary import Leg, Reason, Side
-from server.gateway.payment_state import Vote, no_vote
+from server.gateway.payment_state import Prepared, Vote, no_vote
 
 ACCOUNTS_TIMEOUT = 10.0
 _SIDES = {Side.DEBIT: bank_pb2.LEG_SIDE_DEBIT, Side.CREDIT: bank_pb2.LEG_SIDE_CREDIT}
@@ -70,16 +70,23 @@ class BankClient:
     # -- the participant: phase one and phase two ---------------------------------------------
 
     async def prepare(
-        self, legs: Sequence[Leg], timeout: float, request_ids: Sequence[str] = ()
-    ) -> dict[str, Vote]:
-        """This bank's vote on each payment the legs belong to. A payment the bank gave no
-        vote on (it failed, timed out, or left it out) is a no."""
+        self,
+        legs: Sequence[Leg],
+        timeout: float,
+        request_ids: Sequence[str] = (),
+        commit: Sequence[str] = (),
+        abort: Sequence[str] = (),
+    ) -> Prepared:
+        """This bank's vote on each payment the legs belong to (a payment the bank gave no
+        vote on, because the call failed, timed out or left it out, is a no), and which of
+        the decisions on earlier payments riding along it applied."""
         payment_ids = list(dict.fromkeys(leg.payment_id for leg in legs))
+        request = bank_pb2.PrepareRequest(
+            legs=[_leg_message(leg) for leg in legs], commit=commit, abort=abort
+        )
         try:
             answer = await self._participant.Prepare(
-                bank_pb2.PrepareRequest(legs=[_leg_message(leg) for leg in legs]),
-                timeout=timeout,
-                metadata=request_metadata(request_ids),
+                request, timeout=timeout, metadata=request_metadata(request_ids)
             )
         except grpc.aio.AioRpcError as error:
             code = (
@@ -88,7 +95,7 @@ class BankClient:
                 else Reason.BANK_UNAVAILABLE
             )
             failed = no_vote(code, f"bank {self.name}: {code.sentence}")
-            return dict.fromkeys(payment_ids, failed)
+            return Prepared(dict.fromkeys(payment_ids, failed), set())
         votes: dict[str, Vote] = {}
         for message in answer.votes:
             # A payment with two legs here is yes only if both are.
@@ -98,7 +105,10 @@ class BankClient:
                 code = Reason.parse(message.reason_code)
                 votes[message.payment_id] = no_vote(code, message.reason)
         unanswered = no_vote(Reason.ABORTED, f"bank {self.name} gave no vote")
-        return {payment_id: votes.get(payment_id, unanswered) for payment_id in payment_ids}
+        return Prepared(
+            {payment_id: votes.get(payment_id, unanswered) for payment_id in payment_ids},
+            set(answer.acknowledged),
+        )
 
     async def deliver(
         self, commit: bool, payment_ids: Sequence[str], timeout: float, request_ids: Sequence[str]
@@ -221,9 +231,15 @@ class BankDirectory:
         return bank
 
     async def prepare(
-        self, bank: str, legs: Sequence[Leg], timeout: float, request_ids: Sequence[str]
-    ) -> dict[str, Vote]:
-        return await self.get(bank).prepare(legs, timeout, request_ids)
+        self,
+        bank: str,
+        legs: Sequence[Leg],
+        timeout: float,
+        request_ids: Sequence[str],
+        commit: Sequence[str] = (),
+        abort: Sequence[str] = (),
+    ) -> Prepared:
+        return await self.get(bank).prepare(legs, timeout, request_ids, commit, abort)
 
     async def deliver(
         self,

@@ -1,12 +1,14 @@
 """The payment coordinator: runs two-phase commit for each payment between the payer's bank
 and the payee's bank, and decides each payment's outcome.
 
-Per payment: record it durably (PREPARING, owned by this replica) -> Prepare at both banks
-concurrently within the timeout -> decide (commit only on two yes votes) and store the
-decision -> send Commit or Abort until every bank acknowledges -> mark it finished. The
-decision is on disk before any bank hears it. Each phase goes through a ``Batcher``, so
-concurrent payments share one transaction and one call per bank per round; the per-payment
-rules stay in ``payment_state``.
+Payments go in rounds: whatever is waiting when a round starts goes into it. A round records
+its payments durably (PREPARING, owned by this replica), asks each bank for its votes in one
+Prepare, stores the decisions (commit only on every yes vote) and answers the callers. The
+decision is on disk before any bank hears it. Decisions then go to the banks in the next
+round's Prepare to that bank (one bank transaction for both), or on their own when no round
+comes soon, and are sent again until every bank acknowledges. A caller does not wait for the
+banks to apply the decision: its outcome is final once stored, and a balance read first
+delivers what is pending for that account (``settle_account``), so it still sees it.
 
 Exactly one live replica drives a payment: the one whose fencing token the payment carries.
 Every write for a payment is conditional on that token, so a replica that was paused and lost
@@ -22,11 +24,13 @@ reached through ``server.gateway.banks`` in production and a fake in the unit te
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections import defaultdict
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from server.common.clock import now
 from server.common.db import Database
@@ -36,12 +40,11 @@ from server.common.logs import REQUEST_ID, event
 from server.common.metrics import IN_DOUBT, PAYMENTS, PHASE_SECONDS
 from server.common.vocabulary import Leg, Reason
 from server.gateway import payment_log
-from server.gateway.batching import Batcher
 from server.gateway.models import CoordinatorState
-from server.gateway.payment_log import Deciding, PaymentOrder, PaymentView, Recorded, RecordKind
+from server.gateway.payment_log import Deciding, PaymentOrder, PaymentView, RecordKind
 from server.gateway.payment_state import (
-    Decision,
     Outcome,
+    Prepared,
     Status,
     Vote,
     abort,
@@ -53,8 +56,18 @@ from server.gateway.payment_state import (
 
 log = logging.getLogger(__name__)
 
+# One round at a time gathers the most payments per round (the fewest transactions and calls
+# per payment); a round slower than ROUND_OVERLAP (a slow bank) lets the next one start, up to
+# MAX_ROUNDS at once, so that one slow bank does not hold up every payment.
+ROUND_OVERLAP = 0.05
+MAX_ROUNDS = 8
+# Decisions wait for a Prepare to the same bank to ride on; they go alone when no round is
+# under way, or once the oldest has waited this long.
+DELIVERY_DELAY = 0.01
+DELIVERY_MAX_DELAY = 0.2
 RESEND_BACKOFF_MAX = 2.0
-ABORT_ACK_WAIT = 1.0
+# Completions (every bank acknowledged) are written with the next round, or after this long.
+COMPLETION_DELAY = 0.2
 # How often a replica looks at a payment another replica is deciding.
 ROW_POLL_FIRST, ROW_POLL_MAX = 0.02, 0.25
 KEY_REUSED = (
@@ -66,9 +79,15 @@ class Participants(Protocol):
     """The banks, as the coordinator needs them."""
 
     async def prepare(
-        self, bank: str, legs: Sequence[Leg], timeout: float, request_ids: Sequence[str]
-    ) -> dict[str, Vote]:
-        """The bank's vote on each payment the legs belong to (a failed call: every no)."""
+        self,
+        bank: str,
+        legs: Sequence[Leg],
+        timeout: float,
+        request_ids: Sequence[str],
+        commit: Sequence[str] = (),
+        abort: Sequence[str] = (),
+    ) -> Prepared:
+        """The bank's votes (a failed call: every no), and the decisions it applied."""
 
     async def deliver(
         self,
@@ -88,24 +107,61 @@ class Owner(Protocol):
     def token(self) -> int: ...
 
 
-@dataclass(frozen=True)
-class PrepareItem:
-    payment_id: str
-    legs: tuple[Leg, ...]
-    deadline: float
-    request_id: str
-
-
-@dataclass(frozen=True)
-class DecisionItem:
-    payment_id: str
-    request_id: str
-
-
 def outcome_of(payment: PaymentView, replayed: bool = False) -> Outcome:
     return Outcome(
         payment.id, status_of(payment.state), payment.reason_enum, payment.reason, replayed
     )
+
+
+@dataclass
+class Asked:
+    """A payment a caller asked for, waiting for its round."""
+
+    order: PaymentOrder
+    request_id: str
+    wait: float | None
+    answer: asyncio.Future[Outcome]
+
+
+@dataclass
+class Outbox:
+    """Decisions one bank has not acknowledged yet: payment id -> (commit?, request id)."""
+
+    pending: dict[str, tuple[bool, str]] = field(default_factory=dict)
+    sending: set[str] = field(default_factory=set)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    oldest: float = 0.0  # when the oldest decision still pending arrived (monotonic)
+
+    def add(self, payment_id: str, commit: bool, request_id: str) -> None:
+        if payment_id not in self.pending:
+            if not self.pending:
+                self.oldest = time.monotonic()
+            self.pending[payment_id] = (commit, request_id)
+            self.arrived.set()
+
+    def take(self) -> tuple[list[str], list[str], list[str]]:
+        """Every decision not on its way: (commits, aborts, their request ids)."""
+        commits: list[str] = []
+        aborts: list[str] = []
+        request_ids: list[str] = []
+        for payment_id, (commit, request_id) in self.pending.items():
+            if payment_id not in self.sending:
+                (commits if commit else aborts).append(payment_id)
+                request_ids.append(request_id)
+        self.sending.update(commits)
+        self.sending.update(aborts)
+        return commits, aborts, request_ids
+
+    def settle(self, sent: Sequence[str], acknowledged: set[str]) -> None:
+        """The answer to what was sent: acknowledged ones are done, the rest go again."""
+        for payment_id in sent:
+            self.sending.discard(payment_id)
+            if payment_id in acknowledged:
+                self.pending.pop(payment_id, None)
+        if any(payment_id in self.pending for payment_id in sent):
+            self.arrived.set()
+        if not self.pending:
+            self.oldest = 0.0
 
 
 class Coordinator:
@@ -122,143 +178,231 @@ class Coordinator:
         self._db = db
         self._participants = participants
         self._owner = owner
+        self._bank_names = list(bank_names)
         self._timeout = timeout
+        self._batch_max = max(1, batch_max)
         self._faults = faults or Faults()
-        self._record = Batcher(self._record_round, batch_max)
-        self._decide = Batcher(self._decide_round, batch_max)
-        self._complete = Batcher(self._complete_round, batch_max)
-        self._prepare = {name: Batcher(self._prepare_round(name), batch_max) for name in bank_names}
-        self._deliver_rounds = {
-            (name, commit): Batcher(self._decision_round(name, commit), batch_max)
-            for name in bank_names
-            for commit in (True, False)
-        }
-        # Payment id -> the task running its 2PC; it runs to the end even if the caller goes.
-        self._in_flight: dict[str, asyncio.Task[Outcome]] = {}
-        # Payment id -> (the task delivering its decision, done once every bank has it).
-        self._finishing: dict[str, tuple[asyncio.Task[None], asyncio.Future[None]]] = {}
-        IN_DOUBT.set_function(lambda: len(self._in_flight) + len(self._finishing))
+        self._asked: list[Asked] = []
+        self._arrived = asyncio.Event()
+        self._running: set[asyncio.Task[None]] = set()  # payment rounds under way
+        self._rounds: set[asyncio.Task[None]] = set()  # and every other task of this class
+        self._background: list[asyncio.Task[None]] = []
+        # Payment id -> its outcome once its round decides it (a repeat of its key waits).
+        self._in_flight: dict[str, asyncio.Future[Outcome]] = {}
+        self._outboxes = {bank: Outbox() for bank in bank_names}
+        # Payment id -> (owner, banks still to acknowledge its decision).
+        self._unacknowledged: dict[str, tuple[int, set[str]]] = {}
+        self._completed: list[tuple[str, int]] = []
+        self._completions = asyncio.Event()
+        self._writing = 0  # completion writes under way
+        IN_DOUBT.set_function(lambda: len(self._in_flight) + len(self._unacknowledged))
 
-    # -- the payment's life --------------------------------------------------------------
+    def start(self) -> None:
+        """Starts the loops that run rounds and deliver decisions (once)."""
+        if self._background:
+            return
+        self._background = [
+            asyncio.create_task(self._round_loop()),
+            asyncio.create_task(self._completion_loop()),
+            *(asyncio.create_task(self._delivery_loop(bank)) for bank in self._bank_names),
+        ]
+
+    async def stop(self) -> None:
+        tasks = [*self._background, *self._rounds]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._background = []
+
+    @property
+    def quiet(self) -> bool:
+        """Nothing under way: no round, no decision to deliver, no completion to write."""
+        busy = self._asked or self._in_flight or self._unacknowledged or self._completed
+        return (
+            not busy
+            and not self._writing
+            and not self._rounds
+            and not any(outbox.pending for outbox in self._outboxes.values())
+        )
+
+    # -- a payment ----------------------------------------------------------------------------
 
     async def pay(self, order: PaymentOrder, wait: float | None = None) -> Outcome:
         """The payment's outcome. A repeat of its key waits at most WAIT seconds (the caller's
         deadline) for a payment still being decided elsewhere, then answers PENDING."""
-        with PHASE_SECONDS.labels("record").time():
-            recorded = await self._record.submit((order, REQUEST_ID.get()))
-        if recorded.kind is RecordKind.KEY_REUSED:
-            raise InvalidArgument(KEY_REUSED)
-        assert recorded.payment is not None
-        if recorded.kind is RecordKind.REPLAY:
-            return await self._replay(recorded.payment, wait)
-        return await asyncio.shield(self._in_flight[recorded.payment.id])
+        self.start()
+        answer: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._asked.append(Asked(order, REQUEST_ID.get(), wait, answer))
+        self._arrived.set()
+        # Shielded: a caller that goes away does not stop the round its payment is in.
+        return await asyncio.shield(answer)
 
-    def _start(self, payment: PaymentView, request_id: str) -> None:
-        log.debug(
-            "payment_recorded",
-            extra={
-                "fields": {
-                    "payment_id": payment.id,
-                    "amount_minor_units": payment.amount,
-                    "currency": payment.currency,
-                }
-            },
-        )
-        task = asyncio.create_task(self._run(payment, request_id))
-        self._in_flight[payment.id] = task
-        task.add_done_callback(lambda _: self._in_flight.pop(payment.id, None))
+    async def _round_loop(self) -> None:
+        round_done = asyncio.Event()
+        last_start = 0.0
+        while True:
+            await self._arrived.wait()
+            self._arrived.clear()
+            while self._asked:
+                # Wait for the round under way, unless it is slow; never more than MAX_ROUNDS.
+                while self._running and (
+                    len(self._running) >= MAX_ROUNDS
+                    or time.monotonic() - last_start < ROUND_OVERLAP
+                ):
+                    round_done.clear()
+                    wait = max(ROUND_OVERLAP - (time.monotonic() - last_start), 0.001)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(round_done.wait(), wait)
+                batch = self._asked[: self._batch_max]
+                del self._asked[: self._batch_max]
+                last_start = time.monotonic()
+                task = asyncio.create_task(self._round(batch))
+                self._running.add(task)
+                self._rounds.add(task)
+                task.add_done_callback(self._rounds.discard)
+                task.add_done_callback(self._running.discard)
+                task.add_done_callback(lambda _: round_done.set())
 
-    async def _run(self, payment: PaymentView, request_id: str) -> Outcome:
-        REQUEST_ID.set(request_id)
-        self._faults.crash_point("crash_after_record")
-        legs = legs_by_bank(
-            payment.id,
-            payment.from_bank,
-            payment.from_account,
-            payment.to_bank,
-            payment.to_account,
-            payment.amount,
-            payment.currency,
-        )
-        with PHASE_SECONDS.labels("prepare").time():
-            votes = await asyncio.gather(
-                *(
-                    self._prepare[bank].submit(
-                        PrepareItem(payment.id, bank_legs, payment.deadline, request_id)
-                    )
-                    for bank, bank_legs in legs.items()
-                )
-            )
-        with PHASE_SECONDS.labels("decide").time():
-            stored = await self._store_decision(payment, decide(votes))
-        if stored.owner_token != payment.owner_token:
-            # Paused past the lease: a survivor took the payment. Write nothing; tell the
-            # caller what the row says.
-            event(log, "payment_lost", payment_id=payment.id, to_owner=stored.owner_token)
-            return await self._outcome_from_row(payment.id, self._timeout)
-        self._faults.crash_point("crash_after_decision")
-        delivered = self._finish_in_background(stored)
-        # The client waits for the banks to apply the decision, so its next balance read
-        # shows it, but only so long: the outcome is fixed already, and delivery goes on
-        # until every bank acknowledges. An abort moves no money, so it waits less.
-        wait = self._timeout if stored.state is CoordinatorState.COMMITTING else ABORT_ACK_WAIT
+    async def _round(self, batch: list[Asked]) -> None:
+        fresh: list[tuple[Asked, PaymentView]] = []
         try:
-            await asyncio.wait_for(asyncio.shield(delivered), timeout=min(wait, self._timeout))
-        except TimeoutError:
-            event(log, "decision_delivery_slow", payment_id=payment.id)
-        return outcome_of(stored)
+            started = time.perf_counter()
+            token = self._owner.token
+            orders = [asked.order for asked in batch]
+            recorded = await self._db.statements(
+                lambda c: payment_log.record(c, orders, self._timeout, token)
+            )
+            PHASE_SECONDS.labels("record").observe(time.perf_counter() - started)
+            for asked, result in zip(batch, recorded, strict=True):
+                if result.kind is RecordKind.KEY_REUSED:
+                    _fail(asked.answer, InvalidArgument(KEY_REUSED))
+                elif result.kind is RecordKind.REPLAY and result.payment is not None:
+                    self._answer_later(asked, self._replay(result.payment, asked.wait))
+                elif result.payment is not None:
+                    fresh.append((asked, result.payment))
+                    self._in_flight[result.payment.id] = asked.answer
+            if fresh:
+                self._faults.crash_point("crash_after_record")
+                await self._decide_round(fresh)
+        except Exception as error:  # every caller of a failed round learns it failed
+            log.exception("a payment round failed")
+            for asked in batch:
+                _fail(asked.answer, error)
+        finally:
+            for _, payment in fresh:
+                self._in_flight.pop(payment.id, None)
 
-    async def _store_decision(self, payment: PaymentView, decision: Decision) -> PaymentView:
-        owner = payment.owner_token if payment.owner_token is not None else self._owner.token
-        stored: PaymentView = await self._decide.submit(Deciding(payment.id, decision, owner))
-        if stored.decided_now:
-            PAYMENTS.labels(status_of(stored.state).value, stored.reason_code or "none").inc()
+    async def _decide_round(self, fresh: list[tuple[Asked, PaymentView]]) -> None:
+        started = time.perf_counter()
+        votes = await self._votes(fresh)
+        PHASE_SECONDS.labels("prepare").observe(time.perf_counter() - started)
+        started = time.perf_counter()
+        decisions = [
+            Deciding(payment.id, decide(votes[payment.id]), _owner_of(payment))
+            for _, payment in fresh
+        ]
+        completed, self._completed = self._completed, []
+        stored = await self._db.statements(
+            lambda c: payment_log.decide(c, decisions, completed=completed)
+        )
+        PHASE_SECONDS.labels("decide").observe(time.perf_counter() - started)
+        self._faults.crash_point("crash_after_decision")
+        self._log_decisions(stored)
+        for (asked, payment), result in zip(fresh, stored, strict=True):
+            if result.owner_token != payment.owner_token:
+                # Paused past the lease: a survivor took the payment. Write nothing; tell the
+                # caller what the row says.
+                event(log, "payment_lost", payment_id=payment.id, to_owner=result.owner_token)
+                self._answer_later(asked, self._outcome_from_row(payment.id, self._timeout))
+                continue
+            self._post(result, asked.request_id)
+            if not asked.answer.done():
+                asked.answer.set_result(outcome_of(result))
+
+    async def _votes(self, fresh: list[tuple[Asked, PaymentView]]) -> dict[str, list[Vote]]:
+        """Every bank's votes on the round's payments, one Prepare per bank, at once."""
+        by_bank: dict[str, list[Leg]] = defaultdict(list)
+        request_ids: dict[str, list[str]] = defaultdict(list)
+        for asked, payment in fresh:
+            for bank, legs in legs_by_bank(
+                payment.id,
+                payment.from_bank,
+                payment.from_account,
+                payment.to_bank,
+                payment.to_account,
+                payment.amount,
+                payment.currency,
+            ).items():
+                by_bank[bank].extend(legs)
+                request_ids[bank].append(asked.request_id)
+        deadline = min(payment.deadline for _, payment in fresh)
+        answers = await asyncio.gather(
+            *(
+                self._prepare(bank, legs, deadline, request_ids[bank])
+                for bank, legs in by_bank.items()
+            )
+        )
+        votes: dict[str, list[Vote]] = defaultdict(list)
+        for answer in answers:
+            for payment_id, vote in answer.items():
+                votes[payment_id].append(vote)
+        return votes
+
+    async def _prepare(
+        self, bank: str, legs: list[Leg], deadline: float, request_ids: list[str]
+    ) -> dict[str, Vote]:
+        """One bank's votes; the decisions waiting for that bank ride along."""
+        ids = list(dict.fromkeys(leg.payment_id for leg in legs))
+        outbox = self._outboxes[bank]
+        commits, aborts, decided_for = (
+            ([], [], []) if self._faults.is_on("withhold_decisions") else outbox.take()
+        )
+        remaining = deadline - now()
+        if remaining <= 0:
+            prepared = Prepared(dict.fromkeys(ids, no_vote(Reason.TIMEOUT)), set())
+        else:
+            prepared = await self._participants.prepare(
+                bank, legs, remaining, [*request_ids, *decided_for], commits, aborts
+            )
+        # One record per bank and round: the votes, and the decisions that rode along.
+        event(
+            log,
+            "prepare",
+            bank=bank,
+            payment_ids=ids,
+            votes={pid: _vote_word(vote) for pid, vote in prepared.votes.items()},
+            **({"commit": commits} if commits else {}),
+            **({"abort": aborts} if aborts else {}),
+        )
+        self._settle(bank, [*commits, *aborts], prepared.acknowledged)
+        return prepared.votes
+
+    def _log_decisions(self, stored: list[PaymentView]) -> None:
+        decided = {p.id: p for p in stored if p.decided_now}
+        for payment in decided.values():
+            PAYMENTS.labels(status_of(payment.state).value, payment.reason_code or "none").inc()
+        if decided:
             event(
                 log,
                 "decision",
-                payment_id=payment.id,
-                decision=stored.state.value,
-                reason_code=stored.reason_code,
+                payment_ids=list(decided),
+                decisions={pid: _decision_word(p) for pid, p in decided.items()},
             )
-        return stored
 
-    def _finish_in_background(self, payment: PaymentView) -> asyncio.Future[None]:
-        """Starts delivering the decision (once); returns what is done when banks have it."""
-        if payment.id not in self._finishing:
-            delivered = asyncio.get_running_loop().create_future()
-            task = asyncio.create_task(self._finish(payment, delivered))
-            self._finishing[payment.id] = (task, delivered)
-            task.add_done_callback(lambda _: self._finishing.pop(payment.id, None))
-        return self._finishing[payment.id][1]
+    def _answer_later(self, asked: Asked, work: Coroutine[Any, Any, Outcome]) -> None:
+        """Answers ASKED when WORK ends, without holding up the round."""
 
-    async def _finish(self, payment: PaymentView, delivered: asyncio.Future[None]) -> None:
-        commit = status_of(payment.state) is Status.COMMITTED
-        with PHASE_SECONDS.labels("deliver").time():
-            await asyncio.gather(
-                *(self._deliver(bank, payment.id, commit) for bank in payment.banks)
-            )
-        delivered.set_result(None)
-        assert payment.owner_token is not None
-        await self._complete.submit((payment.id, payment.owner_token))
-        log.debug(
-            "payment_finished",
-            extra={
-                "fields": {
-                    "payment_id": payment.id,
-                    "outcome": "COMMITTED" if commit else "ABORTED",
-                }
-            },
-        )
+        async def answer() -> None:
+            try:
+                outcome = await work
+            except Exception as error:
+                _fail(asked.answer, error)
+            else:
+                if not asked.answer.done():
+                    asked.answer.set_result(outcome)
 
-    async def _deliver(self, bank: str, payment_id: str, commit: bool) -> None:
-        """Sends the decision to one bank until it acknowledges."""
-        batcher = self._deliver_rounds[(bank, commit)]
-        backoff = 0.05
-        while not await batcher.submit(DecisionItem(payment_id, REQUEST_ID.get())):
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, RESEND_BACKOFF_MAX)
-        if commit:
-            self._faults.crash_point("crash_after_first_commit_ack")
+        self._rounds.add(task := asyncio.create_task(answer()))
+        task.add_done_callback(self._rounds.discard)
 
     async def _replay(self, payment: PaymentView, wait: float | None) -> Outcome:
         if payment.state is not CoordinatorState.PREPARING:
@@ -290,42 +434,164 @@ class Coordinator:
             await asyncio.sleep(min(pause, max(deadline - time.monotonic(), 0.0)))
             pause = min(pause * 2, ROW_POLL_MAX)
 
+    # -- delivering decisions -------------------------------------------------------------------
+
+    def _post(self, payment: PaymentView, request_id: str = "") -> None:
+        """Queues a stored decision for every bank of the payment (once)."""
+        if payment.state not in (CoordinatorState.COMMITTING, CoordinatorState.ABORTING):
+            return
+        if payment.id in self._unacknowledged:
+            return
+        commit = payment.state is CoordinatorState.COMMITTING
+        self._unacknowledged[payment.id] = (_owner_of(payment), set(payment.banks))
+        for bank in payment.banks:
+            self._outboxes[bank].add(payment.id, commit, request_id or REQUEST_ID.get())
+
+    def _settle(self, bank: str, sent: Sequence[str], acknowledged: set[str]) -> None:
+        self._outboxes[bank].settle(sent, acknowledged)
+        acked = [pid for pid in sent if pid in acknowledged]
+        if acked:
+            event(log, "decision_acknowledged", bank=bank, payment_ids=acked)
+        missing = [pid for pid in sent if pid not in acknowledged]
+        if missing:
+            event(log, "decision_not_acknowledged", bank=bank, payment_ids=missing)
+        for payment_id in acked:
+            owner, banks = self._unacknowledged.get(payment_id, (0, set()))
+            banks.discard(bank)
+            if banks:
+                self._faults.crash_point("crash_after_first_commit_ack")
+            elif payment_id in self._unacknowledged:
+                del self._unacknowledged[payment_id]
+                self._completed.append((payment_id, owner))
+                self._completions.set()
+
+    async def _delivery_loop(self, bank: str) -> None:
+        """Sends one bank the decisions no Prepare carried, again until it acknowledges."""
+        outbox = self._outboxes[bank]
+        backoff = 0.0
+        while True:
+            await outbox.arrived.wait()
+            outbox.arrived.clear()
+            await asyncio.sleep(max(DELIVERY_DELAY, backoff))
+            if self._running and time.monotonic() - outbox.oldest < DELIVERY_MAX_DELAY:
+                outbox.arrived.set()  # a round under way will carry them
+                continue
+            if self._faults.is_on("withhold_decisions"):
+                backoff = RESEND_BACKOFF_MAX
+                outbox.arrived.set()
+                continue
+            commits, aborts, request_ids = outbox.take()
+            acknowledged: set[str] = set()
+            for commit, ids in ((True, commits), (False, aborts)):
+                if ids:
+                    event(
+                        log, "commit_sent" if commit else "abort_sent", bank=bank, payment_ids=ids
+                    )
+                    acknowledged |= await self._deliver(bank, commit, ids, request_ids)
+            self._settle(bank, [*commits, *aborts], acknowledged)
+            sent = len(commits) + len(aborts)
+            backoff = (
+                0.0 if len(acknowledged) == sent else min(backoff * 2 or 0.05, RESEND_BACKOFF_MAX)
+            )
+
+    async def _deliver(
+        self, bank: str, commit: bool, ids: list[str], request_ids: list[str]
+    ) -> set[str]:
+        try:
+            return await self._participants.deliver(
+                bank, commit, ids, max(self._timeout, 1.0), request_ids
+            )
+        except Exception:
+            log.exception("delivering decisions to bank %s failed", bank)
+            return set()
+
+    async def _completion_loop(self) -> None:
+        """Writes completions a round did not carry (when no round came for a while)."""
+        while True:
+            await self._completions.wait()
+            self._completions.clear()
+            await asyncio.sleep(COMPLETION_DELAY)
+            await self._write_completions()
+
+    async def _write_completions(self) -> None:
+        completed, self._completed = self._completed, []
+        if not completed:
+            return
+        self._writing += 1
+        try:
+            await self._db.statements(lambda c: payment_log.complete(c, completed))
+        except Exception:
+            log.exception("cannot mark payments finished")
+            self._completed.extend(completed)
+            self._completions.set()
+        finally:
+            self._writing -= 1
+
+    async def settle_account(self, bank: str, account: str) -> None:
+        """Delivers, before a balance is read, every decision on the account's payments that
+        its bank may not have applied yet, whichever replica made it."""
+        pending = await self._db.statements(lambda c: payment_log.undelivered(c, bank, account))
+        for commit in (True, False):
+            ids = [p.id for p in pending if (p.state is CoordinatorState.COMMITTING) == commit]
+            if ids:
+                acknowledged = await self._deliver(bank, commit, ids, [REQUEST_ID.get()])
+                self._settle_elsewhere(bank, ids, acknowledged)
+
+    def _settle_elsewhere(self, bank: str, ids: list[str], acknowledged: set[str]) -> None:
+        """Acknowledgements got outside the outbox: the outbox need not send them again."""
+        outbox = self._outboxes[bank]
+        for payment_id in ids:
+            if payment_id in acknowledged and payment_id not in outbox.sending:
+                with contextlib.suppress(KeyError):
+                    del outbox.pending[payment_id]
+        self._settle(bank, [pid for pid in ids if pid in acknowledged], acknowledged)
+
     # -- taking over, recovery and the banks' questions --------------------------------------
 
     async def take_over(self, payment_ids: Sequence[str] | None = None) -> list[PaymentView]:
         """Takes the open payments (among PAYMENT_IDS, or any) whose owner's lease has passed:
         aborts the undecided ones (presumed abort) and delivers the decided ones. Returns
         them as they stand now."""
+        self.start()
         token = self._owner.token
         claimed = await self._db.statements(
             lambda c: payment_log.claim_orphans(c, token, payment_ids)
         )
-        settled = []
+        undecided = [p for p in claimed if p.state is CoordinatorState.PREPARING]
         for payment in claimed:
             event(log, "payment_taken_over", payment_id=payment.id, state=payment.state.value)
-            if payment.state is CoordinatorState.PREPARING:
-                event(log, "recovery_abort", payment_id=payment.id)
-                payment = await self._store_decision(payment, abort(Reason.TIMEOUT))
+        settled = {p.id: p for p in claimed}
+        if undecided:
+            event(log, "recovery_abort", payment_ids=[p.id for p in undecided])
+            settled.update(await self._abort(undecided))
+        for payment in settled.values():
             if payment.owner_token == token:
-                self._finish_in_background(payment)
-            settled.append(payment)
-        return settled
+                self._post(payment)
+        return list(settled.values())
+
+    async def _abort(self, payments: list[PaymentView]) -> dict[str, PaymentView]:
+        decisions = [Deciding(p.id, abort(Reason.TIMEOUT), _owner_of(p)) for p in payments]
+        stored = await self._db.statements(lambda c: payment_log.decide(c, decisions))
+        self._log_decisions(stored)
+        return {p.id: p for p in stored}
 
     async def resume_own(self) -> None:
         """Goes on with this replica's own open payments that nothing here is driving."""
+        self.start()
         token = self._owner.token
         mine = await self._db.statements(lambda c: payment_log.owned_open(c, token))
         moment = now()
+        stuck = []
         for payment in mine:
-            if payment.id in self._in_flight or payment.id in self._finishing:
-                continue
             if payment.state is not CoordinatorState.PREPARING:
-                self._finish_in_background(payment)
-            elif payment.deadline < moment:  # its coroutine is gone
-                event(log, "recovery_abort", payment_id=payment.id)
-                stored = await self._store_decision(payment, abort(Reason.TIMEOUT))
-                if stored.owner_token == token:
-                    self._finish_in_background(stored)
+                self._post(payment)
+            elif payment.id not in self._in_flight and payment.deadline < moment:
+                stuck.append(payment)  # its round is gone
+        if stuck:
+            event(log, "recovery_abort", payment_ids=[p.id for p in stuck])
+            for payment in (await self._abort(stuck)).values():
+                if payment.owner_token == token:
+                    self._post(payment)
 
     async def decisions(self, payment_ids: Sequence[str]) -> dict[str, Status]:
         """Answers a bank in doubt: the decision; PENDING while a live replica decides; for a
@@ -343,99 +609,20 @@ class Coordinator:
             for pid in payment_ids
         }
 
-    async def stop(self) -> None:
-        tasks = [task for task, _ in self._finishing.values()] + list(self._in_flight.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
-    # -- rounds: one transaction or one call per bank for every payment waiting ----------------
+def _owner_of(payment: PaymentView) -> int:
+    assert payment.owner_token is not None, payment.id
+    return payment.owner_token
 
-    async def _record_round(self, items: list[tuple[PaymentOrder, str]]) -> list[Recorded]:
-        orders = [order for order, _ in items]
-        token = self._owner.token
-        results = await self._db.statements(
-            lambda c: payment_log.record(c, orders, self._timeout, token)
-        )
-        # Started here, before any caller resumes, so that a repeat of the key in this very
-        # round finds the payment running, and so that it runs even if its caller goes.
-        for (_, request_id), result in zip(items, results, strict=True):
-            if result.kind is RecordKind.NEW and result.payment is not None:
-                self._start(result.payment, request_id)
-        return results
 
-    async def _decide_round(self, decisions: list[Deciding]) -> list[PaymentView]:
-        return await self._db.statements(lambda c: payment_log.decide(c, decisions))
-
-    async def _complete_round(self, finished: list[tuple[str, int]]) -> list[None]:
-        return await self._db.statements(lambda c: payment_log.complete(c, finished))
-
-    def _prepare_round(self, bank: str) -> Callable[[list[PrepareItem]], Awaitable[list[Vote]]]:
-        async def prepare(items: list[PrepareItem]) -> list[Vote]:
-            ids = [item.payment_id for item in items]
-            event(log, "prepare_sent", bank=bank, payment_ids=ids, count=len(ids))
-            remaining = min(item.deadline for item in items) - now()
-            if remaining <= 0:
-                votes = dict.fromkeys(ids, no_vote(Reason.TIMEOUT))
-            else:
-                votes = await self._participants.prepare(
-                    bank,
-                    [leg for item in items for leg in item.legs],
-                    remaining,
-                    [item.request_id for item in items],
-                )
-            # One record for the round's votes: per payment, "yes" or the no's reason code.
-            event(
-                log,
-                "vote",
-                bank=bank,
-                payment_ids=ids,
-                votes={pid: _vote_word(votes[pid]) for pid in ids},
-            )
-            return [votes[pid] for pid in ids]
-
-        return prepare
-
-    def _decision_round(
-        self, bank: str, commit: bool
-    ) -> Callable[[list[DecisionItem]], Awaitable[list[bool]]]:
-        decision = "commit" if commit else "abort"
-
-        async def send(items: list[DecisionItem]) -> list[bool]:
-            ids = [item.payment_id for item in items]
-            event(log, f"{decision}_sent", bank=bank, payment_ids=ids, count=len(ids))
-            acknowledged = (
-                set()
-                if self._faults.is_on("withhold_decisions")
-                else await self._participants.deliver(
-                    bank,
-                    commit,
-                    ids,
-                    max(self._timeout, 1.0),
-                    [item.request_id for item in items],
-                )
-            )
-            missing = [pid for pid in ids if pid not in acknowledged]
-            if len(missing) < len(ids):
-                event(
-                    log,
-                    "decision_acknowledged",
-                    bank=bank,
-                    decision=decision,
-                    payment_ids=[pid for pid in ids if pid in acknowledged],
-                )
-            if missing:
-                event(
-                    log,
-                    "decision_not_acknowledged",
-                    bank=bank,
-                    decision=decision,
-                    payment_ids=missing,
-                )
-            return [pid in acknowledged for pid in ids]
-
-        return send
+def _fail(answer: asyncio.Future[Outcome], error: BaseException) -> None:
+    if not answer.done():
+        answer.set_exception(error)
 
 
 def _vote_word(vote: Vote) -> str:
     return "yes" if vote.yes else str(vote.reason_code or Reason.ABORTED)
+
+
+def _decision_word(payment: PaymentView) -> str:
+    return "commit" if status_of(payment.state) is Status.COMMITTED else payment.reason_code

@@ -7,22 +7,31 @@ from __future__ import annotations
 import base64
 import dataclasses
 import enum
+import functools
 import hashlib
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Row, and_, bindparam, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Row,
+    and_,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import Executable
 
+from server.common import fastsql
 from server.common.clock import now
-from server.common.db import db_now, per_dialect
+from server.common.db import db_now
 from server.common.errors import InvalidArgument
 from server.common.vocabulary import Reason
 from server.gateway.models import Base, CoordinatorState, Payment
-from server.gateway.payment_state import Decision, decided_state, finished_state
+from server.gateway.payment_state import Decision, decided_state
 
 # A payee sees an incoming payment once it is committed, never while the payer's bank may
 # still refuse it, and never why the payer's side failed.
@@ -96,6 +105,7 @@ PAYMENTS = Base.metadata.tables["payments"]
 REPLICAS = Base.metadata.tables["replicas"]
 VIEW_FIELDS = [f.name for f in dataclasses.fields(PaymentView) if f.name != "decided_now"]
 VIEW_COLUMNS = [PAYMENTS.c[name] for name in VIEW_FIELDS]
+INSERTED_COLUMNS = (*VIEW_FIELDS, "idempotency_key", "fingerprint")
 
 
 def view(payment: Payment | Row[Any]) -> PaymentView:
@@ -118,21 +128,18 @@ def record(
     created_at = now()
     fresh: dict[tuple[str, str], PaymentView] = {}
     fingerprints: dict[tuple[str, str], str] = {}
-    rows = []
+    values: list[Any] = []
     for order in orders:
         key = (order.payer, order.idempotency_key)
         if key in fresh:
             continue  # the same key twice in one round: the later ones refer to the first
         payment = fresh[key] = _new_payment(order, created_at, timeout, owner)
         fingerprints[key] = order.fingerprint
-        rows.append(
-            {
-                **{name: getattr(payment, name) for name in VIEW_FIELDS},
-                "idempotency_key": order.idempotency_key,
-                "fingerprint": order.fingerprint,
-            }
-        )
-    inserted = {row.id for row in connection.execute(_insert_or_nothing(connection), rows)}
+        values.extend(_row_of(payment))
+        values.extend((order.idempotency_key, order.fingerprint))
+    inserted = {
+        row[0] for row in fastsql.execute(connection, _insert_or_nothing(len(fresh)), values)
+    }
     taken = [key for key, payment in fresh.items() if payment.id not in inserted]
     known = _by_keys(connection, taken) if taken else {}
     known.update(
@@ -173,17 +180,29 @@ def _new_payment(order: PaymentOrder, created_at: float, timeout: float, owner: 
     )
 
 
-def _insert_or_nothing(connection: Connection) -> Executable:
-    return _INSERT_OR_NOTHING[connection.dialect.name]
+@functools.lru_cache(maxsize=512)
+def _insert_or_nothing(count: int) -> str:
+    """INSERT of COUNT payment rows, skipping any whose (payer, key) exists, RETURNING the ids
+    inserted: one statement for a round's payments."""
+    row = "(" + ", ".join("?" * len(INSERTED_COLUMNS)) + ")"
+    return (
+        f"INSERT INTO payments ({', '.join(INSERTED_COLUMNS)}) VALUES "
+        + ", ".join([row] * count)
+        + " ON CONFLICT (payer, idempotency_key) DO NOTHING RETURNING id"
+    )
 
 
 def _by_keys(
     connection: Connection, keys: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], tuple[PaymentView, str]]:
     wanted = set(keys)
+    payers = sorted({payer for payer, _ in keys})
+    idempotency_keys = sorted({key for _, key in keys})
+    # Both columns, so the (payer, idempotency_key) unique index serves it.
     rows = connection.execute(
-        SELECT_BY_KEYS,
-        {"payers": sorted({payer for payer, _ in keys}), "keys": sorted({k for _, k in keys})},
+        select(*VIEW_COLUMNS, PAYMENTS.c.idempotency_key, PAYMENTS.c.fingerprint).where(
+            PAYMENTS.c.payer.in_(payers), PAYMENTS.c.idempotency_key.in_(idempotency_keys)
+        )
     )
     return {
         (row.payer, row.idempotency_key): (view(row), row.fingerprint)
@@ -201,44 +220,58 @@ class Deciding:
     owner: int
 
 
-def decide(connection: Connection, decisions: Sequence[Deciding]) -> list[PaymentView]:
+def decide(
+    connection: Connection,
+    decisions: Sequence[Deciding],
+    completed: Sequence[tuple[str, int]] = (),
+) -> list[PaymentView]:
     """Stores each decision, if the payment is still undecided and still owned by the one
     deciding (a fencing token: a replica that lost a payment can never decide it); returns
-    what stands."""
+    what stands. COMPLETED payments (every bank acknowledged) are marked finished in the
+    same transaction."""
     groups: dict[tuple[int, CoordinatorState, str, str], list[str]] = defaultdict(list)
     for item in decisions:
         decision = item.decision
         code = decision.reason_code.value if decision.reason_code else ""
         key = (item.owner, decided_state(decision), code, decision.reason[:200])
         groups[key].append(item.payment_id)
-    decided_now: set[str] = set()
+    decided_now: dict[str, PaymentView] = {}
+    moment = now()
     for (owner, state, code, reason), ids in groups.items():
-        parameters = {"ids": ids, "state": state, "code": code, "reason": reason}
-        decided_now.update(
-            connection.execute(DECIDE, {**parameters, "owner": owner, "at": now()}).scalars()
-        )
-    current = by_ids(connection, [item.payment_id for item in decisions])
-    return [
-        dataclasses.replace(current[item.payment_id], decided_now=item.payment_id in decided_now)
-        for item in decisions
-    ]
+        parameters = [state.value, code, reason, moment, owner, *ids, owner]
+        for row in fastsql.execute(connection, DECIDE, parameters, len(ids)):
+            decided_now[row[0]] = dataclasses.replace(_view_of(row), decided_now=True)
+    if completed:
+        complete(connection, completed)
+    current = by_ids(
+        connection, [d.payment_id for d in decisions if d.payment_id not in decided_now]
+    )
+    current.update(decided_now)
+    return [current[item.payment_id] for item in decisions]
+
+
+def undelivered(connection: Connection, bank: str, account: str) -> list[PaymentView]:
+    """The account's decided payments that not every bank has acknowledged yet."""
+    rows = fastsql.execute(connection, SELECT_UNDELIVERED, [bank, account, bank, account])
+    return [_view_of(row) for row in rows]
 
 
 def by_ids(connection: Connection, payment_ids: Sequence[str]) -> dict[str, PaymentView]:
-    rows = connection.execute(SELECT_BY_IDS, {"ids": sorted(set(payment_ids))})
-    return {row.id: view(row) for row in rows}
+    if not payment_ids:
+        return {}
+    ids = sorted(set(payment_ids))
+    return {row[0]: _view_of(row) for row in fastsql.execute(connection, BY_IDS, ids, len(ids))}
 
 
-def complete(connection: Connection, finished: Sequence[tuple[str, int]]) -> list[None]:
+def complete(connection: Connection, finished: Sequence[tuple[str, int]]) -> None:
     """Marks decided payments finished once every bank acknowledged the decision: each
     (payment id, owner) only while that owner still holds it."""
     by_owner: dict[int, list[str]] = defaultdict(list)
     for payment_id, owner in finished:
         by_owner[owner].append(payment_id)
+    moment = now()
     for owner, ids in by_owner.items():
-        for decided in (CoordinatorState.COMMITTING, CoordinatorState.ABORTING):
-            connection.execute(COMPLETE[decided], {"ids": ids, "at": now(), "owner": owner})
-    return [None] * len(finished)
+        fastsql.execute(connection, COMPLETE, [moment, *ids, owner], len(ids))
 
 
 def claim_orphans(
@@ -295,46 +328,38 @@ def _ownerless() -> ColumnElement[bool]:
     return or_(PAYMENTS.c.owner_token.is_(None), PAYMENTS.c.owner_token.not_in(live))
 
 
-# Statements are built once: building them per round costs more than running them.
-_INSERT_OR_NOTHING = per_dialect(
-    lambda dialect: (
-        dialect.insert(PAYMENTS)
-        .on_conflict_do_nothing(index_elements=["payer", "idempotency_key"])
-        .returning(PAYMENTS.c.id)
-    )
-)
-# Both columns, so the (payer, idempotency_key) unique index serves it.
-SELECT_BY_KEYS = select(*VIEW_COLUMNS, PAYMENTS.c.idempotency_key, PAYMENTS.c.fingerprint).where(
-    PAYMENTS.c.payer.in_(bindparam("payers", expanding=True)),
-    PAYMENTS.c.idempotency_key.in_(bindparam("keys", expanding=True)),
-)
-SELECT_BY_IDS = select(*VIEW_COLUMNS).where(PAYMENTS.c.id.in_(bindparam("ids", expanding=True)))
+# The statements every round runs, in the SQL both dialects speak (see ``fastsql``).
+_COLUMNS = ", ".join(VIEW_FIELDS)
+BY_IDS = f"SELECT {_COLUMNS} FROM payments WHERE id IN ({{in}})"
 DECIDE = (
-    update(PAYMENTS)
-    .where(
-        PAYMENTS.c.id.in_(bindparam("ids", expanding=True)),
-        PAYMENTS.c.state == CoordinatorState.PREPARING,
-        PAYMENTS.c.owner_token == bindparam("owner"),
-    )
-    .values(
-        state=bindparam("state"),
-        reason_code=bindparam("code"),
-        reason=bindparam("reason"),
-        decided_at=bindparam("at"),
-        decided_by=bindparam("owner"),
-    )
-    .returning(PAYMENTS.c.id)
+    "UPDATE payments SET state = ?, reason_code = ?, reason = ?, decided_at = ?, decided_by = ? "
+    f"WHERE id IN ({{in}}) AND state = 'PREPARING' AND owner_token = ? RETURNING {_COLUMNS}"
 )
-COMPLETE = {
-    decided: update(PAYMENTS)
-    .where(
-        PAYMENTS.c.id.in_(bindparam("ids", expanding=True)),
-        PAYMENTS.c.state == decided,
-        PAYMENTS.c.owner_token == bindparam("owner"),
-    )
-    .values(state=finished_state(decided), completed_at=bindparam("at"))
-    for decided in (CoordinatorState.COMMITTING, CoordinatorState.ABORTING)
-}
+COMPLETE = (
+    "UPDATE payments SET completed_at = ?, "
+    "state = CASE state WHEN 'COMMITTING' THEN 'COMMITTED' ELSE 'ABORTED' END "
+    "WHERE id IN ({in}) AND state IN ('COMMITTING', 'ABORTING') AND owner_token = ?"
+)
+# Both sides of the account, each served by its (bank, account, created_at) index.
+SELECT_UNDELIVERED = (
+    f"SELECT {_COLUMNS} FROM payments WHERE state IN ('COMMITTING', 'ABORTING') "
+    "AND from_bank = ? AND from_account = ? "
+    f"UNION ALL SELECT {_COLUMNS} FROM payments WHERE state IN ('COMMITTING', 'ABORTING') "
+    "AND to_bank = ? AND to_account = ?"
+)
+
+
+def _row_of(payment: PaymentView) -> tuple[Any, ...]:
+    values = [getattr(payment, name) for name in VIEW_FIELDS]
+    values[8] = payment.state.value  # the drivers take plain strings
+    return tuple(values)
+
+
+def _view_of(row: Sequence[Any]) -> PaymentView:
+    """A view from a row of the columns VIEW_FIELDS names, in that order."""
+    values = list(row[:15])
+    values[8] = CoordinatorState(values[8])
+    return PaymentView(*values)
 
 
 def get(session: Session, payment_ids: Sequence[str]) -> dict[str, PaymentView]:

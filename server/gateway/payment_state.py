@@ -28,6 +28,15 @@ class Vote:
 
 
 @dataclass(frozen=True)
+class Prepared:
+    """A bank's answer to a Prepare: its vote on each payment, and which of the decisions on
+    earlier payments that rode along it applied."""
+
+    votes: dict[str, Vote]
+    acknowledged: set[str]
+
+
+@dataclass(frozen=True)
 class Decision:
     commit: bool
     reason_code: Reason | None = None

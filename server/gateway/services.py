@@ -91,6 +91,8 @@ class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
         self, request: gateway_pb2.GetBalanceRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.GetBalanceResponse:
         claims = current_claims()
+        # Read your writes: what was decided for this account reaches its bank first.
+        await self._coordinator.settle_account(claims.bank, claims.account)
         info = await self._banks.get(claims.bank).account(claims.account)
         return gateway_pb2.GetBalanceResponse(
             account=common_pb2.AccountRef(bank=claims.bank, account=claims.account),

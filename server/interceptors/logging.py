@@ -5,6 +5,7 @@ exception becomes INTERNAL with a reference id; its traceback goes to the log on
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -24,7 +25,6 @@ from server.interceptors.handlers import (
     MALFORMED,
     Behavior,
     WrappedHandlers,
-    metadata_value,
     wrap_unary,
 )
 from server.interceptors.status import status_of
@@ -38,6 +38,11 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, component: str) -> None:
         self._component = component
         self._handlers = WrappedHandlers(self._logged)
+        # The metrics' children, looked up once per method (and code), not per call.
+        self._calls = functools.lru_cache(maxsize=1024)(
+            lambda method, code: CALLS.labels(method, code.name)
+        )
+        self._seconds = functools.lru_cache(maxsize=256)(CALL_SECONDS.labels)
 
     async def intercept_service(
         self,
@@ -51,11 +56,10 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def _logged(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         async def logged(inner: Behavior, request: Any, context: grpc.aio.ServicerContext) -> Any:
-            request_id = metadata_value(context, "x-request-id")
+            request_id, attempt = _request_id_and_attempt(context)
             if not _REQUEST_ID.fullmatch(request_id):
                 request_id = uuid.uuid4().hex  # none, or not one a log can carry
             REQUEST_ID.set(request_id)
-            attempt = metadata_value(context, "x-attempt")[:4]
             started = time.perf_counter()
             fields: dict[str, Any] = {
                 "component": self._component,
@@ -101,8 +105,8 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             finally:
                 elapsed = time.perf_counter() - started
                 fields.update(code=code.name, duration_ms=round(elapsed * 1000, 3))
-                CALLS.labels(method, code.name).inc()
-                CALL_SECONDS.labels(method).observe(elapsed)
+                self._calls(method, code).inc()
+                self._seconds(method).observe(elapsed)
                 if message:
                     fields["error"] = message
                 _record_identity(fields, context)
@@ -110,6 +114,17 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 log.log(level, "call", extra={"fields": fields})
 
         return wrap_unary(handler, logged, tolerate_malformed=True)
+
+
+def _request_id_and_attempt(context: grpc.aio.ServicerContext) -> tuple[str, str]:
+    """The caller's request id and attempt number, in one pass over the metadata."""
+    request_id = attempt = ""
+    for item in context.invocation_metadata() or ():
+        if item.key == "x-request-id":
+            request_id = str(item.value)
+        elif item.key == "x-attempt":
+            attempt = str(item.value)[:4]
+    return request_id, attempt
 
 
 def _body(message: Any) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from server.bank.models import Base as BankBase
 from server.common.db import Database
 from server.common.vocabulary import Leg, Reason
 from server.gateway.models import Base as GatewayBase
-from server.gateway.payment_state import Vote, no_vote
+from server.gateway.payment_state import Prepared, Vote, no_vote
 from server.gateway.replicas import Replica
 
 
@@ -103,17 +103,29 @@ class FakeBanks:
         self.unacknowledged: dict[str, int] = {}  # bank -> how many deliveries it ignores
         self.prepared: list[tuple[str, list[Leg]]] = []
         self.delivered: list[tuple[str, bool, list[str]]] = []
+        self.carried: list[tuple[str, bool, list[str]]] = []  # decisions that rode a Prepare
 
     async def prepare(
-        self, bank: str, legs: Sequence[Leg], timeout: float, request_ids: Sequence[str]
-    ) -> dict[str, Vote]:
+        self,
+        bank: str,
+        legs: Sequence[Leg],
+        timeout: float,
+        request_ids: Sequence[str],
+        commit: Sequence[str] = (),
+        abort: Sequence[str] = (),
+    ) -> Prepared:
         self.prepared.append((bank, list(legs)))
         ids = [leg.payment_id for leg in legs]
         try:
             await asyncio.wait_for(asyncio.sleep(self.prepare_delay.get(bank, 0)), timeout)
         except TimeoutError:  # what the real client makes of DEADLINE_EXCEEDED
-            return dict.fromkeys(ids, no_vote(Reason.TIMEOUT))
-        return dict.fromkeys(ids, self.votes.get(bank, Vote(True)))
+            return Prepared(dict.fromkeys(ids, no_vote(Reason.TIMEOUT)), set())
+        acknowledged = set()
+        for decision, decided in ((True, commit), (False, abort)):
+            if decided:
+                self.carried.append((bank, decision, list(decided)))
+                acknowledged |= await self.deliver(bank, decision, decided, timeout, ())
+        return Prepared(dict.fromkeys(ids, self.votes.get(bank, Vote(True))), acknowledged)
 
     async def deliver(
         self,

@@ -51,8 +51,8 @@ def run(
 
 async def settle(subject: Coordinator) -> None:
     """Waits for background deliveries (the client does not wait for all of them)."""
-    for _ in range(200):
-        if not subject._finishing and not subject._in_flight:
+    for _ in range(300):
+        if subject.quiet:
             return
         await asyncio.sleep(0.01)
 
@@ -149,6 +149,56 @@ def test_the_same_key_with_other_parameters_is_refused(
 
     with pytest.raises(InvalidArgument, match="already used"):
         run(gateway_db, replica, banks, reuse)
+
+
+def test_payments_waiting_together_share_a_round(gateway_db: Database, replica: Replica) -> None:
+    banks = FakeBanks()
+    banks.prepare_delay["alpha"] = 0.05  # the first round is under way while the rest arrive
+
+    async def many(c: Coordinator) -> list[Outcome]:
+        return await asyncio.gather(
+            *(c.pay(dataclasses.replace(ORDER, idempotency_key=f"k{i}")) for i in range(40))
+        )
+
+    outcomes = run(gateway_db, replica, banks, many)
+    assert all(o.status is Status.COMMITTED for o in outcomes)
+    to_alpha = [legs for bank, legs in banks.prepared if bank == "alpha"]
+    assert len(to_alpha) <= 4, "40 payments in a handful of rounds, not 40"
+    assert max(len(legs) for legs in to_alpha) <= 16, "never more than batch_max per round"
+
+
+def test_a_decision_rides_on_the_next_prepare_to_its_bank(
+    gateway_db: Database, replica: Replica
+) -> None:
+    banks = FakeBanks()
+
+    async def two(c: Coordinator) -> tuple[Outcome, Outcome]:
+        first = await c.pay(ORDER)
+        return first, await c.pay(dataclasses.replace(ORDER, idempotency_key="key-2"))
+
+    first, _ = run(gateway_db, replica, banks, two)
+    assert ("alpha", True, [first.payment_id]) in banks.carried
+    assert ("beta", True, [first.payment_id]) in banks.carried
+    assert banks.decisions_for(first.payment_id) == [("alpha", True), ("beta", True)], (
+        "delivered once to each bank, on the second payment's Prepare"
+    )
+
+
+def test_a_balance_read_first_delivers_the_accounts_decisions(
+    gateway_db: Database, replica: Replica
+) -> None:
+    """The caller has its answer once the decision is stored; a balance read right after
+    still sees the payment, because it delivers what the account's bank has not applied."""
+    banks = FakeBanks()
+
+    async def pay_then_read(c: Coordinator) -> tuple[Outcome, list[tuple[str, bool]]]:
+        outcome = await c.pay(ORDER)
+        await c.settle_account("beta", "B-1")
+        return outcome, banks.decisions_for(outcome.payment_id)
+
+    outcome, delivered = run(gateway_db, replica, banks, pay_then_read)
+    assert outcome.status is Status.COMMITTED
+    assert ("beta", True) in delivered, "delivered before the balance is read"
 
 
 def test_a_failing_record_round_fails_its_callers_and_the_next_round_runs(
