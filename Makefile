@@ -24,13 +24,18 @@ DATABASE_URL ?=
 
 setup: $(STAMP) $(GENERATED) certificate/dev/services-ca.pem
 
-$(STAMP): setup.cfg pyproject.toml
+CLIENT_DIST := clients/python
+
+# Two editable distributions: the client (minipay, in $(CLIENT_DIST): library, CLIs, minipay.v1)
+# and the servers (minipay-server, here), which requires the client; one pip run resolves both.
+$(STAMP): setup.cfg pyproject.toml $(CLIENT_DIST)/pyproject.toml $(CLIENT_DIST)/setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,dev]'
+	$(PY) -m pip install --quiet -e ./$(CLIENT_DIST) -e '.[test,dev]'
 	touch $(STAMP)
 
-# Generated code is made here, at install time, from the .proto files (never committed).
+# Generated code is made from the .proto files, never committed: into the working tree by the
+# editable install and again here whenever a .proto changes (a wheel makes its own copy).
 $(GENERATED) &: $(PROTOS) $(STAMP)
 	$(PY) -m grpc_tools.protoc -I protofiles --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
 
@@ -67,13 +72,34 @@ test-unit: setup
 
 LINTED := server client admin certificate devtools $(wildcard minipay/*.py) tests alembic/env.py
 
-lint: setup
+# make lint also needs npm (Node.js) for the buf CLI, pinned in tools/package-lock.json and
+# installed into tools/node_modules (git-ignored): once, and again when the lock file changes.
+# --ignore-scripts: the package's postinstall only swaps its launcher for the platform binary
+# that the launcher finds by itself anyway.
+BUF := tools/node_modules/.bin/buf
+BUF_STAMP := tools/node_modules/.installed
+
+$(BUF_STAMP): tools/package.json tools/package-lock.json
+	cd tools && npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
+# buf reads buf.yaml here: the module is protofiles/, the rules buf's STANDARD set.
+lint: setup $(BUF_STAMP)
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/ruff format --check $(LINTED)
 	$(VENV)/bin/mypy server client admin certificate devtools minipay
+	$(BUF) lint
+	$(BUF) format -d --exit-code
 
+# The echo baseline, then a fresh cluster per run; every throughput also as a ratio to the echo.
+#   make bench BENCH_ARGS="--gateways 2 --database-url postgresql+psycopg://postgres@127.0.0.1:5432"
+#   make bench BENCH_ARGS="--sweep --configs sqlite:1,postgres:1,postgres:2 --database-url ..."
+#   make bench BENCH_ARGS="--failover --database-url ..."   (kill -9 of a replica under load)
+#   make bench BENCH_ARGS="--preload 1000000"   (a day of payments first; history and replays)
+#   make bench BENCH_ARGS="--help"   (every flag)
 bench: setup
 	$(PY) -m devtools.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DATA) minipay/v1/*_pb2*.py minipay/v1/*_pb2.pyi
+	rm -rf tools/node_modules examples/node/node_modules

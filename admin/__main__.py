@@ -12,7 +12,7 @@ import sys
 import uuid
 from collections.abc import Sequence
 
-from client.api import ClientError, GatewayClient
+from client.api import ClientError, GatewayClient, User
 from client.cli import (
     Commands,
     Invocation,
@@ -26,7 +26,6 @@ from client.cli import (
     show,
 )
 from minipay.money import format_minor_units, to_minor_units
-from minipay.v1 import admin_pb2
 
 TOOL = Tool(prog="python -m admin", default_cert="admin", session_file="admin-session.json")
 
@@ -112,26 +111,26 @@ def prepare(args: argparse.Namespace) -> PasswordRequest | None:
     return None
 
 
-def user_fields(user: admin_pb2.User) -> dict[str, object]:
+def user_fields(user: User) -> dict[str, object]:
     return {
         "username": user.username,
         "name": user.name,
         "role": user.role,
         "disabled": user.disabled,
-        "bank": user.account.bank,
-        "account": user.account.account,
-        **money_fields("balance", user.balance),
+        "bank": user.bank,
+        "account": user.account,
+        **money_fields("balance", user.balance_minor_units, user.currency),
     }
 
 
-def user_line(user: admin_pb2.User) -> str:
+def user_line(user: User) -> str:
     state = "disabled" if user.disabled else "active"
-    if user.role == "admin" and not user.account.bank:
+    if user.role == "admin" and not user.bank:
         return f"{user.username:<12} admin"
     return (
-        f"{user.username:<12} {user.name:<20} {user.account.bank}/{user.account.account:<10} "
-        f"{format_minor_units(user.balance.minor_units, user.balance.currency):>12} "
-        f"{user.balance.currency} {state}"
+        f"{user.username:<12} {user.name:<20} {user.bank}/{user.account:<10} "
+        f"{format_minor_units(user.balance_minor_units, user.currency):>12} "
+        f"{user.currency} {state}"
     )
 
 
@@ -139,65 +138,73 @@ async def work(invocation: Invocation, client: GatewayClient) -> int:
     args = invocation.args
     command = args.command
     if command == "list-banks":
-        banks = (await client.list_banks()).banks
+        listed = await client.list_banks()
         show(
             args,
             {
                 "banks": [
-                    {"name": b.name, "address": b.address, "serving": b.serving} for b in banks
+                    {"name": b.name, "address": b.address, "serving": b.serving}
+                    for b in listed.banks
                 ]
             },
             "\n".join(
                 f"{b.name:<10} {b.address:<22} {'serving' if b.serving else 'NOT ANSWERING'}"
-                for b in banks
+                for b in listed.banks
             )
             or "no banks",
+            listed.request_id,
         )
     elif command == "create-user":
-        user = (
-            await client.create_user(
-                username=args.username,
-                name=args.name,
-                password=invocation.password,
-                bank=args.bank,
-                account=args.account,
-                balance_minor_units=args.balance_minor_units,
-                currency=args.currency,
-                role=args.role,
-            )
-        ).user
-        show(args, user_fields(user), f"created {user_line(user)}")
+        user = await client.create_user(
+            username=args.username,
+            name=args.name,
+            password=invocation.password,
+            bank=args.bank,
+            account=args.account,
+            balance_minor_units=args.balance_minor_units,
+            currency=args.currency,
+            role=args.role,
+        )
+        show(args, user_fields(user), f"created {user_line(user)}", user.request_id)
     elif command == "list-users":
-        users = (await client.list_users(args.bank)).users
+        users = await client.list_users(args.bank)
         show(
             args,
-            {"users": [user_fields(u) for u in users]},
-            "\n".join(user_line(u) for u in users) or "no users",
+            {"users": [user_fields(u) for u in users.users]},
+            "\n".join(user_line(u) for u in users.users) or "no users",
+            users.request_id,
         )
     elif command in ("disable-user", "enable-user"):
-        user = (await client.set_disabled(args.bank, args.username, command == "disable-user")).user
-        show(args, user_fields(user), user_line(user))
+        user = await client.set_disabled(args.bank, args.username, command == "disable-user")
+        show(args, user_fields(user), user_line(user), user.request_id)
     elif command == "deposit":
-        key = args.idempotency_key or str(uuid.uuid4())
-        invocation.repeat_with_key, invocation.repeatable = key, "deposit"
-        minor_units: int = args.amount_minor_units
-        answer = await client.deposit(args.bank, args.account, minor_units, args.currency, key)
-        show(
-            args,
-            {
-                "bank": args.bank,
-                "account": args.account,
-                "amount": format_minor_units(minor_units, args.currency),
-                "amount_minor_units": minor_units,
-                "idempotency_key": key,
-                **money_fields("balance", answer.balance),
-            },
-            f"deposited {format_minor_units(minor_units, args.currency)} {args.currency}; "
-            f"{args.bank}/{args.account} balance "
-            f"{format_minor_units(answer.balance.minor_units, answer.balance.currency)} "
-            f"{answer.balance.currency}",
-        )
+        await deposit(invocation, client)
     return 0
+
+
+async def deposit(invocation: Invocation, client: GatewayClient) -> None:
+    args = invocation.args
+    key = args.idempotency_key or str(uuid.uuid4())
+    invocation.repeat_with_key, invocation.repeatable = key, "deposit"
+    done = await client.deposit(
+        args.bank, args.account, args.amount_minor_units, args.currency, key
+    )
+    amount = format_minor_units(done.amount_minor_units, done.currency)
+    balance = format_minor_units(done.balance_minor_units, done.currency)
+    show(
+        args,
+        {
+            "bank": done.bank,
+            "account": done.account,
+            **money_fields("balance", done.balance_minor_units, done.currency),
+            "amount": amount,
+            "amount_minor_units": done.amount_minor_units,
+            "idempotency_key": key,
+        },
+        f"deposited {amount} {done.currency}; {done.bank}/{done.account} balance {balance} "
+        f"{done.currency}",
+        done.request_id,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

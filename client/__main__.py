@@ -1,17 +1,20 @@
-"""python -m client: register, log in, check the balance, pay and read the history.
+"""python -m client: register, log in, check the balance, pay, look up a payment and read
+the history.
 
 A customer registers once (links their bank account to the gateway, with the password their
 bank gave them), then logs in; the session is kept in $MINIPAY_HOME (default ~/.minipay).
 Amounts are plain decimals in the currency's units ("12.34"); with --json they come as
-text ("amount") and as integer minor units ("amount_minor_units")."""
+text ("amount") and as integer minor units ("amount_minor_units"). Payments' times are
+shown in UTC, as --since and --until take them back."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from client.api import GatewayClient
 from client.cli import (
@@ -20,15 +23,17 @@ from client.cli import (
     PasswordRequest,
     Tool,
     currency_code,
+    iso,
     money_fields,
     parse,
     password_stdin,
     positive_int,
     run,
     show,
+    utc_text,
 )
+from client.results import Direction, Payment, PaymentStatus
 from minipay.money import format_minor_units, to_minor_units
-from minipay.v1 import gateway_pb2
 
 TOOL = Tool(
     prog="python -m client",
@@ -36,8 +41,40 @@ TOOL = Tool(
     session_file="session.json",
     sessionless=frozenset({"register", "login"}),
 )
-STATUS = {v: k.removeprefix("PAYMENT_STATUS_") for k, v in gateway_pb2.PaymentStatus.items()}
-DIRECTION = {v: k.removeprefix("DIRECTION_").lower() for k, v in gateway_pb2.Direction.items()}
+DIRECTIONS = {"in": Direction.INCOMING, "out": Direction.OUTGOING}
+STATUSES = {status.lower(): status for status in PaymentStatus}
+
+
+def moment(text: str, *, whole_day_until: bool = False) -> datetime:
+    """An ISO 8601 date or date-time, UTC unless it has an offset. With WHOLE_DAY_UNTIL, a
+    bare date means the end of that day (the next midnight), so the day is included."""
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 date or date-time like 2024-05-01 or 2024-05-01T12:30:00Z"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    if whole_day_until and _is_bare_date(text):
+        parsed += timedelta(days=1)
+    return parsed
+
+
+def _is_bare_date(text: str) -> bool:
+    try:
+        date.fromisoformat(text.strip())
+    except ValueError:
+        return False
+    return True
+
+
+def since(text: str) -> datetime:
+    return moment(text)
+
+
+def until(text: str) -> datetime:
+    return moment(text, whole_day_until=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,12 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
         "A customer registers once ('python -m client register') before the first login.",
     )
     commands.add_logout_and_whoami()
-    commands.add("balance", "your balance, and how much of it is available to pay with")
+    commands.add(
+        "balance",
+        "your balance, what is held for payments being decided, and what is available",
+    )
 
     pay = commands.add(
         "pay",
         "pay another account, at any bank",
-        "Exits 0 when the payment is committed, 1 when it is not (the reason is printed).",
+        "Prints the payment: COMMITTED, or ABORTED with its reason code and reason.\n"
+        "Exits 0 when the payment is committed, 1 when it is not.",
     )
     pay.add_argument("--to-bank", required=True, help="the payee's bank, e.g. beta")
     pay.add_argument("--to-account", required=True, help="the payee's account, e.g. B-2001")
@@ -82,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
         "outcome and never pays twice (default: a new random key, shown with --json)",
     )
 
+    payment = commands.add(
+        "payment",
+        "one payment you made or received, by its id",
+        "A payee sees a payment once it committed, and never why a payment was aborted.",
+    )
+    payment.add_argument("payment_id", metavar="ID", help="the payment's id, e.g. pay_3f2a...")
+
     history = commands.add("history", "your payments, newest first")
     history.add_argument(
         "--page-size", type=positive_int, default=20, metavar="N", help="payments per page"
@@ -90,7 +138,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--page-token",
         default="",
         metavar="TOKEN",
-        help="the page to show, as printed after 'more:' (default: the newest payments)",
+        help="the page to show, as printed after 'more:', with the same filters "
+        "(default: the newest payments)",
+    )
+    history.add_argument(
+        "--status", choices=sorted(STATUSES), help="only payments with this status (default: any)"
+    )
+    history.add_argument(
+        "--direction",
+        choices=sorted(DIRECTIONS),
+        help="only payments you received (in) or made (out) (default: both)",
+    )
+    history.add_argument(
+        "--since",
+        type=since,
+        metavar="WHEN",
+        help="only payments made at or after WHEN: an ISO 8601 date or date-time, UTC unless "
+        "it has an offset, e.g. 2024-05-01 or 2024-05-01T12:30:00+02:00 (default: no limit)",
+    )
+    history.add_argument(
+        "--until",
+        type=until,
+        metavar="WHEN",
+        help="only payments made before WHEN (a date: up to the end of that day), same forms "
+        "as --since (default: no limit)",
     )
     return commands.parser
 
@@ -104,40 +175,80 @@ def prepare(args: argparse.Namespace) -> PasswordRequest | None:
     return None
 
 
+def payment_fields(payment: Payment) -> dict[str, Any]:
+    """A payment for --json: amounts as text and minor units, times in ISO 8601."""
+    return {
+        "payment_id": payment.payment_id,
+        "direction": payment.direction.value,
+        "payer": {"bank": payment.payer.bank, "account": payment.payer.account},
+        "payee": {"bank": payment.payee.bank, "account": payment.payee.account},
+        **money_fields("amount", payment.amount_minor_units, payment.currency),
+        "status": payment.status.value,
+        "reason_code": payment.reason_code,
+        "reason": payment.reason,
+        "created_at": iso(payment.created_at),
+        "decided_at": iso(payment.decided_at),
+    }
+
+
+def payment_line(payment: Payment) -> str:
+    """ "payment pay_... ABORTED: 12.34 USD to beta/B-2001 (INSUFFICIENT_FUNDS: ...)"."""
+    amount = format_minor_units(payment.amount_minor_units, payment.currency)
+    towards = "to" if payment.direction is Direction.OUTGOING else "from"
+    text = (
+        f"payment {payment.payment_id} {payment.status}: {amount} {payment.currency} "
+        f"{towards} {payment.counterparty}"
+    )
+    if payment.reason_code:
+        text += f" ({payment.reason_code}: {payment.reason})"
+    return text
+
+
 async def work(invocation: Invocation, client: GatewayClient) -> int:
     args = invocation.args
     if args.command == "register":
-        answer = await client.register(args.username, invocation.password, args.bank, args.account)
-        show(
-            args,
-            {
-                "username": answer.username,
-                "bank": answer.account.bank,
-                "account": answer.account.account,
-            },
-            f"registered {answer.username}: account {answer.account.account} "
-            f"at bank {answer.account.bank}; now log in with "
-            f"'{TOOL.prog} login --username {answer.username}'",
-        )
-    elif args.command == "balance":
-        balance = await client.balance()
-        data = {
-            "bank": balance.account.bank,
-            "account": balance.account.account,
-            **money_fields("balance", balance.balance),
-            **money_fields("available", balance.available),
-        }
-        show(
-            args,
-            data,
-            f"{balance.account.bank}/{balance.account.account}: "
-            f"balance {data['balance']} {balance.balance.currency}, "
-            f"available {data['available']} {balance.available.currency}",
-        )
-    elif args.command == "pay":
+        return await register(invocation, client)
+    if args.command == "balance":
+        return await balance(args, client)
+    if args.command == "pay":
         return await pay(invocation, client)
-    elif args.command == "history":
+    if args.command == "payment":
+        return await payment(args, client)
+    if args.command == "history":
         return await history(args, client)
+    return 0
+
+
+async def register(invocation: Invocation, client: GatewayClient) -> int:
+    args = invocation.args
+    done = await client.register(args.username, invocation.password, args.bank, args.account)
+    show(
+        args,
+        {"username": done.username, "bank": done.bank, "account": done.account},
+        f"registered {done.username}: account {done.account} at bank {done.bank}; now log in "
+        f"with '{TOOL.prog} login --username {done.username}'",
+        done.request_id,
+    )
+    return 0
+
+
+async def balance(args: argparse.Namespace, client: GatewayClient) -> int:
+    found = await client.balance()
+    currency = found.currency
+    data = {
+        "bank": found.bank,
+        "account": found.account,
+        **money_fields("balance", found.balance_minor_units, currency),
+        **money_fields("held", found.held_minor_units, currency),
+        **money_fields("available", found.available_minor_units, currency),
+    }
+    show(
+        args,
+        data,
+        f"{found.bank}/{found.account}: balance {data['balance']} {currency}, "
+        f"held {data['held']} {currency}, available {data['available']} {currency}",
+        found.request_id,
+    )
     return 0
 
 
@@ -146,58 +257,55 @@ async def pay(invocation: Invocation, client: GatewayClient) -> int:
     key = args.idempotency_key or str(uuid.uuid4())
     invocation.repeat_with_key, invocation.repeatable = key, "payment"
     minor_units: int = args.amount_minor_units
-    answer = await client.pay(args.to_bank, args.to_account, minor_units, args.currency, key)
-    status = STATUS[answer.status]
-    amount = format_minor_units(minor_units, args.currency)
-    data = {
-        "payment_id": answer.payment_id,
-        "status": status,
-        "reason": answer.reason,
-        "reason_code": answer.reason_code,
-        "replayed": answer.replayed,
-        "amount": amount,
-        "amount_minor_units": minor_units,
-        "currency": args.currency,
-        "idempotency_key": key,
-    }
-    text = (
-        f"payment {answer.payment_id} {status}: {amount} {args.currency} to "
-        f"{args.to_bank}/{args.to_account}"
-    )
-    if answer.reason:
-        text += f" ({answer.reason})"
-    if answer.replayed:
+    paid = await client.pay(args.to_bank, args.to_account, minor_units, args.currency, key)
+    text = payment_line(paid)
+    if paid.replayed:
         text += " [replayed: this key was used before]"
-    show(args, data, text)
-    return 0 if status == "COMMITTED" else 1
+    data = {**payment_fields(paid), "replayed": paid.replayed, "idempotency_key": key}
+    show(args, data, text, paid.request_id)
+    return 0 if paid.status is PaymentStatus.COMMITTED else 1
+
+
+async def payment(args: argparse.Namespace, client: GatewayClient) -> int:
+    found = await client.payment(args.payment_id)
+    lines = [payment_line(found), f"created {utc_text(found.created_at)}"]
+    if found.decided_at is not None:
+        lines.append(f"decided {utc_text(found.decided_at)}")
+    show(args, payment_fields(found), "\n".join(lines), found.request_id)
+    return 0
 
 
 async def history(args: argparse.Namespace, client: GatewayClient) -> int:
-    answer = await client.history(args.page_size, args.page_token)
-    entries = [
+    page = await client.history(
+        args.page_size,
+        args.page_token,
+        status=STATUSES[args.status] if args.status else None,
+        direction=DIRECTIONS[args.direction] if args.direction else None,
+        created_from=args.since,
+        created_before=args.until,
+    )
+    lines = [history_line(p) for p in page.payments] or ["no payments"]
+    if page.next_page_token:
+        lines.append(f"more: --page-token {page.next_page_token}")
+    show(
+        args,
         {
-            "payment_id": e.payment_id,
-            "direction": DIRECTION[e.direction],
-            "counterparty": {"bank": e.counterparty.bank, "account": e.counterparty.account},
-            **money_fields("amount", e.amount),
-            "status": STATUS[e.status],
-            "reason": e.reason,
-            "created_at": e.created_at,
-        }
-        for e in answer.entries
-    ]
-    lines = [
-        f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(e['created_at']))}  "
-        f"{e['direction']:<8} {e['amount']:>12} {e['currency']}  "
-        f"{e['counterparty']['bank'] + '/' + e['counterparty']['account']:<18} "
-        f"{e['status']:<9} "
-        f"{e['payment_id']}"
-        for e in entries
-    ] or ["no payments yet"]
-    if answer.next_page_token:
-        lines.append(f"more: --page-token {answer.next_page_token}")
-    show(args, {"entries": entries, "next_page_token": answer.next_page_token}, "\n".join(lines))
+            "payments": [payment_fields(p) for p in page.payments],
+            "next_page_token": page.next_page_token,
+        },
+        "\n".join(lines),
+        page.request_id,
+    )
     return 0
+
+
+def history_line(payment: Payment) -> str:
+    amount = format_minor_units(payment.amount_minor_units, payment.currency)
+    return (
+        f"{utc_text(payment.created_at)}  {payment.direction:<8} {amount:>12} "
+        f"{payment.currency}  {payment.counterparty!s:<18} {payment.status:<9} "
+        f"{payment.payment_id} {payment.reason_code}"
+    ).rstrip()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,11 +1,16 @@
 """The client library: a mutual-TLS channel to the gateway, the saved login session, and
-calls that retry safely (same idempotency key and request id, exponential backoff with
-jitter) on UNAVAILABLE and DEADLINE_EXCEEDED.
+typed calls that retry safely (same idempotency key and request id, exponential backoff with
+full jitter, or longer when the gateway's RetryInfo says so) on UNAVAILABLE and
+DEADLINE_EXCEEDED.
 
-Amounts are integers in minor units (cents for USD), named ``<what>_minor_units`` like the
-API's ``Money.minor_units``; ``minipay.money`` converts them to and from "12.34". When every
-attempt fails without the gateway ever answering, a call raises ``GatewayUnreachable`` (an
-``AioRpcError`` whose details say which address, how many attempts and why)."""
+Calls return frozen dataclasses (``client.results``), each with the ``request_id`` of the
+call. Every call that does not succeed raises ``ApiError`` (``client.errors``: code, reason,
+message, metadata, request id, field violations, retry delay); when every attempt failed
+without the gateway ever answering, its subclass ``GatewayUnreachable``. A payment the
+gateway recorded is never an error: ``pay`` returns it, COMMITTED or ABORTED with its
+``reason_code``. Amounts are integers in minor units (cents for USD), named
+``<what>_minor_units`` like the API's ``Money.minor_units``; ``minipay.money`` converts them
+to and from "12.34"."""
 
 from __future__ import annotations
 
@@ -18,12 +23,34 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple
 
 import grpc
+from google.protobuf import timestamp_pb2
 
+from client.errors import REQUEST_ID_HEADER, ApiError, ClientError, GatewayUnreachable, header
 from client.logs import LOGGER, describe_request
+from client.results import (
+    DIRECTION_OF_MESSAGE,
+    STATUS_OF_MESSAGE,
+    AccountRef,
+    Balance,
+    Bank,
+    BankList,
+    Deposit,
+    Direction,
+    HistoryPage,
+    LoginResult,
+    LogoutResult,
+    Payment,
+    PaymentStatus,
+    Registration,
+    User,
+    UserList,
+    utc,
+)
 from minipay import balancing
 from minipay.identity import GATEWAY_SERVER_NAME
 from minipay.v1 import (
@@ -34,21 +61,39 @@ from minipay.v1 import (
     gateway_pb2_grpc,
 )
 
+__all__ = [
+    "AccountRef",
+    "ApiError",
+    "Balance",
+    "Bank",
+    "BankList",
+    "ClientConfig",
+    "ClientError",
+    "Deposit",
+    "Direction",
+    "GatewayClient",
+    "GatewayUnreachable",
+    "HistoryPage",
+    "LoginResult",
+    "LogoutResult",
+    "Payment",
+    "PaymentStatus",
+    "Registration",
+    "RetryPolicy",
+    "User",
+    "UserList",
+]
+
 log = logging.getLogger(LOGGER)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEV_CERTS = REPO_ROOT / "certificate" / "dev"
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
-R = TypeVar("R")
 
 
 DEFAULT_GATEWAY = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_ATTEMPTS = 5
-
-
-class ClientError(Exception):
-    """A problem on this side (missing certificate, no session): one line for the user."""
 
 
 def _env_number(name: str, kind: type[int] | type[float], default: float) -> Any:
@@ -109,47 +154,6 @@ def _read(path: Path, what: str) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise ClientError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-
-
-class GatewayUnreachable(grpc.aio.AioRpcError):  # type: ignore[misc]
-    """Every attempt failed and the gateway never answered: nothing listens at the address,
-    the name does not resolve, or the TLS handshake failed. Its details are one line for
-    the user; ``reason`` is gRPC's own text of the last failure."""
-
-    def __init__(self, error: grpc.aio.AioRpcError, address: str, attempts: int) -> None:
-        self.address = address
-        self.attempts = attempts
-        self.reason = error.details() or ""
-        super().__init__(
-            error.code(),
-            error.initial_metadata(),
-            error.trailing_metadata(),
-            details=_unreachable_message(address, attempts, self.reason, error.code()),
-            debug_error_string=error.debug_error_string(),
-        )
-
-
-def _unreachable_message(address: str, attempts: int, reason: str, code: grpc.StatusCode) -> str:
-    tried = f"after {attempts} attempt{'s' if attempts != 1 else ''}"
-    lowered = reason.lower()
-    if "handshake" in lowered or "ssl" in lowered or "certificate" in lowered:
-        why = reason.removesuffix(": OK").rsplit(": ", 1)[-1]
-        return (
-            f"cannot reach the gateway at {address} {tried}: the TLS handshake failed ({why}); "
-            "check --ca, --cert and --key"
-        )
-    if "resolv" in lowered or "lookup" in lowered:
-        return (
-            f"cannot reach the gateway at {address} {tried}: the name does not resolve; "
-            "check --gateway or MINIPAY_GATEWAY"
-        )
-    if "refused" in lowered:
-        why = " (connection refused)"
-    elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        why = " (no answer in time)"
-    else:
-        why = ""
-    return f"cannot reach the gateway at {address} {tried}{why}; is the cluster running? (make up)"
 
 
 class CallLogger(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
@@ -259,9 +263,41 @@ class RetryPolicy:
         # "Full jitter": spreads retries of many clients over the whole window.
         return random.uniform(0, min(self.max_backoff, self.initial_backoff * 2 ** (attempt - 1)))
 
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        """The pause before the next attempt: the backoff, or longer when the gateway's
+        RetryInfo asked for longer."""
+        return max(self.backoff(attempt), retry_after or 0.0)
+
+
+class Answer(NamedTuple):
+    """A call's response message and the request id the gateway answered with."""
+
+    message: Any
+    request_id: str
+
+
+_MESSAGE_OF_STATUS = {status: value for value, status in STATUS_OF_MESSAGE.items()}
+_MESSAGE_OF_DIRECTION = {direction: value for value, direction in DIRECTION_OF_MESSAGE.items()}
+
+
+def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
+    """MOMENT as a Timestamp; a naive datetime is taken as UTC."""
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def _account(bank: str, account: str) -> common_pb2.AccountRef:
+    return common_pb2.AccountRef(bank=bank, account=account)
+
+
+def _money(minor_units: int, currency: str) -> common_pb2.Money:
+    return common_pb2.Money(minor_units=minor_units, currency=currency)
+
 
 class GatewayClient:
-    """Every call the client and admin command lines make, over one channel."""
+    """Every call a customer or an admin makes, over one channel. Use it with ``async with``;
+    ``login`` keeps the token for the calls after it."""
 
     def __init__(
         self, config: ClientConfig, token: str = "", retry: RetryPolicy | None = None
@@ -277,79 +313,89 @@ class GatewayClient:
     async def close(self) -> None:
         await self._channel.close()
 
-    def _never_connected(self) -> bool:
-        """True when the channel has no connection: the failure was reaching the gateway,
-        not an answer from it (the gateway itself says UNAVAILABLE when a bank is down)."""
-        state = self._channel.get_state(try_to_connect=False)
-        return bool(state != grpc.ChannelConnectivity.READY)
-
     async def __aenter__(self) -> GatewayClient:
         return self
 
     async def __aexit__(self, *_: object) -> None:
         await self.close()
 
-    async def call(
-        self, method: Callable[..., Awaitable[R]], request: Any, idempotency_key: str = ""
-    ) -> R:
-        """Calls with retries; every attempt carries the same request id and its number."""
+    def _never_connected(self) -> bool:
+        """True when the channel has no connection: the failure was reaching the gateway,
+        not an answer from it (the gateway itself says UNAVAILABLE when a bank is down)."""
+        state = self._channel.get_state(try_to_connect=False)
+        return bool(state != grpc.ChannelConnectivity.READY)
+
+    async def _call(self, method: Any, request: Any, idempotency_key: str = "") -> Answer:
+        """Calls with retries; every attempt carries the same request id and its number.
+        Raises ApiError (GatewayUnreachable when the gateway never answered)."""
         request_id = uuid.uuid4().hex
         attempt = 1
         while True:
-            metadata = [("x-request-id", request_id), ("x-attempt", str(attempt))]
+            metadata = [(REQUEST_ID_HEADER, request_id), ("x-attempt", str(attempt))]
             if self.token:
                 metadata.append(("authorization", f"Bearer {self.token}"))
             try:
-                return await method(request, metadata=metadata, timeout=self.config.timeout)
-            except grpc.aio.AioRpcError as error:
-                if error.code() not in RETRYABLE:
-                    raise
+                call = method(request, metadata=metadata, timeout=self.config.timeout)
+                message = await call
+                answered = header(await call.initial_metadata(), REQUEST_ID_HEADER)
+                return Answer(message, answered or request_id)
+            except grpc.aio.AioRpcError as rpc_error:
+                error = ApiError.from_rpc_error(rpc_error, request_id)
+                if error.code not in RETRYABLE:
+                    raise error from rpc_error
                 if attempt >= self.retry.max_attempts:
                     if self._never_connected():
-                        raise GatewayUnreachable(error, self.config.gateway, attempt) from error
-                    raise
-                delay = self.retry.backoff(attempt)
-                log.warning(
-                    "retrying",
-                    extra={
-                        "fields": {
-                            "event": "client_retry",
-                            "request_id": request_id,
-                            "idempotency_key": idempotency_key,
-                            "attempt": attempt + 1,
-                            "max_attempts": self.retry.max_attempts,
-                            "status": error.code().name,
-                            "delay_s": round(delay, 3),
-                        }
-                    },
-                )
-                await self.retry.sleep(delay)
-                attempt += 1
+                        raise GatewayUnreachable(
+                            rpc_error, self.config.gateway, attempt, request_id
+                        ) from rpc_error
+                    raise error from rpc_error
+            delay = self.retry.delay(attempt, error.retry_after)
+            self._log_retry(error, attempt, delay, idempotency_key)
+            await self.retry.sleep(delay)
+            attempt += 1
+
+    def _log_retry(self, error: ApiError, attempt: int, delay: float, idempotency_key: str) -> None:
+        fields = {
+            "event": "client_retry",
+            "request_id": error.request_id,
+            "idempotency_key": idempotency_key,
+            "attempt": attempt + 1,
+            "max_attempts": self.retry.max_attempts,
+            "status": error.code.name,
+            "reason": error.reason,
+            "delay_s": round(delay, 3),
+        }
+        log.warning("retrying", extra={"fields": fields})
 
     # -- customer calls --------------------------------------------------------------------
 
-    async def register(
-        self, username: str, password: str, bank: str, account: str
-    ) -> gateway_pb2.RegisterResponse:
-        return await self.call(
-            self.auth.Register,
-            gateway_pb2.RegisterRequest(
-                username=username, password=password, bank=bank, account=account
-            ),
+    async def register(self, username: str, password: str, bank: str, account: str) -> Registration:
+        """Links the customer's bank account to the gateway, once, before the first login."""
+        request = gateway_pb2.RegisterRequest(
+            username=username, password=password, bank=bank, account=account
+        )
+        message, request_id = await self._call(self.auth.Register, request)
+        return Registration(
+            message.username, message.account.bank, message.account.account, request_id
         )
 
-    async def login(self, username: str, password: str) -> gateway_pb2.LoginResponse:
-        answer: gateway_pb2.LoginResponse = await self.call(
-            self.auth.Login, gateway_pb2.LoginRequest(username=username, password=password)
+    async def login(self, username: str, password: str) -> LoginResult:
+        """Logs in; the token is kept for this client's later calls."""
+        request = gateway_pb2.LoginRequest(username=username, password=password)
+        message, request_id = await self._call(self.auth.Login, request)
+        self.token = message.token
+        return LoginResult(message.token, message.role, utc(message.expires_at), request_id)
+
+    async def logout(self) -> LogoutResult:
+        """Revokes the token at the gateway."""
+        _, request_id = await self._call(self.auth.Logout, gateway_pb2.LogoutRequest())
+        return LogoutResult(request_id)
+
+    async def balance(self) -> Balance:
+        message, request_id = await self._call(
+            self.payments.GetBalance, gateway_pb2.GetBalanceRequest()
         )
-        self.token = answer.token
-        return answer
-
-    async def logout(self) -> None:
-        await self.call(self.auth.Logout, gateway_pb2.LogoutRequest())
-
-    async def balance(self) -> gateway_pb2.GetBalanceResponse:
-        return await self.call(self.payments.GetBalance, gateway_pb2.GetBalanceRequest())
+        return Balance.from_message(message, request_id)
 
     async def pay(
         self,
@@ -358,29 +404,56 @@ class GatewayClient:
         amount_minor_units: int,
         currency: str = "USD",
         idempotency_key: str = "",
-    ) -> gateway_pb2.PayResponse:
-        """Pays AMOUNT_MINOR_UNITS (cents for USD); the same IDEMPOTENCY_KEY (default: a new
-        UUID) gives the first outcome again instead of a second payment."""
+    ) -> Payment:
+        """Pays AMOUNT_MINOR_UNITS (cents for USD) and returns the payment, COMMITTED or
+        ABORTED with its reason. The same IDEMPOTENCY_KEY (default: a new UUID; give your own
+        to be able to repeat the call) returns the first outcome instead of paying twice."""
         key = idempotency_key or str(uuid.uuid4())
         request = gateway_pb2.PayRequest(
-            to=common_pb2.AccountRef(bank=to_bank, account=to_account),
-            amount=common_pb2.Money(minor_units=amount_minor_units, currency=currency),
+            to=_account(to_bank, to_account),
+            amount=_money(amount_minor_units, currency),
             idempotency_key=key,
         )
-        return await self.call(self.payments.Pay, request, idempotency_key=key)
+        message, request_id = await self._call(self.payments.Pay, request, idempotency_key=key)
+        return Payment.from_message(message.payment, request_id, replayed=message.replayed)
+
+    async def payment(self, payment_id: str) -> Payment:
+        """One payment the caller made, or received once it committed."""
+        request = gateway_pb2.GetPaymentRequest(payment_id=payment_id)
+        message, request_id = await self._call(self.payments.GetPayment, request)
+        return Payment.from_message(message.payment, request_id)
 
     async def history(
-        self, page_size: int = 20, page_token: str = ""
-    ) -> gateway_pb2.ListHistoryResponse:
-        return await self.call(
-            self.payments.ListHistory,
-            gateway_pb2.ListHistoryRequest(page_size=page_size, page_token=page_token),
-        )
+        self,
+        page_size: int = 20,
+        page_token: str = "",
+        *,
+        status: PaymentStatus | None = None,
+        direction: Direction | None = None,
+        created_from: datetime | None = None,
+        created_before: datetime | None = None,
+    ) -> HistoryPage:
+        """The caller's payments, newest first, PAGE_SIZE (1-200) at a time; PAGE_TOKEN is a
+        previous page's next_page_token, with the same filters. Times are aware datetimes
+        (a naive one is taken as UTC): CREATED_FROM inclusive, CREATED_BEFORE exclusive."""
+        request = gateway_pb2.ListHistoryRequest(page_size=page_size, page_token=page_token)
+        if status is not None:
+            request.status = _MESSAGE_OF_STATUS[status]
+        if direction is not None:
+            request.direction = _MESSAGE_OF_DIRECTION[direction]
+        if created_from is not None:
+            request.created_from.CopyFrom(_timestamp(created_from))
+        if created_before is not None:
+            request.created_before.CopyFrom(_timestamp(created_before))
+        message, request_id = await self._call(self.payments.ListHistory, request)
+        return HistoryPage.from_message(message, request_id)
 
     # -- admin calls -----------------------------------------------------------------------
 
-    async def list_banks(self) -> admin_pb2.ListBanksResponse:
-        return await self.call(self.admin.ListBanks, admin_pb2.ListBanksRequest())
+    async def list_banks(self) -> BankList:
+        message, request_id = await self._call(self.admin.ListBanks, admin_pb2.ListBanksRequest())
+        banks = tuple(Bank(b.name, b.address, b.serving) for b in message.banks)
+        return BankList(banks, request_id)
 
     async def create_user(
         self,
@@ -393,31 +466,31 @@ class GatewayClient:
         balance_minor_units: int,
         currency: str = "USD",
         role: str = "customer",
-    ) -> admin_pb2.CreateUserResponse:
-        return await self.call(
-            self.admin.CreateUser,
-            admin_pb2.CreateUserRequest(
-                username=username,
-                name=name,
-                password=password,
-                role=role,
-                account=common_pb2.AccountRef(bank=bank, account=account),
-                initial_balance=common_pb2.Money(
-                    minor_units=balance_minor_units, currency=currency
-                ),
-            ),
+    ) -> User:
+        """A customer with a new account at BANK (or, with ROLE "admin", an admin)."""
+        request = admin_pb2.CreateUserRequest(
+            username=username,
+            name=name,
+            password=password,
+            role=role,
+            account=_account(bank, account),
+            initial_balance=_money(balance_minor_units, currency),
         )
+        message, request_id = await self._call(self.admin.CreateUser, request)
+        return User.from_message(message.user, request_id)
 
-    async def list_users(self, bank: str = "") -> admin_pb2.ListUsersResponse:
-        return await self.call(self.admin.ListUsers, admin_pb2.ListUsersRequest(bank=bank))
-
-    async def set_disabled(
-        self, bank: str, username: str, disabled: bool
-    ) -> admin_pb2.SetUserDisabledResponse:
-        return await self.call(
-            self.admin.SetUserDisabled,
-            admin_pb2.SetUserDisabledRequest(bank=bank, username=username, disabled=disabled),
+    async def list_users(self, bank: str = "") -> UserList:
+        """The customers of BANK, or of every bank."""
+        message, request_id = await self._call(
+            self.admin.ListUsers, admin_pb2.ListUsersRequest(bank=bank)
         )
+        return UserList(tuple(User.from_message(u, request_id) for u in message.users), request_id)
+
+    async def set_disabled(self, bank: str, username: str, disabled: bool) -> User:
+        """Disables a customer (no login, no payment, every token refused) or enables them."""
+        request = admin_pb2.SetUserDisabledRequest(bank=bank, username=username, disabled=disabled)
+        message, request_id = await self._call(self.admin.SetUserDisabled, request)
+        return User.from_message(message.user, request_id)
 
     async def deposit(
         self,
@@ -426,14 +499,14 @@ class GatewayClient:
         amount_minor_units: int,
         currency: str = "USD",
         idempotency_key: str = "",
-    ) -> admin_pb2.DepositResponse:
+    ) -> Deposit:
+        """Adds money to an account; the same IDEMPOTENCY_KEY deposits once."""
         key = idempotency_key or str(uuid.uuid4())
-        return await self.call(
-            self.admin.Deposit,
-            admin_pb2.DepositRequest(
-                account=common_pb2.AccountRef(bank=bank, account=account),
-                amount=common_pb2.Money(minor_units=amount_minor_units, currency=currency),
-                idempotency_key=key,
-            ),
+        request = admin_pb2.DepositRequest(
+            account=_account(bank, account),
+            amount=_money(amount_minor_units, currency),
             idempotency_key=key,
         )
+        message, request_id = await self._call(self.admin.Deposit, request, idempotency_key=key)
+        balance = message.balance.minor_units
+        return Deposit(bank, account, amount_minor_units, currency, balance, key, request_id)

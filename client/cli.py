@@ -17,8 +17,14 @@ Exit status (both tools; also at the end of ``--help``):
   a certificate that cannot be read.
 - 130: interrupted (Ctrl-C), at the password prompt or during a call.
 
-Errors are one line on standard error, ``error: ...``; with ``--json`` a JSON object
-``{"error": {"code": ..., "message": ...}}`` is printed on standard output as well.
+Output: text, or with ``--json`` one JSON object whose ``request_id`` is the id of the call
+that answered (null when nothing was sent); ``--verbose`` prints that id on standard error.
+Times in JSON are ISO 8601, in UTC.
+
+Errors are one line on standard error, ``error: CODE (REASON): message`` (just ``error:
+message`` for a problem found on this side), with ``[request id ...]`` under ``--verbose``;
+with ``--json`` a JSON object is printed on standard output as well: ``{"error": {"code",
+"reason", "message", "metadata", "request_id", "field_violations", "retry_after_s"}}``.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -44,14 +51,12 @@ from client.api import (
     DEFAULT_TIMEOUT,
     RETRYABLE,
     ClientConfig,
-    ClientError,
     GatewayClient,
-    GatewayUnreachable,
     SavedSession,
 )
+from client.errors import ApiError, ClientError, GatewayUnreachable
 from client.logs import configure_client_logging
 from minipay.money import AmountError, format_minor_units
-from minipay.v1 import common_pb2
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -66,8 +71,10 @@ exit status:
   2    a problem on this side, found before anything was sent: a bad flag or
        amount, not logged in, no password given (Ctrl-D at the prompt)
   130  interrupted (Ctrl-C)
-errors are one line on standard error; with --json also a JSON object on
-standard output: {"error": {"code": ..., "message": ...}}"""
+errors are one line on standard error, "error: CODE (REASON): message" (the
+request id too with --verbose); with --json also a JSON object on standard
+output: {"error": {"code", "reason", "message", "metadata", "request_id",
+"field_violations", "retry_after_s"}}"""
 
 SHARED_COMMANDS = frozenset({"login", "logout", "whoami"})
 
@@ -209,8 +216,8 @@ def _connection_flags(tool: Tool) -> _Parser:
     group.add_argument(
         "--verbose",
         action="store_true",
-        help="log every call and retry to standard error as well "
-        "(default: only to $MINIPAY_HOME/logs/client.log)",
+        help="print the request id of the call, and log every call and retry to standard "
+        "error as well (default: only to $MINIPAY_HOME/logs/client.log)",
     )
     return flags
 
@@ -285,7 +292,7 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
         args = parser.parse_args(argv)
     except UsageError as error:
         raise SystemExit(
-            _fail(argparse.Namespace(json="--json" in argv), "USAGE", str(error), EXIT_USAGE)
+            _fail(argparse.Namespace(json="--json" in argv), EXIT_USAGE, "USAGE", str(error))
         ) from None
     # Not set_defaults: the flag actions are shared with every command's parser.
     for name, default in (
@@ -361,33 +368,56 @@ def _end_prompt_line() -> None:
 # -- output -------------------------------------------------------------------------------------
 
 
-def money_fields(name: str, money: common_pb2.Money) -> dict[str, Any]:
+def money_fields(name: str, minor_units: int, currency: str) -> dict[str, Any]:
     """NAME as display text ("12.34"), NAME_minor_units as the integer, and the currency."""
     return {
-        name: format_minor_units(money.minor_units, money.currency),
-        f"{name}_minor_units": money.minor_units,
-        "currency": money.currency,
+        name: format_minor_units(minor_units, currency),
+        f"{name}_minor_units": minor_units,
+        "currency": currency,
     }
 
 
-def show(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
-    print(json.dumps(data) if args.json else text)
+def show(args: argparse.Namespace, data: dict[str, Any], text: str, request_id: str | None) -> None:
+    """DATA as JSON (with the request id), or TEXT; the request id on stderr with --verbose.
+    REQUEST_ID is None for a command that sent nothing."""
+    print(json.dumps({**data, "request_id": request_id}) if args.json else text)
+    if args.verbose and request_id:
+        print(f"request id: {request_id}", file=sys.stderr)
 
 
-def when(timestamp: float) -> str:
+def iso(moment: datetime | None) -> str | None:
+    """MOMENT in UTC as ISO 8601 ("2024-05-01T12:00:00.25Z"), for JSON."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def utc_text(moment: datetime) -> str:
+    """MOMENT in UTC to the second, as --since and --until take it back."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def when(moment: datetime) -> str:
     """Local time: the clock time when it is today, else the date too."""
-    moment = time.localtime(timestamp)
-    if time.strftime("%Y-%m-%d", moment) == time.strftime("%Y-%m-%d"):
-        return time.strftime("%H:%M:%S", moment)
-    return time.strftime("%Y-%m-%d %H:%M:%S", moment)
+    local = moment.astimezone()
+    if local.date() == datetime.now().astimezone().date():
+        return local.strftime("%H:%M:%S")
+    return local.strftime("%Y-%m-%d %H:%M:%S")
 
 
 # -- login, logout, whoami ----------------------------------------------------------------------
 
 
-def _expired(saved: dict[str, Any]) -> bool:
-    expires_at = saved.get("expires_at")
-    return isinstance(expires_at, int | float) and 0 < expires_at <= time.time()
+def _expires_at(saved: dict[str, Any]) -> datetime | None:
+    """When the saved session's token expires (kept as seconds since the epoch)."""
+    seconds = saved.get("expires_at")
+    if not isinstance(seconds, int | float) or seconds <= 0:
+        return None
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _expired(expires_at: datetime | None) -> bool:
+    return expires_at is not None and expires_at.timestamp() <= time.time()
 
 
 def _login_command(tool: Tool, username: str) -> str:
@@ -399,9 +429,10 @@ def saved_token(tool: Tool, saved: dict[str, Any]) -> str:
     if not isinstance(token, str) or not token:
         raise ClientError(f"not logged in: run '{_login_command(tool, '')}' first")
     username = str(saved.get("username", ""))
-    if _expired(saved):
+    expires_at = _expires_at(saved)
+    if expires_at is not None and _expired(expires_at):
         raise ClientError(
-            f"the session of {username} expired at {when(saved['expires_at'])}: "
+            f"the session of {username} expired at {when(expires_at)}: "
             f"log in again with '{_login_command(tool, username)}'"
         )
     return token
@@ -410,28 +441,28 @@ def saved_token(tool: Tool, saved: dict[str, Any]) -> str:
 def whoami(tool: Tool, args: argparse.Namespace, session: SavedSession) -> int:
     saved = session.load()
     if not saved.get("token"):
-        show(args, {"logged_in": False, "expired": False}, "not logged in")
+        show(args, {"logged_in": False, "expired": False}, "not logged in", None)
         return EXIT_OK
     username, role = str(saved.get("username", "")), str(saved.get("role", ""))
-    expires_at: Any = saved.get("expires_at")
-    expired = _expired(saved)
+    expires_at = _expires_at(saved)
+    expired = _expired(expires_at)
     data = {
         "logged_in": not expired,
         "expired": expired,
         "username": username,
         "role": role,
-        "expires_at": expires_at,
+        "expires_at": iso(expires_at),
     }
-    if expired:
+    if expires_at is None:
+        text = f"{username} ({role}), logged in"
+    elif expired:
         text = (
             f"not logged in: the session of {username} ({role}) expired at {when(expires_at)}; "
             f"log in again with '{_login_command(tool, username)}'"
         )
-    elif isinstance(expires_at, int | float):
-        text = f"{username} ({role}), logged in until {when(expires_at)}"
     else:
-        text = f"{username} ({role}), logged in"
-    show(args, data, text)
+        text = f"{username} ({role}), logged in until {when(expires_at)}"
+    show(args, data, text, None)
     return EXIT_OK
 
 
@@ -443,13 +474,14 @@ async def log_in(invocation: Invocation, client: GatewayClient) -> int:
             "token": login.token,
             "username": args.username,
             "role": login.role,
-            "expires_at": login.expires_at,
+            "expires_at": login.expires_at.timestamp(),
         }
     )
     show(
         args,
-        {"username": args.username, "role": login.role, "expires_at": login.expires_at},
+        {"username": args.username, "role": login.role, "expires_at": iso(login.expires_at)},
         f"logged in as {args.username} ({login.role}) until {when(login.expires_at)}",
+        login.request_id,
     )
     return EXIT_OK
 
@@ -457,13 +489,14 @@ async def log_in(invocation: Invocation, client: GatewayClient) -> int:
 async def log_out(invocation: Invocation, client: GatewayClient) -> int:
     text = "logged out"
     try:
-        await client.logout()
-    except grpc.aio.AioRpcError as error:
-        if error.code() != grpc.StatusCode.UNAUTHENTICATED:
+        request_id = (await client.logout()).request_id
+    except ApiError as error:
+        if error.code != grpc.StatusCode.UNAUTHENTICATED:
             raise
         text = "logged out (the gateway had already ended this session)"
+        request_id = error.request_id
     invocation.session.clear()
-    show(invocation.args, {"logged_out": True}, text)
+    show(invocation.args, {"logged_out": True}, text, request_id)
     return EXIT_OK
 
 
@@ -471,11 +504,11 @@ def _log_out_locally(args: argparse.Namespace, session: SavedSession) -> int | N
     """Logout without a call when there is nothing to revoke; None when there is."""
     saved = session.load()
     if not saved.get("token"):
-        show(args, {"logged_out": False, "logged_in": False}, "not logged in")
+        show(args, {"logged_out": False, "logged_in": False}, "not logged in", None)
         return EXIT_OK
-    if _expired(saved):
+    if _expired(_expires_at(saved)):
         session.clear()
-        show(args, {"logged_out": True}, "logged out (the session had expired)")
+        show(args, {"logged_out": True}, "logged out (the session had expired)", None)
         return EXIT_OK
     return None
 
@@ -490,10 +523,10 @@ def run(tool: Tool, args: argparse.Namespace, prepare: Prepare, work: Work) -> i
     need; WORK makes their calls. Login, logout and whoami are handled here."""
     invocation: Invocation | None = None
 
-    def hint(error: grpc.aio.AioRpcError | None) -> str:
+    def hint(error: ApiError | None) -> str:
         if invocation is None:
             return ""
-        code = error.code() if error is not None else None
+        code = error.code if error is not None else None
         if code == grpc.StatusCode.UNAUTHENTICATED and invocation.relogin:
             return f"; log in again with '{invocation.relogin}'"
         key, what = invocation.repeat_with_key, invocation.repeatable
@@ -512,11 +545,11 @@ def run(tool: Tool, args: argparse.Namespace, prepare: Prepare, work: Work) -> i
         invocation = Invocation(args, config, SavedSession(config.home / tool.session_file))
         return _run(tool, invocation, prepare, work)
     except KeyboardInterrupt:
-        return _fail(args, "INTERRUPTED", "interrupted" + hint(None), EXIT_INTERRUPTED)
-    except grpc.aio.AioRpcError as error:  # GatewayUnreachable too: its details say it all
-        return _fail(args, error.code().name, (error.details() or "") + hint(error), EXIT_ERROR)
+        return _fail(args, EXIT_INTERRUPTED, "INTERRUPTED", "interrupted" + hint(None))
+    except ApiError as error:  # GatewayUnreachable too: its message says it all
+        return _fail_call(args, error, hint(error))
     except (ClientError, AmountError) as error:
-        return _fail(args, "CLIENT_ERROR", str(error), EXIT_USAGE)
+        return _fail(args, EXIT_USAGE, "CLIENT_ERROR", str(error))
     except BrokenPipeError:
         # The reader went away (| head): stop quietly, without a second error at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -557,10 +590,41 @@ def _run(tool: Tool, invocation: Invocation, prepare: Prepare, work: Work) -> in
     return asyncio.run(call())
 
 
-def _fail(args: argparse.Namespace, code: str, message: str, exit_code: int) -> int:
-    message = " ".join(message.split())  # one line, whatever the server sent
+def _fail(args: argparse.Namespace, exit_code: int, code: str, message: str) -> int:
+    """A problem on this side: CODE is CLIENT_ERROR, USAGE or INTERRUPTED."""
+    return _report(args, exit_code, message, error_fields(code, message, None))
+
+
+def _fail_call(args: argparse.Namespace, error: ApiError, hint: str) -> int:
+    """A call that did not succeed: code, reason and message (the request id too with
+    --verbose), and HINT, what to do about it."""
+    line = error.headline() + hint
+    if getattr(args, "verbose", False) and error.request_id:
+        line += f" [request id {error.request_id}]"
+    return _report(
+        args, EXIT_ERROR, line, error_fields(error.code.name, error.message + hint, error)
+    )
+
+
+def _report(args: argparse.Namespace, exit_code: int, line: str, fields: dict[str, Any]) -> int:
+    """LINE on stderr as "error: ..." (and FIELDS as the JSON error with --json)."""
     if getattr(args, "json", False):
-        print(json.dumps({"error": {"code": code, "message": message}}))
-    plain = code in ("CLIENT_ERROR", "INTERRUPTED", "USAGE")
-    print(f"error: {message}" if plain else f"error: {code}: {message}", file=sys.stderr)
+        print(json.dumps({"error": fields}))
+    print("error: " + " ".join(line.split()), file=sys.stderr)  # one line, whatever was sent
     return exit_code
+
+
+def error_fields(code: str, message: str, error: ApiError | None) -> dict[str, Any]:
+    """The JSON error: the same keys for every error, empty when it happened on this side."""
+    return {
+        "code": code,
+        "reason": error.reason if error else "",
+        "message": " ".join(message.split()),
+        "metadata": error.metadata if error else {},
+        "request_id": error.request_id if error else None,
+        "field_violations": [
+            {"field": name, "description": text}
+            for name, text in (error.field_violations if error else [])
+        ],
+        "retry_after_s": error.retry_after if error else None,
+    }

@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 LOGGER = "minipay.client"
+# A library logs nowhere until its user says where: without this, Python's last-resort
+# handler would print a bare "call" on stderr for every failed call of a script.
+logging.getLogger(LOGGER).addHandler(logging.NullHandler())
 
 # The request fields worth a log line: identifiers only, never credentials.
 _LOGGED_FIELDS = ("payment_id", "idempotency_key", "username", "bank", "account")

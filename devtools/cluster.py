@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -456,6 +457,44 @@ def postgres_databases(server_url: str, names: Sequence[str]) -> dict[str, str]:
     finally:
         engine.dispose()
     return urls
+
+
+def server_url(url: str, database: str) -> str:
+    """URL, a PostgreSQL server's (with or without a database in it), naming DATABASE."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(database=database).render_as_string(hide_password=False)
+
+
+@contextlib.contextmanager
+def fresh_postgres_databases(
+    url: str, names: Sequence[str], prefix: str = ""
+) -> Iterator[dict[str, str]]:
+    """A new, empty database per name on the PostgreSQL server at URL
+    (``minipay_bench_<random>_NAME`` unless PREFIX is given), dropped on exit; their URLs."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import DBAPIError
+
+    prefix = prefix or f"minipay_bench_{secrets.token_hex(4)}"
+    engine = create_engine(server_url(url, "postgres"), isolation_level="AUTOCOMMIT")
+    urls: dict[str, str] = {}
+    try:
+        try:
+            with engine.connect() as connection:
+                for name in names:
+                    database = f"{prefix}_{name}".replace("-", "_")
+                    connection.execute(text(f'CREATE DATABASE "{database}"'))
+                    urls[name] = server_url(url, database)
+        except DBAPIError as error:
+            reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+            raise ConfigError(f"cannot use the PostgreSQL server: {reason}") from None
+        yield urls
+    finally:
+        with engine.connect() as connection:
+            for database_url in urls.values():
+                database = database_url.rsplit("/", 1)[1]
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        engine.dispose()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,10 +19,9 @@ import grpc
 from sqlalchemy import create_engine, func, select, text
 
 from certificate.ca import SERVICES_CA
-from client.api import ClientConfig, GatewayClient, RetryPolicy
+from client.api import ApiError, ClientConfig, GatewayClient, PaymentStatus, RetryPolicy
 from devtools.cluster import GATEWAY, Cluster
 from minipay.identity import GATEWAY_SERVER_NAME, bank_server_name
-from minipay.v1 import gateway_pb2
 from server.bank.models import Account, BankPayment, LedgerEntry, ParticipantState
 from server.common import seed
 from server.common.settings import (
@@ -37,8 +36,8 @@ from server.common.tls import TlsFiles, channel_credentials, channel_options, se
 from server.gateway.models import CoordinatorState, Payment
 
 T = TypeVar("T")
-COMMITTED = gateway_pb2.PAYMENT_STATUS_COMMITTED
-ABORTED = gateway_pb2.PAYMENT_STATUS_ABORTED
+COMMITTED = PaymentStatus.COMMITTED
+ABORTED = PaymentStatus.ABORTED
 POSTGRES_URL = os.environ.get("MINIPAY_TEST_POSTGRES_URL", "")
 OPEN_STATES = {CoordinatorState.PREPARING, CoordinatorState.COMMITTING, CoordinatorState.ABORTING}
 
@@ -49,10 +48,6 @@ SEED_PASSWORDS = {row.username: row.password for row in _SEED}
 SEED_ACCOUNTS = {row.username: (row.bank, row.account) for row in _SEED}
 SEED_BALANCES = {(row.bank, row.account): row.balance for row in _SEED}
 ADMIN = next((a.username, a.password) for a in seed.admins(DEFAULT_SEED))
-
-
-def status_name(status: int) -> str:
-    return gateway_pb2.PaymentStatus.Name(status).removeprefix("PAYMENT_STATUS_")
 
 
 def wait_until(condition: Callable[[], object], timeout: float = 30.0, what: str = "it") -> None:
@@ -150,16 +145,14 @@ def bank_state(cluster: Cluster, bank: str) -> dict[str, Any]:
                 row.number: (row.balance, row.held)
                 for row in connection.execute(select(Account.number, Account.balance, Account.held))
             }
-            ledger = dict(
-                connection.execute(
-                    select(LedgerEntry.account_number, func.sum(LedgerEntry.amount)).group_by(
-                        LedgerEntry.account_number
-                    )
-                ).all()
+            sums = select(LedgerEntry.account_number, func.sum(LedgerEntry.amount)).group_by(
+                LedgerEntry.account_number
             )
-            payments = dict(
-                connection.execute(select(BankPayment.payment_id, BankPayment.state)).all()
-            )
+            ledger = {number: int(total) for number, total in connection.execute(sums)}
+            payments = {
+                row.payment_id: row.state
+                for row in connection.execute(select(BankPayment.payment_id, BankPayment.state))
+            }
             entries = [
                 tuple(row)
                 for row in connection.execute(
@@ -320,11 +313,11 @@ class Client:
 
         return call
 
-    def error(self, method: str, /, *args: Any, **kwargs: Any) -> grpc.aio.AioRpcError:
+    def error(self, method: str, /, *args: Any, **kwargs: Any) -> ApiError:
         """Calls METHOD and returns the error it must raise."""
         try:
             getattr(self, method)(*args, **kwargs)
-        except grpc.aio.AioRpcError as error:
+        except ApiError as error:
             return error
         raise AssertionError(f"{method} succeeded but should have failed")
 

@@ -1,9 +1,11 @@
-"""The command lines as a user meets them, with no cluster: nothing of the servers' code is
+"""The command lines as a user meets them. With no cluster: nothing of the servers' code is
 loaded, Ctrl-C and Ctrl-D at a real terminal's password prompt end the command at once, a
 gateway that is down is one line, every flag has help, whoami and logout work logged out,
-every amount goes through ``minipay.money``, and no expected error is a traceback.
+every amount goes through ``minipay.money``, and no expected error is a traceback. Against a
+real cluster (section 8): a payment looked up by id, the history's filters, held funds in the
+balance, JSON errors with their reason and request id, and ``--verbose`` printing that id.
 
-(The end-to-end run against a real cluster is ``test_command_lines_end_to_end`` in
+(The admin's and a new customer's end-to-end run is ``test_command_lines_end_to_end`` in
 ``test_identity.py``.)
 """
 
@@ -15,6 +17,7 @@ import inspect
 import json
 import os
 import pty
+import re
 import select
 import socket
 import subprocess
@@ -22,7 +25,9 @@ import sys
 import termios
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +39,10 @@ from client.__main__ import build_parser as client_parser
 from client.api import GatewayClient
 from client.cli import HelpFormatter, money_fields
 from client.logs import describe_request
+from devtools.cluster import GATEWAY, Cluster
 from minipay.v1 import admin_pb2, common_pb2, gateway_pb2
+from tests.conftest import TEST_ENV
+from tests.helpers import SEED_PASSWORDS, Client, bank_state, customer, server_env, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROMPT_TIMEOUT = 20.0  # interpreter start-up and imports, on a busy machine
@@ -141,6 +149,7 @@ import client.api, client.cli, client.logs, client.__main__, admin.__main__
 for argv in (
     ["client", "--help"], ["admin", "--help"], ["client", "pay", "--help"],
     ["client", "whoami"], ["admin", "whoami"], ["client", "logout"], ["client", "balance"],
+    ["client", "payment", "pay_0"], ["client", "history", "--since", "2024-05-01"],
     ["client", "pay", "--to-bank", "b", "--to-account", "a", "--amount", "1e2"],
     ["admin", "create-user", "--username", "z", "--name", "Z", "--balance", "x"],
 ):
@@ -381,7 +390,8 @@ def test_gateway_down_is_one_line(cli: Cli) -> None:
     result = cli.fails("client", "--attempts", "3", "balance", "--json", exit_code=1)
     assert "after 3 attempts" in result.stderr
     error = json.loads(result.stdout)["error"]
-    assert error["code"] == "UNAVAILABLE"
+    assert (error["code"], error["reason"]) == ("UNAVAILABLE", "")  # no answer, no reason
+    assert re.fullmatch(r"[0-9a-f]{32}", error["request_id"]), error  # the id it sent
     assert result.stderr == f"error: UNAVAILABLE: {error['message']}\n"
 
 
@@ -428,11 +438,12 @@ def test_every_command_and_flag_has_help_and_its_default(build: Any) -> None:
         assert name in listed
         formatter = HelpFormatter(command.prog)
         for action in command._actions:
+            flag = action.option_strings[0] if action.option_strings else action.dest
             text = formatter._get_help_string(action)
-            assert text, f"{name} {action.option_strings}: no help"
+            assert text, f"{name} {flag}: no help"
             has_default = action.default not in (None, "", False, argparse.SUPPRESS)
-            if has_default or action.option_strings[0] in ("--gateway", "--ca", "--timeout"):
-                assert "default" in text, f"{name} {action.option_strings}: no default"
+            if has_default or flag in ("--gateway", "--ca", "--timeout"):
+                assert "default" in text, f"{name} {flag}: no default"
         command.format_help()  # formats without error
 
 
@@ -455,7 +466,11 @@ def test_login_help_says_register_first(cli: Cli) -> None:
 @pytest.mark.parametrize("tool", ["client", "admin"])
 def test_whoami(cli: Cli, tool: str) -> None:
     assert cli.ok(tool, "whoami") == "not logged in\n"
-    assert json.loads(cli.ok(tool, "whoami", "--json")) == {"logged_in": False, "expired": False}
+    assert json.loads(cli.ok(tool, "whoami", "--json")) == {
+        "logged_in": False,
+        "expired": False,
+        "request_id": None,  # nothing was sent
+    }
 
     cli.save_session(tool, AN_HOUR, username="alice")
     role = "admin" if tool == "admin" else "customer"
@@ -463,7 +478,8 @@ def test_whoami(cli: Cli, tool: str) -> None:
     data = json.loads(cli.ok(tool, "--json", "whoami"))
     assert data["logged_in"] is True and data["expired"] is False
     assert (data["username"], data["role"]) == ("alice", role)
-    assert data["expires_at"] > time.time()
+    assert datetime.fromisoformat(data["expires_at"]).timestamp() > time.time()
+    assert data["expires_at"].endswith("Z")
 
     cli.save_session(tool, -AN_HOUR, username="alice")
     text = cli.ok(tool, "whoami")
@@ -476,7 +492,11 @@ def test_whoami(cli: Cli, tool: str) -> None:
 @pytest.mark.parametrize("tool", ["client", "admin"])
 def test_logout_when_logged_out(cli: Cli, tool: str) -> None:
     assert cli.ok(tool, "logout") == "not logged in\n"
-    assert json.loads(cli.ok(tool, "logout", "--json")) == {"logged_out": False, "logged_in": False}
+    assert json.loads(cli.ok(tool, "logout", "--json")) == {
+        "logged_out": False,
+        "logged_in": False,
+        "request_id": None,
+    }
     session = cli.save_session(tool, -AN_HOUR)  # expired: nothing to revoke, only to forget
     assert cli.ok(tool, "logout") == "logged out (the session had expired)\n"
     assert not session.exists()
@@ -494,7 +514,7 @@ def test_an_expired_session_says_so_before_calling(cli: Cli) -> None:
 
 def test_json_and_log_fields_name_minor_units() -> None:
     money = common_pb2.Money(minor_units=1234, currency="USD")
-    assert money_fields("balance", money) == {
+    assert money_fields("balance", 1234, "USD") == {
         "balance": "12.34",
         "balance_minor_units": 1234,
         "currency": "USD",
@@ -564,10 +584,16 @@ def test_a_zero_opening_balance_is_allowed(cli: Cli) -> None:
 def test_amount_errors_in_json(cli: Cli) -> None:
     cli.save_session("client", AN_HOUR)
     result = cli.fails("client", *PAY, "0.001", "--json")
+    # The same keys as an error from the gateway, empty: nothing was sent.
     assert json.loads(result.stdout) == {
         "error": {
             "code": "CLIENT_ERROR",
+            "reason": "",
             "message": "amount '0.001' has more than 2 decimals for USD",
+            "metadata": {},
+            "request_id": None,
+            "field_violations": [],
+            "retry_after_s": None,
         }
     }
 
@@ -577,6 +603,11 @@ def test_amount_errors_in_json(cli: Cli) -> None:
     [
         ("client", ("pay", "--to-bank", "beta"), "the following arguments are required"),
         ("client", ("history", "--page-size", "0"), "argument --page-size"),
+        ("client", ("history", "--status", "done"), "argument --status: invalid choice"),
+        ("client", ("history", "--direction", "up"), "argument --direction: invalid choice"),
+        ("client", ("history", "--since", "yesterday"), "not an ISO 8601 date"),
+        ("client", ("history", "--until", "2024-13-01"), "not an ISO 8601 date"),
+        ("client", ("payment",), "the following arguments are required: ID"),
         ("client", (*PAY, "1", "--currency", "dollars"), "three-letter currency code"),
         ("client", ("--attempts", "none", "balance"), "argument --attempts"),
         ("admin", ("frobnicate",), "invalid choice: 'frobnicate'"),
@@ -599,3 +630,225 @@ def test_a_bad_variable_is_one_line(cli: Cli) -> None:
     cli.extra["MINIPAY_ATTEMPTS"] = "lots"
     result = cli.fails("client", "login", "--username", "alice", "--password-stdin", stdin="pw\n")
     assert result.stderr == "error: MINIPAY_ATTEMPTS='lots' is not a whole number\n"
+
+
+# -- 8. against a real cluster: payments, history filters, balances, request ids ---------------
+
+SLOW_BANK_DELAY = 4  # seconds gamma sits on a Prepare: a payment to gamma holds funds that long
+
+
+@dataclass
+class Live:
+    """A cluster (gamma slow to vote), alice logged in through the command line, and carol
+    through the library."""
+
+    cluster: Cluster
+    cli: Cli
+    carol: Client
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory, certs: Path) -> Iterator[Live]:
+    folder = tmp_path_factory.mktemp("cli-live")
+    env = {**TEST_ENV, **server_env(txn_timeout=SLOW_BANK_DELAY + 6)}
+    cluster = Cluster(folder / "cluster", env=env, certs=certs)
+    try:
+        cluster.start({"gamma": f"delay_prepare={SLOW_BANK_DELAY}"})
+        cli = Cli(folder / "home", certs, cluster.gateway_address, {"MINIPAY_TIMEOUT": "30"})
+        alice = ("--username", "alice", "--password-stdin")
+        password = SEED_PASSWORDS["alice"] + "\n"
+        cli.ok(
+            "client", "register", "--bank", "alpha", "--account", "A-1001", *alice, stdin=password
+        )
+        cli.ok("client", "login", *alice, stdin=password)
+        yield Live(cluster, cli, customer(cluster, certs, "carol", cert="client-2"))
+    finally:
+        cluster.stop()
+
+
+def cli_json(cli: Cli, *args: str) -> Any:
+    return json.loads(cli.ok("client", *args, "--json"))
+
+
+def pay_to(bank: str, account: str, amount: str) -> tuple[str, ...]:
+    return ("pay", "--to-bank", bank, "--to-account", account, "--amount", amount)
+
+
+def gateway_calls(cluster: Cluster, request_id: str) -> list[dict[str, Any]]:
+    """The gateway's call records with this request id."""
+    found = []
+    for line in cluster.log_file(GATEWAY).read_text().splitlines():
+        with suppress(ValueError):
+            record = json.loads(line)
+            if record.get("event") == "call" and record.get("request_id") == request_id:
+                found.append(record)
+    return found
+
+
+def test_payment_by_id(live: Live) -> None:
+    cli = live.cli
+    paid = cli_json(cli, *PAY, "2.50")
+    assert (paid["status"], paid["amount_minor_units"]) == ("COMMITTED", 250)
+    payment_id = paid["payment_id"]
+
+    text = cli.ok("client", "payment", payment_id)
+    assert text.splitlines()[0] == f"payment {payment_id} COMMITTED: 2.50 USD to beta/B-2001"
+    assert re.search(r"^created \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", text, re.MULTILINE), text
+    assert re.search(r"^decided ", text, re.MULTILINE), text
+    found = cli_json(cli, "payment", payment_id)
+    assert found["request_id"] and found["request_id"] != paid["request_id"]
+    for name in ("payment_id", "direction", "payer", "payee", "amount", "status", "created_at"):
+        assert found[name] == paid[name], name
+    assert found["payer"] == {"bank": "alpha", "account": "A-1001"}
+    assert found["decided_at"] >= found["created_at"]
+
+    # The payee sees it as incoming, from alice.
+    received = live.carol.payment(payment_id)
+    assert (received.direction, str(received.counterparty)) == ("incoming", "alpha/A-1001")
+
+    # An id nobody has: one line, exit 1.
+    missing = cli.fails("client", "payment", "pay_" + "0" * 32, exit_code=1)
+    assert missing.stderr.startswith("error: NOT_FOUND (PAYMENT_NOT_FOUND): ")
+
+
+def test_an_aborted_payment_prints_its_reason_code_and_exits_1(live: Live) -> None:
+    result = live.cli.run("client", *pay_to("beta", "B-404", "1.00"))
+    assert result.returncode == 1, result.stderr
+    assert re.fullmatch(
+        r"payment pay_[0-9a-f]{32} ABORTED: 1\.00 USD to beta/B-404 "
+        r"\(ACCOUNT_NOT_FOUND: account B-404 does not exist\)\n",
+        result.stdout,
+    ), result.stdout
+
+
+def test_history_filters(live: Live) -> None:
+    cli = live.cli
+    committed = cli_json(cli, *PAY, "1.25")
+    aborted = json.loads(cli.run("client", *pay_to("beta", "B-405", "1.00"), "--json").stdout)
+    assert aborted["reason_code"] == "ACCOUNT_NOT_FOUND"
+    incoming = live.carol.pay("alpha", "A-1001", 75)
+    assert incoming.status == "COMMITTED"
+
+    def ids(*flags: str) -> list[str]:
+        page = cli_json(cli, "history", "--page-size", "200", *flags)
+        assert page["request_id"]
+        return [p["payment_id"] for p in page["payments"]]
+
+    everything = ids()
+    assert {committed["payment_id"], aborted["payment_id"], incoming.payment_id} <= set(everything)
+    only_aborted = cli_json(cli, "history", "--status", "aborted")["payments"]
+    assert aborted["payment_id"] in {p["payment_id"] for p in only_aborted}
+    assert {p["status"] for p in only_aborted} == {"ABORTED"}
+    assert {p["reason_code"] for p in only_aborted} >= {"ACCOUNT_NOT_FOUND"}
+    assert ids("--direction", "in") == [incoming.payment_id]
+    outgoing_committed = ids("--direction", "out", "--status", "committed")
+    assert committed["payment_id"] in outgoing_committed
+    assert aborted["payment_id"] not in outgoing_committed
+    assert incoming.payment_id not in outgoing_committed
+
+    # A time range: --since is inclusive, --until exclusive (a bare date: to the day's end).
+    created = aborted["created_at"]
+    assert aborted["payment_id"] in ids("--since", created)
+    assert aborted["payment_id"] not in ids("--until", created)
+    assert ids("--since", created, "--until", created) == []
+    assert ids("--until", "2000-01-01") == []
+    assert ids("--since", "2999-01-01T00:00:00+02:00") == []
+    today = datetime.fromisoformat(created).date().isoformat()
+    assert set(ids("--since", today, "--until", today)) == set(everything)
+    assert cli.ok("client", "history", "--until", "2000-01-01") == "no payments\n"
+
+    # Text: one line per payment, the reason code of an aborted one at the end.
+    lines = cli.ok("client", "history", "--status", "aborted").splitlines()
+    [line] = [line for line in lines if aborted["payment_id"] in line]
+    assert line.endswith(f"{aborted['payment_id']} ACCOUNT_NOT_FOUND"), line
+    assert "outgoing" in line and "beta/B-405" in line
+
+
+def test_balance_shows_held_funds(live: Live) -> None:
+    """A payment to gamma (slow to vote) holds alice's funds until it is decided."""
+    cli = live.cli
+    before = cli_json(cli, "balance")
+    assert before["held_minor_units"] == 0
+    assert before["available_minor_units"] == before["balance_minor_units"]
+    payer = subprocess.Popen(
+        [sys.executable, "-m", "client", *pay_to("gamma", "G-3001", "3.00")],
+        env=cli.env("client"),
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_until(
+            lambda: bank_state(live.cluster, "alpha")["accounts"]["A-1001"][1] == 300,
+            SLOW_BANK_DELAY,
+            "alpha to hold the funds",
+        )
+        during = cli_json(cli, "balance")
+        text = cli.ok("client", "balance")
+    finally:
+        payer.communicate(timeout=60)
+    assert payer.returncode == 0
+    assert during["balance_minor_units"] == before["balance_minor_units"]
+    assert (during["held"], during["held_minor_units"]) == ("3.00", 300)
+    assert during["available_minor_units"] == before["balance_minor_units"] - 300
+    balance = during["balance"]
+    available = during["available"]
+    assert text == (
+        f"alpha/A-1001: balance {balance} USD, held 3.00 USD, available {available} USD\n"
+    )
+    after = cli_json(cli, "balance")
+    assert after["held_minor_units"] == 0
+    assert after["balance_minor_units"] == before["balance_minor_units"] - 300
+
+
+def test_json_errors_carry_reason_metadata_and_request_id(live: Live) -> None:
+    cli = live.cli
+    unknown_bank = cli.fails("client", *pay_to("omega", "O-1", "1.00"), "--json", exit_code=1)
+    error = json.loads(unknown_bank.stdout)["error"]
+    assert set(error) == {
+        "code",
+        "reason",
+        "message",
+        "metadata",
+        "request_id",
+        "field_violations",
+        "retry_after_s",
+    }
+    assert (error["code"], error["reason"]) == ("NOT_FOUND", "BANK_NOT_FOUND")
+    assert error["metadata"] == {"bank": "omega"}
+    assert "unknown bank 'omega'" in error["message"]
+    assert (error["field_violations"], error["retry_after_s"]) == ([], None)
+    # The request id is the one the gateway logged for this very call.
+    [record] = gateway_calls(live.cluster, error["request_id"])
+    assert (record["method"], record["code"]) == ("/minipay.v1.Payments/Pay", "NOT_FOUND")
+    assert unknown_bank.stderr.startswith("error: NOT_FOUND (BANK_NOT_FOUND): unknown bank")
+
+    bad_account = cli.fails("client", *pay_to("beta", "B 2001!", "1.00"), "--json", exit_code=1)
+    error = json.loads(bad_account.stdout)["error"]
+    assert (error["code"], error["reason"]) == ("INVALID_ARGUMENT", "INVALID_FIELD")
+    assert error["metadata"] == {"field": "to.account"}
+    assert [v["field"] for v in error["field_violations"]] == ["to.account"]
+    assert error["field_violations"][0]["description"]
+
+
+def test_verbose_prints_the_request_id(live: Live) -> None:
+    cli = live.cli
+    done = cli.run("client", "balance", "--verbose")
+    assert done.returncode == 0, done.stderr
+    [line] = [line for line in done.stderr.splitlines() if line.startswith("request id: ")]
+    request_id = line.removeprefix("request id: ")
+    [record] = gateway_calls(live.cluster, request_id)
+    assert record["method"] == "/minipay.v1.Payments/GetBalance"
+    assert "request id" not in cli.run("client", "balance").stderr  # only with --verbose
+
+    failed = cli.run("client", "payment", "pay_missing", "--verbose")
+    assert failed.returncode == 1
+    last = failed.stderr.splitlines()[-1]
+    match = re.fullmatch(
+        r"error: NOT_FOUND \(PAYMENT_NOT_FOUND\): .* \[request id ([0-9a-f]{32})\]", last
+    )
+    assert match, failed.stderr
+    [record] = gateway_calls(live.cluster, match.group(1))
+    assert (record["method"], record["code"]) == ("/minipay.v1.Payments/GetPayment", "NOT_FOUND")
+    quiet = cli.fails("client", "payment", "pay_missing", exit_code=1)
+    assert "request id" not in quiet.stderr

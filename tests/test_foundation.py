@@ -282,7 +282,7 @@ def test_restart_does_not_reseed(make_cluster: ClusterFactory, certs: Path, back
     assert count_rows(bank_url(cluster, "alpha"), Customer) == customers_before
     assert count_rows(gateway_url(cluster), Admin) == admins_before
     assert bank_state(cluster, "alpha")["accounts"] == paid
-    assert alice.balance().balance.minor_units == SEED_BALANCES["alpha", "A-1001"] - 1234
+    assert alice.balance().balance_minor_units == SEED_BALANCES["alpha", "A-1001"] - 1234
     assert_books_balance(cluster)
 
 

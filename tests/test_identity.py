@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from certificate.ca import SERVICES_CA
+from client.api import ApiError
 from devtools.cluster import GATEWAY, Cluster, free_port
 from minipay.v1 import gateway_pb2
 from server.common.tls import thumbprint_of_pem
@@ -89,7 +90,7 @@ class Gateway:
         self.secrets.tokens.add(client.token)
         return client
 
-    def login_error(self, username: str, password: str, cert: str = "client-1") -> Any:
+    def login_error(self, username: str, password: str, cert: str = "client-1") -> ApiError:
         self.secrets.passwords.add(password)
         return self.client(cert).error("login", username, password)
 
@@ -317,7 +318,7 @@ def test_admin_token_bound_to_the_admin_certificate(gateway: Gateway) -> None:
     token = gateway.login(*ADMIN, cert="admin").token
     assert gateway.client("admin", token).list_banks().banks
     error = gateway.client("client-1", token).error("list_banks")
-    assert error.code() == UNAUTHENTICATED
+    assert error.code == UNAUTHENTICATED
 
 
 def test_revoked_token(gateway: Gateway, alice: Client) -> None:
@@ -327,7 +328,7 @@ def test_revoked_token(gateway: Gateway, alice: Client) -> None:
     code, details = gateway.balance(f"Bearer {session.token}")
     assert code == UNAUTHENTICATED
     assert "revoked" in details
-    assert session.error("logout").code() == UNAUTHENTICATED  # cannot log out twice
+    assert session.error("logout").code == UNAUTHENTICATED  # cannot log out twice
     assert gateway.balance(f"Bearer {alice.token}") == (OK, "")  # other sessions live on
 
 
@@ -347,12 +348,12 @@ def test_revocation_survives_a_gateway_restart(gateway: Gateway) -> None:
 def test_register_twice_is_no_password_oracle(gateway: Gateway) -> None:
     client = gateway.client("client-2")
     answer = client.register("bob", SEED_PASSWORDS["bob"], *SEED_ACCOUNTS["bob"])
-    assert (answer.account.bank, answer.account.account) == SEED_ACCOUNTS["bob"]
+    assert (answer.bank, answer.account) == SEED_ACCOUNTS["bob"]
     # Once registered, the right password and a wrong one get the very same answer.
     right = client.error("register", "bob", SEED_PASSWORDS["bob"], *SEED_ACCOUNTS["bob"])
     wrong = client.error("register", "bob", "not-bobs-password", *SEED_ACCOUNTS["bob"])
-    assert (right.code(), right.details()) == (wrong.code(), wrong.details())
-    assert right.code() == UNAUTHENTICATED
+    assert said(right) == said(wrong)
+    assert (right.code, right.reason) == (UNAUTHENTICATED, "REGISTRATION_FAILED")
 
 
 def test_register_gives_one_answer_for_every_wrong_credential(gateway: Gateway) -> None:
@@ -367,8 +368,9 @@ def test_register_gives_one_answer_for_every_wrong_credential(gateway: Gateway) 
     for what, attempt in attempts.items():
         gateway.secrets.passwords.add(attempt[1])
         error = client.error("register", *attempt)
-        answers[what] = (error.code(), error.details())
-    assert set(answers.values()) == {(UNAUTHENTICATED, answers["wrong password"][1])}, answers
+        answers[what] = said(error)
+    assert set(answers.values()) == {answers["wrong password"]}, answers
+    assert answers["wrong password"][:2] == (UNAUTHENTICATED, "REGISTRATION_FAILED")
     # And nothing was registered by any of them: they can still register their own accounts.
     client.register("amir", SEED_PASSWORDS["amir"], "alpha", "A-1003")
     client.register("bea", SEED_PASSWORDS["bea"], "beta", "B-2003")
@@ -382,9 +384,9 @@ def test_login_gives_one_answer_for_every_wrong_credential(gateway: Gateway) -> 
         "seed customer never registered": gateway.login_error("frank", SEED_PASSWORDS["frank"]),
         "admin, wrong password": gateway.login_error("admin", "not-the-admin-pass", "admin"),
     }
-    answers = {what: (error.code(), error.details()) for what, error in errors.items()}
+    answers = {what: said(error) for what, error in errors.items()}
     assert len(set(answers.values())) == 1, answers
-    assert answers["wrong password"][0] == UNAUTHENTICATED
+    assert answers["wrong password"][:2] == (UNAUTHENTICATED, "LOGIN_FAILED")
     gateway.login("gia", SEED_PASSWORDS["gia"], "client-3")  # the right password still works
 
 
@@ -392,10 +394,11 @@ def test_login_throttle(gateway: Gateway) -> None:
     gateway.client().register("erin", SEED_PASSWORDS["erin"], *SEED_ACCOUNTS["erin"])
     for attempt in range(MAX_FAILURES):
         error = gateway.login_error("erin", f"not-erins-password-{attempt}")
-        assert error.code() == UNAUTHENTICATED, error.details()
+        assert error.code == UNAUTHENTICATED, error
     locked_at = time.monotonic()
     error = gateway.login_error("erin", SEED_PASSWORDS["erin"])  # even the right password
-    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.details()
+    assert (error.code, error.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "LOGIN_THROTTLED")
+    assert error.retry_after is not None and 0 < error.retry_after <= COOLDOWN + 1, error
     gateway.login("alice", SEED_PASSWORDS["alice"])  # other usernames are not locked out
     time.sleep(max(0.0, COOLDOWN + 0.3 - (time.monotonic() - locked_at)))
     gateway.login("erin", SEED_PASSWORDS["erin"])
@@ -410,8 +413,8 @@ def test_disabled_user_cannot_log_in(gateway: Gateway) -> None:
         # The right password and a wrong one get the same answer: nothing tells them apart.
         right = gateway.login_error("dave", SEED_PASSWORDS["dave"])
         wrong = gateway.login_error("dave", "not-daves-password")
-        assert (right.code(), right.details()) == (wrong.code(), wrong.details())
-        assert right.code() == UNAUTHENTICATED
+        assert said(right) == said(wrong)
+        assert right.code == UNAUTHENTICATED
     finally:
         admin.set_disabled("beta", "dave", False)
     gateway.login("dave", SEED_PASSWORDS["dave"])
@@ -479,6 +482,12 @@ class Cli:
         return self.home / cert / name
 
 
+def said(error: ApiError) -> tuple[grpc.StatusCode, str, str, tuple[tuple[str, str], ...]]:
+    """Everything an error tells the caller but its request id: two answers that must not
+    differ compare equal on this."""
+    return error.code, error.reason, error.message, tuple(sorted(error.metadata.items()))
+
+
 def assert_private(path: Path) -> None:
     assert path.exists(), path
     assert stat.S_IMODE(path.stat().st_mode) == 0o600, oct(path.stat().st_mode)
@@ -536,6 +545,7 @@ def test_command_lines_end_to_end(gateway: Gateway, tmp_path: Path) -> None:
         "zed",
         password=ZED_PASSWORD,
     )
+    assert registered.pop("request_id")
     assert registered == {"username": "zed", "bank": "gamma", "account": "G-9"}
     cli.fails(
         "client",
@@ -569,24 +579,22 @@ def test_command_lines_end_to_end(gateway: Gateway, tmp_path: Path) -> None:
     balance = cli.json("client", zed, "balance")
     assert (balance["bank"], balance["account"]) == ("gamma", "G-9")
     assert balance["balance_minor_units"] == 10000 and balance["available_minor_units"] == 10000
-    assert cli.json("client", zed, "history")["entries"] == []
+    assert cli.json("client", zed, "history")["payments"] == []
     cli.fails(
         "client", zed, "pay", "--to-bank", "alpha", "--to-account", "A-1001", "--amount", "lots"
     )
-    refused = cli.fails(
-        "client",
-        zed,
-        "pay",
-        "--to-bank",
-        "alpha",
-        "--to-account",
-        "A-404",
-        "--amount",
-        "1.00",
-        "--json",
-        code="NOT_FOUND",
-    )
-    assert json.loads(refused.stdout)["error"]["code"] == "NOT_FOUND"
+    # A payee that does not exist: the payment is recorded, aborted, and exits 1.
+    pay_nobody = ("pay", "--to-bank", "alpha", "--to-account", "A-404", "--amount", "1.00")
+    aborted = cli.run("client", zed, *pay_nobody, "--json")
+    assert aborted.returncode == 1, aborted.stderr
+    payment = json.loads(aborted.stdout)
+    assert (payment["status"], payment["reason_code"]) == ("ABORTED", "ACCOUNT_NOT_FOUND")
+    looked_up = cli.json("client", zed, "payment", payment["payment_id"])
+    assert (looked_up["payment_id"], looked_up["status"]) == (payment["payment_id"], "ABORTED")
+    assert looked_up["request_id"] and looked_up["request_id"] != payment["request_id"]
+    pay_omega = ("pay", "--to-bank", "omega", "--to-account", "O-1", "--amount", "1.00")
+    refused = cli.fails("client", zed, *pay_omega, "--json", code="NOT_FOUND (BANK_NOT_FOUND)")
+    assert json.loads(refused.stdout)["error"]["reason"] == "BANK_NOT_FOUND"
 
     # The admin disables zed, who can no longer log in, then enables them again.
     cli.ok("admin", admin, "disable-user", "--bank", "gamma", "--username", "zed")
@@ -601,8 +609,9 @@ def test_command_lines_end_to_end(gateway: Gateway, tmp_path: Path) -> None:
     # A customer's session is no admin session, and logging out forgets the token.
     customer_token = json.loads(session.read_text())["token"]
     error = gateway.client(zed, customer_token).error("list_users")
-    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert cli.json("client", zed, "logout") == {"logged_out": True}
+    assert (error.code, error.reason) == (grpc.StatusCode.PERMISSION_DENIED, "METHOD_NOT_ALLOWED")
+    logged_out = cli.json("client", zed, "logout")
+    assert logged_out["logged_out"] is True and logged_out["request_id"]
     assert not session.exists()
     assert gateway.balance(f"Bearer {customer_token}", cert=zed)[0] == UNAUTHENTICATED
     failed = cli.fails("client", zed, "balance", "--json", code="not logged in")

@@ -4,6 +4,7 @@ and Prometheus counters that move."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -56,6 +57,7 @@ def test_one_payment_followed_through_the_logs(
     assert client_calls, "the client's channel logged no call"
     request_id = client_calls[-1].fields["request_id"]  # type: ignore[attr-defined]
     assert request_id
+    assert answer.request_id == request_id  # what the gateway answered with: the caller's own
 
     # Records are written by a thread of their own, a moment after the call; and the client
     # may hear the outcome before a bank has written its Commit.
@@ -65,7 +67,7 @@ def test_one_payment_followed_through_the_logs(
     wait_until(lambda: logged(GATEWAY, "/minipay.v1.Payments/Pay"), 10, "the Pay record")
     commit = "/minipay.v1.Participant/Commit"
     for bank in ("alpha", "beta"):
-        wait_until(lambda name=bank: logged(name, commit), 10, f"{bank}'s Commit")
+        wait_until(functools.partial(logged, bank, commit), 10, f"{bank}'s Commit")
     wait_until(
         lambda: any(
             answer.payment_id in e.get("payment_ids", [])
@@ -106,7 +108,8 @@ def test_errors_retries_and_no_secrets(observed: Cluster, certs: Path) -> None:
     token = alice.token
     stranger = Client(cluster, certs)
     error = stranger.error("login", "alice", "wrong-password-123")
-    assert error.code().name == "UNAUTHENTICATED"
+    assert (error.code.name, error.reason) == ("UNAUTHENTICATED", "LOGIN_FAILED")
+    assert error.request_id
     # The status reaches the client a moment before the record is written: wait for it
     # before the kill below.
     deadline = time.monotonic() + 10
@@ -165,7 +168,7 @@ def test_metrics_move(observed: Cluster, certs: Path) -> None:
     gateway = scrape(GATEWAY)
     assert 'minipay_rpc_calls_total{code="OK",method="/minipay.v1.Payments/Pay"}' in gateway
     assert 'minipay_payments_total{outcome="COMMITTED",reason="none"} 1.0' in gateway
-    assert 'minipay_payments_total{outcome="ABORTED",reason="insufficient_funds"} 1.0' in gateway
+    assert 'minipay_payments_total{outcome="ABORTED",reason="INSUFFICIENT_FUNDS"} 1.0' in gateway
     assert 'minipay_2pc_phase_seconds_count{phase="prepare"}' in gateway
     assert "minipay_payments_in_doubt" in gateway
     bank = scrape("alpha")

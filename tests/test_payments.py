@@ -21,9 +21,18 @@ from typing import Any
 import grpc
 import pytest
 
-from client.api import ClientConfig, GatewayClient, RetryPolicy
+from client.api import (
+    AccountRef,
+    ApiError,
+    ClientConfig,
+    Direction,
+    GatewayClient,
+    HistoryPage,
+    Payment,
+    RetryPolicy,
+)
 from devtools.cluster import GATEWAY, Cluster
-from minipay.v1 import bank_pb2, bank_pb2_grpc, common_pb2, gateway_pb2
+from minipay.v1 import bank_pb2, bank_pb2_grpc, common_pb2
 from server.bank.models import ParticipantState as BankState
 from server.common.settings import GatewaySettings, environment
 from server.gateway.models import CoordinatorState
@@ -47,7 +56,6 @@ from tests.helpers import (
     server_env,
     settle,
     settled,
-    status_name,
     total_money,
     wait_until,
 )
@@ -55,8 +63,9 @@ from tests.helpers import (
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def history_entry(client: Client, payment_id: str) -> gateway_pb2.HistoryEntry:
-    entries = [e for e in client.history(page_size=200).entries if e.payment_id == payment_id]
+def history_entry(client: Client, payment_id: str) -> Payment:
+    page: HistoryPage = client.history(page_size=200)
+    entries = [e for e in page.payments if e.payment_id == payment_id]
     assert len(entries) == 1, f"{payment_id} appears {len(entries)} times in the history"
     return entries[0]
 
@@ -98,21 +107,26 @@ def test_cross_bank_payment_commits(shared: Cluster, people: dict[str, Client]) 
         ("beta", "B-2001", 1234),
     }
     mine = alice.balance()
-    assert mine.account.bank == "alpha" and mine.account.account == "A-1001"
-    assert mine.balance.minor_units == after["alpha", "A-1001"]
-    assert mine.available.minor_units == after["alpha", "A-1001"]
-    assert carol.balance().balance.minor_units == after["beta", "B-2001"]
+    assert (mine.bank, mine.account, mine.currency) == ("alpha", "A-1001", "USD")
+    assert mine.balance_minor_units == after["alpha", "A-1001"]
+    assert mine.available_minor_units == after["alpha", "A-1001"]
+    assert mine.held_minor_units == 0
+    assert carol.balance().balance_minor_units == after["beta", "B-2001"]
 
+    alices = AccountRef("alpha", "A-1001")
     sent = history_entry(alice, answer.payment_id)
-    assert sent.direction == gateway_pb2.DIRECTION_OUTGOING
-    assert (sent.counterparty.bank, sent.counterparty.account) == ("beta", "B-2001")
+    assert sent.direction is Direction.OUTGOING
+    assert sent.counterparty == AccountRef("beta", "B-2001")
     received = history_entry(carol, answer.payment_id)
-    assert received.direction == gateway_pb2.DIRECTION_INCOMING
-    assert (received.counterparty.bank, received.counterparty.account) == ("alpha", "A-1001")
-    for entry in (sent, received):
-        assert (entry.amount.minor_units, entry.amount.currency) == (1234, "USD")
+    assert received.direction is Direction.INCOMING
+    assert received.counterparty == alices
+    for entry in (sent, received, carol.payment(answer.payment_id)):
+        assert (entry.payer, entry.payee) == (alices, AccountRef("beta", "B-2001"))
+        assert (entry.amount_minor_units, entry.currency) == (1234, "USD")
         assert entry.status == COMMITTED
-        assert abs(entry.created_at - time.time()) < 3600  # a real time, in seconds
+        assert entry.created_at == answer.created_at
+        assert abs(entry.created_at.timestamp() - time.time()) < 3600  # a real time
+        assert entry.decided_at is not None and entry.decided_at >= entry.created_at
 
 
 def test_same_bank_payment_commits(shared: Cluster, people: dict[str, Client]) -> None:
@@ -126,10 +140,10 @@ def test_same_bank_payment_commits(shared: Cluster, people: dict[str, Client]) -
         ("alpha", "A-1001", -500),
         ("alpha", "A-1002", 500),
     }
-    assert history_entry(alice, answer.payment_id).direction == gateway_pb2.DIRECTION_OUTGOING
+    assert history_entry(alice, answer.payment_id).direction is Direction.OUTGOING
     received = history_entry(bob, answer.payment_id)
-    assert received.direction == gateway_pb2.DIRECTION_INCOMING
-    assert (received.counterparty.bank, received.counterparty.account) == ("alpha", "A-1001")
+    assert received.direction is Direction.INCOMING
+    assert received.counterparty == AccountRef("alpha", "A-1001")
 
 
 # -- payments that abort ----------------------------------------------------------------------
@@ -141,14 +155,16 @@ def test_insufficient_funds_aborts(shared: Cluster, people: dict[str, Client]) -
     total = total_money(shared)
     answer = amir.pay("gamma", "G-3001", before["alpha", "A-1003"] + 1)
     assert answer.status == ABORTED, answer
-    assert answer.reason_code == "insufficient_funds"
+    assert answer.reason_code == "INSUFFICIENT_FUNDS"
     assert "insufficient funds" in answer.reason
     settle(shared)
     assert balances(shared) == before
     assert total_money(shared) == total
     assert ledger_entries(shared, answer.payment_id) == set()
-    assert amir.balance().available.minor_units == before["alpha", "A-1003"]
+    assert amir.balance().available_minor_units == before["alpha", "A-1003"]
     assert history_entry(amir, answer.payment_id).status == ABORTED
+    looked_up = amir.payment(answer.payment_id)
+    assert (looked_up.status, looked_up.reason_code) == (ABORTED, "INSUFFICIENT_FUNDS")
 
 
 def test_the_payee_never_learns_why_a_payment_failed(
@@ -159,9 +175,12 @@ def test_the_payee_never_learns_why_a_payment_failed(
     assert answer.status == ABORTED
     assert "insufficient funds" in history_entry(amir, answer.payment_id).reason
     # A payee sees only payments that committed to it, and never a reason about the payer.
-    seen = {e.payment_id: e for e in carol.history(page_size=200).entries}
+    seen = {e.payment_id: e for e in carol.history(page_size=200).payments}
     assert answer.payment_id not in seen
-    assert all(not e.reason for e in seen.values() if e.direction == gateway_pb2.DIRECTION_INCOMING)
+    assert all(not e.reason for e in seen.values() if e.direction is Direction.INCOMING)
+    # Nor can it look the payment up: it is answered like one that does not exist.
+    error = carol.error("payment", answer.payment_id)
+    assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "PAYMENT_NOT_FOUND")
 
 
 def test_customers_of_one_bank_see_only_their_own_history(
@@ -170,7 +189,8 @@ def test_customers_of_one_bank_see_only_their_own_history(
     alice, bob = people["alice"], people["bob"]
     paid = alice.pay("gamma", "G-3003", 111)
     assert paid.status == COMMITTED
-    assert paid.payment_id not in {e.payment_id for e in bob.history(page_size=200).entries}
+    assert paid.payment_id not in {e.payment_id for e in bob.history(page_size=200).payments}
+    assert bob.error("payment", paid.payment_id).reason == "PAYMENT_NOT_FOUND"
 
 
 def test_idempotency_keys_belong_to_one_customer(
@@ -197,7 +217,7 @@ def test_payments_in_separate_rounds_cannot_spend_one_balance_twice(
     have = balances(cluster)["alpha", "A-1001"]
     share = have * 6 // 10
 
-    async def both(client: GatewayClient) -> list[gateway_pb2.PayResponse]:
+    async def both(client: GatewayClient) -> list[Payment]:
         return list(
             await asyncio.gather(
                 client.pay("beta", "B-2001", share), client.pay("gamma", "G-3001", share)
@@ -205,9 +225,9 @@ def test_payments_in_separate_rounds_cannot_spend_one_balance_twice(
         )
 
     answers = alice.run(both)
-    assert sorted(status_name(a.status) for a in answers) == ["ABORTED", "COMMITTED"], answers
+    assert sorted(a.status for a in answers) == [ABORTED, COMMITTED], answers
     [refused] = [a for a in answers if a.status == ABORTED]
-    assert refused.reason_code == "insufficient_funds"
+    assert refused.reason_code == "INSUFFICIENT_FUNDS"
     settle(cluster)
     assert balances(cluster)["alpha", "A-1001"] == have - share
 
@@ -226,7 +246,10 @@ def late_prepare(
                 amount=common_pb2.Money(minor_units=amount, currency="USD"),
             )
             stub = bank_pb2_grpc.ParticipantStub(channel)
-            return await stub.Prepare(bank_pb2.PrepareRequest(legs=[leg]), timeout=30)
+            answer: bank_pb2.PrepareResponse = await stub.Prepare(
+                bank_pb2.PrepareRequest(legs=[leg]), timeout=30
+            )
+            return answer
 
     return asyncio.run(send())
 
@@ -237,7 +260,7 @@ def test_slow_bank_times_out(make_cluster: ClusterFactory, certs: Path) -> None:
     before = balances(cluster)
     answer = alice.pay("beta", "B-2001", 2000)
     assert answer.status == ABORTED, answer
-    assert answer.reason_code == "timeout"
+    assert answer.reason_code == "TIMEOUT"
 
     def refused_everywhere() -> bool:
         # Alpha released its hold; the Abort left beta a tombstone for the payment.
@@ -264,7 +287,7 @@ def test_bank_down_aborts_and_recovers(make_cluster: ClusterFactory, certs: Path
     cluster.kill("beta")
     answer = alice.pay("beta", "B-2001", 3000)
     assert answer.status == ABORTED, answer
-    assert answer.reason_code == "bank_unavailable"
+    assert answer.reason_code == "BANK_UNAVAILABLE"
     assert "beta" in answer.reason
     cluster.restart("beta")
     # The gateway goes on sending Abort until beta acknowledges (a tombstone there).
@@ -282,21 +305,33 @@ def test_bank_down_aborts_and_recovers(make_cluster: ClusterFactory, certs: Path
 # -- bad input --------------------------------------------------------------------------------
 
 BAD_PAYMENTS = [
-    # (id, to bank, to account, minor units, currency, status code, words in the message)
-    ("zero", "beta", "B-2001", 0, "USD", "INVALID_ARGUMENT", "greater than zero"),
-    ("negative", "beta", "B-2001", -100, "USD", "INVALID_ARGUMENT", "greater than zero"),
-    ("too-large", "beta", "B-2001", 10**15 + 1, "USD", "INVALID_ARGUMENT", "largest"),
-    ("lower-currency", "beta", "B-2001", 100, "usd", "INVALID_ARGUMENT", "currency"),
-    ("short-currency", "beta", "B-2001", 100, "US", "INVALID_ARGUMENT", "currency"),
-    ("own-account", "alpha", "A-1001", 100, "USD", "INVALID_ARGUMENT", "your own account"),
-    ("bad-account", "beta", "B 2001!", 100, "USD", "INVALID_ARGUMENT", "to.account"),
-    ("unknown-bank", "omega", "O-1", 100, "USD", "NOT_FOUND", "unknown bank 'omega'"),
-    ("unknown-account", "beta", "B-9999", 100, "USD", "NOT_FOUND", "B-9999 does not exist"),
+    # (id, to bank, to account, minor units, currency, the field at fault, words in the message)
+    ("zero", "beta", "B-2001", 0, "USD", "amount.minor_units", "greater than zero"),
+    ("negative", "beta", "B-2001", -100, "USD", "amount.minor_units", "greater than zero"),
+    ("too-large", "beta", "B-2001", 10**15 + 1, "USD", "amount.minor_units", "largest"),
+    ("lower-currency", "beta", "B-2001", 100, "usd", "amount.currency", "currency"),
+    ("short-currency", "beta", "B-2001", 100, "US", "amount.currency", "currency"),
+    ("own-account", "alpha", "A-1001", 100, "USD", "to", "your own account"),
+    ("bad-account", "beta", "B 2001!", 100, "USD", "to.account", "to.account"),
 ]
 
 
+def refused_before_recording(shared: Cluster, client: Client, *pay: Any) -> ApiError:
+    """The error PAY gets; nothing was recorded and no money moved."""
+    before = balances(shared)
+    total = total_money(shared)
+    recorded = set(gateway_payments(shared))
+    error = client.error("pay", *pay)
+    assert error.request_id, error
+    settle(shared)
+    assert set(gateway_payments(shared)) == recorded
+    assert balances(shared) == before
+    assert total_money(shared) == total
+    return error
+
+
 @pytest.mark.parametrize(
-    ("bank", "account", "amount", "currency", "code", "words"),
+    ("bank", "account", "amount", "currency", "field", "words"),
     [case[1:] for case in BAD_PAYMENTS],
     ids=[case[0] for case in BAD_PAYMENTS],
 )
@@ -307,29 +342,62 @@ def test_bad_payment_is_refused(
     account: str,
     amount: int,
     currency: str,
-    code: str,
+    field: str,
     words: str,
 ) -> None:
+    error = refused_before_recording(shared, people["alice"], bank, account, amount, currency)
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD")
+    assert words in error.message, error
+    assert [name for name, _ in error.field_violations] == [field], error.field_violations
+    assert error.metadata == {"field": field}
+
+
+def test_unknown_bank_is_refused(shared: Cluster, people: dict[str, Client]) -> None:
+    error = refused_before_recording(shared, people["alice"], "omega", "O-1", 100)
+    assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "BANK_NOT_FOUND"), error
+    assert "unknown bank 'omega'" in error.message
+    assert error.metadata == {"bank": "omega"}
+
+
+@pytest.mark.parametrize(
+    ("bank", "account", "currency", "reason"),
+    [
+        ("beta", "B-9999", "USD", "ACCOUNT_NOT_FOUND"),
+        ("beta", "B-2001", "EUR", "CURRENCY_MISMATCH"),
+    ],
+    ids=["unknown-account", "currency-mismatch"],
+)
+def test_recorded_payment_that_cannot_be_made_is_aborted(
+    shared: Cluster,
+    people: dict[str, Client],
+    bank: str,
+    account: str,
+    currency: str,
+    reason: str,
+) -> None:
+    """The outcome rule: what the gateway recorded answers with the payment, never an error."""
     before = balances(shared)
-    total = total_money(shared)
-    error = people["alice"].error("pay", bank, account, amount, currency)
-    assert error.code().name == code, error
-    assert words in (error.details() or ""), error.details()
+    answer = people["alice"].pay(bank, account, 100, currency)
+    assert (answer.status, answer.reason_code) == (ABORTED, reason), answer
+    assert answer.reason and answer.payment_id.startswith("pay_")
+    assert answer.decided_at is not None
+    assert answer.payment_id in gateway_payments(shared)
+    assert people["alice"].payment(answer.payment_id).reason_code == reason
     settle(shared)
     assert balances(shared) == before
-    assert total_money(shared) == total
+    assert ledger_entries(shared, answer.payment_id) == set()
 
 
-def test_disabled_payee_is_refused(shared: Cluster, certs: Path, people: dict[str, Client]) -> None:
+def test_disabled_payee_aborts(shared: Cluster, certs: Path, people: dict[str, Client]) -> None:
     before = balances(shared)
     boss = admin(shared, certs)
     boss.set_disabled("beta", "carol", True)
     try:
-        error = people["alice"].error("pay", "beta", "B-2001", 100)
+        answer = people["alice"].pay("beta", "B-2001", 100)
     finally:
         boss.set_disabled("beta", "carol", False)
-    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error
-    assert "disabled" in (error.details() or "")
+    assert (answer.status, answer.reason_code) == (ABORTED, "ACCOUNT_DISABLED"), answer
+    assert "disabled" in answer.reason
     settle(shared)
     assert balances(shared) == before
     # Enabled again, the same payee can be paid.
@@ -354,8 +422,9 @@ def test_same_key_repeated_pays_once(shared: Cluster, people: dict[str, Client])
 
     for other in [("gamma", "G-3003", 251), ("gamma", "G-3002", 250)]:
         error = bob.error("pay", *other, idempotency_key=key)
-        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error
-        assert "idempotency key" in (error.details() or "")
+        assert error.code == grpc.StatusCode.INVALID_ARGUMENT, error
+        assert error.reason == "IDEMPOTENCY_KEY_REUSED", error
+        assert "idempotency key" in error.message
     assert moved(before, balances(shared)) == {("alpha", "A-1002"): -250, ("gamma", "G-3003"): 250}
 
 
@@ -364,7 +433,7 @@ def test_same_key_concurrently_pays_once(shared: Cluster, people: dict[str, Clie
     before = balances(shared)
     key = f"concurrent-{uuid.uuid4()}"
 
-    async def eight(client: GatewayClient) -> list[gateway_pb2.PayResponse]:
+    async def eight(client: GatewayClient) -> list[Payment]:
         return list(
             await asyncio.gather(
                 *(client.pay("alpha", "A-1003", 333, idempotency_key=key) for _ in range(8))
@@ -390,9 +459,9 @@ CLIENTS = 20
 
 async def pay_all(
     cfg: ClientConfig, tokens: dict[str, str], plan: list[tuple[str, str, int, str]]
-) -> dict[str, gateway_pb2.PayResponse]:
+) -> dict[str, Payment]:
     """Every planned payment, spread over CLIENTS concurrent clients."""
-    answers: dict[str, gateway_pb2.PayResponse] = {}
+    answers: dict[str, Payment] = {}
 
     async def worker(share: list[tuple[str, str, int, str]]) -> None:
         retry = RetryPolicy(max_attempts=4, initial_backoff=0.2, max_backoff=1.0)
@@ -466,7 +535,7 @@ def test_client_retries_across_gateway_restart(make_cluster: ClusterFactory, cer
         # At least 1.5 s between attempts, so eight attempts outlast a gateway restart.
         await asyncio.sleep(max(delay, 1.5))
 
-    async def pay() -> gateway_pb2.PayResponse:
+    async def pay() -> Payment:
         retry = RetryPolicy(max_attempts=8, sleep=sleep)
         async with GatewayClient(client_config(cluster, certs), alice.token, retry) as client:
             return await client.pay("gamma", "G-3002", 4321, idempotency_key=key)

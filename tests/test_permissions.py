@@ -118,6 +118,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "/minipay.v1.Auth/Logout": CUSTOMERS | {"admin"},
     "/minipay.v1.Payments/GetBalance": CUSTOMERS,
     "/minipay.v1.Payments/Pay": CUSTOMERS,
+    "/minipay.v1.Payments/GetPayment": CUSTOMERS,
     "/minipay.v1.Payments/ListHistory": CUSTOMERS,
     "/minipay.v1.Admin/ListBanks": frozenset({"admin"}),
     "/minipay.v1.Admin/CreateUser": frozenset({"admin"}),
@@ -133,7 +134,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "/minipay.v1.Accounts/CreateCustomer": frozenset({"gateway"}),
     "/minipay.v1.Accounts/ListCustomers": frozenset({"gateway"}),
     "/minipay.v1.Accounts/SetCustomerDisabled": frozenset({"gateway"}),
-    "/minipay.v1.Accounts/Deposit": frozenset({"gateway"}),
+    "/minipay.v1.Accounts/ApplyDeposit": frozenset({"gateway"}),
 }
 ADMIN_METHODS = [m for m in ALLOWED if m.startswith("/minipay.v1.Admin/")]
 BANK_METHODS_BY_NAME = [
@@ -333,17 +334,25 @@ def test_customer_b_cannot_read_customer_a(callers: Callers) -> None:
     assert first_page.next_page_token, "alice has two payments: expected a second page"
 
     mine = alice.balance()
-    assert (mine.account.bank, mine.account.account) == SEED_ACCOUNTS["alice"]
+    assert (mine.bank, mine.account) == SEED_ACCOUNTS["alice"]
 
     balance = carol.balance()
-    assert (balance.account.bank, balance.account.account) == SEED_ACCOUNTS["carol"]
+    assert (balance.bank, balance.account) == SEED_ACCOUNTS["carol"]
     # carol's seed balance, not alice's
-    assert balance.balance.minor_units == SEED_BALANCES[SEED_ACCOUNTS["carol"]]
+    assert balance.balance_minor_units == SEED_BALANCES[SEED_ACCOUNTS["carol"]]
     for page_token in ("", first_page.next_page_token):
         history = carol.history(page_size=50, page_token=page_token)
-        assert not {entry.payment_id for entry in history.entries} & set(paid)
-        alpha = [e for e in history.entries if e.counterparty.bank == "alpha"]
+        assert not {entry.payment_id for entry in history.payments} & set(paid)
+        alpha = [e for e in history.payments if e.counterparty.bank == "alpha"]
         assert not alpha, f"carol sees alpha payments she is not part of: {alpha}"
+    # Nor can she look one up: answered exactly like a payment that does not exist.
+    nobodys = "pay_" + "0" * 32
+    answers = {pid: carol.error("payment", pid) for pid in (*paid, nobodys)}
+    assert {(e.code, e.reason, e.message) for e in answers.values()} == {
+        (grpc.StatusCode.NOT_FOUND, "PAYMENT_NOT_FOUND", answers[nobodys].message)
+    }
+    assert all(e.metadata == {"payment_id": pid} for pid, e in answers.items())
 
     # And alice still sees her own, both of them.
-    assert set(paid) <= {entry.payment_id for entry in alice.history(page_size=50).entries}
+    assert set(paid) <= {entry.payment_id for entry in alice.history(page_size=50).payments}
+    assert alice.payment(paid[0]).payment_id == paid[0]

@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 import pytest
 
-from client.api import ClientConfig, GatewayClient, RetryPolicy
+from client.api import ApiError, ClientConfig, GatewayClient, Payment, PaymentStatus, RetryPolicy
 from devtools.cluster import GATEWAY, Cluster
 from minipay.v1 import gateway_pb2, gateway_pb2_grpc
 from server.common.settings import GatewaySettings, environment
@@ -41,7 +41,6 @@ from tests.helpers import (
     moved,
     postgres_available,
     server_env,
-    status_name,
     total_money,
     wait_until,
 )
@@ -58,7 +57,7 @@ CRASHES = [
 
 @pytest.mark.parametrize(("victim", "fault", "outcome"), CRASHES, ids=[c[1] for c in CRASHES])
 def test_crash_point(
-    make_cluster: ClusterFactory, certs: Path, victim: str, fault: str, outcome: int
+    make_cluster: ClusterFactory, certs: Path, victim: str, fault: str, outcome: PaymentStatus
 ) -> None:
     cluster = make_cluster()
     alice = customer(cluster, certs, "alice")
@@ -70,8 +69,8 @@ def test_crash_point(
     def pay_once() -> None:
         try:
             first["answer"] = alice.pay("beta", "B-2001", 2500, idempotency_key=key)
-        except grpc.aio.AioRpcError as error:
-            first["error"] = error.code()
+        except ApiError as error:
+            first["error"] = error.code
 
     payer = threading.Thread(target=pay_once)
     payer.start()
@@ -84,17 +83,17 @@ def test_crash_point(
     if "error" in first:
         assert first["error"] == grpc.StatusCode.UNAVAILABLE
     else:
-        assert status_name(first["answer"].status) == status_name(outcome), first["answer"]
+        assert first["answer"].status == outcome, first["answer"]
     # The client's retry with the same key returns the final outcome.
     retry = alice.pay("beta", "B-2001", 2500, idempotency_key=key)
-    assert status_name(retry.status) == status_name(outcome), retry
+    assert retry.status == outcome, retry
     if "answer" in first:
         assert first["answer"].payment_id == retry.payment_id
     assert_atomic(cluster, before)
     moved = 2500 if outcome == COMMITTED else 0
-    payer, payee = SEED_ACCOUNTS["alice"], ("beta", "B-2001")
-    assert bank_state(cluster, "alpha")["accounts"]["A-1001"][0] == SEED_BALANCES[payer] - moved
-    assert bank_state(cluster, "beta")["accounts"]["B-2001"][0] == SEED_BALANCES[payee] + moved
+    paying, paid = SEED_ACCOUNTS["alice"], ("beta", "B-2001")
+    assert bank_state(cluster, "alpha")["accounts"]["A-1001"][0] == SEED_BALANCES[paying] - moved
+    assert bank_state(cluster, "beta")["accounts"]["B-2001"][0] == SEED_BALANCES[paid] + moved
 
 
 def test_lost_commit_acknowledgement_is_resent(make_cluster: ClusterFactory, certs: Path) -> None:
@@ -111,9 +110,10 @@ def test_presumed_abort_for_unknown_payment(cluster: Cluster, certs: Path) -> No
     async def ask() -> gateway_pb2.GetDecisionResponse:
         async with aio_channel(cluster, certs, GATEWAY, "alpha") as channel:
             stub = gateway_pb2_grpc.CoordinatorStub(channel)
-            return await stub.GetDecision(
+            answer: gateway_pb2.GetDecisionResponse = await stub.GetDecision(
                 gateway_pb2.GetDecisionRequest(payment_ids=["pay_never_seen"]), timeout=10
             )
+            return answer
 
     answer = asyncio.run(ask())
     assert answer.decisions[0].decision == gateway_pb2.DECISION_ABORT
@@ -125,7 +125,7 @@ def test_bank_asks_coordinator_after_outage(make_cluster: ClusterFactory, certs:
     alice = customer(cluster, certs, "alice")
     before = total_money(cluster)
     cluster.restart(GATEWAY, faults="crash_after_decision")
-    with pytest.raises(grpc.aio.AioRpcError):
+    with pytest.raises(ApiError):
         alice.pay("gamma", "G-3001", 700)
     cluster.wait_exit(GATEWAY)
     time.sleep(1.5)  # past the timeout: the banks are asking, and nobody answers yet
@@ -182,7 +182,7 @@ class Workload:
         self.cluster = cluster
         self.certs = certs
         self.rng = rng
-        self.outcomes: dict[str, tuple[str, int]] = {}  # key -> (payment_id, status)
+        self.outcomes: dict[str, tuple[str, PaymentStatus]] = {}  # key -> (payment_id, status)
         self.unknown: dict[str, tuple[str, tuple[str, str], int]] = {}  # key -> request
 
     def config(self, gateway: str = "") -> ClientConfig:
@@ -222,21 +222,21 @@ class Workload:
 
     async def pay(
         self, target: str, token: str, key: str, request: tuple[str, tuple[str, str], int]
-    ) -> gateway_pb2.PayResponse | None:
+    ) -> Payment | None:
         """The answer, or None when the outcome is unknown (to be asked again later)."""
         _, payee, amount = request
         retry = RetryPolicy(max_attempts=6, initial_backoff=0.2, max_backoff=1.0)
         async with GatewayClient(self.config(target), token, retry) as client:
             try:
                 return await client.pay(*payee, amount, idempotency_key=key)
-            except grpc.aio.AioRpcError as error:
-                if error.code() in (
+            except ApiError as error:
+                if error.code in (
                     grpc.StatusCode.UNAVAILABLE,
                     grpc.StatusCode.DEADLINE_EXCEEDED,
                     grpc.StatusCode.ABORTED,
                 ):
                     return None
-                if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                if error.code != grpc.StatusCode.FAILED_PRECONDITION:
                     raise
                 return None
 

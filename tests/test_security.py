@@ -32,7 +32,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from sqlalchemy import create_engine, text
 
 from certificate.ca import CLIENTS_CA, SERVICES_CA
-from client.api import GatewayClient
+from client.api import ApiError, GatewayClient
 from devtools.cluster import GATEWAY, Cluster
 from minipay.identity import GATEWAY_ID, bank_id
 from minipay.v1 import bank_pb2, bank_pb2_grpc, common_pb2, gateway_pb2
@@ -170,9 +170,9 @@ def test_the_gateway_refuses_an_impostor_bank(
     cluster.kill("gamma")
     with impostor(certs, cert, cluster.ports["gamma"]) as fake:
         error = Client(cluster, certs, "client-2").error("login", "erin", "not-erins-password")
-        assert error.code() in {*REFUSED_CODES, grpc.StatusCode.UNAVAILABLE}, error
+        assert error.code in {*REFUSED_CODES, grpc.StatusCode.UNAVAILABLE}, error
         answer = alice.pay("gamma", "G-3001", 500)
-        assert answer.status == ABORTED and answer.reason_code == "bank_unavailable"
+        assert answer.status == ABORTED and answer.reason_code == "BANK_UNAVAILABLE"
         assert fake.calls == [], "a password or a Prepare reached the impostor"
     cluster.start_process("gamma")
     cluster.wait_ready("gamma")
@@ -281,8 +281,8 @@ def test_a_customer_certificate_claiming_to_be_the_gateway_is_not(
     # Banks trust only the services CA: the handshake itself fails.
     for method, request in [
         ("/minipay.v1.Accounts/ListCustomers", bank_pb2.ListCustomersRequest()),
-        ("/minipay.v1.Accounts/Deposit", bank_pb2.BankDepositRequest()),
-        ("/minipay.v1.Participant/Commit", bank_pb2.DecisionRequest(payment_ids=["x"])),
+        ("/minipay.v1.Accounts/ApplyDeposit", bank_pb2.ApplyDepositRequest()),
+        ("/minipay.v1.Participant/Commit", bank_pb2.CommitRequest(payment_ids=["x"])),
     ]:
         assert call(cluster, "alpha", forged, method, request) == grpc.StatusCode.UNAVAILABLE
     # The gateway takes it for what its CA says: a client, and no bank.
@@ -323,8 +323,8 @@ def test_a_burst_of_guesses_cannot_race_the_throttle(throttled: Cluster, certs: 
         async def guess(client: GatewayClient, password: str) -> grpc.StatusCode:
             try:
                 await client.login("bob", password)
-            except grpc.aio.AioRpcError as error:
-                return error.code()
+            except ApiError as error:
+                return error.code
             return grpc.StatusCode.OK
 
         try:
@@ -345,13 +345,14 @@ def test_a_burst_of_guesses_cannot_race_the_throttle(throttled: Cluster, certs: 
 def test_register_is_throttled_like_login(throttled: Cluster, certs: Path) -> None:
     client = Client(throttled, certs, "client-2")
     answers = [
-        client.error("register", "dave", f"not-daves-{i}", *SEED_ACCOUNTS["dave"]).code()
+        client.error("register", "dave", f"not-daves-{i}", *SEED_ACCOUNTS["dave"]).code
         for i in range(3)
     ]
     assert answers == [UNAUTHENTICATED] * 3
     # The right password, now: refused by the throttle before any check.
     error = client.error("register", "dave", SEED_PASSWORDS["dave"], *SEED_ACCOUNTS["dave"])
-    assert error.code() == THROTTLED
+    assert (error.code, error.reason) == (THROTTLED, "LOGIN_THROTTLED")
+    assert error.retry_after is not None and error.retry_after > 0, error
 
 
 def test_unknown_usernames_cost_the_same_as_known_ones(
@@ -370,7 +371,7 @@ def test_unknown_usernames_cost_the_same_as_known_ones(
 
     def seconds(username: str) -> float:
         started = time.perf_counter()
-        assert client.error("login", username, "a-wrong-password").code() == UNAUTHENTICATED
+        assert client.error("login", username, "a-wrong-password").code == UNAUTHENTICATED
         return time.perf_counter() - started
 
     for name in ("bob", "nobody-at-all"):
@@ -398,7 +399,7 @@ def test_a_flood_from_one_certificate_does_not_starve_another_customer(
         async def hammer(client: GatewayClient, number: int) -> int:
             sent = 0
             while time.monotonic() < stop:
-                with suppress(grpc.aio.AioRpcError):
+                with suppress(ApiError):
                     await client.register("carol", f"flood-{number}-{sent}", "beta", "B-2001")
                 sent += 1
                 flooded.set()
@@ -433,11 +434,12 @@ def test_disabling_a_user_cuts_their_tokens_at_once(cluster: Cluster, certs: Pat
     boss = admin(cluster, certs)
     boss.set_disabled("beta", "dave", True)
     for method in ("balance", "history"):
-        assert dave.error(method).code() == UNAUTHENTICATED, method
+        error = dave.error(method)
+        assert (error.code, error.reason) == (UNAUTHENTICATED, "ACCOUNT_DISABLED"), method
     boss.set_disabled("beta", "dave", False)
     # The old token stays cut; a new login works.
-    assert dave.error("balance").code() == UNAUTHENTICATED
-    assert customer(cluster, certs, "dave", register=False).balance().account.account == "B-2002"
+    assert dave.error("balance").code == UNAUTHENTICATED
+    assert customer(cluster, certs, "dave", register=False).balance().account == "B-2002"
 
 
 # -- bounded input ----------------------------------------------------------------------------
@@ -457,10 +459,8 @@ def test_huge_and_malformed_input_is_refused_and_logged_bounded(
     cluster: Cluster, certs: Path
 ) -> None:
     client = Client(cluster, certs)
-    assert client.error("login", "x" * 3_500_000, "password").code() == THROTTLED
-    assert (
-        client.error("login", "y" * 60_000, "password").code() == grpc.StatusCode.INVALID_ARGUMENT
-    )
+    assert client.error("login", "x" * 3_500_000, "password").code == THROTTLED
+    assert client.error("login", "y" * 60_000, "password").code == grpc.StatusCode.INVALID_ARGUMENT
     # Bytes that are no LoginRequest at all.
     with channel(cluster, certs, GATEWAY, "client-1") as opened:
         raw = opened.unary_unary("/minipay.v1.Auth/Login")
@@ -487,7 +487,7 @@ def test_a_newline_in_a_username_forges_no_text_log_line(
     cluster = make_cluster(env=server_env(log_format="text"))
     client = Client(cluster, certs)
     forged = "mallory\n2026-01-01 00:00:00,000 INFO gateway call code=OK username=admin"
-    assert client.error("login", forged, "password").code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert client.error("login", forged, "password").code == grpc.StatusCode.INVALID_ARGUMENT
     log = cluster.log_file(GATEWAY)
     wait_until(lambda: "mallory" in log.read_text(), 10, "the refused login's record")
     lines = [line for line in log.read_text().splitlines() if "username=admin" in line]
@@ -508,7 +508,7 @@ def test_a_credit_that_would_overflow_the_payee_votes_no(cluster: Cluster, certs
     engine.dispose()
     answer = alice.pay("beta", "B-2001", 100)
     assert answer.status == ABORTED
-    assert answer.reason_code == "balance_limit"
+    assert answer.reason_code == "BALANCE_LIMIT"
     wait_until(
         lambda: bank_state(cluster, "alpha")["accounts"]["A-1001"][1] == 0, 10, "alpha's release"
     )
@@ -548,7 +548,9 @@ def test_usernames_are_unique_across_admins_and_customers(cluster: Cluster, cert
             balance_minor_units=0,
             role="admin",
         )
-        assert error.code() == grpc.StatusCode.ALREADY_EXISTS, name
+        assert (error.code, error.reason) == (grpc.StatusCode.ALREADY_EXISTS, "USERNAME_TAKEN"), (
+            name
+        )
     error = boss.error(
         "create_user",
         username=ADMIN[0],
@@ -558,6 +560,6 @@ def test_usernames_are_unique_across_admins_and_customers(cluster: Cluster, cert
         account="G-77",
         balance_minor_units=0,
     )
-    assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert (error.code, error.reason) == (grpc.StatusCode.ALREADY_EXISTS, "USERNAME_TAKEN")
     # And alice is still alice.
     customer(cluster, certs, "alice", register=False).balance()

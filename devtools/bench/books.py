@@ -1,6 +1,7 @@
-"""The banks' books, read straight from every database (balances, holds, open 2PC records),
-and the checks that the run conserved money: same total, cluster idle, and every balance
-moved by exactly the payments reported committed."""
+"""The banks' books, read straight from every database (balances, holds, open 2PC records,
+ledger sums), and the checks that the run conserved money: same total, cluster idle, every
+balance moved by exactly the payments reported committed, and every balance the sum of its
+ledger."""
 
 from __future__ import annotations
 
@@ -8,15 +9,14 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from sqlalchemy import create_engine, func, select
 
 from devtools.cluster import GATEWAY, Cluster
-from server.bank.models import Account, BankPayment, ParticipantState
+from server.bank.models import Account, BankPayment, LedgerEntry, ParticipantState
 from server.gateway.models import CoordinatorState, Payment
 
-_OPEN_STATES = (CoordinatorState.PREPARING, CoordinatorState.COMMITTING, CoordinatorState.ABORTING)
+OPEN_STATES = (CoordinatorState.PREPARING, CoordinatorState.COMMITTING, CoordinatorState.ABORTING)
 
 Moves = Mapping[tuple[str, str], int]  # net minor units per (bank, account)
 
@@ -41,11 +41,13 @@ class Books:
 class Checks:
     conserved: bool  # same total before and after
     balances_match: bool  # every balance moved by exactly the committed payments
+    ledgers_match: bool  # every balance is the sum of its ledger entries
     problems: list[str]  # one line each, for the report
 
 
-def _sqlite_url(path: Path) -> str:
-    return f"sqlite:///{path}"
+def database_url(cluster: Cluster, name: str) -> str:
+    """The URL process NAME opens (SQLite in the cluster's folder, or its PostgreSQL one)."""
+    return cluster.settings(name).db_url
 
 
 def read_books(cluster: Cluster) -> Books:
@@ -53,8 +55,7 @@ def read_books(cluster: Cluster) -> Books:
     balances: dict[tuple[str, str], int] = {}
     held = in_doubt = 0
     for bank in cluster.bank_names:
-        url = cluster.database_urls.get(bank) or _sqlite_url(cluster.data_dir / f"bank-{bank}.db")
-        engine = create_engine(url)
+        engine = create_engine(database_url(cluster, bank))
         try:
             with engine.connect() as connection:
                 for number, balance, hold in connection.execute(
@@ -72,13 +73,12 @@ def read_books(cluster: Cluster) -> Books:
                 )
         finally:
             engine.dispose()
-    url = cluster.database_urls.get(GATEWAY) or _sqlite_url(cluster.data_dir / "gateway.db")
-    engine = create_engine(url)
+    engine = create_engine(database_url(cluster, GATEWAY))
     try:
         with engine.connect() as connection:
             open_payments = int(
                 connection.scalar(
-                    select(func.count()).select_from(Payment).where(Payment.state.in_(_OPEN_STATES))
+                    select(func.count()).select_from(Payment).where(Payment.state.in_(OPEN_STATES))
                 )
                 or 0
             )
@@ -97,10 +97,44 @@ def wait_idle(cluster: Cluster, timeout: float) -> Books:
         time.sleep(0.2)
 
 
-def check(before: Books, after: Books, moves: Sequence[Moves], unknown: int) -> Checks:
+def ledger_mismatches(cluster: Cluster) -> list[str]:
+    """Every account (``bank/number``) whose balance is not the sum of its ledger entries."""
+    wrong = []
+    for bank in cluster.bank_names:
+        engine = create_engine(database_url(cluster, bank))
+        try:
+            with engine.connect() as connection:
+                totals = select(LedgerEntry.account_number, func.sum(LedgerEntry.amount))
+                sums = {
+                    number: int(total or 0)
+                    for number, total in connection.execute(
+                        totals.group_by(LedgerEntry.account_number)
+                    )
+                }
+                for number, balance in connection.execute(select(Account.number, Account.balance)):
+                    if sums.get(number, 0) != int(balance):
+                        wrong.append(f"{bank}/{number}")
+        finally:
+            engine.dispose()
+    return wrong
+
+
+def check(
+    before: Books,
+    after: Books,
+    moves: Sequence[Moves],
+    unknown: int,
+    ledger_mismatched: Sequence[str] = (),
+) -> Checks:
     """Compares the books around a run whose committed payments made ``moves``; with
-    ``unknown`` outcomes (errors, pending answers) a balance mismatch proves nothing."""
+    ``unknown`` outcomes (errors, pending answers) a balance mismatch proves nothing.
+    LEDGER_MISMATCHED: the accounts whose balance is not the sum of their ledger."""
     problems = []
+    if ledger_mismatched:
+        problems.append(
+            f"{len(ledger_mismatched)} balance(s) differ from the sum of their ledger: "
+            + ", ".join(ledger_mismatched[:5])
+        )
     if not after.idle:
         problems.append(
             f"cluster not idle: {after.held} held, {after.in_doubt} in doubt at banks, "
@@ -118,4 +152,4 @@ def check(before: Books, after: Books, moves: Sequence[Moves], unknown: int) -> 
             f"{len(mismatched)} balance(s) differ from the committed payments: "
             + ", ".join(f"{bank}/{account}" for bank, account in mismatched[:5])
         )
-    return Checks(conserved, not mismatched, problems)
+    return Checks(conserved, not mismatched, not ledger_mismatched, problems)

@@ -1,20 +1,58 @@
-"""What a benchmark run is: its configuration (and the cluster settings that follow from it),
-and the result it measured."""
+"""What a benchmark run is: the configurations a run may use (``sqlite:1``, ``postgres:2``:
+a database backend and a number of gateway replicas), one run's ``Config`` (and the cluster
+settings that follow from it), and the ``Result`` it measured."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from devtools.cluster import every_process
 from server.common.settings import GatewaySettings, environment
 
-SWEEP = (32, 8)  # the two reference configurations
-BACKEND = "sqlite (WAL, synchronous=FULL)"
+SWEEP = (1, 2, 4, 8, 16, 32, 64)  # clients, for --sweep
+BACKENDS = ("sqlite", "postgres")
 BCRYPT_ROUNDS = 4  # logging in every customer fast; the bench measures payments
 
 
 class BenchError(Exception):
-    """The benchmark could not run (set-up failed); one line for the user."""
+    """The benchmark could not run (set-up failed, or arguments that do not fit together);
+    one line for the user."""
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One configuration: where the databases are and how many gateway replicas share them."""
+
+    backend: str  # "sqlite" or "postgres"
+    gateways: int = 1
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend}:{self.gateways}"
+
+
+def parse_setups(text: str) -> list[Setup]:
+    """``sqlite:1,postgres:1,postgres:2`` (BACKEND[:GATEWAYS], GATEWAYS 1 when left out)."""
+    setups = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        backend, _, count = item.partition(":")
+        if backend not in BACKENDS:
+            raise BenchError(f"--configs {item!r}: the backend is one of {', '.join(BACKENDS)}")
+        try:
+            gateways = int(count) if count else 1
+        except ValueError:
+            raise BenchError(f"--configs {item!r}: the gateways are a whole number") from None
+        if gateways < 1:
+            raise BenchError(f"--configs {item!r}: at least one gateway")
+        if backend == "sqlite" and gateways > 1:
+            raise BenchError(
+                f"--configs {item!r}: gateway replicas share one database: use postgres:N"
+            )
+        setups.append(Setup(backend, gateways))
+    if not setups:
+        raise BenchError("--configs names no configuration")
+    return list(dict.fromkeys(setups))
 
 
 @dataclass(frozen=True)
@@ -27,6 +65,11 @@ class Config:
     warmup: int
     per_channel: int
     log_level: str | None = None  # None: the processes' default (INFO)
+    setup: Setup = Setup("sqlite")
+    database_url: str = ""  # the PostgreSQL server, for setup.backend "postgres"
+    preload: int = 0  # finished payments written straight into the databases first
+    probes: int = 300  # history pages and replays timed after a preload
+    round: int = 1  # which repetition of this configuration (--repeat)
 
     def cluster_env(self) -> dict[str, str]:
         env = every_process(bcrypt_rounds=BCRYPT_ROUNDS)
@@ -53,18 +96,26 @@ class Config:
 
 @dataclass
 class Result:
+    config: str  # the configuration's label, e.g. "postgres:2"
+    round: int
     concurrency: int
     channels: int
     batch_max: int
     txn_timeout: float
     log_level: str
-    backend: str
+    backend: str  # the database and its durability, as measured (e.g. synchronous_commit)
+    gateways: int
+    preloaded: int  # finished payments in the databases before the run
+    preload_s: float  # how long writing them took
     payments: int
     warmup: int
     seed: int
     elapsed_s: float
     payments_per_s: float
     committed_per_s: float
+    echo_rpc_per_s: float  # the echo baseline at the same concurrency, in the same run
+    payments_x_echo: float
+    committed_x_echo: float
     latency_ms: dict[str, float]
     committed: int
     aborted: int
@@ -77,9 +128,13 @@ class Result:
     conserved: bool
     idle: bool
     balances_match: bool
+    ledgers_match: bool  # every balance equals the sum of its ledger entries
     unknown_outcomes: int  # errors and pending answers: their effect is not known here
     problems: list[str]
     cpu_s: dict[str, float]
-    cpu_ms_per_payment: dict[str, float]  # CPU of the cluster's processes per measured payment
+    # CPU per measured payment: "cluster", "gateways" (every replica), each replica by name,
+    # "banks", each bank by name, "bench".
+    cpu_ms_per_payment: dict[str, float]
     log_mb: dict[str, float]
     pids: dict[str, int]
+    probes: dict[str, Any] | None = None  # after a preload: history pages and replays

@@ -1,28 +1,32 @@
 """The load: the seed customers, logging them in and topping them up, the random plan of
-cross-bank payments, the concurrent clients that run it, and the latency percentiles."""
+cross-bank payments, the concurrent clients that run it (for a number of payments, or for a
+time while something is done to the cluster), learning afterwards the outcomes they did not
+see, and the latency percentiles."""
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 import logging
 import math
 import random
 import time
+import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
 import yaml
 
 from certificate.ca import SERVICES_CA
 from client.api import ClientConfig, GatewayClient, RetryPolicy
+from client.errors import ApiError
+from client.results import PaymentStatus
 from devtools.bench.config import BenchError, Config
 from devtools.bench.processes import cpu_snapshot
 from devtools.cluster import Cluster
-from minipay.v1 import gateway_pb2
 from server.common.settings import DEFAULT_SEED
 
 ADMIN = ("admin", "admin-dev-pass")
@@ -39,6 +43,10 @@ class Customer:
     account: str
 
 
+Order = tuple[int, int, int]  # payer index, payee index, amount in minor units
+Unsettled = tuple[Order, str]  # an order whose outcome the client did not learn, and its key
+
+
 @dataclass
 class Samples:
     """What the load phase saw, call by call."""
@@ -51,17 +59,34 @@ class Samples:
     errors: Counter[str] = field(default_factory=Counter)
     # Net effect of the committed payments on each (bank, account), in minor units.
     moved: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # Seconds since the start of the load at which each payment committed / each call failed.
+    committed_at: list[float] = field(default_factory=list)
+    errors_at: list[float] = field(default_factory=list)
+    unsettled: list[Unsettled] = field(default_factory=list)  # errors and PENDING answers
+
+
+@dataclass
+class Disruption:
+    """Something done to the cluster while the clients pay (``--failover``): ACTION, in a
+    thread so that the clients keep going, AT seconds into a load that lasts DURATION."""
+
+    at: float
+    duration: float
+    action: Callable[[], None]
+    happened_at: float | None = None  # seconds into the load, once done
 
 
 class RetryCounter(logging.Handler):
-    """Counts the client library's retry warnings (and keeps them off the screen)."""
+    """Counts the client library's retries (and keeps its warnings off the screen)."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.count = 0
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.count += 1
+        # A retried call logs its failure too; only the retry itself counts.
+        if record.getMessage() == "retrying":
+            self.count += 1
 
 
 # -- the cluster's users ---------------------------------------------------------------------
@@ -79,8 +104,9 @@ def seed_customers(path: Path = DEFAULT_SEED) -> list[Customer]:
 
 
 def client_config(cluster: Cluster, cert: str) -> ClientConfig:
+    """Every replica's address: the client library round-robins its calls over them."""
     return ClientConfig(
-        gateway=cluster.gateway_address,
+        gateway=cluster.gateway_addresses,
         ca=cluster.certs / SERVICES_CA,
         cert=cluster.certs / f"{cert}.pem",
         key=cluster.certs / f"{cert}-key.pem",
@@ -119,71 +145,95 @@ async def top_up(
     ):
         await admin.login(*ADMIN)
         for customer, token in zip(customers, tokens, strict=True):
-            balance = (await as_user(client, token).balance()).available
-            if balance.minor_units < needed:
+            balance = await as_user(client, token).balance()
+            if balance.available_minor_units < needed:
                 await admin.deposit(
                     customer.bank,
                     customer.account,
-                    needed - balance.minor_units,
+                    needed - balance.available_minor_units,
                     balance.currency or "USD",
                 )
 
 
 # -- the load --------------------------------------------------------------------------------
 
-Order = tuple[int, int, int]  # payer index, payee index, amount in minor units
 
-
-def make_plan(customers: Sequence[Customer], count: int, rng: random.Random) -> list[Order]:
-    """Random cross-bank payments: payer and payee always at different banks."""
+def random_orders(customers: Sequence[Customer], rng: random.Random) -> Iterator[Order]:
+    """Endless random cross-bank payments: payer and payee always at different banks."""
     elsewhere = [
         [i for i, other in enumerate(customers) if other.bank != customer.bank]
         for customer in customers
     ]
-    plan = []
-    for _ in range(count):
+    while True:
         payer = rng.randrange(len(customers))
-        plan.append((payer, rng.choice(elsewhere[payer]), rng.randint(*AMOUNT_RANGE)))
-    return plan
+        yield payer, rng.choice(elsewhere[payer]), rng.randint(*AMOUNT_RANGE)
+
+
+def make_plan(customers: Sequence[Customer], count: int, rng: random.Random) -> list[Order]:
+    return list(itertools.islice(random_orders(customers, rng), count))
+
+
+def record_move(
+    moved: Counter[tuple[str, str]], payer: Customer, payee: Customer, amount: int
+) -> None:
+    moved[(payer.bank, payer.account)] -= amount
+    moved[(payee.bank, payee.account)] += amount
 
 
 async def drive(
     clients: Sequence[Sequence[GatewayClient]],
     customers: Sequence[Customer],
-    plan: Sequence[Order],
+    orders: Iterator[Order],
     concurrency: int,
     per_channel: int,
+    until: float | None = None,
 ) -> tuple[Samples, float]:
-    """Runs ``plan`` with ``concurrency`` workers; returns what they saw and the wall time."""
+    """Runs ``orders`` with ``concurrency`` workers, until they run out or the clock
+    (``time.perf_counter``) reaches UNTIL; returns what the workers saw and the wall time."""
     samples = Samples()
-    orders: Iterator[Order] = iter(plan)  # shared: each worker takes the next order
     clock = time.perf_counter
-    committed = gateway_pb2.PAYMENT_STATUS_COMMITTED
-    aborted = gateway_pb2.PAYMENT_STATUS_ABORTED
+    committed = PaymentStatus.COMMITTED
+    aborted = PaymentStatus.ABORTED
+    begun = clock()
 
     async def worker(sessions: Sequence[GatewayClient]) -> None:
-        for payer_index, payee_index, amount in orders:
+        for order in orders:  # shared: each worker takes the next order
+            payer_index, payee_index, amount = order
             payer, payee = customers[payer_index], customers[payee_index]
+            key = str(uuid.uuid4())  # ours, so that an unknown outcome can be asked again
             started = clock()
             try:
-                answer = await sessions[payer_index].pay(payee.bank, payee.account, amount)
-            except grpc.aio.AioRpcError as error:
-                samples.errors[error.code().name] += 1
-                continue
-            samples.latencies.append(clock() - started)
-            if answer.status == committed:
-                samples.committed += 1
-                samples.moved[(payer.bank, payer.account)] -= amount
-                samples.moved[(payee.bank, payee.account)] += amount
-            elif answer.status == aborted:
-                samples.aborted += 1
-                samples.abort_reasons[answer.reason_code or "unknown"] += 1
+                answer = await sessions[payer_index].pay(
+                    payee.bank, payee.account, amount, idempotency_key=key
+                )
+            except ApiError as error:
+                samples.errors[error.code.name] += 1
+                samples.errors_at.append(clock() - begun)
+                samples.unsettled.append((order, key))
             else:
-                samples.pending += 1
+                finished = clock()
+                samples.latencies.append(finished - started)
+                if answer.status is committed:
+                    samples.committed += 1
+                    samples.committed_at.append(finished - begun)
+                    record_move(samples.moved, payer, payee, amount)
+                elif answer.status is aborted:
+                    samples.aborted += 1
+                    samples.abort_reasons[answer.reason_code or "unknown"] += 1
+                else:
+                    samples.pending += 1
+                    samples.unsettled.append((order, key))
+            if until is not None and clock() >= until:
+                return
 
-    started = clock()
     await asyncio.gather(*(worker(clients[i // per_channel]) for i in range(concurrency)))
-    return samples, clock() - started
+    return samples, clock() - begun
+
+
+async def _disrupt(disruption: Disruption, begun: float) -> None:
+    await asyncio.sleep(max(0.0, begun + disruption.at - time.perf_counter()))
+    await asyncio.to_thread(disruption.action)
+    disruption.happened_at = time.perf_counter() - begun
 
 
 def percentiles(latencies: Sequence[float]) -> dict[str, float]:
@@ -209,11 +259,15 @@ async def load(
     customers: Sequence[Customer],
     tokens: Sequence[str],
     cpu_before: dict[str, dict[str, float]],
+    disruption: Disruption | None = None,
 ) -> tuple[Samples, Samples, float]:
-    """Warm-up, then the measured run; ``cpu_before`` gets the CPU clocks at its start."""
+    """Warm-up, then the measured run: ``config.payments`` payments, or DISRUPTION's
+    duration with its action done meanwhile; ``cpu_before`` gets the CPU clocks at its start."""
     rng = random.Random(config.seed)
     warmup_plan = make_plan(customers, config.warmup, rng)
-    plan = make_plan(customers, config.payments, rng)
+    orders = random_orders(customers, rng)
+    if disruption is None:
+        orders = iter(make_plan(customers, config.payments, rng))
     channels = math.ceil(config.concurrency / config.per_channel)
     bases = [
         GatewayClient(client_config(cluster, CUSTOMER_CERT), retry=RetryPolicy())
@@ -223,12 +277,54 @@ async def load(
         clients = [[as_user(base, token) for token in tokens] for base in bases]
         await asyncio.gather(*(base._channel.channel_ready() for base in bases))
         warm, _ = await drive(
-            clients, customers, warmup_plan, config.concurrency, config.per_channel
+            clients, customers, iter(warmup_plan), config.concurrency, config.per_channel
         )
         cpu_before["at"] = cpu_snapshot(cluster)
-        samples, elapsed = await drive(
-            clients, customers, plan, config.concurrency, config.per_channel
-        )
+        if disruption is None:
+            samples, elapsed = await drive(
+                clients, customers, orders, config.concurrency, config.per_channel
+            )
+        else:
+            begun = time.perf_counter()
+            disrupting = asyncio.create_task(_disrupt(disruption, begun))
+            samples, elapsed = await drive(
+                clients,
+                customers,
+                orders,
+                config.concurrency,
+                config.per_channel,
+                until=begun + disruption.duration,
+            )
+            await disrupting
     finally:
         await asyncio.gather(*(base.close() for base in bases))
     return warm, samples, elapsed
+
+
+async def settle(
+    cluster: Cluster,
+    customers: Sequence[Customer],
+    tokens: Sequence[str],
+    unsettled: Sequence[Unsettled],
+) -> tuple[Counter[tuple[str, str]], int]:
+    """Asks again, with the same key, for every payment whose outcome the load did not learn
+    (an error, or PENDING): the gateway answers with the recorded outcome, or makes the
+    payment now if the first request never reached it. Returns the moves of those that
+    committed and how many outcomes stay unknown."""
+    moved: Counter[tuple[str, str]] = Counter()
+    unknown = 0
+    async with GatewayClient(client_config(cluster, CUSTOMER_CERT), retry=RetryPolicy()) as client:
+        for (payer_index, payee_index, amount), key in unsettled:
+            payer, payee = customers[payer_index], customers[payee_index]
+            try:
+                answer = await as_user(client, tokens[payer_index]).pay(
+                    payee.bank, payee.account, amount, idempotency_key=key
+                )
+            except ApiError:
+                unknown += 1
+                continue
+            if answer.status is PaymentStatus.COMMITTED:
+                record_move(moved, payer, payee, amount)
+            elif answer.status is not PaymentStatus.ABORTED:
+                unknown += 1
+    return moved, unknown

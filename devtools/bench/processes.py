@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from devtools.cluster import GATEWAY, Cluster
+from devtools.cluster import Cluster
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -22,6 +22,21 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def postgres_cpu() -> float:
+    """CPU seconds of the PostgreSQL server on this machine: every ``postgres`` process, and
+    what its exited children used (the postmaster reaps the backends of closed connections)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            command, fields = stat.read_text().split(" (", 1)[1].rsplit(")", 1)
+        except (OSError, IndexError, ValueError):
+            continue
+        if command == "postgres":
+            values = fields.split()
+            total += sum(int(value) for value in values[11:15])  # utime stime cutime cstime
+    return total / _TICK
+
+
 def machine_cpu() -> float:
     """CPU seconds every process on the machine has used (busy time of all cores)."""
     try:
@@ -33,7 +48,10 @@ def machine_cpu() -> float:
 
 
 def cpu_snapshot(cluster: Cluster) -> dict[str, float]:
+    """CPU seconds so far of every process of the cluster, this one and the machine."""
     snapshot = {name: process_cpu(process.pid) for name, process in cluster.processes.items()}
+    if cluster.database_urls:  # the databases are on a PostgreSQL server (on this machine)
+        snapshot["postgres"] = postgres_cpu()
     snapshot["bench"] = time.process_time()
     snapshot["machine"] = machine_cpu()
     return snapshot
@@ -42,21 +60,28 @@ def cpu_snapshot(cluster: Cluster) -> dict[str, float]:
 def cpu_used(cluster: Cluster, start: dict[str, float], end: dict[str, float]) -> dict[str, float]:
     """CPU seconds between two snapshots per process, plus ``bench`` (this process) and
     ``others`` (whatever else ran on the machine meanwhile)."""
-    cpu = {
-        name: round(end.get(name, 0.0) - start.get(name, 0.0), 2)
-        for name in [*cluster.bank_names, GATEWAY, "bench", "machine"]
-    }
+    names = [*cluster.names, *(["postgres"] if "postgres" in end else []), "bench", "machine"]
+    cpu = {name: round(end.get(name, 0.0) - start.get(name, 0.0), 2) for name in names}
     # Whatever else ran on this machine meanwhile (other test runs share the cores).
     cpu["others"] = round(max(0.0, cpu.pop("machine") - sum(cpu.values())), 2)
     return cpu
 
 
-def cpu_per_payment(cpu: dict[str, float], payments: int) -> dict[str, float]:
+def cpu_per_payment(cluster: Cluster, cpu: dict[str, float], payments: int) -> dict[str, float]:
+    """Milliseconds of CPU per payment (PAYMENTS: those it is shared by): the whole cluster,
+    the gateway replicas together and each one, the banks together and each one, and the
+    load generator."""
     if not payments:
         return {}
-    banks = sum(s for name, s in cpu.items() if name not in {GATEWAY, "bench", "others"})
-    shares = {"cluster": banks + cpu.get(GATEWAY, 0.0), GATEWAY: cpu.get(GATEWAY, 0.0)}
-    shares |= {"banks": banks, "bench": cpu.get("bench", 0.0)}
+    gateways = sum(cpu.get(name, 0.0) for name in cluster.gateway_names)
+    banks = sum(cpu.get(name, 0.0) for name in cluster.bank_names)
+    shares = {"cluster": gateways + banks, "gateways": gateways}
+    shares |= {name: cpu.get(name, 0.0) for name in cluster.gateway_names}
+    shares["banks"] = banks
+    shares |= {name: cpu.get(name, 0.0) for name in cluster.bank_names}
+    if "postgres" in cpu:
+        shares["postgres"] = cpu["postgres"]
+    shares["bench"] = cpu.get("bench", 0.0)
     return {name: round(seconds * 1000 / payments, 2) for name, seconds in shares.items()}
 
 

@@ -1,5 +1,7 @@
-"""Showing results: progress lines on standard error, each run and the summary as text, the
-whole report as strict JSON, and the targets each run is measured against."""
+"""Showing results: progress lines on standard error; each run, the failover timeline, the
+summary over configurations and repeats, and the targets as text; the whole report as
+strict JSON. Every throughput is shown absolute and as a ratio to the echo baseline measured
+in the same run, and every block states the settings its figures were measured with."""
 
 from __future__ import annotations
 
@@ -8,13 +10,29 @@ import math
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from devtools.bench.config import Result
+from devtools.bench.summary import Spread, Summary
+
+if TYPE_CHECKING:
+    from devtools.bench.echo import EchoResult
+    from devtools.bench.failover import FailoverResult
 
 TARGET_THROUGHPUT = (32, 300.0)  # committed payments per second at 32 concurrent clients
 TARGET_P99 = (8, 50.0)  # p99 latency in ms at 8 concurrent clients
+
+
+@dataclass
+class Report:
+    """Everything one invocation measured."""
+
+    echoes: list[EchoResult] = field(default_factory=list)
+    runs: list[Result] = field(default_factory=list)
+    summaries: list[Summary] = field(default_factory=list)
+    failovers: list[FailoverResult] = field(default_factory=list)
+    plot: str = ""  # the PNG written, if any
 
 
 def progress(message: str) -> None:
@@ -29,6 +47,8 @@ def targets(results: Sequence[Result]) -> list[dict[str, Any]]:
                 {
                     "target": f">= {TARGET_THROUGHPUT[1]:g} committed/s at "
                     f"{TARGET_THROUGHPUT[0]} clients",
+                    "config": result.config,
+                    "round": result.round,
                     "batch_max": result.batch_max,
                     "measured": result.committed_per_s,
                     "met": result.committed_per_s >= TARGET_THROUGHPUT[1],
@@ -38,6 +58,8 @@ def targets(results: Sequence[Result]) -> list[dict[str, Any]]:
             checks.append(
                 {
                     "target": f"p99 < {TARGET_P99[1]:g} ms at {TARGET_P99[0]} clients",
+                    "config": result.config,
+                    "round": result.round,
                     "batch_max": result.batch_max,
                     "measured": result.latency_ms["p99"],
                     "met": result.latency_ms["p99"] < TARGET_P99[1],
@@ -50,8 +72,46 @@ def _counts(counter: dict[str, int]) -> str:
     return ", ".join(f"{name} {count}" for name, count in sorted(counter.items()))
 
 
+def x_echo(value: float, echo: float) -> str:
+    return f"({value / echo:.3f} x echo)" if echo else "(no echo)"
+
+
+def settings_line(result: Result | FailoverResult) -> str:
+    """The settings every figure of a run depends on, in one line."""
+    replicas = f"{result.gateways} gateway replica{'s' if result.gateways > 1 else ''}"
+    return (
+        f"{result.config} | {result.backend} | {replicas} | batch max {result.batch_max} | "
+        f"txn timeout {result.txn_timeout:g} s | log {result.log_level} | "
+        f"preloaded {result.preloaded} payments"
+    )
+
+
+def _cpu_per_payment(result: Result) -> str:
+    shares = dict(result.cpu_ms_per_payment)
+    if not shares:
+        return "no payment finished"
+    replicas = [name for name in result.cpu_s if name.startswith("gateway")]
+    banks = [
+        name for name in result.cpu_s if name not in {*replicas, "bench", "others", "postgres"}
+    ]
+
+    def group(total: str, names: list[str]) -> str:
+        parts = ", ".join(f"{name} {shares.get(name, 0.0):.2f}" for name in names)
+        return f"{total} {shares.get(total, 0.0):.2f} ({parts})"
+
+    parts = [
+        f"cluster {shares.get('cluster', 0.0):.2f}",
+        group("gateways", replicas),
+        group("banks", banks),
+    ]
+    if "postgres" in shares:
+        parts.append(f"postgres server {shares['postgres']:.2f}")
+    return "  ".join([*parts, f"bench {shares.get('bench', 0.0):.2f}"])
+
+
 def render(result: Result) -> str:
     lat = result.latency_ms
+    echo = result.echo_rpc_per_s
     aborted = f"aborted {result.aborted}"
     if result.abort_reasons:
         aborted += f" ({_counts(result.abort_reasons)})"
@@ -62,19 +122,21 @@ def render(result: Result) -> str:
         name: f"{name} {seconds:.1f} ({seconds / result.elapsed_s:.0%})"
         for name, seconds in result.cpu_s.items()
     }
-    elsewhere = [cpu.pop(name) for name in ("bench", "others") if name in cpu]
-    per_payment = "  ".join(f"{name} {ms:.1f}" for name, ms in result.cpu_ms_per_payment.items())
-    match = "yes" if result.balances_match else "NO"
+    elsewhere = [cpu.pop(name) for name in ("postgres", "bench", "others") if name in cpu]
+    yes = {True: "yes", False: "NO"}
+    match = yes[result.balances_match]
     if not result.balances_match and result.unknown_outcomes:
         match = f"not checked ({result.unknown_outcomes} outcomes unknown)"
-    yes = {True: "yes", False: "NO"}
     lines = [
-        f"== {result.concurrency} clients on {result.channels} channel(s) | batch max "
-        f"{result.batch_max} | txn timeout {result.txn_timeout:g} s | log {result.log_level}",
-        f"   {result.payments} cross-bank payments after {result.warmup} warm-up, seed "
-        f"{result.seed}, {result.elapsed_s:.2f} s; {result.backend}",
-        f"   throughput    {result.payments_per_s:.1f} payments/s   "
-        f"{result.committed_per_s:.1f} committed/s",
+        f"== {settings_line(result)} | round {result.round}",
+        f"   {result.concurrency} clients on {result.channels} channel(s); {result.payments} "
+        f"cross-bank payments after {result.warmup} warm-up, seed {result.seed}, "
+        f"{result.elapsed_s:.2f} s",
+        f"   echo          {echo:.1f} RPC/s at {result.concurrency} clients, measured first in "
+        "this run",
+        f"   throughput    {result.payments_per_s:.1f} payments/s "
+        f"{x_echo(result.payments_per_s, echo)}   {result.committed_per_s:.1f} committed/s "
+        f"{x_echo(result.committed_per_s, echo)}",
         f"   latency ms    p50 {lat['p50']:.1f}   p95 {lat['p95']:.1f}   p99 {lat['p99']:.1f}"
         f"   (mean {lat['mean']:.1f}, max {lat['max']:.1f})",
         f"   outcomes      committed {result.committed}   {aborted}   pending {result.pending}"
@@ -82,40 +144,140 @@ def render(result: Result) -> str:
         f"   money         conserved {yes[result.conserved]}: {result.money_before} before, "
         f"{result.money_after} after (minor units)",
         f"                 cluster idle after {yes[result.idle]}; balances match the "
-        f"committed payments {match}",
+        f"committed payments {match}; every balance is its ledger's sum "
+        f"{yes[result.ledgers_match]}",
         "   cpu s (%core) " + "  ".join(cpu.values()),
         "                 " + "  ".join(elsewhere) + f" on this {os.cpu_count() or 1}-core machine",
-        f"   cpu ms/pay    {per_payment}",
+        f"   cpu ms/pay    {_cpu_per_payment(result)}",
         "   logs MB       " + "  ".join(f"{name} {mb:.1f}" for name, mb in result.log_mb.items()),
+    ]
+    if result.preloaded:
+        lines.append(
+            f"   preload       {result.preloaded} finished payments written in "
+            f"{result.preload_s:.1f} s before the run"
+        )
+    if result.probes:
+        probes = result.probes
+        history, replay = probes["history_ms"], probes["replay_ms"]
+        lines += [
+            f"   history page  p50 {history['p50']:.2f}   p99 {history['p99']:.2f} ms   "
+            f"(first page, {probes['history_page_rows']} rows, of {probes['history_payer']}, "
+            "the busiest payer; one call at a time)",
+            f"   replay        p50 {replay['p50']:.2f}   p99 {replay['p99']:.2f} ms   "
+            f"({probes['replays']} Pay calls with preloaded keys, "
+            f"{probes['replays'] - probes['replays_wrong']} answered replayed)",
+        ]
+    lines += [f"   !! {problem}" for problem in result.problems]
+    return "\n".join(lines)
+
+
+def render_failover(result: FailoverResult) -> str:
+    yes = {True: "yes", False: "NO"}
+    echo = result.echo_rpc_per_s
+    rate = result.median_before
+    kill = result.kill_at_s
+    lines = [
+        f"== failover | {settings_line(result)}",
+        f"   {result.concurrency} clients for {result.duration_s:g} s; kill -9 of "
+        f"{result.killed} at t={kill:.1f} s, not restarted; echo {echo:.1f} RPC/s at "
+        f"{result.concurrency} clients, measured first in this run",
+        "   t (s)  committed  errors",
+    ]
+    for row in result.timeline:
+        mark = "  <- kill" if row["second"] == int(kill) else ""
+        mark += "  (after the load)" if row["second"] >= result.duration_s else ""
+        lines.append(f"   {row['second']:>5}  {row['committed']:>9}  {row['errors']:>6}{mark}")
+    if result.dip_range:
+        first, last = result.dip_range
+        dip = f"{result.dip_seconds} s below {rate / 2:.1f}/s (t={first}..{last + 1} s)"
+    else:
+        dip = f"none: no second after the kill below {rate / 2:.1f}/s"
+    cleared = result.in_doubt_cleared_after_s
+    cleared_text = (
+        f"the last finished {cleared:.1f} s after the kill (t={kill + cleared:.1f} s)"
+        if cleared is not None
+        else "NOT all finished within the wait"
+    )
+    lat = result.latency_ms
+    lines += [
+        f"   before kill   median {rate:.1f} committed/s {x_echo(rate, echo)}",
+        f"   dip           {dip}",
+        f"   in doubt      {result.in_doubt} payment(s) open and owned by {result.killed} "
+        f"at the kill; {cleared_text}",
+        f"   outcomes      committed {result.committed}   aborted {result.aborted}   pending "
+        f"{result.pending}   errors {sum(result.errors.values())}"
+        + (f" ({_counts(result.errors)})" if result.errors else "")
+        + f"   retries {result.client_retries}",
+        f"   latency ms    p50 {lat['p50']:.1f}   p99 {lat['p99']:.1f}   max {lat['max']:.1f}",
+        f"   unknown       {result.unknown_outcomes} outcome(s) not learnt by the clients "
+        f"(errors, PENDING); {result.still_unknown} still unknown after asking again",
+        f"   money         conserved {yes[result.conserved]}: {result.money_before} before, "
+        f"{result.money_after} after; idle after {yes[result.idle]}; balances match "
+        f"{yes[result.balances_match]}; ledgers match {yes[result.ledgers_match]}",
     ]
     lines += [f"   !! {problem}" for problem in result.problems]
     return "\n".join(lines)
 
 
-def render_all(results: Sequence[Result]) -> str:
-    parts = [render(result) for result in results]
-    if len(results) > 1:
-        rows = [
-            f"   {r.concurrency:>7} {r.batch_max:>9} {r.committed_per_s:>12.1f} "
-            f"{r.latency_ms['p50']:>8.1f} {r.latency_ms['p95']:>8.1f} {r.latency_ms['p99']:>8.1f}"
-            f" {r.committed:>9} {r.aborted:>7} {'yes' if r.conserved else 'NO':>9}"
-            for r in results
-        ]
-        header = (
-            "   clients batch-max  committed/s  p50 ms   p95 ms   p99 ms  committed aborted"
-            " conserved"
+def _spread(spread: Spread | None, digits: int = 1) -> str:
+    if spread is None:
+        return "-"
+    if spread.low == spread.high:
+        return f"{spread.median:.{digits}f}"
+    return f"{spread.median:.{digits}f} [{spread.low:.{digits}f}-{spread.high:.{digits}f}]"
+
+
+def render_summary(summaries: Sequence[Summary], runs: Sequence[Result]) -> str:
+    """One line per configuration and concurrency (median [min-max] over the repeats)."""
+    backends = {r.config: settings_line(r) for r in runs}
+    header = (
+        f"   {'config':<11}{'clients':>7}{'runs':>5}  {'committed/s':<22}{'x echo':<20}"
+        f"{'p50 ms':<20}{'p99 ms':<22}{'cpu ms/pay':<18}"
+    )
+    rows = []
+    for s in summaries:
+        f = s.figures
+        rows.append(
+            f"   {s.config:<11}{s.concurrency:>7}{s.runs:>5}  "
+            f"{_spread(f.get('committed/s')):<22}{_spread(f.get('x echo'), 3):<20}"
+            f"{_spread(f.get('p50 ms')):<20}{_spread(f.get('p99 ms')):<22}"
+            f"{_spread(f.get('cpu ms/pay cluster'), 2):<18}"
+            + (f" !! {s.problems} run(s) with problems" if s.problems else "")
         )
-        parts.append("== summary\n" + "\n".join([header, *rows]))
-    checks = targets(results)
+    legend = [f"   {settings}" for settings in backends.values()]
+    return "\n".join(["== summary: median [min-max] over the runs of each", *legend, header, *rows])
+
+
+def render_repeats(summaries: Sequence[Summary]) -> str:
+    """Every figure of every repeated configuration, median [min-max]."""
+    parts = ["== repeats: median [min-max] of every figure"]
+    for s in summaries:
+        parts.append(f"   {s.config}, {s.concurrency} clients, {s.runs} runs")
+        for name, spread in s.figures.items():
+            digits = 3 if name == "x echo" else 2
+            parts.append(f"     {name:<22}{_spread(spread, digits)}")
+    return "\n".join(parts)
+
+
+def render_all(report: Report) -> str:
+    parts = [render(result) for result in report.runs]
+    parts += [render_failover(result) for result in report.failovers]
+    if len(report.runs) > 1:
+        parts.append(render_summary(report.summaries, report.runs))
+    if any(s.runs > 1 for s in report.summaries):
+        parts.append(render_repeats(report.summaries))
+    checks = targets(report.runs)
     if checks:
         parts.append(
             "== targets\n"
             + "\n".join(
-                f"   {check['target']:<36} measured {check['measured']:>7.1f}  "
-                f"{'MET' if check['met'] else 'MISSED'}"
+                f"   {check['target']:<36} {check['config']:<11} round {check['round']:<3} "
+                f"measured {check['measured']:>7.1f}  {'MET' if check['met'] else 'MISSED'}"
                 for check in checks
             )
         )
+    if report.plot:
+        parts.append(f"== plot written to {report.plot}")
     return "\n\n".join(parts)
 
 
@@ -130,6 +292,13 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def render_json(results: Sequence[Result]) -> str:
-    report = {"runs": [asdict(r) for r in results], "targets": targets(results)}
-    return json.dumps(_finite(report))
+def render_json(report: Report) -> str:
+    document = {
+        "echo": [asdict(e) for e in report.echoes],
+        "runs": [asdict(r) for r in report.runs],
+        "summary": [asdict(s) for s in report.summaries],
+        "failover": [asdict(f) for f in report.failovers],
+        "targets": targets(report.runs),
+        "plot": report.plot or None,
+    }
+    return json.dumps(_finite(document))

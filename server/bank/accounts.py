@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from minipay.errors import ErrorReason
 from server.bank.models import Account, Customer, LedgerEntry
 from server.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from server.common.validation import MAX_BALANCE
@@ -19,6 +20,7 @@ class AccountView:
     number: str
     currency: str
     balance: int
+    held: int  # for outgoing payments still being decided
     available: int
     disabled: bool
 
@@ -37,6 +39,7 @@ def view_account(account: Account) -> AccountView:
         account.number,
         account.currency,
         account.balance,
+        account.held,
         account.available,
         account.customer.disabled,
     )
@@ -60,7 +63,7 @@ def find_customer(session: Session, username: str) -> Customer | None:
 def get_customer(session: Session, username: str) -> Customer:
     customer = find_customer(session, username)
     if customer is None:
-        raise NotFound(f"no customer {username!r} at this bank")
+        raise NotFound(f"no customer {username!r} at this bank", ErrorReason.CUSTOMER_NOT_FOUND)
     return customer
 
 
@@ -70,7 +73,7 @@ def get_account(session: Session, number: str, *, for_update: bool = False) -> A
         query = query.with_for_update()
     account = session.scalars(query).one_or_none()
     if account is None:
-        raise NotFound(f"no account {number!r} at this bank")
+        raise NotFound(f"no account {number!r} at this bank", ErrorReason.ACCOUNT_NOT_FOUND)
     return account
 
 
@@ -87,9 +90,13 @@ def open_customer(
 ) -> Customer:
     """Creates a customer with one account; the opening balance is a ledger entry."""
     if find_customer(session, username) is not None:
-        raise AlreadyExists(f"customer {username!r} already exists at this bank")
+        raise AlreadyExists(
+            f"customer {username!r} already exists at this bank", ErrorReason.USERNAME_TAKEN
+        )
     if session.get(Account, account_number) is not None:
-        raise AlreadyExists(f"account {account_number!r} already exists at this bank")
+        raise AlreadyExists(
+            f"account {account_number!r} already exists at this bank", ErrorReason.ACCOUNT_EXISTS
+        )
     customer = Customer(
         username=username, name=name, password_hash=password_hash, role=role, disabled=False
     )
@@ -107,16 +114,25 @@ def deposit(session: Session, number: str, amount: int, currency: str, deposit_i
     """Adds money from outside the system; the same ``deposit_id`` is applied once."""
     account = get_account(session, number, for_update=True)
     if currency != account.currency:
-        raise InvalidArgument(f"account {number!r} holds {account.currency}, not {currency}")
+        raise FailedPrecondition(
+            f"account {number!r} holds {account.currency}, not {currency}",
+            ErrorReason.CURRENCY_MISMATCH,
+        )
     already = session.scalars(
         select(LedgerEntry).where(LedgerEntry.deposit_id == deposit_id)
     ).one_or_none()
     if already is not None:
         if already.account_number != number or already.amount != amount:
-            raise FailedPrecondition("this deposit id was already used for another deposit")
+            raise InvalidArgument(
+                "this idempotency key was already used for another deposit; use a new key",
+                ErrorReason.IDEMPOTENCY_KEY_REUSED,
+                field="idempotency_key",
+            )
         return account
     if account.balance + account.incoming + amount > MAX_BALANCE:
-        raise FailedPrecondition(f"account {number!r} cannot hold more money")
+        raise FailedPrecondition(
+            f"account {number!r} cannot hold more money", ErrorReason.BALANCE_LIMIT
+        )
     account.balance += amount
     session.add(
         LedgerEntry(

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import grpc
 
+from minipay.errors import ErrorReason
 from minipay.v1 import gateway_pb2, gateway_pb2_grpc
 from server.common.errors import Unavailable
 
@@ -36,7 +37,10 @@ class CoordinatorClient:
                 gateway_pb2.GetDecisionRequest(payment_ids=list(payment_ids)), timeout=timeout
             )
         except grpc.aio.AioRpcError as error:
-            raise Unavailable(f"cannot reach the coordinator ({error.code().name})") from None
+            raise Unavailable(
+                f"cannot reach the coordinator ({error.code().name})",
+                ErrorReason.COORDINATOR_UNAVAILABLE,
+            ) from None
         answers = dict.fromkeys(payment_ids, Answer.PENDING)
         for decision in answer.decisions:
             if decision.payment_id in answers:

@@ -175,10 +175,10 @@ DECIDE_PAYMENTS = {
     ParticipantState.COMMITTED: (
         "UPDATE bank_payments SET state = 'COMMITTED', decided_at = ? WHERE payment_id IN ({in})"
     ),
-    # An abort keeps the reason a no vote gave; otherwise it says "aborted".
+    # An abort keeps the reason a no vote gave; otherwise it says ABORTED.
     ParticipantState.ABORTED: (
         "UPDATE bank_payments SET state = 'ABORTED', decided_at = ?, reason_code = CASE "
-        "WHEN reason_code = '' THEN 'aborted' ELSE reason_code END WHERE payment_id IN ({in})"
+        "WHEN reason_code = '' THEN 'ABORTED' ELSE reason_code END WHERE payment_id IN ({in})"
     ),
 }
 UPDATE_ACCOUNT = "UPDATE accounts SET balance = ?, held = ?, incoming = ? WHERE number = ?"

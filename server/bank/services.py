@@ -30,6 +30,7 @@ def account_info(view: accounts.AccountView) -> bank_pb2.AccountInfo:
         account=view.number,
         balance=money(view.balance, view.currency),
         available=money(view.available, view.currency),
+        held=money(view.held, view.currency),
         disabled=view.disabled,
     )
 
@@ -46,15 +47,17 @@ def customer_info(view: accounts.CustomerView) -> bank_pb2.CustomerInfo:
 def _payment_ids(ids: Iterable[str]) -> list[str]:
     checked = list(ids)
     if any(not payment_id or len(payment_id) > 64 for payment_id in checked):
-        raise InvalidArgument("every payment id must be 1-64 characters")
+        raise InvalidArgument("every payment id must be 1-64 characters", field="payment_ids")
     return checked
 
 
 def _leg(leg: bank_pb2.Leg) -> Leg:
     if not leg.payment_id or len(leg.payment_id) > 64:
-        raise InvalidArgument("every leg needs a payment_id of at most 64 characters")
+        raise InvalidArgument(
+            "every leg needs a payment_id of at most 64 characters", field="legs.payment_id"
+        )
     if leg.side not in _SIDES:
-        raise InvalidArgument(f"leg of payment {leg.payment_id!r} has no side")
+        raise InvalidArgument(f"leg of payment {leg.payment_id!r} has no side", field="legs.side")
     return Leg(
         payment_id=leg.payment_id,
         side=_SIDES[leg.side],
@@ -101,19 +104,19 @@ class ParticipantService(bank_pb2_grpc.ParticipantServicer):  # type: ignore[mis
                 raise Unavailable("fault injection: commit acknowledgement dropped")
 
     async def Commit(
-        self, request: bank_pb2.DecisionRequest, context: grpc.aio.ServicerContext
-    ) -> bank_pb2.DecisionResponse:
+        self, request: bank_pb2.CommitRequest, context: grpc.aio.ServicerContext
+    ) -> bank_pb2.CommitResponse:
         ids = _payment_ids(request.payment_ids)
         applied = await self._db.statements(lambda s: participant.commit(s, ids))
         self._after_commits(applied)
-        return bank_pb2.DecisionResponse(acknowledged=applied)
+        return bank_pb2.CommitResponse(acknowledged=applied)
 
     async def Abort(
-        self, request: bank_pb2.DecisionRequest, context: grpc.aio.ServicerContext
-    ) -> bank_pb2.DecisionResponse:
+        self, request: bank_pb2.AbortRequest, context: grpc.aio.ServicerContext
+    ) -> bank_pb2.AbortResponse:
         ids = _payment_ids(request.payment_ids)
         released = await self._db.statements(lambda s: participant.abort(s, ids))
-        return bank_pb2.DecisionResponse(acknowledged=released)
+        return bank_pb2.AbortResponse(acknowledged=released)
 
 
 class AccountsService(bank_pb2_grpc.AccountsServicer):  # type: ignore[misc]
@@ -144,23 +147,23 @@ class AccountsService(bank_pb2_grpc.AccountsServicer):  # type: ignore[misc]
 
     async def GetAccount(
         self, request: bank_pb2.GetAccountRequest, context: grpc.aio.ServicerContext
-    ) -> bank_pb2.AccountInfo:
+    ) -> bank_pb2.GetAccountResponse:
         view = await self._db.transaction(
             lambda s: accounts.view_account(
                 accounts.get_account(s, validation.account_number(request.account))
             )
         )
-        return account_info(view)
+        return bank_pb2.GetAccountResponse(account=account_info(view))
 
     async def CreateCustomer(
         self, request: bank_pb2.CreateCustomerRequest, context: grpc.aio.ServicerContext
-    ) -> bank_pb2.CustomerInfo:
+    ) -> bank_pb2.CreateCustomerResponse:
         username = validation.username(request.username)
         number = validation.account_number(request.account)
         role = validation.role(request.role or "customer")
         currency = validation.currency(request.initial_balance.currency or "USD")
         balance = validation.non_negative_amount(
-            request.initial_balance.minor_units, "initial balance"
+            request.initial_balance.minor_units, "initial_balance.minor_units"
         )
         name = validation.display_name(request.name)
         password_hash = await self._passwords.hash(validation.password(request.password))
@@ -178,7 +181,7 @@ class AccountsService(bank_pb2_grpc.AccountsServicer):  # type: ignore[misc]
                 )
             )
         )
-        return customer_info(view)
+        return bank_pb2.CreateCustomerResponse(customer=customer_info(view))
 
     async def ListCustomers(
         self, request: bank_pb2.ListCustomersRequest, context: grpc.aio.ServicerContext
@@ -188,22 +191,24 @@ class AccountsService(bank_pb2_grpc.AccountsServicer):  # type: ignore[misc]
 
     async def SetCustomerDisabled(
         self, request: bank_pb2.SetCustomerDisabledRequest, context: grpc.aio.ServicerContext
-    ) -> bank_pb2.CustomerInfo:
+    ) -> bank_pb2.SetCustomerDisabledResponse:
         view = await self._db.transaction(
             lambda s: accounts.view_customer(
                 accounts.set_disabled(s, validation.username(request.username), request.disabled)
             )
         )
-        return customer_info(view)
+        return bank_pb2.SetCustomerDisabledResponse(customer=customer_info(view))
 
-    async def Deposit(
-        self, request: bank_pb2.BankDepositRequest, context: grpc.aio.ServicerContext
-    ) -> bank_pb2.AccountInfo:
+    async def ApplyDeposit(
+        self, request: bank_pb2.ApplyDepositRequest, context: grpc.aio.ServicerContext
+    ) -> bank_pb2.ApplyDepositResponse:
         amount = validation.positive_amount(request.amount.minor_units)
         currency = validation.currency(request.amount.currency)
         deposit_id = request.deposit_id
         if not 1 <= len(deposit_id) <= 64:
-            raise InvalidArgument("deposit_id is required (at most 64 characters)")
+            raise InvalidArgument(
+                "deposit_id is required (at most 64 characters)", field="deposit_id"
+            )
         view = await self._db.transaction(
             lambda s: accounts.view_account(
                 accounts.deposit(
@@ -211,4 +216,4 @@ class AccountsService(bank_pb2_grpc.AccountsServicer):  # type: ignore[misc]
                 )
             )
         )
-        return account_info(view)
+        return bank_pb2.ApplyDepositResponse(account=account_info(view))

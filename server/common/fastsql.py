@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError, StatementError
 
 # Written with "?" for a parameter, "{in}" for the marks of an IN list, "{for_update}" (or
 # "{for_update_of_a}", for the table aliased "a") where a row lock goes on PostgreSQL: SQLite
@@ -25,10 +26,13 @@ def execute(
 ) -> list[Any]:
     """Runs SQL with PARAMETERS (positional; an IN list's values among them, IN_LIST of
     them); returns the rows it returns."""
+    rendered = _render(sql, connection.dialect.name, in_list)
     cursor = _cursor(connection)
     try:
-        cursor.execute(_render(sql, connection.dialect.name, in_list), tuple(parameters))
+        cursor.execute(rendered, tuple(parameters))
         return list(cursor.fetchall()) if cursor.description else []
+    except connection.dialect.loaded_dbapi.Error as error:
+        raise _wrapped(connection, rendered, error) from error
     finally:
         cursor.close()
 
@@ -36,11 +40,20 @@ def execute(
 def execute_many(connection: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
     if not rows:
         return
+    rendered = _render(sql, connection.dialect.name, 0)
     cursor = _cursor(connection)
     try:
-        cursor.executemany(_render(sql, connection.dialect.name, 0), [tuple(row) for row in rows])
+        cursor.executemany(rendered, [tuple(row) for row in rows])
+    except connection.dialect.loaded_dbapi.Error as error:
+        raise _wrapped(connection, rendered, error) from error
     finally:
         cursor.close()
+
+
+def _wrapped(connection: Connection, sql: str, error: Exception) -> StatementError:
+    """The driver's error as SQLAlchemy would raise it (IntegrityError, OperationalError...),
+    so that callers (and the retry of deadlocks and serialization failures) see one kind."""
+    return DBAPIError.instance(sql, None, error, connection.dialect.loaded_dbapi.Error)
 
 
 def _cursor(connection: Connection) -> Any:

@@ -7,6 +7,7 @@ import contextvars
 import enum
 from dataclasses import dataclass
 
+from minipay.errors import ErrorReason
 from server.common.errors import Unauthenticated
 from server.common.tls import PeerIdentity
 
@@ -74,5 +75,5 @@ def current_principal() -> Principal:
 def current_claims() -> Claims:
     claims = current_principal().claims
     if claims is None:
-        raise Unauthenticated("this call needs a login token")
+        raise Unauthenticated("this call needs a login token", ErrorReason.LOGIN_REQUIRED)
     return claims

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 import bcrypt
 
+from minipay.errors import ErrorReason
 from server.common.errors import Throttled
 
 MAX_PASSWORD_BYTES = 72  # bcrypt ignores everything past this
@@ -67,6 +68,7 @@ class PasswordWork:
             raise Throttled(
                 "too many password checks in flight from this client certificate; "
                 "wait for the answers",
+                ErrorReason.TOO_MANY_REQUESTS,
                 retry_after=1.0,
             )
         self._in_flight[client] = self._in_flight.get(client, 0) + 1

@@ -25,7 +25,8 @@ def username(value: str) -> str:
     # fullmatch, not match with "$": "$" would also accept a trailing newline.
     if not _USERNAME.fullmatch(value):
         raise InvalidArgument(
-            "username must be 1-64 letters, digits or . _ @ - and start with a letter or digit"
+            "username must be 1-64 letters, digits or . _ @ - and start with a letter or digit",
+            field="username",
         )
     return value
 
@@ -37,7 +38,7 @@ def normalized_username(value: str) -> str:
 
 def account_number(value: str, field: str = "account") -> str:
     if not _ACCOUNT.fullmatch(value):
-        raise InvalidArgument(f"{field} must be 1-34 letters, digits or '-'")
+        raise InvalidArgument(f"{field} must be 1-34 letters, digits or '-'", field=field)
     return value
 
 
@@ -46,7 +47,8 @@ def bank_name(value: str, field: str = "bank") -> str:
     if not _BANK.fullmatch(value):
         raise InvalidArgument(
             f"{field} must be a bank's name: 1-63 lower-case letters, digits or '-', "
-            "not starting or ending with '-'"
+            "not starting or ending with '-'",
+            field=field,
         )
     return value
 
@@ -54,46 +56,46 @@ def bank_name(value: str, field: str = "bank") -> str:
 def display_name(value: str, field: str = "name") -> str:
     value = value.strip()
     if not value or len(value) > MAX_NAME_LENGTH:
-        raise InvalidArgument(f"{field} must be 1 to {MAX_NAME_LENGTH} characters")
+        raise InvalidArgument(f"{field} must be 1 to {MAX_NAME_LENGTH} characters", field=field)
     if any(unicodedata.category(char).startswith("C") for char in value):
-        raise InvalidArgument(f"{field} must not contain control characters")
+        raise InvalidArgument(f"{field} must not contain control characters", field=field)
     return value
 
 
-def currency(value: str) -> str:
+def currency(value: str, field: str = "amount.currency") -> str:
     if not _CURRENCY.fullmatch(value):
         shown = value if len(value) <= 8 else value[:8] + "..."
         raise InvalidArgument(
-            f"currency must be a three-letter ISO 4217 code like USD, not {shown!r}"
+            f"currency must be a three-letter ISO 4217 code like USD, not {shown!r}", field=field
         )
     return value
 
 
-def positive_amount(minor_units: int, field: str = "amount") -> int:
+def positive_amount(minor_units: int, field: str = "amount.minor_units") -> int:
     if minor_units <= 0:
-        raise InvalidArgument(f"{field} must be greater than zero")
+        raise InvalidArgument(f"{field} must be greater than zero", field=field)
     if minor_units > MAX_MINOR_UNITS:
-        raise InvalidArgument(f"{field} is larger than the largest accepted amount")
+        raise InvalidArgument(f"{field} is larger than the largest accepted amount", field=field)
     return minor_units
 
 
-def non_negative_amount(minor_units: int, field: str = "amount") -> int:
+def non_negative_amount(minor_units: int, field: str = "amount.minor_units") -> int:
     if minor_units < 0:
-        raise InvalidArgument(f"{field} must not be negative")
+        raise InvalidArgument(f"{field} must not be negative", field=field)
     if minor_units > MAX_MINOR_UNITS:
-        raise InvalidArgument(f"{field} is larger than the largest accepted amount")
+        raise InvalidArgument(f"{field} is larger than the largest accepted amount", field=field)
     return minor_units
 
 
 def password(value: str) -> str:
     if not 8 <= len(value.encode()) <= 72:
-        raise InvalidArgument("password must be 8 to 72 bytes long")
+        raise InvalidArgument("password must be 8 to 72 bytes long", field="password")
     return value
 
 
 def role(value: str) -> str:
     if value not in _ROLES:
-        raise InvalidArgument(f"role must be one of {', '.join(sorted(_ROLES))}")
+        raise InvalidArgument(f"role must be one of {', '.join(sorted(_ROLES))}", field="role")
     return value
 
 
@@ -101,6 +103,7 @@ def idempotency_key(value: str) -> str:
     if not _KEY.fullmatch(value):
         raise InvalidArgument(
             f"idempotency_key is required: 1-{MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII "
-            "characters without spaces"
+            "characters without spaces",
+            field="idempotency_key",
         )
     return value

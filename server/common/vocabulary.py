@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from minipay.errors import ErrorReason
+
 
 class Side(enum.StrEnum):
     DEBIT = "debit"
@@ -28,16 +30,17 @@ class Leg:
 
 
 class Reason(enum.StrEnum):
-    """A reason code; the value is what travels on the wire and in the logs."""
+    """Why a payment was refused or aborted: the payment reasons of ``minipay.errors``, the
+    same words in votes, decisions, the database, the API's ``reason_code`` and the logs."""
 
-    INSUFFICIENT_FUNDS = "insufficient_funds"
-    ACCOUNT_NOT_FOUND = "account_not_found"
-    ACCOUNT_DISABLED = "account_disabled"
-    CURRENCY_MISMATCH = "currency_mismatch"
-    BALANCE_LIMIT = "balance_limit"
-    TIMEOUT = "timeout"
-    BANK_UNAVAILABLE = "bank_unavailable"
-    ABORTED = "aborted"
+    INSUFFICIENT_FUNDS = ErrorReason.INSUFFICIENT_FUNDS.value
+    ACCOUNT_NOT_FOUND = ErrorReason.ACCOUNT_NOT_FOUND.value
+    ACCOUNT_DISABLED = ErrorReason.ACCOUNT_DISABLED.value
+    CURRENCY_MISMATCH = ErrorReason.CURRENCY_MISMATCH.value
+    BALANCE_LIMIT = ErrorReason.BALANCE_LIMIT.value
+    TIMEOUT = ErrorReason.TIMEOUT.value
+    BANK_UNAVAILABLE = ErrorReason.BANK_UNAVAILABLE.value
+    ABORTED = ErrorReason.ABORTED.value
 
     @property
     def sentence(self) -> str:
@@ -45,9 +48,9 @@ class Reason(enum.StrEnum):
 
     @classmethod
     def parse(cls, code: str) -> Reason:
-        """The reason for a code from a peer; an unknown code is a plain abort."""
+        """The reason for a code from a peer (of any case); an unknown code is a plain abort."""
         try:
-            return cls(code)
+            return cls(code.upper())
         except ValueError:
             return cls.ABORTED
 

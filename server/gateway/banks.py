@@ -12,8 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
 
+from minipay.errors import DOMAIN, ErrorReason
 from minipay.identity import bank_server_name
 from minipay.v1 import bank_pb2, bank_pb2_grpc, common_pb2
 from server.common import errors, validation
@@ -115,13 +118,20 @@ class BankClient:
     ) -> set[str]:
         """Sends Commit or Abort; returns the payments the bank acknowledged (none if the call
         failed: the coordinator sends them again)."""
-        call = self._participant.Commit if commit else self._participant.Abort
+        ids = list(payment_ids)
         try:
-            answer = await call(
-                bank_pb2.DecisionRequest(payment_ids=list(payment_ids)),
-                timeout=timeout,
-                metadata=request_metadata(request_ids),
-            )
+            if commit:
+                answer = await self._participant.Commit(
+                    bank_pb2.CommitRequest(payment_ids=ids),
+                    timeout=timeout,
+                    metadata=request_metadata(request_ids),
+                )
+            else:
+                answer = await self._participant.Abort(
+                    bank_pb2.AbortRequest(payment_ids=ids),
+                    timeout=timeout,
+                    metadata=request_metadata(request_ids),
+                )
         except grpc.aio.AioRpcError:
             return set()
         return set(answer.acknowledged)
@@ -140,18 +150,18 @@ class BankClient:
         return CredentialCheck(answer.ok, answer.role, answer.account, answer.disabled)
 
     async def account(self, number: str) -> bank_pb2.AccountInfo:
-        answer: bank_pb2.AccountInfo = await self._account_call(
+        answer: bank_pb2.GetAccountResponse = await self._account_call(
             self._accounts.GetAccount, bank_pb2.GetAccountRequest(account=number)
         )
-        return answer
+        return answer.account
 
     async def create_customer(
         self, request: bank_pb2.CreateCustomerRequest
     ) -> bank_pb2.CustomerInfo:
-        answer: bank_pb2.CustomerInfo = await self._account_call(
+        answer: bank_pb2.CreateCustomerResponse = await self._account_call(
             self._accounts.CreateCustomer, request
         )
-        return answer
+        return answer.customer
 
     async def list_customers(self) -> list[bank_pb2.CustomerInfo]:
         answer = await self._account_call(
@@ -160,20 +170,20 @@ class BankClient:
         return list(answer.customers)
 
     async def set_customer_disabled(self, username: str, disabled: bool) -> bank_pb2.CustomerInfo:
-        answer: bank_pb2.CustomerInfo = await self._account_call(
+        answer: bank_pb2.SetCustomerDisabledResponse = await self._account_call(
             self._accounts.SetCustomerDisabled,
             bank_pb2.SetCustomerDisabledRequest(username=username, disabled=disabled),
         )
-        return answer
+        return answer.customer
 
     async def deposit(
         self, account: str, amount: common_pb2.Money, deposit_id: str
     ) -> bank_pb2.AccountInfo:
-        answer: bank_pb2.AccountInfo = await self._account_call(
-            self._accounts.Deposit,
-            bank_pb2.BankDepositRequest(account=account, amount=amount, deposit_id=deposit_id),
+        answer: bank_pb2.ApplyDepositResponse = await self._account_call(
+            self._accounts.ApplyDeposit,
+            bank_pb2.ApplyDepositRequest(account=account, amount=amount, deposit_id=deposit_id),
         )
-        return answer
+        return answer.account
 
     async def serving(self, timeout: float = 1.0) -> bool:
         try:
@@ -189,14 +199,46 @@ class BankClient:
             raise self._error(error) from None
 
     def _error(self, error: grpc.aio.AioRpcError) -> errors.MinipayError:
+        """The bank's refusal as the same kind of error, with its reason and details; a bank
+        that did not answer as UNAVAILABLE."""
         kind = _PASSED_ON.get(error.code())
         if kind is not None:
-            return kind(error.details() or error.code().name)
+            info = _error_info(error)
+            reason = _known_reason(info.reason) if info is not None else None
+            metadata = {**(info.metadata if info is not None else {}), "bank": self.name}
+            return kind(
+                error.details() or error.code().name,
+                reason,
+                field=metadata.get("field", ""),
+                metadata=metadata,
+            )
         if error.code() in _NOT_ANSWERING:
             return errors.Unavailable(
-                f"bank {self.name} is not answering right now; try again shortly"
+                f"bank {self.name} is not answering right now; try again shortly",
+                ErrorReason.BANK_UNAVAILABLE,
+                metadata={"bank": self.name},
             )
         return errors.Internal(f"bank {self.name} refused the request ({error.code().name})")
+
+
+def _error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
+    """The ErrorInfo of a bank's error, if it sent one (a peer's bytes: checked)."""
+    try:
+        status = rpc_status.from_call(error)
+    except ValueError:
+        return None
+    for detail in status.details if status is not None else ():
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info) and info.domain == DOMAIN:
+            return info
+    return None
+
+
+def _known_reason(value: str) -> ErrorReason | None:
+    try:
+        return ErrorReason(value)
+    except ValueError:
+        return None
 
 
 def _leg_message(leg: Leg) -> bank_pb2.Leg:
@@ -227,7 +269,11 @@ class BankDirectory:
     def get(self, name: str) -> BankClient:
         bank = self._banks.get(validation.bank_name(name))
         if bank is None:
-            raise errors.NotFound(f"unknown bank {name!r}; known banks: {', '.join(self.names)}")
+            raise errors.NotFound(
+                f"unknown bank {name!r}; known banks: {', '.join(self.names)}",
+                ErrorReason.BANK_NOT_FOUND,
+                metadata={"bank": name[:64]},
+            )
         return bank
 
     async def prepare(

@@ -32,6 +32,7 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from minipay.errors import ErrorReason
 from server.common.clock import now
 from server.common.db import Database
 from server.common.errors import InvalidArgument
@@ -41,9 +42,8 @@ from server.common.metrics import IN_DOUBT, PAYMENTS, PHASE_SECONDS
 from server.common.vocabulary import Leg, Reason
 from server.gateway import payment_log
 from server.gateway.models import CoordinatorState
-from server.gateway.payment_log import Deciding, PaymentOrder, PaymentView, RecordKind
+from server.gateway.payment_log import Deciding, Outcome, PaymentOrder, PaymentView, RecordKind
 from server.gateway.payment_state import (
-    Outcome,
     Prepared,
     Status,
     Vote,
@@ -105,12 +105,6 @@ class Owner(Protocol):
 
     @property
     def token(self) -> int: ...
-
-
-def outcome_of(payment: PaymentView, replayed: bool = False) -> Outcome:
-    return Outcome(
-        payment.id, status_of(payment.state), payment.reason_enum, payment.reason, replayed
-    )
 
 
 @dataclass
@@ -275,7 +269,12 @@ class Coordinator:
             PHASE_SECONDS.labels("record").observe(time.perf_counter() - started)
             for asked, result in zip(batch, recorded, strict=True):
                 if result.kind is RecordKind.KEY_REUSED:
-                    _fail(asked.answer, InvalidArgument(KEY_REUSED))
+                    _fail(
+                        asked.answer,
+                        InvalidArgument(
+                            KEY_REUSED, ErrorReason.IDEMPOTENCY_KEY_REUSED, field="idempotency_key"
+                        ),
+                    )
                 elif result.kind is RecordKind.REPLAY and result.payment is not None:
                     self._answer_later(asked, self._replay(result.payment, asked.wait))
                 elif result.payment is not None:
@@ -317,7 +316,7 @@ class Coordinator:
                 continue
             self._post(result, asked.request_id)
             if not asked.answer.done():
-                asked.answer.set_result(outcome_of(result))
+                asked.answer.set_result(Outcome(result))
 
     async def _votes(self, fresh: list[tuple[Asked, PaymentView]]) -> dict[str, list[Vote]]:
         """Every bank's votes on the round's payments, one Prepare per bank, at once."""
@@ -406,16 +405,14 @@ class Coordinator:
 
     async def _replay(self, payment: PaymentView, wait: float | None) -> Outcome:
         if payment.state is not CoordinatorState.PREPARING:
-            return outcome_of(payment, replayed=True)
+            return Outcome(payment, replayed=True)
         running = self._in_flight.get(payment.id)
         if running is not None:
             outcome = await asyncio.shield(running)
         else:
             # Another replica (or a crashed one) has it: wait on the row for its outcome.
             outcome = await self._outcome_from_row(payment.id, wait or self._timeout)
-        return Outcome(
-            outcome.payment_id, outcome.status, outcome.reason_code, outcome.reason, True
-        )
+        return Outcome(outcome.payment, replayed=True)
 
     async def _outcome_from_row(self, payment_id: str, wait: float) -> Outcome:
         """The payment's outcome as its row tells it, once decided; taken over and aborted
@@ -430,7 +427,7 @@ class Coordinator:
                 known = await self._db.statements(lambda c: payment_log.by_ids(c, [payment_id]))
                 settled = known[payment_id]
             if settled.state is not CoordinatorState.PREPARING or time.monotonic() >= deadline:
-                return outcome_of(settled)
+                return Outcome(settled)
             await asyncio.sleep(min(pause, max(deadline - time.monotonic(), 0.0)))
             pause = min(pause * 2, ROW_POLL_MAX)
 

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from minipay.errors import ErrorReason
 from server.common import validation
 from server.common.db import Database
 from server.common.errors import AlreadyExists, InvalidArgument, Unauthenticated
@@ -95,7 +96,7 @@ def find_registration(session: Session, username: str) -> Registration | None:
 def create_admin(session: Session, username: str, password_hash: str) -> None:
     """Usernames are unique across admins and customers (whatever their case)."""
     if find_admin(session, username) is not None:
-        raise AlreadyExists(f"admin {username!r} already exists")
+        raise AlreadyExists(f"admin {username!r} already exists", ErrorReason.USERNAME_TAKEN)
     if find_registration(session, username) is not None:
         raise AlreadyExists(f"username {username!r} belongs to a registered customer")
     session.add(Admin(username=username, password_hash=password_hash))
@@ -115,9 +116,11 @@ def ensure_admin(session: Session, username: str, password: str, rounds: int) ->
 
 def checked_password(password: str) -> str:
     if not password:
-        raise InvalidArgument("password is required")
+        raise InvalidArgument("password is required", field="password")
     if len(password.encode()) > MAX_PASSWORD_INPUT:
-        raise InvalidArgument(f"password must be at most {MAX_PASSWORD_INPUT} bytes")
+        raise InvalidArgument(
+            f"password must be at most {MAX_PASSWORD_INPUT} bytes", field="password"
+        )
     return password
 
 
@@ -158,7 +161,7 @@ class IdentityService:
             taken = await self._db.transaction(lambda s: _is_taken(s, username, bank, account))
             answer = await self._banks.verify_credentials(bank, username, password, account)
         if taken or not answer.ok or answer.role != "customer" or answer.disabled:
-            raise Unauthenticated(REGISTER_FAILED)
+            raise Unauthenticated(REGISTER_FAILED, ErrorReason.REGISTRATION_FAILED)
 
         def save(session: Session) -> Registration:
             registration = Registration(username=username, bank=bank, account=account)
@@ -169,7 +172,7 @@ class IdentityService:
         try:
             registration = await self._db.transaction(save)
         except IntegrityError:  # a concurrent registration of the same name or account won
-            raise Unauthenticated(REGISTER_FAILED) from None
+            raise Unauthenticated(REGISTER_FAILED, ErrorReason.REGISTRATION_FAILED) from None
         await self._throttle.succeeded(username_limit, certificate_limit)
         return registration
 
@@ -182,7 +185,7 @@ class IdentityService:
             admin, registration = await self._db.transaction(lambda s: _login_lookup(s, username))
             proven = await self._check(username, password, admin, registration)
         if proven is None or self._revocations.is_disabled(proven.subject):
-            raise Unauthenticated(LOGIN_FAILED)
+            raise Unauthenticated(LOGIN_FAILED, ErrorReason.LOGIN_FAILED)
         await self._throttle.succeeded(username_limit, certificate_limit)
         token, claims = self._tokens.issue(
             subject=proven.subject,

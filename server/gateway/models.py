@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 
-from sqlalchemy import BigInteger, Enum, Float, Index, Integer, String, UniqueConstraint
+from sqlalchemy import BigInteger, Enum, Float, Index, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from server.common.clock import now
@@ -126,6 +126,13 @@ class Payment(Base):
         Index("ix_payments_state", "state"),
         Index("ix_payments_from", "from_bank", "from_account", "created_at"),
         Index("ix_payments_to", "to_bank", "to_account", "created_at"),
+        # Only the keys still remembered, by age: forgetting expired keys reads no more.
+        Index(
+            "ix_payments_key_expiry",
+            "created_at",
+            sqlite_where=text("idempotency_key IS NOT NULL"),
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)

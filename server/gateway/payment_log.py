@@ -18,20 +18,23 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Row,
+    Select,
     and_,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.orm import Session
 
+from minipay.errors import ErrorReason
 from server.common import fastsql
 from server.common.clock import now
 from server.common.db import db_now
 from server.common.errors import InvalidArgument
 from server.common.vocabulary import Reason
 from server.gateway.models import Base, CoordinatorState, Payment
-from server.gateway.payment_state import Decision, decided_state
+from server.gateway.payment_state import Decision, Status, decided_state, status_of
 
 # A payee sees an incoming payment once it is committed, never while the payer's bank may
 # still refuse it, and never why the payer's side failed.
@@ -77,6 +80,7 @@ class PaymentView:
     created_at: float
     owner_token: int | None = None  # the fencing token of the replica driving it
     decided_by: int | None = None  # ... and of the one that decided it
+    decided_at: float | None = None
     decided_now: bool = False  # set by ``decide`` when this call made the decision
 
     @property
@@ -86,6 +90,31 @@ class PaymentView:
     @property
     def reason_enum(self) -> Reason | None:
         return Reason.parse(self.reason_code) if self.reason_code else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What a caller of Pay learns: the payment as it stands, and whether this answer
+    replays an earlier request with the same key."""
+
+    payment: PaymentView
+    replayed: bool = False
+
+    @property
+    def payment_id(self) -> str:
+        return self.payment.id
+
+    @property
+    def status(self) -> Status:
+        return status_of(self.payment.state)
+
+    @property
+    def reason_code(self) -> Reason | None:
+        return self.payment.reason_enum
+
+    @property
+    def reason(self) -> str:
+        return self.payment.reason
 
 
 class RecordKind(enum.Enum):
@@ -129,7 +158,9 @@ def record(
     fresh: dict[tuple[str, str], PaymentView] = {}
     fingerprints: dict[tuple[str, str], str] = {}
     values: list[Any] = []
-    for order in orders:
+    # Rows go in key order: two replicas inserting the same keys then lock them in the same
+    # order, so they never deadlock.
+    for order in sorted(orders, key=lambda o: (o.payer, o.idempotency_key)):
         key = (order.payer, order.idempotency_key)
         if key in fresh:
             continue  # the same key twice in one round: the later ones refer to the first
@@ -357,7 +388,7 @@ def _row_of(payment: PaymentView) -> tuple[Any, ...]:
 
 def _view_of(row: Sequence[Any]) -> PaymentView:
     """A view from a row of the columns VIEW_FIELDS names, in that order."""
-    values = list(row[:15])
+    values = list(row[: len(VIEW_FIELDS)])
     values[8] = CoordinatorState(values[8])
     return PaymentView(*values)
 
@@ -367,51 +398,100 @@ def get(session: Session, payment_ids: Sequence[str]) -> dict[str, PaymentView]:
     return {row.id: view(row) for row in rows}
 
 
-def forget_keys(session: Session, older_than: float) -> int:
-    """Clears idempotency keys past their lifetime so they can be used again."""
-    result = session.execute(
-        update(Payment)
-        .where(
-            Payment.idempotency_key.is_not(None),
-            Payment.created_at < older_than,
-            Payment.state.in_([CoordinatorState.COMMITTED, CoordinatorState.ABORTED]),
-        )
-        .values(idempotency_key=None)
-    )
+def forget_keys(session: Session, older_than: float, batch: int = 1000) -> int:
+    """Clears the keys of finished payments past their lifetime so they can be used again,
+    up to BATCH per call. The rows come from the index of remembered keys by age (a plain
+    WHERE would let SQLite pick the state index and read every finished payment); an open
+    payment keeps its key until it finishes."""
+    result = session.execute(FORGET_KEYS, {"cutoff": older_than, "batch": batch})
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def history(
-    session: Session, bank: str, account: str, page_size: int, page_token: str
-) -> tuple[list[PaymentView], str]:
-    """The account's payments, newest first, keyset-paginated: every payment it made, and
-    the payments it received that committed."""
-    mine = or_(
-        and_(Payment.from_bank == bank, Payment.from_account == account),
-        and_(
-            Payment.to_bank == bank,
-            Payment.to_account == account,
-            Payment.state.in_(VISIBLE_TO_PAYEE),
-        ),
+FORGET_KEYS = text(
+    "UPDATE payments SET idempotency_key = CASE WHEN state IN ('COMMITTED', 'ABORTED') "
+    "THEN NULL ELSE idempotency_key END WHERE id IN (SELECT id FROM payments "
+    "WHERE idempotency_key IS NOT NULL AND created_at < :cutoff ORDER BY created_at "
+    "LIMIT :batch)"
+)
+
+
+class Direction(enum.Enum):
+    OUTGOING = "outgoing"  # the account paid
+    INCOMING = "incoming"  # the account was paid
+
+
+@dataclasses.dataclass(frozen=True)
+class HistoryQuery:
+    """One page of an account's history: which payments, from where."""
+
+    bank: str
+    account: str
+    page_size: int
+    page_token: str = ""
+    status: Status | None = None  # any
+    direction: Direction | None = None  # both
+    created_from: float | None = None  # inclusive, seconds since the epoch
+    created_before: float | None = None  # exclusive
+
+
+def visible_to(payment: PaymentView, bank: str, account: str) -> bool:
+    """Whether the owner of BANK/ACCOUNT may see PAYMENT: one they made, or one they
+    received once it committed."""
+    if (payment.from_bank, payment.from_account) == (bank, account):
+        return True
+    paid = (payment.to_bank, payment.to_account) == (bank, account)
+    return paid and payment.state in VISIBLE_TO_PAYEE
+
+
+_STATES_OF_STATUS = {
+    Status.PENDING: (CoordinatorState.PREPARING,),
+    Status.COMMITTED: (CoordinatorState.COMMITTING, CoordinatorState.COMMITTED),
+    Status.ABORTED: (CoordinatorState.ABORTING, CoordinatorState.ABORTED),
+}
+
+
+def history(session: Session, query: HistoryQuery) -> tuple[list[PaymentView], str]:
+    """The account's payments, newest first, keyset-paginated: the payments it made, and
+    those it received that committed; filtered by QUERY's status, direction and times.
+
+    Outgoing and incoming payments are read apart, each along its own (bank, account,
+    created_at) index newest first and stopping after a page, then merged: one query with
+    an OR would read and sort every payment the account ever made."""
+    outgoing = and_(Payment.from_bank == query.bank, Payment.from_account == query.account)
+    incoming = and_(
+        Payment.to_bank == query.bank,
+        Payment.to_account == query.account,
+        Payment.state.in_(VISIBLE_TO_PAYEE),
     )
-    query = select(Payment).where(mine)
-    if page_token:
-        created_at, payment_id = _decode_cursor(page_token)
-        query = query.where(
+    sides = {Direction.OUTGOING: outgoing, Direction.INCOMING: incoming}
+    wanted = [query.direction] if query.direction is not None else list(Direction)
+    rows = [row for side in wanted for row in session.scalars(_page(sides[side], query))]
+    rows.sort(key=lambda row: (row.created_at, row.id), reverse=True)
+    more = len(rows) > query.page_size
+    rows = rows[: query.page_size]
+    next_token = _encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else ""
+    return [view(row) for row in rows], next_token
+
+
+def _page(side: ColumnElement[bool], query: HistoryQuery) -> Select[tuple[Payment]]:
+    """One side's next page (and one more row, to tell whether there is a next page)."""
+    statement = select(Payment).where(side)
+    if query.status is not None:
+        statement = statement.where(Payment.state.in_(_STATES_OF_STATUS[query.status]))
+    if query.created_from is not None:
+        statement = statement.where(Payment.created_at >= query.created_from)
+    if query.created_before is not None:
+        statement = statement.where(Payment.created_at < query.created_before)
+    if query.page_token:
+        created_at, payment_id = _decode_cursor(query.page_token)
+        statement = statement.where(
             or_(
                 Payment.created_at < created_at,
                 and_(Payment.created_at == created_at, Payment.id < payment_id),
             )
         )
-    rows = list(
-        session.scalars(
-            query.order_by(Payment.created_at.desc(), Payment.id.desc()).limit(page_size + 1)
-        )
-    )
-    more = len(rows) > page_size
-    rows = rows[:page_size]
-    next_token = _encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else ""
-    return [view(row) for row in rows], next_token
+    ordered = statement.order_by(Payment.created_at.desc(), Payment.id.desc())
+    return ordered.limit(query.page_size + 1)
 
 
 def _encode_cursor(created_at: float, payment_id: str) -> str:
@@ -423,4 +503,8 @@ def _decode_cursor(token: str) -> tuple[float, str]:
         created_at, payment_id = base64.urlsafe_b64decode(token.encode()).decode().split("|", 1)
         return float(created_at), payment_id
     except (ValueError, UnicodeDecodeError):
-        raise InvalidArgument("page_token is not one this server gave out") from None
+        raise InvalidArgument(
+            "page_token is not one this server gave out",
+            ErrorReason.INVALID_PAGE_TOKEN,
+            field="page_token",
+        ) from None

@@ -43,15 +43,6 @@ class Decision:
     reason: str = ""
 
 
-@dataclass(frozen=True)
-class Outcome:
-    payment_id: str
-    status: Status
-    reason_code: Reason | None = None
-    reason: str = ""
-    replayed: bool = False
-
-
 COMMIT = Decision(True)
 
 

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from minipay.errors import ErrorReason
 from server.common.db import Database
+from server.common.errors import Unauthenticated
 from server.common.identity import Claims
 from server.gateway.models import RevokedToken, UserSession
 
@@ -36,16 +38,22 @@ class Revocations:
         self._revoked: dict[str, float] = {}  # jti -> when the token would have expired
         self._rules: dict[str, SessionRule] = {}  # username -> rule
 
-    def refusal(self, claims: Claims) -> str | None:
+    def refusal(self, claims: Claims) -> Unauthenticated | None:
         """Why a valid token is no longer honoured, or None."""
         if claims.jti in self._revoked:
-            return "the login token was revoked: log in again"
+            return Unauthenticated(
+                "the login token was revoked: log in again", ErrorReason.TOKEN_REVOKED
+            )
         rule = self._rules.get(claims.subject)
         if rule is not None:
             if rule.disabled:
-                return "this user is disabled; ask an admin"
+                return Unauthenticated(
+                    "this user is disabled; ask an admin", ErrorReason.ACCOUNT_DISABLED
+                )
             if claims.issued_at < rule.not_before:
-                return "this session was ended by an admin: log in again"
+                return Unauthenticated(
+                    "this session was ended by an admin: log in again", ErrorReason.TOKEN_REVOKED
+                )
         return None
 
     def is_disabled(self, username: str) -> bool:

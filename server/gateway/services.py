@@ -8,7 +8,9 @@ import asyncio
 import hashlib
 
 import grpc
+from google.protobuf import timestamp_pb2
 
+from minipay.errors import ErrorReason
 from minipay.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -19,30 +21,40 @@ from minipay.v1 import (
 )
 from server.common import validation
 from server.common.db import Database
-from server.common.errors import FailedPrecondition, InvalidArgument, MinipayError, NotFound
+from server.common.errors import InvalidArgument, NotFound
 from server.common.identity import current_claims, current_principal
-from server.common.vocabulary import Reason
 from server.gateway import identity, payment_log
 from server.gateway.banks import BankDirectory
 from server.gateway.coordinator import Coordinator
 from server.gateway.payment_log import PaymentOrder, PaymentView
-from server.gateway.payment_state import Outcome, Status, status_of
+from server.gateway.payment_state import Status, status_of
 
 _STATUS = {
     Status.PENDING: gateway_pb2.PAYMENT_STATUS_PENDING,
     Status.COMMITTED: gateway_pb2.PAYMENT_STATUS_COMMITTED,
     Status.ABORTED: gateway_pb2.PAYMENT_STATUS_ABORTED,
 }
-# Aborts caused by what the payer asked for are answered as errors; the rest are outcomes.
-_ABORT_ERRORS: dict[Reason, type[MinipayError]] = {
-    Reason.ACCOUNT_NOT_FOUND: NotFound,
-    Reason.ACCOUNT_DISABLED: FailedPrecondition,
-    Reason.CURRENCY_MISMATCH: FailedPrecondition,
+_STATUS_FILTER = {value: status for status, value in _STATUS.items()}
+_DIRECTION_FILTER = {
+    gateway_pb2.DIRECTION_OUTGOING: payment_log.Direction.OUTGOING,
+    gateway_pb2.DIRECTION_INCOMING: payment_log.Direction.INCOMING,
 }
+MAX_PAYMENT_ID_LENGTH = 64
+DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 200
 
 
 def money(minor_units: int, currency: str) -> common_pb2.Money:
     return common_pb2.Money(minor_units=minor_units, currency=currency)
+
+
+def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
+
+
+def _seconds(stamp: timestamp_pb2.Timestamp) -> float:
+    return float(stamp.ToNanoseconds()) / 1e9
 
 
 class AuthService(gateway_pb2_grpc.AuthServicer):  # type: ignore[misc]
@@ -71,7 +83,9 @@ class AuthService(gateway_pb2_grpc.AuthServicer):  # type: ignore[misc]
             request.username, request.password, current_principal().peer.thumbprint
         )
         return gateway_pb2.LoginResponse(
-            token=result.token, role=result.claims.role, expires_at=result.claims.expires_at
+            token=result.token,
+            role=result.claims.role,
+            expires_at=timestamp(result.claims.expires_at),
         )
 
     async def Logout(
@@ -98,6 +112,7 @@ class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
             account=common_pb2.AccountRef(bank=claims.bank, account=claims.account),
             balance=info.balance,
             available=info.available,
+            held=info.held,
         )
 
     async def Pay(
@@ -107,17 +122,18 @@ class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
         # A repeat of a key being decided elsewhere waits for it, within the caller's deadline.
         remaining = context.time_remaining()
         outcome = await self._coordinator.pay(order, wait=remaining - 0.5 if remaining else None)
-        error = _ABORT_ERRORS.get(outcome.reason_code) if outcome.reason_code else None
-        if outcome.status is Status.ABORTED and error is not None:
-            raise error(f"payment {outcome.payment_id} aborted: {outcome.reason}")
-        return _pay_response(outcome)
+        # Recorded, whatever happened next: the payment is the answer, never an error.
+        return gateway_pb2.PayResponse(
+            payment=payment_message(outcome.payment, order.from_bank, order.from_account),
+            replayed=outcome.replayed,
+        )
 
     def _order(self, request: gateway_pb2.PayRequest) -> PaymentOrder:
         claims = current_claims()
         if not request.HasField("to") or not request.to.bank or not request.to.account:
-            raise InvalidArgument("to.bank and to.account are required")
+            raise InvalidArgument("to.bank and to.account are required", field="to")
         if not request.HasField("amount"):
-            raise InvalidArgument("amount is required")
+            raise InvalidArgument("amount is required", field="amount")
         self._banks.get(request.to.bank)  # NOT_FOUND for an unknown bank
         order = PaymentOrder(
             payer=claims.subject,
@@ -130,52 +146,80 @@ class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
             idempotency_key=validation.idempotency_key(request.idempotency_key),
         )
         if (order.to_bank, order.to_account) == (order.from_bank, order.from_account):
-            raise InvalidArgument("you cannot pay your own account")
+            raise InvalidArgument("you cannot pay your own account", field="to")
         return order
+
+    async def GetPayment(
+        self, request: gateway_pb2.GetPaymentRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.GetPaymentResponse:
+        claims = current_claims()
+        payment_id = request.payment_id
+        if not 1 <= len(payment_id) <= MAX_PAYMENT_ID_LENGTH:
+            raise InvalidArgument(
+                f"payment_id must be 1-{MAX_PAYMENT_ID_LENGTH} characters", field="payment_id"
+            )
+        found = await self._db.transaction(lambda s: payment_log.get(s, [payment_id]))
+        payment = found.get(payment_id)
+        if payment is None or not payment_log.visible_to(payment, claims.bank, claims.account):
+            # Someone else's payment is answered exactly like one that does not exist.
+            raise NotFound(
+                "no payment with this id that you made or received",
+                ErrorReason.PAYMENT_NOT_FOUND,
+                metadata={"payment_id": payment_id},
+            )
+        return gateway_pb2.GetPaymentResponse(
+            payment=payment_message(payment, claims.bank, claims.account)
+        )
 
     async def ListHistory(
         self, request: gateway_pb2.ListHistoryRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.ListHistoryResponse:
         claims = current_claims()
-        if request.page_size < 0:
-            raise InvalidArgument("page_size must not be negative")
-        size = min(request.page_size or 20, 200)
-        payments, next_token = await self._db.transaction(
-            lambda s: payment_log.history(s, claims.bank, claims.account, size, request.page_token)
+        if not 0 <= request.page_size <= MAX_PAGE_SIZE:
+            raise InvalidArgument(
+                f"page_size must be 0 to {MAX_PAGE_SIZE} (0: {DEFAULT_PAGE_SIZE})",
+                field="page_size",
+            )
+        query = payment_log.HistoryQuery(
+            bank=claims.bank,
+            account=claims.account,
+            page_size=request.page_size or DEFAULT_PAGE_SIZE,
+            page_token=request.page_token,
+            status=_STATUS_FILTER.get(request.status),
+            direction=_DIRECTION_FILTER.get(request.direction),
+            created_from=_seconds(request.created_from)
+            if request.HasField("created_from")
+            else None,
+            created_before=(
+                _seconds(request.created_before) if request.HasField("created_before") else None
+            ),
         )
+        payments, next_token = await self._db.transaction(lambda s: payment_log.history(s, query))
         return gateway_pb2.ListHistoryResponse(
-            entries=[_history_entry(p, claims.bank, claims.account) for p in payments],
+            payments=[payment_message(p, claims.bank, claims.account) for p in payments],
             next_page_token=next_token,
         )
 
 
-def _pay_response(outcome: Outcome) -> gateway_pb2.PayResponse:
-    return gateway_pb2.PayResponse(
-        payment_id=outcome.payment_id,
-        status=_STATUS[outcome.status],
-        reason=outcome.reason,
-        reason_code=outcome.reason_code.value if outcome.reason_code else "",
-        replayed=outcome.replayed,
-    )
-
-
-def _history_entry(payment: PaymentView, bank: str, account: str) -> gateway_pb2.HistoryEntry:
+def payment_message(payment: PaymentView, bank: str, account: str) -> gateway_pb2.Payment:
+    """PAYMENT as the owner of BANK/ACCOUNT sees it: the payee never learns why the payer's
+    side failed."""
     outgoing = (payment.from_bank, payment.from_account) == (bank, account)
-    counterparty = (
-        common_pb2.AccountRef(bank=payment.to_bank, account=payment.to_account)
-        if outgoing
-        else common_pb2.AccountRef(bank=payment.from_bank, account=payment.from_account)
-    )
-    return gateway_pb2.HistoryEntry(
+    status = status_of(payment.state)
+    message = gateway_pb2.Payment(
         payment_id=payment.id,
         direction=gateway_pb2.DIRECTION_OUTGOING if outgoing else gateway_pb2.DIRECTION_INCOMING,
-        counterparty=counterparty,
+        payer=common_pb2.AccountRef(bank=payment.from_bank, account=payment.from_account),
+        payee=common_pb2.AccountRef(bank=payment.to_bank, account=payment.to_account),
         amount=money(payment.amount, payment.currency),
-        status=_STATUS[status_of(payment.state)],
-        # Why a payment failed is the payer's business alone.
+        status=_STATUS[status],
+        reason_code=payment.reason_code if outgoing else "",
         reason=payment.reason if outgoing else "",
-        created_at=int(payment.created_at),
+        created_at=timestamp(payment.created_at),
     )
+    if status is not Status.PENDING and payment.decided_at is not None:
+        message.decided_at.CopyFrom(timestamp(payment.decided_at))
+    return message
 
 
 class CoordinatorService(gateway_pb2_grpc.CoordinatorServicer):  # type: ignore[misc]

@@ -119,6 +119,7 @@ class KeyRing:
         self._file_stamp = self._stamp()
         self._public: dict[str, Ed25519PublicKey] = {}
         self._miss_reloads: deque[float] = deque()
+        self._reloading: asyncio.Task[None] | None = None  # one reload that misses share
 
     async def start(self) -> None:
         await self._publish()
@@ -129,12 +130,20 @@ class KeyRing:
 
     async def public_or_reload(self, kid: str) -> Ed25519PublicKey | None:
         """A key published a moment ago by another replica is found without waiting for the
-        next reload; unknown kids reload at most ten times a second."""
+        next reload: calls that miss at once share one reload, and unknown kids reload the
+        ring at most ten times a second."""
         known = self._public.get(kid)
-        if known is None and self._may_reload():
-            await self.refresh()
-            known = self._public.get(kid)
-        return known
+        if known is not None:
+            return known
+        if self._reloading is None and self._may_reload():
+            self._reloading = asyncio.create_task(self.refresh())
+            self._reloading.add_done_callback(self._reloaded)
+        if self._reloading is not None:
+            await asyncio.shield(self._reloading)
+        return self._public.get(kid)
+
+    def _reloaded(self, task: asyncio.Task[None]) -> None:
+        self._reloading = None
 
     def _may_reload(self) -> bool:
         moment = time.monotonic()

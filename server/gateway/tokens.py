@@ -13,6 +13,7 @@ from typing import Protocol
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from minipay.errors import ErrorReason
 from server.common.errors import Unauthenticated
 from server.common.identity import Claims
 from server.gateway.revocations import Revocations
@@ -22,6 +23,7 @@ ISSUER = "minipay-gateway"
 AUDIENCE = "minipay"
 ALGORITHM = "EdDSA"
 VERIFIED_CACHE_SIZE = 10_000
+_NOT_VALID = "the login token is not valid: log in again"
 
 
 class Keys(Protocol):
@@ -96,7 +98,7 @@ class TokenService:
             self._verified[token] = (claims, thumbprint)
         refusal = self._revocations.refusal(claims) if self._revocations else None
         if refusal is not None:
-            raise Unauthenticated(refusal)
+            raise refusal
         return claims
 
     async def _public_key(self, token: str) -> Ed25519PublicKey:
@@ -104,10 +106,13 @@ class TokenService:
         try:
             kid = jwt.get_unverified_header(token).get("kid")
         except jwt.InvalidTokenError:
-            raise Unauthenticated("the login token is not valid: log in again") from None
+            raise Unauthenticated(_NOT_VALID, ErrorReason.TOKEN_INVALID) from None
         key = await self._keys.public_or_reload(kid) if isinstance(kid, str) else None
         if key is None:
-            raise Unauthenticated("the login token is signed by a key no gateway published")
+            raise Unauthenticated(
+                "the login token is signed by a key no gateway published",
+                ErrorReason.TOKEN_INVALID,
+            )
         return key
 
     def _decode(self, token: str, thumbprint: str, public: Ed25519PublicKey) -> Claims:
@@ -126,13 +131,18 @@ class TokenService:
                 },
             )
         except jwt.InvalidTokenError:
-            raise Unauthenticated("the login token is not valid: log in again") from None
+            raise Unauthenticated(_NOT_VALID, ErrorReason.TOKEN_INVALID) from None
         if not isinstance(payload["iat"], int | float) or not isinstance(payload["exp"], int):
-            raise Unauthenticated("the login token is not valid: log in again")
+            raise Unauthenticated(_NOT_VALID, ErrorReason.TOKEN_INVALID)
         if payload["exp"] <= self._clock():
-            raise Unauthenticated("the login token has expired: log in again")
+            raise Unauthenticated(
+                "the login token has expired: log in again", ErrorReason.TOKEN_EXPIRED
+            )
         if (payload.get("cnf") or {}).get("x5t#S256") != thumbprint:
-            raise Unauthenticated("the login token belongs to another client certificate")
+            raise Unauthenticated(
+                "the login token belongs to another client certificate",
+                ErrorReason.TOKEN_CERTIFICATE_MISMATCH,
+            )
         return Claims(
             subject=str(payload["sub"]),
             role=str(payload.get("role", "")),

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import grpc
 
+from minipay.errors import ErrorReason
 from minipay.identity import GATEWAY_ID, bank_of
 from server.common.errors import MinipayError, PermissionDenied, Unauthenticated
 from server.common.identity import TOKEN_ROLES, Caller, Claims, Principal, set_principal
@@ -29,7 +30,9 @@ def bearer_token(context: grpc.aio.ServicerContext) -> str:
         raise Unauthenticated("this call needs a login token: log in first")
     scheme, _, token = value.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthenticated("the authorization metadata must be 'Bearer <token>'")
+        raise Unauthenticated(
+            "the authorization metadata must be 'Bearer <token>'", ErrorReason.LOGIN_REQUIRED
+        )
     return token.strip()
 
 
@@ -79,7 +82,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> Principal:
         peer = self._peers.identify(context)
         if peer is None:
-            raise Unauthenticated("a client certificate from the minipay CA is required")
+            raise Unauthenticated(
+                "a client certificate from the minipay CA is required",
+                ErrorReason.CERTIFICATE_REQUIRED,
+            )
         by_certificate = {Caller.ANY_CERT}
         if peer.is_service and peer.spiffe_id == GATEWAY_ID:
             by_certificate.add(Caller.GATEWAY)
@@ -90,8 +96,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         token_callers = [caller for caller in allowed if caller in TOKEN_ROLES]
         # Tokens are for customers and admins, whose certificates the clients CA signs.
         if not token_callers or self._verifier is None or peer.is_service:
-            raise PermissionDenied(f"this certificate may not call {method}")
+            raise PermissionDenied(
+                f"this certificate may not call {method}", metadata={"method": method}
+            )
         claims = await self._verifier.verify(bearer_token(context), peer.thumbprint)
         if any(TOKEN_ROLES[caller] == claims.role for caller in token_callers):
             return Principal(peer, claims)
-        raise PermissionDenied(f"role {claims.role!r} may not call {method}")
+        raise PermissionDenied(
+            f"role {claims.role!r} may not call {method}", metadata={"method": method}
+        )

@@ -27,6 +27,7 @@ PERMISSIONS: dict[str, frozenset[Caller]] = {
     # Gateway, money: always the caller's own account.
     "/minipay.v1.Payments/GetBalance": CUSTOMER,
     "/minipay.v1.Payments/Pay": CUSTOMER,
+    "/minipay.v1.Payments/GetPayment": CUSTOMER,
     "/minipay.v1.Payments/ListHistory": CUSTOMER,
     # Gateway, administration.
     "/minipay.v1.Admin/ListBanks": ADMIN,
@@ -45,7 +46,7 @@ PERMISSIONS: dict[str, frozenset[Caller]] = {
     "/minipay.v1.Accounts/CreateCustomer": GATEWAY,
     "/minipay.v1.Accounts/ListCustomers": GATEWAY,
     "/minipay.v1.Accounts/SetCustomerDisabled": GATEWAY,
-    "/minipay.v1.Accounts/Deposit": GATEWAY,
+    "/minipay.v1.Accounts/ApplyDeposit": GATEWAY,
 }
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 from google.protobuf.json_format import MessageToDict
 
+from minipay.errors import ErrorReason
 from server.common.errors import InvalidArgument, MinipayError
 from server.common.identity import peek_principal
 from server.common.logs import REQUEST_ID, describe_request
@@ -27,9 +28,10 @@ from server.interceptors.handlers import (
     WrappedHandlers,
     wrap_unary,
 )
-from server.interceptors.status import status_of
+from server.interceptors.status import internal_status, rich_status, status_of
 
 log = logging.getLogger("minipay.calls")
+REQUEST_ID_HEADER = "x-request-id"
 # A caller's request id (a batched round's carries several, comma separated).
 _REQUEST_ID = re.compile(r"[\w.:,-]{1,2048}")
 
@@ -61,6 +63,8 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 request_id = uuid.uuid4().hex  # none, or not one a log can carry
             REQUEST_ID.set(request_id)
             started = time.perf_counter()
+            # Every answer, success or error, tells the caller the id to quote.
+            await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
             fields: dict[str, Any] = {
                 "component": self._component,
                 "method": method,
@@ -76,14 +80,17 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             message = ""
             try:
                 if request is MALFORMED:
-                    raise InvalidArgument("the request is not a valid message for this method")
+                    raise InvalidArgument(
+                        "the request is not a valid message for this method",
+                        ErrorReason.MALFORMED_REQUEST,
+                    )
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("request", extra={"fields": dict(fields, body=_body(request))})
                 response = await inner(request, context)
                 # Links the request (id, idempotency key) to the payment it made.
-                payment_id = getattr(response, "payment_id", "")
-                if payment_id:
-                    fields["payment_id"] = payment_id
+                payment = getattr(response, "payment", None)
+                if payment is not None and payment.payment_id:
+                    fields["payment_id"] = payment.payment_id
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("response", extra={"fields": dict(fields, body=_body(response))})
                 return response
@@ -94,14 +101,17 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 raise
             except MinipayError as error:
                 code, message = status_of(error), error.message
-                await context.abort(code, message)
+                fields["reason"] = error.reason.value
+                status = rich_status(error)
+                await context.abort(code, message, trailing_metadata=status.trailing_metadata)
             except Exception:  # the last line of defence: the caller gets no details
                 reference = uuid.uuid4().hex[:12]
                 code, message = grpc.StatusCode.INTERNAL, f"internal error (reference {reference})"
                 log.exception(
                     "unexpected error", extra={"fields": dict(fields, reference=reference)}
                 )
-                await context.abort(code, message)
+                status = internal_status(message, reference)
+                await context.abort(code, message, trailing_metadata=status.trailing_metadata)
             finally:
                 elapsed = time.perf_counter() - started
                 fields.update(code=code.name, duration_ms=round(elapsed * 1000, 3))
@@ -120,7 +130,7 @@ def _request_id_and_attempt(context: grpc.aio.ServicerContext) -> tuple[str, str
     """The caller's request id and attempt number, in one pass over the metadata."""
     request_id = attempt = ""
     for item in context.invocation_metadata() or ():
-        if item.key == "x-request-id":
+        if item.key == REQUEST_ID_HEADER:
             request_id = str(item.value)
         elif item.key == "x-attempt":
             attempt = str(item.value)[:4]

@@ -1,9 +1,17 @@
-"""The one table from domain errors to gRPC status codes, used at the edge of every server."""
+"""The one table from domain errors to gRPC status codes, and the ``google.rpc.Status`` every
+error carries: an ErrorInfo (reason, domain ``minipay.v1``, metadata), a BadRequest naming
+the field for INVALID_ARGUMENT, and a RetryInfo when waiting may help."""
 
 from __future__ import annotations
 
-import grpc
+import math
 
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from minipay.errors import DOMAIN
 from server.common import errors
 
 STATUS_OF_ERROR: dict[type[errors.MinipayError], grpc.StatusCode] = {
@@ -13,11 +21,12 @@ STATUS_OF_ERROR: dict[type[errors.MinipayError], grpc.StatusCode] = {
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.Conflict: grpc.StatusCode.ABORTED,
     errors.Throttled: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.Internal: grpc.StatusCode.INTERNAL,
 }
+# Worth retrying after a pause even when the error names no delay.
+DEFAULT_RETRY_AFTER = {grpc.StatusCode.UNAVAILABLE: 1.0, grpc.StatusCode.RESOURCE_EXHAUSTED: 1.0}
 
 
 def status_of(error: errors.MinipayError) -> grpc.StatusCode:
@@ -25,3 +34,41 @@ def status_of(error: errors.MinipayError) -> grpc.StatusCode:
         if kind in STATUS_OF_ERROR:
             return STATUS_OF_ERROR[kind]  # type: ignore[index]
     return grpc.StatusCode.UNKNOWN
+
+
+def rich_status(error: errors.MinipayError) -> grpc.Status:
+    """ERROR as a status with its details, ready for ``context.abort``'s trailing metadata."""
+    code = status_of(error)
+    metadata = dict(error.metadata)
+    if error.field:
+        metadata.setdefault("field", error.field)
+    details = [
+        error_details_pb2.ErrorInfo(reason=error.reason.value, domain=DOMAIN, metadata=metadata)
+    ]
+    if code == grpc.StatusCode.INVALID_ARGUMENT and error.field:
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=error.field, description=error.message
+        )
+        details.append(error_details_pb2.BadRequest(field_violations=[violation]))
+    retry_after = error.retry_after or DEFAULT_RETRY_AFTER.get(code, 0.0)
+    if retry_after > 0:
+        seconds = math.ceil(retry_after)
+        details.append(
+            error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=seconds))
+        )
+    return rpc_status.to_status(
+        status_pb2.Status(
+            code=code.value[0], message=error.message, details=[_packed(d) for d in details]
+        )
+    )
+
+
+def internal_status(message: str, reference: str) -> grpc.Status:
+    """An unexpected failure: no details but the reference to quote."""
+    return rich_status(errors.Internal(message, metadata={"reference": reference}))
+
+
+def _packed(detail: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(detail)  # type: ignore[arg-type]
+    return packed

@@ -17,8 +17,8 @@ from server.common.vocabulary import Reason, Side
 from server.gateway import payment_log
 from server.gateway.coordinator import Coordinator
 from server.gateway.models import CoordinatorState
-from server.gateway.payment_log import Deciding, PaymentOrder
-from server.gateway.payment_state import COMMIT, Outcome, Status, abort, no_vote
+from server.gateway.payment_log import Deciding, Outcome, PaymentOrder
+from server.gateway.payment_state import COMMIT, Status, abort, no_vote
 from server.gateway.recovery import Recovery
 from server.gateway.replicas import Replica
 from tests.unit.conftest import FakeBanks

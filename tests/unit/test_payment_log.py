@@ -4,13 +4,22 @@ with idempotency keys, storing decisions once, and the history each account sees
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from server.common.db import Database
 from server.common.vocabulary import Reason
 from server.gateway import payment_log
 from server.gateway.models import CoordinatorState
-from server.gateway.payment_log import Deciding, PaymentOrder, PaymentView, Recorded, RecordKind
-from server.gateway.payment_state import COMMIT, Decision, abort
+from server.gateway.payment_log import (
+    Deciding,
+    Direction,
+    HistoryQuery,
+    PaymentOrder,
+    PaymentView,
+    Recorded,
+    RecordKind,
+)
+from server.gateway.payment_state import COMMIT, Decision, Status, abort
 
 ORDER = PaymentOrder(
     payer="alice",
@@ -100,13 +109,12 @@ def payment_log_state(db: Database, payment_id: str) -> CoordinatorState:
     return db.run_sync(lambda s: payment_log.get(s, [payment_id]))[payment_id].state
 
 
-def history_ids(db: Database, bank: str, account: str, page_size: int) -> list[str]:
+def history_ids(db: Database, bank: str, account: str, page_size: int, **filters: Any) -> list[str]:
     ids: list[str] = []
     token = ""
     while True:
-        page, token = db.run_sync(
-            lambda s, after=token: payment_log.history(s, bank, account, page_size, after)
-        )
+        query = HistoryQuery(bank, account, page_size, token, **filters)
+        page, token = db.run_sync(lambda s, query=query: payment_log.history(s, query))
         assert len(page) <= page_size
         ids += [payment.id for payment in page]
         if not token:
@@ -145,3 +153,68 @@ def test_the_payee_sees_only_what_committed_to_it(gateway_db: Database) -> None:
     decide(gateway_db, (kept.id, COMMIT), (dropped.id, abort(Reason.INSUFFICIENT_FUNDS)))
     assert history_ids(gateway_db, "beta", "B-1", 10) == [kept.id]
     assert set(history_ids(gateway_db, "alpha", "A-1", 10)) == {kept.id, dropped.id, open_.id}
+
+
+def test_history_filters_by_status_direction_and_time(gateway_db: Database) -> None:
+    paid, failed = (
+        r.payment
+        for r in record(
+            gateway_db, ORDER, dataclasses.replace(ORDER, idempotency_key="k2", amount=5)
+        )
+    )
+    incoming = record(
+        gateway_db,
+        dataclasses.replace(
+            ORDER,
+            payer="carol",
+            from_bank="beta",
+            from_account="B-1",
+            to_bank="alpha",
+            to_account="A-1",
+            idempotency_key="c",
+        ),
+    )[0].payment
+    assert paid is not None and failed is not None and incoming is not None
+    decide(gateway_db, (paid.id, COMMIT), (failed.id, abort(Reason.INSUFFICIENT_FUNDS)))
+    decide(gateway_db, (incoming.id, COMMIT))
+    mine = "alpha", "A-1", 10
+    assert set(history_ids(gateway_db, *mine)) == {paid.id, failed.id, incoming.id}
+    assert history_ids(gateway_db, *mine, status=Status.ABORTED) == [failed.id]
+    assert set(history_ids(gateway_db, *mine, status=Status.COMMITTED)) == {paid.id, incoming.id}
+    assert history_ids(gateway_db, *mine, direction=Direction.INCOMING) == [incoming.id]
+    outgoing = set(history_ids(gateway_db, *mine, direction=Direction.OUTGOING))
+    assert outgoing == {paid.id, failed.id}
+    created = paid.created_at
+    assert history_ids(gateway_db, *mine, created_before=created) == []
+    assert len(history_ids(gateway_db, *mine, created_from=created)) == 3
+    assert history_ids(gateway_db, *mine, created_from=incoming.created_at + 1) == []
+
+
+def test_a_payment_is_visible_to_its_payer_and_to_its_payee_once_committed(
+    gateway_db: Database,
+) -> None:
+    [recorded] = record(gateway_db, ORDER)
+    payment = recorded.payment
+    assert payment is not None
+    assert payment_log.visible_to(payment, "alpha", "A-1")
+    assert not payment_log.visible_to(payment, "beta", "B-1"), "not while it may still abort"
+    [decided] = decide(gateway_db, (payment.id, COMMIT))
+    assert payment_log.visible_to(decided, "beta", "B-1")
+    assert not payment_log.visible_to(decided, "gamma", "A-1")
+
+
+def test_expired_keys_are_forgotten_once_their_payment_finished(gateway_db: Database) -> None:
+    finished, still_open = (
+        r.payment
+        for r in record(gateway_db, ORDER, dataclasses.replace(ORDER, idempotency_key="k2"))
+    )
+    assert finished is not None and still_open is not None
+    decide(gateway_db, (finished.id, COMMIT))
+    gateway_db.run_statements(lambda c: payment_log.complete(c, [(finished.id, OWNER)]))
+    later = finished.created_at + 1
+    assert gateway_db.run_sync(lambda s: payment_log.forget_keys(s, later)) >= 1
+    [again, open_again] = record(
+        gateway_db, ORDER, dataclasses.replace(ORDER, idempotency_key="k2")
+    )
+    assert again.kind is RecordKind.NEW, "the finished payment's key can be used again"
+    assert open_again.kind is RecordKind.REPLAY, "an open payment keeps its key"

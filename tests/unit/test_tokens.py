@@ -113,6 +113,18 @@ def test_a_token_issued_by_one_replica_is_verified_by_another(
     assert verify(other, issue(tokens)).subject == "alice"
 
 
+def test_many_calls_at_once_with_a_new_replica_s_token_all_find_its_key(
+    gateway_db: Database, tmp_path: Path, tokens: TokenService, clock: Clock
+) -> None:
+    other = TokenService(key_ring(gateway_db, tmp_path, "gateway-2", clock), TTL, None, clock)
+    token = issue(other)
+
+    async def at_once() -> list[Claims]:
+        return await asyncio.gather(*(tokens.verify(token, CERT) for _ in range(50)))
+
+    assert {claims.subject for claims in asyncio.run(at_once())} == {"alice"}
+
+
 def test_a_rotated_key_signs_new_tokens_and_the_old_ones_live_on_until_they_expire(
     gateway_db: Database, tmp_path: Path, ring: KeyRing, tokens: TokenService, clock: Clock
 ) -> None:

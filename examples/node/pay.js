@@ -1,0 +1,340 @@
+#!/usr/bin/env node
+// minipay from Node.js: log in, read the balance, pay with an idempotency key, read the
+// balance again; over mutual TLS, on the project's own .proto files (nothing generated).
+//
+//   MINIPAY_PASSWORD=alice-dev-pass node pay.js --username alice \
+//     --to-bank beta --to-account B-2001 --amount 1234 --idempotency-key demo-1
+//
+// Every answer's x-request-id (initial metadata) is printed; an error goes to standard error
+// with its google.rpc.Status details (the grpc-status-details-bin trailer). `node pay.js
+// --help` lists the options. Exit status: 0 when every call answered (a payment may still be
+// ABORTED: that is an answer), 1 on an error from the gateway, 2 on a usage error.
+"use strict";
+
+const crypto = require("node:crypto");
+const fs = require("node:fs");
+const path = require("node:path");
+const { parseArgs } = require("node:util");
+
+const grpc = require("@grpc/grpc-js");
+const protoLoader = require("@grpc/proto-loader");
+const protobuf = require("protobufjs");
+
+const REPOSITORY = path.resolve(__dirname, "..", "..");
+// The API: the .proto files import each other as "minipay/v1/...", relative to protofiles/.
+// google/protobuf/timestamp.proto is one of the well-known types protobufjs carries itself.
+const PROTO_ROOT = path.join(REPOSITORY, "protofiles");
+// google/rpc/status.proto and error_details.proto are not part of the API's files: they are
+// copied unchanged from googleapis (as googleapis-common-protos 1.76.0 ships them; Apache 2.0,
+// header kept) into proto/.
+const VENDORED_PROTOS = path.join(__dirname, "proto");
+const DEV_CERTIFICATES = path.join(REPOSITORY, "certificate", "dev");
+// The DNS name the gateway's certificate proves (GATEWAY_SERVER_NAME in minipay/identity.py).
+// No certificate names an address, so TLS is told to check this name instead of the host.
+const GATEWAY_SERVER_NAME = "gateway.minipay.internal";
+
+// Each option: a flag, the variable read when the flag is absent, and the default.
+const OPTIONS = {
+  gateway: { env: "MINIPAY_GATEWAY", default: "127.0.0.1:50051", help: "host:port" },
+  "server-name": {
+    env: "MINIPAY_GATEWAY_SERVER_NAME",
+    default: GATEWAY_SERVER_NAME,
+    help: "the name the gateway's certificate must prove",
+  },
+  ca: {
+    env: "MINIPAY_CA",
+    default: path.join(DEV_CERTIFICATES, "services-ca.pem"),
+    help: "the services CA, which signed the gateway's certificate",
+  },
+  cert: {
+    env: "MINIPAY_CERT",
+    default: path.join(DEV_CERTIFICATES, "client-1.pem"),
+    help: "the client certificate (from the clients CA)",
+  },
+  key: {
+    env: "MINIPAY_KEY",
+    default: path.join(DEV_CERTIFICATES, "client-1-key.pem"),
+    help: "its private key",
+  },
+  username: { env: "MINIPAY_USERNAME", help: "a registered customer" },
+  "to-bank": { env: "MINIPAY_TO_BANK", help: "the payee's bank (no payee: no payment)" },
+  "to-account": { env: "MINIPAY_TO_ACCOUNT", help: "the payee's account number" },
+  amount: { env: "MINIPAY_AMOUNT", help: "in minor units of the currency (1234 = 12.34 USD)" },
+  currency: { env: "MINIPAY_CURRENCY", help: "ISO 4217 code (default: the account's)" },
+  "idempotency-key": {
+    env: "MINIPAY_IDEMPOTENCY_KEY",
+    help: "the same key again replays the first outcome (default: a new UUID)",
+  },
+  timeout: { env: "MINIPAY_TIMEOUT", default: "10", help: "seconds each call may take" },
+};
+
+function usage() {
+  const lines = [
+    "usage: node pay.js --username NAME [--to-bank BANK --to-account ACCOUNT --amount N] [...]",
+    "",
+  ];
+  for (const [name, option] of Object.entries(OPTIONS)) {
+    const fallback = option.default === undefined ? "" : ` (default: ${option.default})`;
+    lines.push(`  --${name.padEnd(16)} ${option.env.padEnd(28)} ${option.help}${fallback}`);
+  }
+  lines.push(
+    `  --${"password-stdin".padEnd(16)} ${"".padEnd(28)} read the password from standard input`,
+    `    otherwise it comes from MINIPAY_PASSWORD; never from an argument, which other users see`,
+  );
+  return lines.join("\n");
+}
+
+class UsageError extends Error {}
+
+function readConfig(argv, env) {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      ...Object.fromEntries(Object.keys(OPTIONS).map((name) => [name, { type: "string" }])),
+      "password-stdin": { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) return null;
+  const config = {};
+  for (const [name, option] of Object.entries(OPTIONS)) {
+    config[name] = values[name] ?? env[option.env] ?? option.default;
+  }
+  config.password = values["password-stdin"]
+    ? fs.readFileSync(0, "utf8").replace(/\r?\n$/, "")
+    : env.MINIPAY_PASSWORD;
+  if (!config.username) throw new UsageError("--username (or MINIPAY_USERNAME) is required");
+  if (!config.password) {
+    throw new UsageError("give the password in MINIPAY_PASSWORD or with --password-stdin");
+  }
+  const payee = ["to-bank", "to-account", "amount"].filter((name) => config[name] !== undefined);
+  if (payee.length !== 0 && payee.length !== 3) {
+    throw new UsageError("a payment needs --to-bank, --to-account and --amount");
+  }
+  // Kept as a string, which proto-loader sends as an exact int64; the gateway checks the limit.
+  if (config.amount !== undefined && !/^[1-9][0-9]{0,17}$/.test(config.amount)) {
+    throw new UsageError("--amount is a whole number of minor units, at least 1");
+  }
+  if (!/^[0-9]+(\.[0-9]+)?$/.test(config.timeout)) throw new UsageError("--timeout is in seconds");
+  config["idempotency-key"] ??= crypto.randomUUID();
+  const files = ["ca", "cert", "key"];
+  config.pem = Object.fromEntries(files.map((name) => [name, readPem(config, name)]));
+  return config;
+}
+
+function readPem(config, name) {
+  try {
+    return fs.readFileSync(config[name]);
+  } catch (error) {
+    throw new UsageError(`--${name} ${config[name]}: ${error.message}`);
+  }
+}
+
+// -- the API -----------------------------------------------------------------------------
+
+function loadApi() {
+  const definition = protoLoader.loadSync("minipay/v1/gateway.proto", {
+    includeDirs: [PROTO_ROOT],
+    keepCase: true, // field names as in the .proto files: minor_units, idempotency_key
+    longs: String, // int64 (Money.minor_units, Timestamp.seconds) as exact decimal strings
+    enums: String, // "PAYMENT_STATUS_COMMITTED" rather than 2
+    defaults: true,
+  });
+  return grpc.loadPackageDefinition(definition).minipay.v1;
+}
+
+// The error model: google.rpc.Status, and the detail messages it carries in Any fields.
+function loadErrorModel() {
+  const root = new protobuf.Root();
+  root.loadSync(
+    ["status.proto", "error_details.proto"].map((file) =>
+      path.join(VENDORED_PROTOS, "google", "rpc", file),
+    ),
+    { keepCase: true },
+  );
+  return root;
+}
+
+// The google.rpc.Status in an error's trailers, with its details decoded; null if none.
+function statusDetails(errorModel, error) {
+  const [raw] = error.metadata?.get("grpc-status-details-bin") ?? [];
+  if (!raw) return null;
+  const status = errorModel.lookupType("google.rpc.Status").decode(raw);
+  const details = status.details.map((any) => {
+    // "type.googleapis.com/google.rpc.ErrorInfo": the full name after the last slash.
+    const typeName = any.type_url.slice(any.type_url.lastIndexOf("/") + 1);
+    const type = errorModel.lookup(typeName);
+    if (!(type instanceof protobuf.Type)) return { type: typeName };
+    const message = type.toObject(type.decode(any.value), { longs: String, defaults: true });
+    return { type: typeName, ...message };
+  });
+  return { code: status.code, message: status.message, details };
+}
+
+// -- calls -------------------------------------------------------------------------------
+
+class CallError extends Error {
+  constructor(method, error, requestId) {
+    super(`${method}: ${grpc.status[error.code] ?? error.code}: ${error.details}`);
+    this.grpcError = error;
+    this.requestId = requestId;
+  }
+}
+
+// One unary call, as a promise of { response, requestId }. The gateway puts x-request-id in
+// every answer's initial metadata, which grpc-js hands over in the call's "metadata" event
+// (before the callback runs); an error without initial metadata may carry it in its trailers.
+function call(client, method, request, { token, timeout }) {
+  const metadata = new grpc.Metadata();
+  if (token) metadata.set("authorization", `Bearer ${token}`);
+  const deadline = new Date(Date.now() + Number(timeout) * 1000);
+  return new Promise((resolve, reject) => {
+    let headers = null;
+    const pending = client[method](request, metadata, { deadline }, (error, response) => {
+      const requestId =
+        firstValue(headers, "x-request-id") ?? firstValue(error?.metadata, "x-request-id");
+      const name = `${client.constructor.serviceName}/${method}`;
+      if (error) reject(new CallError(name, error, requestId));
+      else resolve({ response, requestId });
+    });
+    pending.on("metadata", (received) => {
+      headers = received;
+    });
+  });
+}
+
+function firstValue(metadata, key) {
+  const [value] = metadata?.get(key) ?? [];
+  return value === undefined ? undefined : String(value);
+}
+
+// -- output ------------------------------------------------------------------------------
+
+function when(timestamp) {
+  if (!timestamp) return "-";
+  return new Date(Number(timestamp.seconds) * 1000 + timestamp.nanos / 1e6).toISOString();
+}
+
+const account = (ref) => `${ref.bank}/${ref.account}`;
+const money = (value) => `${value.minor_units} ${value.currency}`;
+
+function balanceLine(label, response) {
+  const { balance, held, available } = response;
+  return (
+    `${label}: ${account(response.account)} balance ${balance.minor_units}, ` +
+    `held ${held.minor_units}, available ${available.minor_units} (${balance.currency} minor units)`
+  );
+}
+
+function paymentLine(response, key) {
+  const payment = response.payment;
+  const status = payment.status.replace(/^PAYMENT_STATUS_/, "");
+  const reason = payment.reason_code ? ` (${payment.reason_code}: ${payment.reason})` : "";
+  const replayed = response.replayed ? ", replayed: this key was used before" : "";
+  return (
+    `pay: ${payment.payment_id} ${status}${reason}: ${money(payment.amount)} to ` +
+    `${account(payment.payee)}, idempotency key ${key}${replayed}`
+  );
+}
+
+function printError(error, errorModel) {
+  console.error(`error: ${error.message}`);
+  console.error(`  x-request-id: ${error.requestId ?? "(none)"}`);
+  const status = statusDetails(errorModel, error.grpcError);
+  for (const detail of status?.details ?? []) {
+    if (detail.type === "google.rpc.ErrorInfo") {
+      const metadata = JSON.stringify(detail.metadata);
+      console.error(`  reason: ${detail.reason} (domain ${detail.domain}) metadata: ${metadata}`);
+    } else if (detail.type === "google.rpc.BadRequest") {
+      for (const violation of detail.field_violations) {
+        console.error(`  field: ${violation.field}: ${violation.description}`);
+      }
+    } else if (detail.type === "google.rpc.RetryInfo") {
+      const delay = detail.retry_delay;
+      console.error(`  retry after: ${Number(delay.seconds) + delay.nanos / 1e9} s`);
+    } else {
+      console.error(`  detail: ${detail.type}`);
+    }
+  }
+}
+
+// -- the session ---------------------------------------------------------------------------
+
+async function main() {
+  let config;
+  try {
+    config = readConfig(process.argv.slice(2), process.env);
+  } catch (error) {
+    if (!(error instanceof UsageError || error.code?.startsWith("ERR_PARSE_ARGS"))) throw error;
+    console.error(`error: ${error.message} (node pay.js --help lists the options)`);
+    return 2;
+  }
+  if (config === null) {
+    console.log(usage());
+    return 0;
+  }
+
+  const api = loadApi();
+  const errorModel = loadErrorModel();
+  // Mutual TLS: trust only the services CA for the server, present the client certificate.
+  const credentials = grpc.credentials.createSsl(config.pem.ca, config.pem.key, config.pem.cert);
+  const options = { "grpc.ssl_target_name_override": config["server-name"] };
+  const auth = new api.Auth(config.gateway, credentials, options);
+  // Both clients on one channel (one connection, one TLS handshake).
+  const payments = new api.Payments(config.gateway, credentials, {
+    ...options,
+    channelOverride: auth.getChannel(),
+  });
+  const session = { timeout: config.timeout };
+  const tagged = (line, requestId) => `${line}  [x-request-id ${requestId}]`;
+
+  try {
+    const signIn = { username: config.username, password: config.password };
+    const login = await call(auth, "Login", signIn, session);
+    const { token, role, expires_at } = login.response;
+    session.token = token;
+    const line = `login: ${config.username} (${role}), token valid until ${when(expires_at)}`;
+    console.log(tagged(line, login.requestId));
+
+    const before = await call(payments, "GetBalance", {}, session);
+    console.log(tagged(balanceLine("balance", before.response), before.requestId));
+    if (config.amount === undefined) return 0;
+
+    const key = config["idempotency-key"];
+    const paid = await call(
+      payments,
+      "Pay",
+      {
+        to: { bank: config["to-bank"], account: config["to-account"] },
+        amount: {
+          minor_units: config.amount,
+          currency: config.currency ?? before.response.balance.currency,
+        },
+        idempotency_key: key,
+      },
+      session,
+    );
+    console.log(tagged(paymentLine(paid.response, key), paid.requestId));
+
+    const after = await call(payments, "GetBalance", {}, session);
+    console.log(tagged(balanceLine("balance after", after.response), after.requestId));
+    return 0;
+  } catch (error) {
+    if (!(error instanceof CallError)) throw error;
+    printError(error, errorModel);
+    return 1;
+  } finally {
+    auth.close();
+    payments.close();
+  }
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error) => {
+    console.error(error);
+    process.exitCode = 1;
+  },
+);

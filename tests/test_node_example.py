@@ -1,0 +1,173 @@
+"""The Node.js example (examples/node/pay.js) against a real cluster: a program in another
+language, on the project's own .proto files and @grpc/grpc-js, logs in over mutual TLS,
+reads the balance, pays with an idempotency key, gets the first outcome back when it sends
+the key again, and reads the ErrorInfo reason when it reuses the key for another amount.
+
+Skips when node or npm is missing; installs the example's locked dependencies with
+``npm ci`` once (the stamp in node_modules says it is done)."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from devtools.cluster import GATEWAY, Cluster
+from tests.helpers import (
+    SEED_ACCOUNTS,
+    SEED_PASSWORDS,
+    balances,
+    certificate_files,
+    customer,
+    gateway_payments,
+    ledger_entries,
+    moved,
+    settle,
+    wait_until,
+)
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "node"
+STAMP = EXAMPLE / "node_modules" / ".installed"
+NPM_CI_TIMEOUT = 180.0
+RUN_TIMEOUT = 60.0
+REQUEST_ID = r"\[x-request-id (?P<request_id>[0-9a-f]{32})\]"
+PAYMENT = re.compile(
+    r"^pay: (?P<payment_id>pay_[0-9a-f]{32}) (?P<status>[A-Z]+)(?P<rest>.*)  " + REQUEST_ID + "$",
+    re.MULTILINE,
+)
+BALANCE = re.compile(
+    r"^(?P<label>balance(?: after)?): (?P<account>\S+) balance (?P<balance>\d+), "
+    r"held (?P<held>\d+), available (?P<available>\d+) \(USD minor units\)  " + REQUEST_ID + "$",
+    re.MULTILINE,
+)
+
+
+def node_version(node: str) -> tuple[int, ...]:
+    out = subprocess.run([node, "--version"], capture_output=True, text=True, check=True).stdout
+    return tuple(int(part) for part in out.strip().lstrip("v").split("."))
+
+
+def npm_ci(npm: str) -> None:
+    """Installs the example's dependencies from its lock file, unless the stamp is newer than
+    both package files. A lock keeps two test workers from installing at once."""
+    key = hashlib.sha256(str(EXAMPLE).encode()).hexdigest()[:16]
+    lock = Path(tempfile.gettempdir()) / f"minipay-npm-ci-{key}.lock"
+    with lock.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        inputs = [EXAMPLE / "package.json", EXAMPLE / "package-lock.json"]
+        if STAMP.exists() and all(STAMP.stat().st_mtime >= f.stat().st_mtime for f in inputs):
+            return
+        # --ignore-scripts: nothing the example uses needs an install script.
+        done = subprocess.run(
+            [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
+            cwd=EXAMPLE,
+            capture_output=True,
+            text=True,
+            timeout=NPM_CI_TIMEOUT,
+        )
+        if done.returncode != 0:
+            pytest.fail(f"npm ci in {EXAMPLE} failed:\n{done.stdout}\n{done.stderr}")
+        STAMP.touch()
+
+
+@pytest.fixture(scope="module")
+def node() -> str:
+    """The node executable, with the example's dependencies installed."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip("the Node.js example needs node and npm on the PATH")
+    if node_version(node) < (18, 3):
+        pytest.skip("the Node.js example needs Node.js 18.3 or later (util.parseArgs)")
+    npm_ci(npm)
+    return node
+
+
+def run_example(
+    node: str, cluster: Cluster, certs: Path, username: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """Runs pay.js as USERNAME against CLUSTER's gateway with client-1's certificate, the
+    configuration in the environment as a user would set it (none of ours leaks in)."""
+    files = certificate_files(certs, "client-1")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MINIPAY_")}
+    env.update(
+        MINIPAY_GATEWAY=cluster.gateway_address,
+        MINIPAY_CA=str(files.ca),
+        MINIPAY_CERT=str(files.cert),
+        MINIPAY_KEY=str(files.key),
+        MINIPAY_PASSWORD=SEED_PASSWORDS[username],
+    )
+    return subprocess.run(
+        [node, "pay.js", "--username", username, *args],
+        cwd=EXAMPLE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+
+
+def test_node_example_pays_replays_and_reads_error_reasons(
+    node: str, cluster: Cluster, certs: Path
+) -> None:
+    customer(cluster, certs, "alice")  # registers alice's account with the gateway
+    payer, payee = SEED_ACCOUNTS["alice"], SEED_ACCOUNTS["carol"]
+    key = f"node-{uuid.uuid4()}"
+    pay = ("--to-bank", payee[0], "--to-account", payee[1], "--idempotency-key", key)
+    before = balances(cluster)
+
+    first = run_example(node, cluster, certs, "alice", *pay, "--amount", "1234")
+    assert first.returncode == 0, first.stdout + first.stderr
+    out = first.stdout
+    assert re.search(r"^login: alice \(customer\), token valid until \S+  " + REQUEST_ID, out, re.M)
+    shown = {m["label"]: m for m in BALANCE.finditer(out)}
+    assert shown.keys() == {"balance", "balance after"}, out
+    assert shown["balance"]["account"] == "/".join(payer)
+    assert int(shown["balance"]["balance"]) == before[payer]
+    assert int(shown["balance"]["available"]) == before[payer] - int(shown["balance"]["held"])
+    # The gateway delivers the decision to the payer's bank before answering a balance read.
+    assert int(shown["balance after"]["balance"]) == before[payer] - 1234
+    paid = PAYMENT.search(out)
+    assert paid is not None, out
+    assert paid["status"] == "COMMITTED", out
+    assert "replayed" not in paid["rest"]
+    payment_id = paid["payment_id"]
+    # Every line carries its own request id, the one the gateway logged the call under.
+    request_ids = re.findall(REQUEST_ID, out)
+    assert len(request_ids) == 4 and len(set(request_ids)) == 4, out
+    log = cluster.log_file(GATEWAY)
+    wait_until(lambda: paid["request_id"] in log.read_text(), 10, "the Pay call in the log")
+
+    settle(cluster)
+    assert moved(before, balances(cluster)) == {payer: -1234, payee: 1234}
+    assert ledger_entries(cluster, payment_id) == {(*payer, -1234), (*payee, 1234)}
+
+    # The same key again: the first outcome, nothing paid twice.
+    again = run_example(node, cluster, certs, "alice", *pay, "--amount", "1234")
+    assert again.returncode == 0, again.stdout + again.stderr
+    replay = PAYMENT.search(again.stdout)
+    assert replay is not None, again.stdout
+    assert (replay["payment_id"], replay["status"]) == (payment_id, "COMMITTED")
+    assert "replayed: this key was used before" in replay["rest"]
+    settle(cluster)
+    assert moved(before, balances(cluster)) == {payer: -1234, payee: 1234}
+    assert [p for p, (_, k) in gateway_payments(cluster).items() if k == key] == [payment_id]
+
+    # The same key for another amount: refused, and the program reads why from the
+    # google.rpc.Status details in the trailers.
+    reused = run_example(node, cluster, certs, "alice", *pay, "--amount", "999")
+    assert reused.returncode == 1, reused.stdout + reused.stderr
+    err = reused.stderr
+    assert re.search(r"^error: Payments/Pay: INVALID_ARGUMENT: ", err, re.M), err
+    assert re.search(r"^  x-request-id: [0-9a-f]{32}$", err, re.M), err
+    assert re.search(r"^  reason: IDEMPOTENCY_KEY_REUSED \(domain minipay\.v1\)", err, re.M), err
+    assert PAYMENT.search(reused.stdout) is None
+    settle(cluster)
+    assert moved(before, balances(cluster)) == {payer: -1234, payee: 1234}
