@@ -20,8 +20,15 @@ if TYPE_CHECKING:
     from devtools.bench.echo import EchoResult
     from devtools.bench.failover import FailoverResult
 
-TARGET_THROUGHPUT = (32, 300.0)  # committed payments per second at 32 concurrent clients
-TARGET_P99 = (8, 50.0)  # p99 latency in ms at 8 concurrent clients
+# The performance issue's targets, each a ratio measured in the same run or an absolute
+# bound: at 32 clients, committed/s >= 0.25 x the echo and <= 1.5 ms of cluster CPU per
+# payment; after a preload, the first history page and a replay under 5 ms at p99. The p99
+# at 8 clients is compared by hand with the bare 2PC pattern's (../shared/bench/spike_2pc.py,
+# not part of the product): within 1.5 x.
+THROUGHPUT_CLIENTS, MIN_X_ECHO = 32, 0.25
+CPU_CLIENTS, MAX_CPU_MS = 32, 1.5
+LATENCY_CLIENTS = 8
+MAX_PROBE_P99_MS = 5.0
 
 
 @dataclass
@@ -40,32 +47,35 @@ def progress(message: str) -> None:
 
 
 def targets(results: Sequence[Result]) -> list[dict[str, Any]]:
+    """Each run against the targets that apply to it; ``met`` is None where the comparison
+    is made by hand (with a measurement that is not the product's)."""
     checks: list[dict[str, Any]] = []
+
+    def check(result: Result, target: str, measured: float, met: bool | None) -> None:
+        checks.append(
+            {"target": target, "config": result.config, "round": result.round}
+            | {"batch_max": result.batch_max, "measured": measured, "met": met}
+        )
+
     for result in results:
-        if result.concurrency == TARGET_THROUGHPUT[0]:
-            checks.append(
-                {
-                    "target": f">= {TARGET_THROUGHPUT[1]:g} committed/s at "
-                    f"{TARGET_THROUGHPUT[0]} clients",
-                    "config": result.config,
-                    "round": result.round,
-                    "batch_max": result.batch_max,
-                    "measured": result.committed_per_s,
-                    "met": result.committed_per_s >= TARGET_THROUGHPUT[1],
-                }
-            )
-        if result.concurrency == TARGET_P99[0]:
-            checks.append(
-                {
-                    "target": f"p99 < {TARGET_P99[1]:g} ms at {TARGET_P99[0]} clients",
-                    "config": result.config,
-                    "round": result.round,
-                    "batch_max": result.batch_max,
-                    "measured": result.latency_ms["p99"],
-                    "met": result.latency_ms["p99"] < TARGET_P99[1],
-                }
-            )
+        if result.concurrency == THROUGHPUT_CLIENTS:
+            ratio = result.committed_x_echo
+            check(result, f"committed/s >= {MIN_X_ECHO} x echo", ratio, ratio >= MIN_X_ECHO)
+        if result.concurrency == CPU_CLIENTS and "cluster" in result.cpu_ms_per_payment:
+            cpu = result.cpu_ms_per_payment["cluster"]
+            check(result, f"cluster cpu ms/payment <= {MAX_CPU_MS}", cpu, cpu <= MAX_CPU_MS)
+        if result.concurrency == LATENCY_CLIENTS:
+            check(result, "p99 ms (vs 1.5 x bare 2PC, by hand)", result.latency_ms["p99"], None)
+        for probe in ("history_ms", "replay_ms"):
+            if result.probes and probe in result.probes:
+                p99 = result.probes[probe]["p99"]
+                name = probe.removesuffix("_ms")
+                check(result, f"{name} p99 ms < {MAX_PROBE_P99_MS:g}", p99, p99 < MAX_PROBE_P99_MS)
     return checks
+
+
+def _verdict(met: bool | None) -> str:
+    return "by hand" if met is None else "MET" if met else "MISSED"
 
 
 def _counts(counter: dict[str, int]) -> str:
@@ -272,7 +282,7 @@ def render_all(report: Report) -> str:
             "== targets\n"
             + "\n".join(
                 f"   {check['target']:<36} {check['config']:<11} round {check['round']:<3} "
-                f"measured {check['measured']:>7.1f}  {'MET' if check['met'] else 'MISSED'}"
+                f"measured {check['measured']:>7.3g}  {_verdict(check['met'])}"
                 for check in checks
             )
         )

@@ -135,7 +135,7 @@ async def run_server(settings: GatewaySettings) -> GatewayServer:
         return SERVICES
 
     interceptors = [
-        LoggingInterceptor(settings.process_name),
+        LoggingInterceptor(settings.process_name, answer_request_id=True),
         AuthInterceptor(Peers(settings.ca), banks.names, tokens),
     ]
     server, port, health = build_server(

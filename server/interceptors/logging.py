@@ -37,8 +37,12 @@ _REQUEST_ID = re.compile(r"[\w.:,-]{1,2048}")
 
 
 class LoggingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, component: str) -> None:
+    def __init__(self, component: str, answer_request_id: bool = False) -> None:
+        """ANSWER_REQUEST_ID: send every caller its request id in the initial metadata (the
+        public API does; between servers the caller already has it, and the extra message
+        per call is not free)."""
         self._component = component
+        self._answer_request_id = answer_request_id
         self._handlers = WrappedHandlers(self._logged)
         # The metrics' children, looked up once per method (and code), not per call.
         self._calls = functools.lru_cache(maxsize=1024)(
@@ -63,8 +67,8 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 request_id = uuid.uuid4().hex  # none, or not one a log can carry
             REQUEST_ID.set(request_id)
             started = time.perf_counter()
-            # Every answer, success or error, tells the caller the id to quote.
-            await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
+            if self._answer_request_id:  # every answer, success or error: the id to quote
+                await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
             fields: dict[str, Any] = {
                 "component": self._component,
                 "method": method,
