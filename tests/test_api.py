@@ -13,8 +13,11 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import timestamp_pb2
+from google.protobuf import descriptor_pool, json_format, message_factory, timestamp_pb2
 from google.rpc import error_details_pb2
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
 from grpc_status import rpc_status
 
 from devtools.cluster import GATEWAY, Cluster
@@ -249,3 +252,47 @@ def test_the_balance_in_full(api: Cluster, alice: Caller) -> None:
     assert balance.held.currency == balance.balance.currency == "USD"
     assert balance.held.minor_units == 0, "nothing in flight"
     assert balance.available.minor_units == balance.balance.minor_units - balance.held.minor_units
+
+
+# -- a client that has only reflection, as grpcurl has ----------------------------------------
+
+
+def test_reflection_alone_gives_the_request_id_and_readable_details(
+    api: Cluster, certs: Path, alice: Caller
+) -> None:
+    """What `grpcurl -v` does: every type from the server's reflection, none of the project's
+    generated modules; the refusal's details are decoded with the reflected types too."""
+    reflected = descriptor_pool.DescriptorPool(
+        ProtoReflectionDescriptorDatabase(channel(api, certs, GATEWAY, "client-1"))
+    )
+    pay = reflected.FindServiceByName("minipay.v1.Payments").methods_by_name["Pay"]
+    request_type = message_factory.GetMessageClass(pay.input_type)
+    response_type = message_factory.GetMessageClass(pay.output_type)
+    request = json_format.ParseDict(
+        {
+            "to": {"bank": "nowhere", "account": "X-1"},
+            "amount": {"minorUnits": "100", "currency": "USD"},
+            "idempotencyKey": str(uuid.uuid4()),
+        },
+        request_type(),
+    )
+    call = alice.channel.unary_unary(
+        "/minipay.v1.Payments/Pay",
+        request_serializer=request_type.SerializeToString,
+        response_deserializer=response_type.FromString,
+    )
+    with pytest.raises(grpc.RpcError) as refused:
+        call(request, metadata=alice.metadata, timeout=20)
+    error: Any = refused.value
+    assert len(dict(error.initial_metadata())["x-request-id"]) == 32
+    status_type = message_factory.GetMessageClass(
+        reflected.FindMessageTypeByName("google.rpc.Status")
+    )
+    details = dict(error.trailing_metadata())["grpc-status-details-bin"]
+    shown = json_format.MessageToDict(status_type.FromString(details), descriptor_pool=reflected)
+    assert shown["details"][0] == {
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": "BANK_NOT_FOUND",
+        "domain": DOMAIN,
+        "metadata": {"bank": "nowhere"},
+    }

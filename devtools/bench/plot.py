@@ -55,7 +55,8 @@ def plot(summaries: Sequence[Summary], path: Path, title: str) -> Path:
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize="small")
-    figure.suptitle(title, fontsize="medium")
+    # One configuration per line: the settings of several do not fit across the figure.
+    figure.suptitle(title.replace("; ", "\n"), fontsize="small")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)

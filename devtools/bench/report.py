@@ -241,7 +241,7 @@ def render_summary(summaries: Sequence[Summary], runs: Sequence[Result]) -> str:
     """One line per configuration and concurrency (median [min-max] over the repeats)."""
     backends = {r.config: settings_line(r) for r in runs}
     header = (
-        f"   {'config':<11}{'clients':>7}{'runs':>5}  {'committed/s':<22}{'x echo':<20}"
+        f"   {'config':<11}{'clients':>7}{'runs':>5}  {'committed/s':<26}{'x echo':<22}"
         f"{'p50 ms':<20}{'p99 ms':<22}{'cpu ms/pay':<18}"
     )
     rows = []
@@ -249,7 +249,7 @@ def render_summary(summaries: Sequence[Summary], runs: Sequence[Result]) -> str:
         f = s.figures
         rows.append(
             f"   {s.config:<11}{s.concurrency:>7}{s.runs:>5}  "
-            f"{_spread(f.get('committed/s')):<22}{_spread(f.get('x echo'), 3):<20}"
+            f"{_spread(f.get('committed/s')):<26}{_spread(f.get('x echo'), 3):<22}"
             f"{_spread(f.get('p50 ms')):<20}{_spread(f.get('p99 ms')):<22}"
             f"{_spread(f.get('cpu ms/pay cluster'), 2):<18}"
             + (f" !! {s.problems} run(s) with problems" if s.problems else "")

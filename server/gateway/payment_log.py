@@ -9,7 +9,8 @@ import dataclasses
 import enum
 import functools
 import hashlib
-import uuid
+import secrets
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -141,8 +142,15 @@ def view(payment: Payment | Row[Any]) -> PaymentView:
     return PaymentView(*(getattr(payment, name) for name in VIEW_FIELDS))
 
 
-def new_payment_id() -> str:
-    return "pay_" + uuid.uuid4().hex
+def new_payment_id(at: float | None = None, random_bits: int | None = None) -> str:
+    """A payment id: "pay_", the creation time in milliseconds and 80 random bits, in hex.
+
+    Time first, as in UUIDv7: ids made together sort together, so a new payment lands on the
+    last page of every index on its id instead of on a random page of a large table, which
+    made each round rewrite a page per payment once a million payments were stored."""
+    millis = int((time.time() if at is None else at) * 1000)
+    bits = secrets.randbits(80) if random_bits is None else random_bits
+    return f"pay_{millis:012x}{bits:020x}"
 
 
 def record(

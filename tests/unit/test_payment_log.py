@@ -4,6 +4,7 @@ with idempotency keys, storing decisions once, and the history each account sees
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 from server.common.db import Database
@@ -51,6 +52,14 @@ def test_a_new_key_records_a_preparing_payment(gateway_db: Database) -> None:
     assert recorded.payment is not None
     assert recorded.payment.state is CoordinatorState.PREPARING
     assert recorded.payment.deadline == recorded.payment.created_at + 5
+
+
+def test_payment_ids_sort_by_creation_time() -> None:
+    """Time first, so new payments are written at the end of every index on their id."""
+    ids = [payment_log.new_payment_id(at) for at in (1_700_000_000.0, 1_700_000_000.001)]
+    assert ids == sorted(ids) and ids[0] != ids[1]
+    assert all(re.fullmatch("pay_[0-9a-f]{32}", payment_id) for payment_id in ids)
+    assert payment_log.new_payment_id() != payment_log.new_payment_id(), "80 random bits"
 
 
 def test_the_same_key_and_parameters_replay_the_first_payment(gateway_db: Database) -> None:
