@@ -146,8 +146,7 @@ def new_payment_id(at: float | None = None, random_bits: int | None = None) -> s
     """A payment id: "pay_", the creation time in milliseconds and 80 random bits, in hex.
 
     Time first, as in UUIDv7: ids made together sort together, so a new payment lands on the
-    last page of every index on its id instead of on a random page of a large table, which
-    made each round rewrite a page per payment once a million payments were stored."""
+    last page of every index on its id instead of on a random page of a large table."""
     millis = int((time.time() if at is None else at) * 1000)
     bits = secrets.randbits(80) if random_bits is None else random_bits
     return f"pay_{millis:012x}{bits:020x}"
