@@ -6,12 +6,12 @@ revocations, old throttle counts, retired token keys)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from server.common.clock import now
 from server.common.db import Database
+from server.common.periodic import repeat
 from server.gateway import payment_log
 from server.gateway.coordinator import Coordinator
 
@@ -40,9 +40,4 @@ class Recovery:
             await chore()
 
     async def run_forever(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("recovery pass failed")
+        await repeat(self.run_once, interval, log, "recovery pass failed")

@@ -5,7 +5,6 @@ at another within a second; the replica that makes a change applies it at once."
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from minipay.errors import ErrorReason
 from server.common.db import Database
 from server.common.errors import Unauthenticated
 from server.common.identity import Claims
+from server.common.periodic import repeat
 from server.gateway.models import RevokedToken, UserSession
 
 log = logging.getLogger(__name__)
@@ -103,9 +103,4 @@ class Revocations:
         )
 
     async def run_forever(self, interval: float = REFRESH_INTERVAL) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.refresh()
-            except Exception:
-                log.exception("cannot reload revoked tokens and disabled users")
+        await repeat(self.refresh, interval, log, "cannot reload revoked tokens and disabled users")

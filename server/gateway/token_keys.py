@@ -30,6 +30,7 @@ from sqlalchemy.sql import Executable
 
 from server.common.db import Database, per_dialect
 from server.common.errors import ConfigError
+from server.common.periodic import repeat
 from server.gateway.models import Base
 
 log = logging.getLogger(__name__)
@@ -180,12 +181,7 @@ class KeyRing:
         )
 
     async def run_forever(self, interval: float = REFRESH_INTERVAL) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.refresh()
-            except Exception:
-                log.exception("cannot reload the token keys")
+        await repeat(self.refresh, interval, log, "cannot reload the token keys")
 
     async def _publish(self) -> None:
         key, moment = self.signing, self._clock()
