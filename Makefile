@@ -87,7 +87,7 @@ $(BUF_STAMP): tools/package.json tools/package-lock.json
 lint: setup $(BUF_STAMP)
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/ruff format --check $(LINTED)
-	$(VENV)/bin/mypy server client admin certificate devtools minipay
+	$(VENV)/bin/mypy server client admin certificate devtools minipay tests
 	$(BUF) lint
 	$(BUF) format -d --exit-code
 

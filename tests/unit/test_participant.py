@@ -46,15 +46,10 @@ def state(db: Database, payment_id: str) -> ParticipantState | None:
 
 
 def ledger(db: Database, number: str) -> int:
-    return int(
-        db.run_sync(
-            lambda s: s.scalar(
-                select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
-                    LedgerEntry.account_number == number
-                )
-            )
-        )
+    total = select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
+        LedgerEntry.account_number == number
     )
+    return int(db.run_sync(lambda s: s.scalar(total)) or 0)
 
 
 def test_a_yes_vote_holds_the_funds_and_leaves_the_balance(bank_db: Database) -> None:

@@ -4,6 +4,7 @@ with idempotency keys, storing decisions once, and the history each account sees
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from typing import Any
 
@@ -123,7 +124,7 @@ def history_ids(db: Database, bank: str, account: str, page_size: int, **filters
     token = ""
     while True:
         query = HistoryQuery(bank, account, page_size, token, **filters)
-        page, token = db.run_sync(lambda s, query=query: payment_log.history(s, query))
+        page, token = db.run_sync(functools.partial(payment_log.history, query=query))
         assert len(page) <= page_size
         ids += [payment.id for payment in page]
         if not token:
