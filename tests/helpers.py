@@ -103,6 +103,17 @@ def postgres_available() -> bool:
 
 
 @contextmanager
+def running_cluster(folder: Path, certs: Path, env: dict[str, str]) -> Iterator[Cluster]:
+    """A cluster started in FOLDER for a module's tests, stopped whatever happens."""
+    cluster = Cluster(folder, env=dict(env), certs=certs)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@contextmanager
 def postgres_databases(names: list[str]) -> Iterator[dict[str, str]]:
     """A fresh PostgreSQL database per name, dropped afterwards."""
     admin_engine = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")

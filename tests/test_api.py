@@ -24,7 +24,7 @@ from devtools.cluster import GATEWAY, Cluster
 from minipay.errors import DOMAIN
 from minipay.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 from tests.conftest import TEST_ENV
-from tests.helpers import SEED_ACCOUNTS, SEED_PASSWORDS, channel, settle
+from tests.helpers import SEED_ACCOUNTS, SEED_PASSWORDS, channel, running_cluster, settle
 
 COMMITTED = gateway_pb2.PAYMENT_STATUS_COMMITTED
 ABORTED = gateway_pb2.PAYMENT_STATUS_ABORTED
@@ -89,12 +89,8 @@ def refusal(error: grpc.RpcError) -> tuple[error_details_pb2.ErrorInfo, list[Any
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory, certs: Path) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path_factory.mktemp("api"), env=dict(TEST_ENV), certs=certs)
-    try:
-        cluster.start()
+    with running_cluster(tmp_path_factory.mktemp("api"), certs, TEST_ENV) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(scope="module")

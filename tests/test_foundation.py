@@ -49,6 +49,7 @@ from tests.helpers import (
     customer,
     gateway_url,
     postgres_databases,
+    running_cluster,
     server_name,
     settle,
 )
@@ -76,16 +77,8 @@ PROBE_TIMEOUT = 10.0
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory, certs: Path) -> Iterator[Cluster]:
     """One cluster for the read-only probes of this module (starting one takes seconds)."""
-    cluster = Cluster(
-        tmp_path_factory.mktemp("foundation"),
-        env=dict(TEST_ENV),
-        certs=certs,
-    )
-    try:
-        cluster.start()
+    with running_cluster(tmp_path_factory.mktemp("foundation"), certs, TEST_ENV) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def caller_of(target: str) -> str:

@@ -53,6 +53,7 @@ from tests.helpers import (
     ledger_entries,
     log_in_everyone,
     moved,
+    running_cluster,
     server_env,
     settle,
     settled,
@@ -75,12 +76,8 @@ def history_entry(client: Client, payment_id: str) -> Payment:
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory, certs: Path) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path_factory.mktemp("payments"), env=dict(TEST_ENV), certs=certs)
-    try:
-        cluster.start()
+    with running_cluster(tmp_path_factory.mktemp("payments"), certs, TEST_ENV) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(scope="module")

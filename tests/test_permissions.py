@@ -35,6 +35,7 @@ from tests.helpers import (
     SEED_PASSWORDS,
     Client,
     channel,
+    running_cluster,
 )
 
 BANK = "alpha"
@@ -221,16 +222,12 @@ class Callers:
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory, certs: Path) -> Iterator[Cluster]:
-    cluster = Cluster(tmp_path_factory.mktemp("permissions"), env=dict(TEST_ENV), certs=certs)
-    try:
-        cluster.start()
+    with running_cluster(tmp_path_factory.mktemp("permissions"), certs, TEST_ENV) as cluster:
         for username, cert in (("alice", "client-1"), ("carol", "client-2")):
             Client(cluster, certs, cert).register(
                 username, SEED_PASSWORDS[username], *SEED_ACCOUNTS[username]
             )
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -290,20 +291,16 @@ def check_the_books(cluster: Cluster, workload: Workload, before: int) -> None:
     assert all(count == 1 for count in keys.values()), "a key made two payments"
 
 
-def test_randomized_bank(
-    make_cluster: ClusterFactory, certs: Path, backend: str, request: pytest.FixtureRequest
+def play_and_judge(
+    cluster: Cluster, workload: Workload, seconds: float, strike: Callable[[float], list[str]]
 ) -> None:
-    seconds = float(request.config.getoption("--bank-test-seconds"))
-    seed = int(request.config.getoption("--bank-test-seed")) or random.randrange(1, 10**6)
-    print(f"randomized bank test: seed {seed}, {seconds} s, {backend}")
-    rng = random.Random(seed)
-    cluster = make_cluster(backend, env=server_env(txn_timeout=2))
-    workload = Workload(cluster, certs, rng)
+    """Six clients pay for SECONDS while STRIKE(stop) runs a nemesis in a thread; then, with
+    every process back up and every unknown outcome asked again, the books must balance."""
     tokens = asyncio.run(log_in_everyone(workload.config()))
     before = total_money(cluster)
     stop = time.monotonic() + seconds
-    killed: list[str] = []
-    chaos = threading.Thread(target=lambda: killed.extend(nemesis(cluster, rng, stop, 3.0)))
+    struck: list[str] = []
+    chaos = threading.Thread(target=lambda: struck.extend(strike(stop)))
     chaos.start()
 
     async def clients() -> None:
@@ -314,13 +311,29 @@ def test_randomized_bank(
     for name in cluster.names:  # everyone back up before judging
         cluster.wait_ready(name)
     asyncio.run(workload.resolve_unknown(tokens))
-    assert killed, "the nemesis never struck"
+    assert struck, "the nemesis never struck"
     assert workload.outcomes, "no payment was made"
     check_the_books(cluster, workload, before)
     committed = sum(1 for _, s in workload.outcomes.values() if s == COMMITTED)
     print(
         f"{len(workload.outcomes)} payments, {committed} committed, "
-        f"{len(workload.unknown)} resolved by retry, nemesis struck {killed}"
+        f"{len(workload.unknown)} resolved by retry, nemesis struck {struck}"
+    )
+
+
+def test_randomized_bank(
+    make_cluster: ClusterFactory, certs: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    seconds = float(request.config.getoption("--bank-test-seconds"))
+    seed = int(request.config.getoption("--bank-test-seed")) or random.randrange(1, 10**6)
+    print(f"randomized bank test: seed {seed}, {seconds} s, {backend}")
+    rng = random.Random(seed)
+    cluster = make_cluster(backend, env=server_env(txn_timeout=2))
+    play_and_judge(
+        cluster,
+        Workload(cluster, certs, rng),
+        seconds,
+        lambda stop: nemesis(cluster, rng, stop, 3.0),
     )
 
 
@@ -340,29 +353,9 @@ def test_randomized_bank_across_replicas(
         env={**server_env(txn_timeout=2), **environment(GatewaySettings, lease=lease)},
         gateways=3,
     )
-    workload = Workload(cluster, certs, rng)
-    tokens = asyncio.run(log_in_everyone(workload.config()))
-    before = total_money(cluster)
-    stop = time.monotonic() + seconds
-    struck: list[str] = []
-    chaos = threading.Thread(
-        target=lambda: struck.extend(nemesis(cluster, rng, stop, 2.5, pause=lease + 1.0))
-    )
-    chaos.start()
-
-    async def clients() -> None:
-        await asyncio.gather(*(workload.worker(tokens, stop) for _ in range(6)))
-
-    asyncio.run(clients())
-    chaos.join()
-    for name in cluster.names:
-        cluster.wait_ready(name)
-    asyncio.run(workload.resolve_unknown(tokens))
-    assert struck, "the nemesis never struck"
-    assert workload.outcomes, "no payment was made"
-    check_the_books(cluster, workload, before)
-    committed = sum(1 for _, s in workload.outcomes.values() if s == COMMITTED)
-    print(
-        f"{len(workload.outcomes)} payments, {committed} committed, "
-        f"{len(workload.unknown)} resolved by retry, nemesis struck {struck}"
+    play_and_judge(
+        cluster,
+        Workload(cluster, certs, rng),
+        seconds,
+        lambda stop: nemesis(cluster, rng, stop, 2.5, pause=lease + 1.0),
     )
