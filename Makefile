@@ -24,14 +24,12 @@ DATABASE_URL ?=
 
 setup: $(STAMP) $(GENERATED) certificate/dev/services-ca.pem
 
-CLIENT_DIST := clients/python
-
-# Two editable distributions: the client (minipay, in $(CLIENT_DIST): library, CLIs, minipay.v1)
-# and the servers (minipay-server, here), which requires the client; one pip run resolves both.
-$(STAMP): setup.cfg pyproject.toml $(CLIENT_DIST)/pyproject.toml $(CLIENT_DIST)/setup.py
+# One editable distribution, minipay (the client library, the CLIs, minipay.v1), with what the
+# servers need (the server extra), the tests and the dev tools.
+$(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ./$(CLIENT_DIST) -e '.[test,dev]'
+	$(PY) -m pip install --quiet -e '.[server,test,dev]'
 	touch $(STAMP)
 
 # Generated code is made from the .proto files, never committed: into the working tree by the
@@ -70,7 +68,7 @@ test: setup
 test-unit: setup
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
 
-LINTED := server client admin certificate devtools $(wildcard minipay/*.py) tests alembic/env.py
+LINTED := server client admin certificate devtools minipay tests alembic/env.py setup.py
 
 # make lint also needs npm (Node.js) for the buf CLI, pinned in tools/package-lock.json and
 # installed into tools/node_modules (git-ignored): once, and again when the lock file changes.

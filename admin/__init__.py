@@ -1,1 +1,2 @@
-"""The minipay admin command line (``python -m admin``), over the gateway's admin service."""
+"""The admin's command line in a checkout: ``python -m admin`` runs the ``minipay-admin``
+command, whose code is the ``minipay.admin`` package (``minipay/admin/``)."""

@@ -30,7 +30,13 @@ from certificate.ca import (
     issue_service,
     obsolete_files,
 )
-from minipay.identity import GATEWAY_ID, GATEWAY_SERVER_NAME, bank_id, bank_server_name, client_id
+from minipay.service_names import (
+    GATEWAY_ID,
+    GATEWAY_SERVER_NAME,
+    bank_id,
+    bank_server_name,
+    client_id,
+)
 
 
 class _Parser(argparse.ArgumentParser):

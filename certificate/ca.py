@@ -3,7 +3,7 @@
 This module owns the files in ``certificate/dev/`` (or any folder passed as ``out``): their
 names, what each certificate carries, how they are generated, and when an existing file is
 kept rather than regenerated. It is for development and tests only; a real deployment gets
-its certificates elsewhere (they must carry what is described here and in minipay.identity).
+its certificates elsewhere (they must carry what is described here and in minipay.service_names).
 
 Layout of a folder:
 
@@ -15,7 +15,7 @@ Layout of a folder:
 
 Because the two CAs are separate, a customer's certificate can never carry a service's
 identity, whatever its name. A service certificate carries exactly the service's DNS name and
-SPIFFE id (minipay.identity) and both the serverAuth and clientAuth usages: services serve and
+SPIFFE id (minipay.service_names) and both the serverAuth and clientAuth usages: services serve and
 call each other. It carries no ``localhost`` or IP address: a name that every service shared
 would let any service answer for any other. A client certificate carries only its client SPIFFE
 id and the clientAuth usage, so it can never be used to serve.
@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from minipay.identity import (
+from minipay.service_names import (
     GATEWAY_ID,
     GATEWAY_SERVER_NAME,
     bank_id,
@@ -106,7 +106,7 @@ CREATED = "created"
 KEPT = "kept"
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-# A bank's name becomes a DNS label (minipay.identity.bank_server_name). Lower case only: DNS
+# A bank's name becomes a DNS label (minipay.service_names.bank_server_name). Lower case only: DNS
 # names compare case-insensitively, so "Alpha" would answer for "alpha".
 _BANK_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 # Leaf names whose files would land on a CA's files (the old single CA's included).

@@ -28,7 +28,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from certificate.ca import CLIENTS_CA, SERVICES_CA
-from minipay.identity import GATEWAY_SERVER_NAME, bank_server_name
+from minipay.service_names import GATEWAY_SERVER_NAME, bank_server_name
 from server.common.errors import ConfigError
 from server.common.settings import (
     DEV_CERTS,

@@ -19,9 +19,9 @@ import grpc
 from sqlalchemy import create_engine, func, select, text
 
 from certificate.ca import SERVICES_CA
-from client.api import ApiError, ClientConfig, GatewayClient, PaymentStatus, RetryPolicy
 from devtools.cluster import GATEWAY, Cluster
-from minipay.identity import GATEWAY_SERVER_NAME, bank_server_name
+from minipay.client.api import ApiError, ClientConfig, GatewayClient, PaymentStatus, RetryPolicy
+from minipay.service_names import GATEWAY_SERVER_NAME, bank_server_name
 from server.bank.models import Account, BankPayment, LedgerEntry, ParticipantState
 from server.common import seed
 from server.common.settings import (

@@ -42,7 +42,7 @@ from certificate.ca import (
     issue_service,
     leaf_files,
 )
-from minipay.identity import (
+from minipay.service_names import (
     GATEWAY_ID,
     GATEWAY_SERVER_NAME,
     bank_id,
@@ -312,7 +312,7 @@ def test_service_certificate_carries_exactly_its_dns_name_and_id(pki: Path, name
 
 
 def test_service_names_come_from_minipay_identity() -> None:
-    # The checks above compute the expected names with minipay.identity; pin them once here.
+    # The checks above compute the expected names with minipay.service_names; pin them once here.
     assert service_identity("gateway") == ("gateway.minipay.internal", "spiffe://minipay/gateway")
     assert service_identity("alpha") == (
         "alpha.bank.minipay.internal",

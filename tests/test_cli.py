@@ -33,13 +33,13 @@ from typing import Any
 
 import pytest
 
-from admin.__main__ import build_parser as admin_parser
 from certificate.ca import SERVICES_CA
-from client.__main__ import build_parser as client_parser
-from client.api import GatewayClient
-from client.cli import HelpFormatter, money_fields
-from client.logs import describe_request
 from devtools.cluster import GATEWAY, Cluster
+from minipay.admin.__main__ import build_parser as admin_parser
+from minipay.client.__main__ import build_parser as client_parser
+from minipay.client.api import GatewayClient
+from minipay.client.commandline import HelpFormatter, money_fields
+from minipay.client.logs import describe_request
 from minipay.v1 import admin_pb2, common_pb2, gateway_pb2
 from tests.conftest import TEST_ENV
 from tests.helpers import SEED_PASSWORDS, Client, bank_state, customer, server_env, wait_until
@@ -144,7 +144,7 @@ class Spy:
         return None
 
 sys.meta_path.insert(0, Spy)
-import client.api, client.cli, client.logs, client.__main__, admin.__main__
+import minipay.client.api, minipay.client.commandline, minipay.client.logs, client.__main__, admin.__main__
 
 for argv in (
     ["client", "--help"], ["admin", "--help"], ["client", "pay", "--help"],
@@ -192,7 +192,7 @@ def test_help_runs_without_server_code(cli: Cli, tool: str) -> None:
     )
     assert result.returncode == 0, result.stderr
     imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()]
-    assert "client.cli" in imported  # the measurement itself works
+    assert "minipay.client.commandline" in imported  # the measurement itself works
     assert not [m for m in imported if m == "server" or m.startswith("server.")]
 
 

@@ -33,8 +33,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from certificate.ca import SERVICES_CA
-from client.api import ApiError
 from devtools.cluster import GATEWAY, Cluster, free_port
+from minipay.client.api import ApiError
 from minipay.v1 import gateway_pb2
 from server.common.tls import thumbprint_of_pem
 from server.gateway.tokens import ALGORITHM

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from client.api import RetryPolicy
 from devtools.cluster import GATEWAY, Cluster, free_port
+from minipay.client.api import RetryPolicy
 from tests.conftest import ClusterFactory
 from tests.helpers import COMMITTED, SEED_PASSWORDS, Client, customer, wait_until
 

@@ -1,6 +1,6 @@
 """The client library and CLIs stand alone: what a customer installs (the ``minipay``
-distribution in clients/python/) imports nothing of the servers and declares none of their
-dependencies.
+distribution, the repository's own pyproject.toml) lives under the one import root
+``minipay``, imports nothing of the servers and declares none of their dependencies.
 
 The fast tests run the client side in a subprocess whose imports of the servers' packages
 and dependencies fail, as they would where only the client is installed. The slow one
@@ -11,7 +11,6 @@ into a fresh virtual environment.
 from __future__ import annotations
 
 import ast
-import configparser
 import importlib.metadata
 import os
 import re
@@ -25,8 +24,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CLIENT_DIST = REPO / "clients" / "python"
-CLIENT_PACKAGES = ("client", "admin", "minipay")
+# The installed packages' sources, and the checkout's entry points (python -m client / admin).
+CLIENT_SOURCES = ("minipay", "client", "admin")
 # Import names that only the servers' distribution brings, and the servers' own packages.
 SERVER_ONLY_MODULES = frozenset(
     {
@@ -59,7 +58,6 @@ SERVER_ONLY_DISTRIBUTIONS = frozenset(
         "grpcio-tools",
         "grpcio-health-checking",
         "grpcio-reflection",
-        "minipay-server",
     }
 )
 CLIENT_DISTRIBUTIONS = frozenset({"grpcio", "grpcio-status", "protobuf"})
@@ -115,17 +113,19 @@ def test_blocker_blocks() -> None:
 
 def test_client_side_imports_without_the_servers() -> None:
     modules = [
-        "client",
-        "client.api",
-        "client.cli",
-        "client.logs",
+        "minipay.client",
+        "minipay.client.api",
+        "minipay.client.commandline",
+        "minipay.client.logs",
+        "minipay.client.__main__",
+        "minipay.admin",
+        "minipay.admin.__main__",
         "client.__main__",
-        "admin",
         "admin.__main__",
         "minipay",
         "minipay.money",
         "minipay.balancing",
-        "minipay.identity",
+        "minipay.service_names",
         *(f"minipay.v1.{p.stem}" for p in sorted((REPO / "minipay" / "v1").glob("*_pb2*.py"))),
     ]
     assert "minipay.v1.gateway_pb2_grpc" in modules, "no generated code: run make protos"
@@ -150,7 +150,7 @@ def test_cli_help_runs_without_the_servers(tool: str) -> None:
 def test_client_sources_never_import_the_servers() -> None:
     """Every import statement, lazy ones in functions included, names client-side modules."""
     offenders = []
-    for package in CLIENT_PACKAGES:
+    for package in CLIENT_SOURCES:
         for path in sorted((REPO / package).rglob("*.py")):
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
                 if isinstance(node, ast.Import):
@@ -168,37 +168,27 @@ def test_client_sources_never_import_the_servers() -> None:
 
 
 def test_client_distribution_declares_only_client_dependencies() -> None:
-    """The installed client's metadata (computed by clients/python/setup.py) as pip sees it."""
-    config = tomllib.loads((CLIENT_DIST / "pyproject.toml").read_text(encoding="utf-8"))
+    """The installed distribution's metadata (computed by setup.py) as pip sees it: a plain
+    install brings grpcio, grpcio-status and protobuf; the servers' needs are the server
+    extra."""
+    config = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
     project = config["project"]
     assert project["name"] == "minipay"
     assert importlib.metadata.version("minipay") == project["version"]
-    declared = _unconditional(importlib.metadata.requires("minipay"))
+    requires = importlib.metadata.requires("minipay") or []
+    declared = _unconditional(requires)
     assert declared == CLIENT_DISTRIBUTIONS
     assert not declared & SERVER_ONLY_DISTRIBUTIONS
-    assert "optional-dependencies" not in project
-    # Only the client's packages; every one of them is a folder of this repository.
+    server_extra = {_name(r) for r in requires if 'extra == "server"' in r}
+    assert {"sqlalchemy", "alembic", "bcrypt", "pyjwt"} <= server_extra
+    # One import root, and a console script for each CLI.
     packages = config["tool"]["setuptools"]["packages"]
-    assert {p.split(".")[0] for p in packages} == set(CLIENT_PACKAGES)
-    for top in CLIENT_PACKAGES:
-        assert (CLIENT_DIST / top).resolve() == REPO / top
+    assert {p.split(".")[0] for p in packages} == {"minipay"}
+    assert set(project["scripts"]) == {"minipay", "minipay-admin"}
     # Building needs the generator, and nothing of the servers either.
     building = {_name(r) for r in config["build-system"]["requires"]}
     assert "grpcio-tools" in building
     assert not building & (SERVER_ONLY_DISTRIBUTIONS - {"grpcio-tools"})
-
-
-def test_server_distribution_requires_this_client() -> None:
-    """minipay-server ships only the servers and pins the client at the same version."""
-    setup = configparser.ConfigParser()
-    setup.read(REPO / "setup.cfg", encoding="utf-8")
-    assert setup["metadata"]["name"] == "minipay-server"
-    found = setup["options.packages.find"]["include"].split()
-    assert not {p.rstrip("*").split(".")[0] for p in found} & set(CLIENT_PACKAGES)
-    version = importlib.metadata.version("minipay")
-    requires = importlib.metadata.requires("minipay-server") or []
-    assert f"minipay=={version}" in [r.replace(" ", "") for r in requires]
-    assert {"sqlalchemy", "alembic", "bcrypt"} <= _unconditional(requires)
 
 
 @pytest.mark.skipif(
@@ -207,11 +197,11 @@ def test_server_distribution_requires_this_client() -> None:
     "set MINIPAY_TEST_PACKAGING=1",
 )
 def test_wheel_installs_alone(tmp_path: Path) -> None:
-    """The client wheel, built from clients/python, installs into a fresh venv without any of
-    the servers' dependencies, and its CLIs run outside the repository."""
+    """The wheel installs into a fresh venv without any of the servers' dependencies, puts
+    nothing but ``minipay`` in site-packages, and its CLIs run outside the repository."""
     wheels = tmp_path / "wheels"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", wheels, CLIENT_DIST],
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", wheels, REPO],
         check=True,
         timeout=600,
     )
@@ -219,18 +209,19 @@ def test_wheel_installs_alone(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "minipay/v1/gateway_pb2_grpc.py" in names
     assert "minipay/v1/gateway_pb2.pyi" in names
-    assert not {n.split("/")[0] for n in names} & SERVER_ONLY_MODULES
+    assert {n.split("/")[0] for n in names if not n.startswith("minipay-")} == {"minipay"}
 
     venv.create(tmp_path / "venv", with_pip=True)
     python = tmp_path / "venv" / "bin" / "python"
     subprocess.run([python, "-m", "pip", "install", "--quiet", wheel], check=True, timeout=600)
     outside = tmp_path / "elsewhere"
     outside.mkdir()
-    for tool in ("client", "admin"):
+    for command in ("minipay", "minipay-admin"):
         done = subprocess.run(
-            [python, "-m", tool, "--help"], cwd=outside, capture_output=True, text=True
+            [python.parent / command, "--help"], cwd=outside, capture_output=True, text=True
         )
         assert done.returncode == 0, done.stderr
+        assert "usage:" in done.stdout
     listed = subprocess.run(
         [python, "-m", "pip", "list", "--format=freeze"],
         capture_output=True,
@@ -240,7 +231,7 @@ def test_wheel_installs_alone(tmp_path: Path) -> None:
     installed = {_name(line) for line in listed.split()}
     assert not installed & SERVER_ONLY_DISTRIBUTIONS
     assert CLIENT_DISTRIBUTIONS | {"minipay"} <= installed
-    for module in ("sqlalchemy", "server", "certificate"):
+    for module in ("sqlalchemy", "server", "certificate", "client", "admin"):
         missing = subprocess.run(
             [python, "-c", f"import {module}"], cwd=outside, capture_output=True
         )

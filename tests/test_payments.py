@@ -21,7 +21,8 @@ from typing import Any
 import grpc
 import pytest
 
-from client.api import (
+from devtools.cluster import GATEWAY, Cluster
+from minipay.client.api import (
     AccountRef,
     ApiError,
     ClientConfig,
@@ -31,7 +32,6 @@ from client.api import (
     Payment,
     RetryPolicy,
 )
-from devtools.cluster import GATEWAY, Cluster
 from minipay.v1 import bank_pb2, bank_pb2_grpc, common_pb2
 from server.bank.models import ParticipantState as BankState
 from server.common.settings import GatewaySettings, environment

@@ -19,8 +19,15 @@ from typing import Any
 import grpc
 import pytest
 
-from client.api import ApiError, ClientConfig, GatewayClient, Payment, PaymentStatus, RetryPolicy
 from devtools.cluster import GATEWAY, Cluster
+from minipay.client.api import (
+    ApiError,
+    ClientConfig,
+    GatewayClient,
+    Payment,
+    PaymentStatus,
+    RetryPolicy,
+)
 from minipay.v1 import gateway_pb2, gateway_pb2_grpc
 from server.common.settings import GatewaySettings, environment
 from tests.conftest import ClusterFactory

@@ -22,8 +22,8 @@ import grpc
 import pytest
 from sqlalchemy import create_engine, select
 
-from client.api import ApiError, ClientConfig, GatewayClient, PaymentStatus
 from devtools.cluster import GATEWAY, Cluster, free_port
+from minipay.client.api import ApiError, ClientConfig, GatewayClient, PaymentStatus
 from minipay.v1 import gateway_pb2, gateway_pb2_grpc
 from server.common.settings import GatewaySettings, environment
 from server.gateway.models import Payment, Replica

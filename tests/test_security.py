@@ -32,9 +32,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from sqlalchemy import create_engine, text
 
 from certificate.ca import CLIENTS_CA, SERVICES_CA
-from client.api import ApiError, GatewayClient
 from devtools.cluster import GATEWAY, Cluster
-from minipay.identity import GATEWAY_ID, bank_id
+from minipay.client.api import ApiError, GatewayClient
+from minipay.service_names import GATEWAY_ID, bank_id
 from minipay.v1 import bank_pb2, bank_pb2_grpc, common_pb2, gateway_pb2
 from server.common.settings import GatewaySettings, environment
 from server.common.tls import TlsFiles, channel_credentials, channel_options

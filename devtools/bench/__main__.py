@@ -14,7 +14,6 @@ from types import FrameType
 
 import grpc
 
-from client.errors import ApiError
 from devtools.bench import echo
 from devtools.bench.config import SWEEP, BenchError, Config, Setup, parse_setups
 from devtools.bench.failover import run_failover
@@ -22,6 +21,7 @@ from devtools.bench.load import seed_customers
 from devtools.bench.report import Report, progress, render_all, render_json
 from devtools.bench.run import ensure_certificates, run_config
 from devtools.bench.summary import summarize
+from minipay.client.errors import ApiError
 from server.common.errors import ConfigError
 from server.common.settings import GatewaySettings, variable
 

@@ -21,12 +21,12 @@ from pathlib import Path
 import yaml
 
 from certificate.ca import SERVICES_CA
-from client.api import ClientConfig, GatewayClient, RetryPolicy
-from client.errors import ApiError
-from client.results import PaymentStatus
 from devtools.bench.config import BenchError, Config
 from devtools.bench.processes import cpu_snapshot
 from devtools.cluster import Cluster
+from minipay.client.api import ClientConfig, GatewayClient, RetryPolicy
+from minipay.client.errors import ApiError
+from minipay.client.results import PaymentStatus
 from server.common.settings import DEFAULT_SEED
 
 ADMIN = ("admin", "admin-dev-pass")

@@ -9,11 +9,11 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from client.api import GatewayClient, RetryPolicy
-from client.results import Payment, PaymentStatus
 from devtools.bench.load import CUSTOMER_CERT, Customer, as_user, client_config, percentiles
 from devtools.bench.preload import Preloaded, Replay
 from devtools.cluster import Cluster
+from minipay.client.api import GatewayClient, RetryPolicy
+from minipay.client.results import Payment, PaymentStatus
 
 HISTORY_PAGE = 20  # what ``python -m client history`` asks for
 

@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 import grpc
 
 from minipay import balancing
-from minipay.identity import GATEWAY_SERVER_NAME
+from minipay.service_names import GATEWAY_SERVER_NAME
 from minipay.v1 import bank_pb2, bank_pb2_grpc
 from server.bank import seed
 from server.bank.coordinator_client import CoordinatorClient
 from server.bank.recovery import DecisionAsker
-from server.bank.services import AccountsService, ParticipantService
+from server.bank.servicers import AccountsService, ParticipantService
 from server.common import seed as seed_file
 from server.common.db import Database, open_database
 from server.common.errors import ConfigError

@@ -1,7 +1,7 @@
 """Mutual TLS: loading credentials for servers and channels, checking the name of the server a
 channel reaches, and reading who the caller is from its verified certificate.
 
-Two CAs (see ``minipay.identity``): the services CA signs the gateway's and the banks'
+Two CAs (see ``minipay.service_names``): the services CA signs the gateway's and the banks'
 certificates; the clients CA signs customers' and admins'. Every channel trusts only the
 services CA and asks TLS to check the service's DNS name (a target name override), so a
 server with any other certificate is refused before a byte of the call is sent. A server

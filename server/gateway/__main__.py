@@ -22,8 +22,8 @@ from server.common.passwords import hash_password
 from server.common.serving import keep_files_private, wait_for_signal
 from server.common.settings import GatewaySettings, add_arguments, from_namespace
 from server.gateway.app import run_server
-from server.gateway.identity import create_admin
 from server.gateway.token_keys import load_key, publish, write_new_key
+from server.gateway.users import create_admin
 
 
 async def serve(settings: GatewaySettings) -> None:

@@ -19,13 +19,13 @@ from server.common.passwords import Passwords, PasswordWork
 from server.common.serving import HealthServicer, build_server, drain, mark_serving
 from server.common.settings import GatewaySettings
 from server.common.tls import Peers, TlsFiles
-from server.gateway import identity
+from server.gateway import users
 from server.gateway.banks import BankDirectory
 from server.gateway.coordinator import Coordinator
 from server.gateway.recovery import Recovery
 from server.gateway.replicas import Replica
 from server.gateway.revocations import Revocations
-from server.gateway.services import AdminService, AuthService, CoordinatorService, PaymentsService
+from server.gateway.servicers import AdminService, AuthService, CoordinatorService, PaymentsService
 from server.gateway.throttle import Limit, LoginThrottle
 from server.gateway.token_keys import KeyRing
 from server.gateway.tokens import TokenService
@@ -76,7 +76,7 @@ def prepare_database(settings: GatewaySettings) -> Database:
     database = open_database(settings.db_url, "gateway")
     database.run_sync(
         lambda s: [
-            identity.ensure_admin(s, admin.username, admin.password, settings.bcrypt_rounds)
+            users.ensure_admin(s, admin.username, admin.password, settings.bcrypt_rounds)
             for admin in admins
         ]
     )
@@ -106,7 +106,7 @@ async def run_server(settings: GatewaySettings) -> GatewayServer:
         Faults(settings.faults),
     )
     throttle = LoginThrottle(database)
-    limits = identity.ThrottleLimits(
+    limits = users.ThrottleLimits(
         per_username=Limit(
             settings.login_max_failures, settings.login_window, settings.login_cooldown
         ),
@@ -114,7 +114,7 @@ async def run_server(settings: GatewaySettings) -> GatewayServer:
             settings.login_client_max_failures, settings.login_window, settings.login_cooldown
         ),
     )
-    identities = identity.IdentityService(
+    identities = users.UserService(
         database,
         banks,
         tokens,

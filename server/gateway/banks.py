@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from minipay.errors import DOMAIN, ErrorReason
-from minipay.identity import bank_server_name
+from minipay.service_names import bank_server_name
 from minipay.v1 import bank_pb2, bank_pb2_grpc, common_pb2
 from server.common import errors, validation
 from server.common.logs import REQUEST_ID

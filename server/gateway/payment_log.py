@@ -347,19 +347,6 @@ def owned_open(connection: Connection, owner: int, limit: int = 500) -> list[Pay
     return [view(row) for row in rows]
 
 
-def owner_alive(connection: Connection, owner_token: int | None) -> bool:
-    if owner_token is None:
-        return False
-    return (
-        connection.execute(
-            select(REPLICAS.c.token).where(
-                REPLICAS.c.token == owner_token, REPLICAS.c.lease_expires_at > db_now()
-            )
-        ).first()
-        is not None
-    )
-
-
 def _ownerless() -> ColumnElement[bool]:
     """SQL: the payment's owner holds no live lease (in the database's clock)."""
     live = select(REPLICAS.c.token).where(REPLICAS.c.lease_expires_at > db_now())

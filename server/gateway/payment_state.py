@@ -90,11 +90,3 @@ def status_of(state: CoordinatorState) -> Status:
 
 def decided_state(decision: Decision) -> CoordinatorState:
     return CoordinatorState.COMMITTING if decision.commit else CoordinatorState.ABORTING
-
-
-def finished_state(state: CoordinatorState) -> CoordinatorState:
-    """The state once every bank has acknowledged the decision."""
-    return {
-        CoordinatorState.COMMITTING: CoordinatorState.COMMITTED,
-        CoordinatorState.ABORTING: CoordinatorState.ABORTED,
-    }.get(state, state)

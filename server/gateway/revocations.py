@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 from minipay.errors import ErrorReason
 from server.common.db import Database
 from server.common.errors import Unauthenticated
-from server.common.identity import Claims
 from server.common.periodic import repeat
+from server.common.principal import Claims
 from server.gateway.models import RevokedToken, UserSession
 
 log = logging.getLogger(__name__)

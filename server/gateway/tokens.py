@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from minipay.errors import ErrorReason
 from server.common.errors import Unauthenticated
-from server.common.identity import Claims
+from server.common.principal import Claims
 from server.gateway.revocations import Revocations
 from server.gateway.token_keys import SigningKey
 

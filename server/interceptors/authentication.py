@@ -11,9 +11,9 @@ from typing import Any, Protocol
 import grpc
 
 from minipay.errors import ErrorReason
-from minipay.identity import GATEWAY_ID, bank_of
+from minipay.service_names import GATEWAY_ID, bank_of
 from server.common.errors import MinipayError, PermissionDenied, Unauthenticated
-from server.common.identity import TOKEN_ROLES, Caller, Claims, Principal, set_principal
+from server.common.principal import TOKEN_ROLES, Caller, Claims, Principal, set_principal
 from server.common.tls import Peers
 from server.interceptors.authorization import allowed_callers
 from server.interceptors.handlers import Behavior, WrappedHandlers, metadata_value, wrap_unary

@@ -6,7 +6,7 @@ own account because the gateway takes the account from their token, never from t
 
 from __future__ import annotations
 
-from server.common.identity import Caller
+from server.common.principal import Caller
 
 ANY_CERT = frozenset({Caller.ANY_CERT})
 CUSTOMER = frozenset({Caller.CUSTOMER})
@@ -52,7 +52,3 @@ PERMISSIONS: dict[str, frozenset[Caller]] = {
 
 def allowed_callers(method: str) -> frozenset[Caller]:
     return PERMISSIONS.get(method, frozenset())
-
-
-def needs_token(method: str) -> bool:
-    return bool(allowed_callers(method) & {Caller.CUSTOMER, Caller.ADMIN})

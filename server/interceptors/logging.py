@@ -18,9 +18,9 @@ from google.protobuf.json_format import MessageToDict
 
 from minipay.errors import ErrorReason
 from server.common.errors import InvalidArgument, MinipayError
-from server.common.identity import peek_principal
 from server.common.logs import REQUEST_ID, describe_request
 from server.common.metrics import CALL_SECONDS, CALLS, RETRIES
+from server.common.principal import peek_principal
 from server.common.tls import peer_common_name
 from server.interceptors.handlers import (
     MALFORMED,

@@ -9,7 +9,6 @@ from server.gateway.payment_state import (
     Status,
     Vote,
     decide,
-    finished_state,
     legs_by_bank,
     no_vote,
     status_of,
@@ -62,9 +61,3 @@ def test_status_the_client_sees() -> None:
     assert status_of(CoordinatorState.COMMITTED) is Status.COMMITTED
     assert status_of(CoordinatorState.ABORTING) is Status.ABORTED
     assert status_of(CoordinatorState.ABORTED) is Status.ABORTED
-
-
-def test_finished_state_after_every_acknowledgement() -> None:
-    assert finished_state(CoordinatorState.COMMITTING) is CoordinatorState.COMMITTED
-    assert finished_state(CoordinatorState.ABORTING) is CoordinatorState.ABORTED
-    assert finished_state(CoordinatorState.PREPARING) is CoordinatorState.PREPARING

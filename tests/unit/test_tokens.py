@@ -10,7 +10,7 @@ import pytest
 
 from server.common.db import Database
 from server.common.errors import Unauthenticated
-from server.common.identity import Claims
+from server.common.principal import Claims
 from server.gateway.models import Base as GatewayBase
 from server.gateway.revocations import Revocations
 from server.gateway.token_keys import KeyRing, write_new_key

@@ -22,8 +22,8 @@ from minipay.v1 import (
 from server.common import validation
 from server.common.db import Database
 from server.common.errors import InvalidArgument, NotFound
-from server.common.identity import current_claims, current_principal
-from server.gateway import identity, payment_log
+from server.common.principal import current_claims, current_principal
+from server.gateway import payment_log, users
 from server.gateway.banks import BankDirectory
 from server.gateway.coordinator import Coordinator
 from server.gateway.payment_log import PaymentOrder, PaymentView
@@ -58,7 +58,7 @@ def _seconds(stamp: timestamp_pb2.Timestamp) -> float:
 
 
 class AuthService(gateway_pb2_grpc.AuthServicer):  # type: ignore[misc]
-    def __init__(self, identities: identity.IdentityService) -> None:
+    def __init__(self, identities: users.UserService) -> None:
         self._identities = identities
 
     async def Register(
@@ -244,7 +244,7 @@ class CoordinatorService(gateway_pb2_grpc.CoordinatorServicer):  # type: ignore[
 
 
 class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
-    def __init__(self, banks: BankDirectory, identities: identity.IdentityService) -> None:
+    def __init__(self, banks: BankDirectory, identities: users.UserService) -> None:
         self._banks = banks
         self._identities = identities
 

@@ -22,8 +22,8 @@ from minipay.errors import ErrorReason
 from server.common import validation
 from server.common.db import Database
 from server.common.errors import AlreadyExists, InvalidArgument, Unauthenticated
-from server.common.identity import Claims
 from server.common.passwords import Passwords, PasswordWork, hash_password
+from server.common.principal import Claims
 from server.gateway.banks import CredentialCheck
 from server.gateway.models import Admin, Registration
 from server.gateway.revocations import Revocations
@@ -124,7 +124,7 @@ def checked_password(password: str) -> str:
     return password
 
 
-class IdentityService:
+class UserService:
     def __init__(
         self,
         db: Database,

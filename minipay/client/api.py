@@ -30,9 +30,16 @@ from typing import Any, NamedTuple
 import grpc
 from google.protobuf import timestamp_pb2
 
-from client.errors import REQUEST_ID_HEADER, ApiError, ClientError, GatewayUnreachable, header
-from client.logs import LOGGER, describe_request
-from client.results import (
+from minipay import balancing
+from minipay.client.errors import (
+    REQUEST_ID_HEADER,
+    ApiError,
+    ClientError,
+    GatewayUnreachable,
+    header,
+)
+from minipay.client.logs import LOGGER, describe_request
+from minipay.client.results import (
     DIRECTION_OF_MESSAGE,
     STATUS_OF_MESSAGE,
     AccountRef,
@@ -51,8 +58,7 @@ from client.results import (
     UserList,
     utc,
 )
-from minipay import balancing
-from minipay.identity import GATEWAY_SERVER_NAME
+from minipay.service_names import GATEWAY_SERVER_NAME
 from minipay.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -86,7 +92,7 @@ __all__ = [
 
 log = logging.getLogger(LOGGER)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEV_CERTS = REPO_ROOT / "certificate" / "dev"
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 

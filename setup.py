@@ -1,10 +1,11 @@
-"""Builds the ``minipay`` client distribution, generating ``minipay.v1`` on the way.
+"""Builds the ``minipay`` distribution (the client library and both CLIs), generating
+``minipay.v1`` on the way.
 
 The gRPC code is made from ``protofiles/minipay/v1/*.proto`` by the grpcio-tools that
 pyproject.toml requires for building, exactly as ``make protos`` does, so no generated file is
 ever committed and every wheel carries code that matches its .proto files. An editable
-install writes the code into the working tree instead, where ``client`` and ``server`` import
-it from.
+install writes the code into the working tree instead, where the client and the servers
+import it from.
 
 The dependencies are computed here rather than listed: the generated code checks on import
 that grpcio and protobuf are at least the versions that generated it, so their lower bounds

@@ -45,7 +45,7 @@ from typing import Any, NoReturn
 
 import grpc
 
-from client.api import (
+from minipay.client.api import (
     DEFAULT_ATTEMPTS,
     DEFAULT_GATEWAY,
     DEFAULT_TIMEOUT,
@@ -54,8 +54,8 @@ from client.api import (
     GatewayClient,
     SavedSession,
 )
-from client.errors import ApiError, ClientError, GatewayUnreachable
-from client.logs import configure_client_logging
+from minipay.client.errors import ApiError, ClientError, GatewayUnreachable
+from minipay.client.logs import configure_client_logging
 from minipay.money import AmountError, format_minor_units
 
 EXIT_OK = 0

@@ -1,0 +1,56 @@
+"""The minipay client library and the customer's command line (``minipay``, or
+``python -m client`` in a checkout).
+
+What a program imports::
+
+    from minipay.client import ApiError, ClientConfig, GatewayClient
+
+``GatewayClient`` is the typed async API (``minipay.client.api``); the dataclasses it returns
+are in ``minipay.client.results`` and the errors it raises in ``minipay.client.errors``.
+"""
+
+from minipay.client.api import (
+    AccountRef,
+    ApiError,
+    Balance,
+    Bank,
+    BankList,
+    ClientConfig,
+    ClientError,
+    Deposit,
+    Direction,
+    GatewayClient,
+    GatewayUnreachable,
+    HistoryPage,
+    LoginResult,
+    LogoutResult,
+    Payment,
+    PaymentStatus,
+    Registration,
+    RetryPolicy,
+    User,
+    UserList,
+)
+
+__all__ = [
+    "AccountRef",
+    "ApiError",
+    "Balance",
+    "Bank",
+    "BankList",
+    "ClientConfig",
+    "ClientError",
+    "Deposit",
+    "Direction",
+    "GatewayClient",
+    "GatewayUnreachable",
+    "HistoryPage",
+    "LoginResult",
+    "LogoutResult",
+    "Payment",
+    "PaymentStatus",
+    "Registration",
+    "RetryPolicy",
+    "User",
+    "UserList",
+]

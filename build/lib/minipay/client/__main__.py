@@ -1,0 +1,316 @@
+"""python -m client: register, log in, check the balance, pay, look up a payment and read
+the history.
+
+A customer registers once (links their bank account to the gateway, with the password their
+bank gave them), then logs in; the session is kept in $MINIPAY_HOME (default ~/.minipay).
+Amounts are plain decimals in the currency's units ("12.34"); with --json they come as
+text ("amount") and as integer minor units ("amount_minor_units"). Payments' times are
+shown in UTC, as --since and --until take them back."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from minipay.client.api import GatewayClient
+from minipay.client.commandline import (
+    Commands,
+    Invocation,
+    PasswordRequest,
+    Tool,
+    currency_code,
+    iso,
+    money_fields,
+    parse,
+    password_stdin,
+    positive_int,
+    run,
+    show,
+    utc_text,
+)
+from minipay.client.results import Direction, Payment, PaymentStatus
+from minipay.money import format_minor_units, to_minor_units
+
+TOOL = Tool(
+    prog="python -m client",
+    default_cert="client-1",
+    session_file="session.json",
+    sessionless=frozenset({"register", "login"}),
+)
+DIRECTIONS = {"in": Direction.INCOMING, "out": Direction.OUTGOING}
+STATUSES = {status.lower(): status for status in PaymentStatus}
+
+
+def moment(text: str, *, whole_day_until: bool = False) -> datetime:
+    """An ISO 8601 date or date-time, UTC unless it has an offset. With WHOLE_DAY_UNTIL, a
+    bare date means the end of that day (the next midnight), so the day is included."""
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 date or date-time like 2024-05-01 or 2024-05-01T12:30:00Z"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    if whole_day_until and _is_bare_date(text):
+        parsed += timedelta(days=1)
+    return parsed
+
+
+def _is_bare_date(text: str) -> bool:
+    try:
+        date.fromisoformat(text.strip())
+    except ValueError:
+        return False
+    return True
+
+
+def since(text: str) -> datetime:
+    return moment(text)
+
+
+def until(text: str) -> datetime:
+    return moment(text, whole_day_until=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    commands = Commands(TOOL, __doc__)
+
+    register = commands.add(
+        "register",
+        "link your bank account to the gateway, once, before your first login",
+        "Your bank checks the username and password it gave you; the gateway then knows\n"
+        "which account is yours. Then log in with 'python -m client login'.",
+    )
+    register.add_argument("--bank", required=True, help="your bank, e.g. alpha")
+    register.add_argument("--account", required=True, help="your account number, e.g. A-1001")
+    register.add_argument("--username", required=True, help="the username your bank gave you")
+    password_stdin(register, "your password")
+
+    commands.add_login(
+        "log in and keep the session in $MINIPAY_HOME/session.json",
+        "A customer registers once ('python -m client register') before the first login.",
+    )
+    commands.add_logout_and_whoami()
+    commands.add(
+        "balance",
+        "your balance, what is held for payments being decided, and what is available",
+    )
+
+    pay = commands.add(
+        "pay",
+        "pay another account, at any bank",
+        "Prints the payment: COMMITTED, or ABORTED with its reason code and reason.\n"
+        "Exits 0 when the payment is committed, 1 when it is not.",
+    )
+    pay.add_argument("--to-bank", required=True, help="the payee's bank, e.g. beta")
+    pay.add_argument("--to-account", required=True, help="the payee's account, e.g. B-2001")
+    pay.add_argument(
+        "--amount",
+        required=True,
+        help="how much, as a plain decimal in the currency's units, e.g. 12.34",
+    )
+    pay.add_argument("--currency", type=currency_code, default="USD", help="ISO 4217 currency code")
+    pay.add_argument(
+        "--idempotency-key",
+        default="",
+        metavar="KEY",
+        help="any unique text; running the command again with the same key returns the first "
+        "outcome and never pays twice (default: a new random key, shown with --json)",
+    )
+
+    payment = commands.add(
+        "payment",
+        "one payment you made or received, by its id",
+        "A payee sees a payment once it committed, and never why a payment was aborted.",
+    )
+    payment.add_argument("payment_id", metavar="ID", help="the payment's id, e.g. pay_3f2a...")
+
+    history = commands.add("history", "your payments, newest first")
+    history.add_argument(
+        "--page-size", type=positive_int, default=20, metavar="N", help="payments per page"
+    )
+    history.add_argument(
+        "--page-token",
+        default="",
+        metavar="TOKEN",
+        help="the page to show, as printed after 'more:', with the same filters "
+        "(default: the newest payments)",
+    )
+    history.add_argument(
+        "--status", choices=sorted(STATUSES), help="only payments with this status (default: any)"
+    )
+    history.add_argument(
+        "--direction",
+        choices=sorted(DIRECTIONS),
+        help="only payments you received (in) or made (out) (default: both)",
+    )
+    history.add_argument(
+        "--since",
+        type=since,
+        metavar="WHEN",
+        help="only payments made at or after WHEN: an ISO 8601 date or date-time, UTC unless "
+        "it has an offset, e.g. 2024-05-01 or 2024-05-01T12:30:00+02:00 (default: no limit)",
+    )
+    history.add_argument(
+        "--until",
+        type=until,
+        metavar="WHEN",
+        help="only payments made before WHEN (a date: up to the end of that day), same forms "
+        "as --since (default: no limit)",
+    )
+    return commands.parser
+
+
+def prepare(args: argparse.Namespace) -> PasswordRequest | None:
+    """Checks the flags before anything is asked or sent; says which password is needed."""
+    if args.command == "register":
+        return PasswordRequest(f"Password for {args.username}: ")
+    if args.command == "pay":
+        args.amount_minor_units = to_minor_units(args.amount, args.currency)
+    return None
+
+
+def payment_fields(payment: Payment) -> dict[str, Any]:
+    """A payment for --json: amounts as text and minor units, times in ISO 8601."""
+    return {
+        "payment_id": payment.payment_id,
+        "direction": payment.direction.value,
+        "payer": {"bank": payment.payer.bank, "account": payment.payer.account},
+        "payee": {"bank": payment.payee.bank, "account": payment.payee.account},
+        **money_fields("amount", payment.amount_minor_units, payment.currency),
+        "status": payment.status.value,
+        "reason_code": payment.reason_code,
+        "reason": payment.reason,
+        "created_at": iso(payment.created_at),
+        "decided_at": iso(payment.decided_at),
+    }
+
+
+def payment_line(payment: Payment) -> str:
+    """ "payment pay_... ABORTED: 12.34 USD to beta/B-2001 (INSUFFICIENT_FUNDS: ...)"."""
+    amount = format_minor_units(payment.amount_minor_units, payment.currency)
+    towards = "to" if payment.direction is Direction.OUTGOING else "from"
+    text = (
+        f"payment {payment.payment_id} {payment.status}: {amount} {payment.currency} "
+        f"{towards} {payment.counterparty}"
+    )
+    if payment.reason_code:
+        text += f" ({payment.reason_code}: {payment.reason})"
+    return text
+
+
+async def work(invocation: Invocation, client: GatewayClient) -> int:
+    args = invocation.args
+    if args.command == "register":
+        return await register(invocation, client)
+    if args.command == "balance":
+        return await balance(args, client)
+    if args.command == "pay":
+        return await pay(invocation, client)
+    if args.command == "payment":
+        return await payment(args, client)
+    if args.command == "history":
+        return await history(args, client)
+    return 0
+
+
+async def register(invocation: Invocation, client: GatewayClient) -> int:
+    args = invocation.args
+    done = await client.register(args.username, invocation.password, args.bank, args.account)
+    show(
+        args,
+        {"username": done.username, "bank": done.bank, "account": done.account},
+        f"registered {done.username}: account {done.account} at bank {done.bank}; now log in "
+        f"with '{TOOL.prog} login --username {done.username}'",
+        done.request_id,
+    )
+    return 0
+
+
+async def balance(args: argparse.Namespace, client: GatewayClient) -> int:
+    found = await client.balance()
+    currency = found.currency
+    data = {
+        "bank": found.bank,
+        "account": found.account,
+        **money_fields("balance", found.balance_minor_units, currency),
+        **money_fields("held", found.held_minor_units, currency),
+        **money_fields("available", found.available_minor_units, currency),
+    }
+    show(
+        args,
+        data,
+        f"{found.bank}/{found.account}: balance {data['balance']} {currency}, "
+        f"held {data['held']} {currency}, available {data['available']} {currency}",
+        found.request_id,
+    )
+    return 0
+
+
+async def pay(invocation: Invocation, client: GatewayClient) -> int:
+    args = invocation.args
+    key = args.idempotency_key or str(uuid.uuid4())
+    invocation.repeat_with_key, invocation.repeatable = key, "payment"
+    minor_units: int = args.amount_minor_units
+    paid = await client.pay(args.to_bank, args.to_account, minor_units, args.currency, key)
+    text = payment_line(paid)
+    if paid.replayed:
+        text += " [replayed: this key was used before]"
+    data = {**payment_fields(paid), "replayed": paid.replayed, "idempotency_key": key}
+    show(args, data, text, paid.request_id)
+    return 0 if paid.status is PaymentStatus.COMMITTED else 1
+
+
+async def payment(args: argparse.Namespace, client: GatewayClient) -> int:
+    found = await client.payment(args.payment_id)
+    lines = [payment_line(found), f"created {utc_text(found.created_at)}"]
+    if found.decided_at is not None:
+        lines.append(f"decided {utc_text(found.decided_at)}")
+    show(args, payment_fields(found), "\n".join(lines), found.request_id)
+    return 0
+
+
+async def history(args: argparse.Namespace, client: GatewayClient) -> int:
+    page = await client.history(
+        args.page_size,
+        args.page_token,
+        status=STATUSES[args.status] if args.status else None,
+        direction=DIRECTIONS[args.direction] if args.direction else None,
+        created_from=args.since,
+        created_before=args.until,
+    )
+    lines = [history_line(p) for p in page.payments] or ["no payments"]
+    if page.next_page_token:
+        lines.append(f"more: --page-token {page.next_page_token}")
+    show(
+        args,
+        {
+            "payments": [payment_fields(p) for p in page.payments],
+            "next_page_token": page.next_page_token,
+        },
+        "\n".join(lines),
+        page.request_id,
+    )
+    return 0
+
+
+def history_line(payment: Payment) -> str:
+    amount = format_minor_units(payment.amount_minor_units, payment.currency)
+    return (
+        f"{utc_text(payment.created_at)}  {payment.direction:<8} {amount:>12} "
+        f"{payment.currency}  {payment.counterparty!s:<18} {payment.status:<9} "
+        f"{payment.payment_id} {payment.reason_code}"
+    ).rstrip()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(TOOL, parse(build_parser(), argv), prepare, work)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

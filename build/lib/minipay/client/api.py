@@ -1,0 +1,518 @@
+"""The client library: a mutual-TLS channel to the gateway, the saved login session, and
+typed calls that retry safely (same idempotency key and request id, exponential backoff with
+full jitter, or longer when the gateway's RetryInfo says so) on UNAVAILABLE and
+DEADLINE_EXCEEDED.
+
+Calls return frozen dataclasses (``client.results``), each with the ``request_id`` of the
+call. Every call that does not succeed raises ``ApiError`` (``client.errors``: code, reason,
+message, metadata, request id, field violations, retry delay); when every attempt failed
+without the gateway ever answering, its subclass ``GatewayUnreachable``. A payment the
+gateway recorded is never an error: ``pay`` returns it, COMMITTED or ABORTED with its
+``reason_code``. Amounts are integers in minor units (cents for USD), named
+``<what>_minor_units`` like the API's ``Money.minor_units``; ``minipay.money`` converts them
+to and from "12.34"."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from minipay import balancing
+from minipay.client.errors import (
+    REQUEST_ID_HEADER,
+    ApiError,
+    ClientError,
+    GatewayUnreachable,
+    header,
+)
+from minipay.client.logs import LOGGER, describe_request
+from minipay.client.results import (
+    DIRECTION_OF_MESSAGE,
+    STATUS_OF_MESSAGE,
+    AccountRef,
+    Balance,
+    Bank,
+    BankList,
+    Deposit,
+    Direction,
+    HistoryPage,
+    LoginResult,
+    LogoutResult,
+    Payment,
+    PaymentStatus,
+    Registration,
+    User,
+    UserList,
+    utc,
+)
+from minipay.service_names import GATEWAY_SERVER_NAME
+from minipay.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    common_pb2,
+    gateway_pb2,
+    gateway_pb2_grpc,
+)
+
+__all__ = [
+    "AccountRef",
+    "ApiError",
+    "Balance",
+    "Bank",
+    "BankList",
+    "ClientConfig",
+    "ClientError",
+    "Deposit",
+    "Direction",
+    "GatewayClient",
+    "GatewayUnreachable",
+    "HistoryPage",
+    "LoginResult",
+    "LogoutResult",
+    "Payment",
+    "PaymentStatus",
+    "Registration",
+    "RetryPolicy",
+    "User",
+    "UserList",
+]
+
+log = logging.getLogger(LOGGER)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEV_CERTS = REPO_ROOT / "certificate" / "dev"
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+DEFAULT_GATEWAY = "127.0.0.1:50051"
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_ATTEMPTS = 5
+
+
+def _env_number(name: str, kind: type[int] | type[float], default: float) -> Any:
+    text = os.environ.get(name, "")
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise ClientError(f"{name}={text!r} is not {what}") from None
+    if value <= 0:
+        raise ClientError(f"{name}={text!r} must be greater than zero")
+    return value
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Where the gateway is, which certificate to present, how long to wait and how often to
+    try; the MINIPAY_* environment variables set these, and flags override both."""
+
+    gateway: str = DEFAULT_GATEWAY
+    # The name the gateway's certificate must prove, whatever address it is reached at.
+    server_name: str = GATEWAY_SERVER_NAME
+    ca: Path = DEV_CERTS / "services-ca.pem"
+    cert: Path = DEV_CERTS / "client-1.pem"
+    key: Path = DEV_CERTS / "client-1-key.pem"
+    home: Path = Path.home() / ".minipay"
+    timeout: float = DEFAULT_TIMEOUT  # seconds, per attempt
+    max_attempts: int = DEFAULT_ATTEMPTS
+
+    @classmethod
+    def from_env(cls, default_cert: str = "client-1", **overrides: Any) -> ClientConfig:
+        env = os.environ
+        values: dict[str, Any] = {
+            "gateway": env.get("MINIPAY_GATEWAY") or DEFAULT_GATEWAY,
+            "server_name": env.get("MINIPAY_GATEWAY_SERVER_NAME") or GATEWAY_SERVER_NAME,
+            "ca": Path(env.get("MINIPAY_CA") or DEV_CERTS / "services-ca.pem"),
+            "cert": Path(env.get("MINIPAY_CERT") or DEV_CERTS / f"{default_cert}.pem"),
+            "key": Path(env.get("MINIPAY_KEY") or DEV_CERTS / f"{default_cert}-key.pem"),
+            "home": Path(env.get("MINIPAY_HOME") or Path.home() / ".minipay"),
+            "timeout": _env_number("MINIPAY_TIMEOUT", float, DEFAULT_TIMEOUT),
+            "max_attempts": _env_number("MINIPAY_ATTEMPTS", int, DEFAULT_ATTEMPTS),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def check_files(self) -> None:
+        """Raises ClientError unless the CA, certificate and key can be read: checked before
+        anyone is asked for a password."""
+        _read(self.ca, "CA certificate")
+        _read(self.cert, "certificate")
+        _read(self.key, "private key")
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ClientError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
+class CallLogger(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """One record per call attempt: method, request id, attempt, status and duration."""
+
+    def __init__(self, target: str) -> None:
+        self._target = target
+
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
+        metadata = dict(details.metadata or ())
+        fields: dict[str, Any] = {
+            "method": details.method.decode()
+            if isinstance(details.method, bytes)
+            else details.method,
+            "peer": self._target,
+            "request_id": metadata.get("x-request-id", ""),
+            "attempt": int(metadata.get("x-attempt", 1)),
+            **describe_request(request),
+        }
+        started = time.perf_counter()
+        call = await continuation(details, request)
+        try:
+            await call
+            code = grpc.StatusCode.OK
+        except grpc.aio.AioRpcError as error:
+            code = error.code()
+            fields["error"] = error.details()
+        fields.update(code=code.name, duration_ms=round((time.perf_counter() - started) * 1000, 3))
+        log.log(
+            logging.INFO if code == grpc.StatusCode.OK else logging.WARNING,
+            "call",
+            extra={"fields": fields},
+        )
+        return call
+
+
+def open_channel(config: ClientConfig) -> grpc.aio.Channel:
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=_read(config.ca, "CA certificate"),
+        private_key=_read(config.key, "private key"),
+        certificate_chain=_read(config.cert, "certificate"),
+    )
+    options = [
+        *balancing.OPTIONS,  # several replicas: round robin over the healthy ones
+        # TLS refuses a server that cannot prove it is the gateway, before a byte is sent.
+        ("grpc.ssl_target_name_override", config.server_name),
+        # Reconnect quickly, so a retry after a gateway restart finds it as soon as it is back.
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 1000),
+    ]
+    try:
+        target = balancing.channel_target(config.gateway)
+    except balancing.AddressError as error:
+        raise ClientError(f"gateway address {config.gateway!r}: {error}") from None
+    return grpc.aio.secure_channel(
+        target, credentials, options, interceptors=[CallLogger(config.gateway)]
+    )
+
+
+@dataclass
+class SavedSession:
+    """The login token, kept in a file only its owner can read."""
+
+    path: Path
+
+    def load(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError):
+            raise ClientError(f"session file {self.path} is unreadable; log in again") from None
+        return data if isinstance(data, dict) else {}
+
+    def save(self, data: dict[str, Any]) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            temporary = self.path.with_suffix(".tmp")
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                json.dump(data, handle)
+            os.replace(temporary, self.path)
+        except OSError as exc:
+            raise ClientError(
+                f"cannot save the session in {self.path}: {exc.strerror or exc}"
+            ) from None
+
+    def clear(self) -> None:
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise ClientError(
+                f"cannot remove the session file {self.path}: {exc.strerror or exc}"
+            ) from None
+
+
+@dataclass
+class RetryPolicy:
+    max_attempts: int = 5
+    initial_backoff: float = 0.2
+    max_backoff: float = 3.0
+    sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep)
+
+    def backoff(self, attempt: int) -> float:
+        # "Full jitter": spreads retries of many clients over the whole window.
+        return random.uniform(0, min(self.max_backoff, self.initial_backoff * 2 ** (attempt - 1)))
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        """The pause before the next attempt: the backoff, or longer when the gateway's
+        RetryInfo asked for longer."""
+        return max(self.backoff(attempt), retry_after or 0.0)
+
+
+class Answer(NamedTuple):
+    """A call's response message and the request id the gateway answered with."""
+
+    message: Any
+    request_id: str
+
+
+_MESSAGE_OF_STATUS = {status: value for value, status in STATUS_OF_MESSAGE.items()}
+_MESSAGE_OF_DIRECTION = {direction: value for value, direction in DIRECTION_OF_MESSAGE.items()}
+
+
+def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
+    """MOMENT as a Timestamp; a naive datetime is taken as UTC."""
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def _account(bank: str, account: str) -> common_pb2.AccountRef:
+    return common_pb2.AccountRef(bank=bank, account=account)
+
+
+def _money(minor_units: int, currency: str) -> common_pb2.Money:
+    return common_pb2.Money(minor_units=minor_units, currency=currency)
+
+
+class GatewayClient:
+    """Every call a customer or an admin makes, over one channel. Use it with ``async with``;
+    ``login`` keeps the token for the calls after it."""
+
+    def __init__(
+        self, config: ClientConfig, token: str = "", retry: RetryPolicy | None = None
+    ) -> None:
+        self.config = config
+        self.token = token
+        self.retry = retry or RetryPolicy(max_attempts=config.max_attempts)
+        self._channel = open_channel(config)
+        self.auth = gateway_pb2_grpc.AuthStub(self._channel)
+        self.payments = gateway_pb2_grpc.PaymentsStub(self._channel)
+        self.admin = admin_pb2_grpc.AdminStub(self._channel)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> GatewayClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    def _never_connected(self) -> bool:
+        """True when the channel has no connection: the failure was reaching the gateway,
+        not an answer from it (the gateway itself says UNAVAILABLE when a bank is down)."""
+        state = self._channel.get_state(try_to_connect=False)
+        return bool(state != grpc.ChannelConnectivity.READY)
+
+    async def _call(self, method: Any, request: Any, idempotency_key: str = "") -> Answer:
+        """Calls with retries; every attempt carries the same request id and its number.
+        Raises ApiError (GatewayUnreachable when the gateway never answered)."""
+        request_id = uuid.uuid4().hex
+        attempt = 1
+        while True:
+            metadata = [(REQUEST_ID_HEADER, request_id), ("x-attempt", str(attempt))]
+            if self.token:
+                metadata.append(("authorization", f"Bearer {self.token}"))
+            try:
+                call = method(request, metadata=metadata, timeout=self.config.timeout)
+                message = await call
+                answered = header(await call.initial_metadata(), REQUEST_ID_HEADER)
+                return Answer(message, answered or request_id)
+            except grpc.aio.AioRpcError as rpc_error:
+                error = ApiError.from_rpc_error(rpc_error, request_id)
+                if error.code not in RETRYABLE:
+                    raise error from rpc_error
+                if attempt >= self.retry.max_attempts:
+                    if self._never_connected():
+                        raise GatewayUnreachable(
+                            rpc_error, self.config.gateway, attempt, request_id
+                        ) from rpc_error
+                    raise error from rpc_error
+            delay = self.retry.delay(attempt, error.retry_after)
+            self._log_retry(error, attempt, delay, idempotency_key)
+            await self.retry.sleep(delay)
+            attempt += 1
+
+    def _log_retry(self, error: ApiError, attempt: int, delay: float, idempotency_key: str) -> None:
+        fields = {
+            "event": "client_retry",
+            "request_id": error.request_id,
+            "idempotency_key": idempotency_key,
+            "attempt": attempt + 1,
+            "max_attempts": self.retry.max_attempts,
+            "status": error.code.name,
+            "reason": error.reason,
+            "delay_s": round(delay, 3),
+        }
+        log.warning("retrying", extra={"fields": fields})
+
+    # -- customer calls --------------------------------------------------------------------
+
+    async def register(self, username: str, password: str, bank: str, account: str) -> Registration:
+        """Links the customer's bank account to the gateway, once, before the first login."""
+        request = gateway_pb2.RegisterRequest(
+            username=username, password=password, bank=bank, account=account
+        )
+        message, request_id = await self._call(self.auth.Register, request)
+        return Registration(
+            message.username, message.account.bank, message.account.account, request_id
+        )
+
+    async def login(self, username: str, password: str) -> LoginResult:
+        """Logs in; the token is kept for this client's later calls."""
+        request = gateway_pb2.LoginRequest(username=username, password=password)
+        message, request_id = await self._call(self.auth.Login, request)
+        self.token = message.token
+        return LoginResult(message.token, message.role, utc(message.expires_at), request_id)
+
+    async def logout(self) -> LogoutResult:
+        """Revokes the token at the gateway."""
+        _, request_id = await self._call(self.auth.Logout, gateway_pb2.LogoutRequest())
+        return LogoutResult(request_id)
+
+    async def balance(self) -> Balance:
+        message, request_id = await self._call(
+            self.payments.GetBalance, gateway_pb2.GetBalanceRequest()
+        )
+        return Balance.from_message(message, request_id)
+
+    async def pay(
+        self,
+        to_bank: str,
+        to_account: str,
+        amount_minor_units: int,
+        currency: str = "USD",
+        idempotency_key: str = "",
+    ) -> Payment:
+        """Pays AMOUNT_MINOR_UNITS (cents for USD) and returns the payment, COMMITTED or
+        ABORTED with its reason. The same IDEMPOTENCY_KEY (default: a new UUID; give your own
+        to be able to repeat the call) returns the first outcome instead of paying twice."""
+        key = idempotency_key or str(uuid.uuid4())
+        request = gateway_pb2.PayRequest(
+            to=_account(to_bank, to_account),
+            amount=_money(amount_minor_units, currency),
+            idempotency_key=key,
+        )
+        message, request_id = await self._call(self.payments.Pay, request, idempotency_key=key)
+        return Payment.from_message(message.payment, request_id, replayed=message.replayed)
+
+    async def payment(self, payment_id: str) -> Payment:
+        """One payment the caller made, or received once it committed."""
+        request = gateway_pb2.GetPaymentRequest(payment_id=payment_id)
+        message, request_id = await self._call(self.payments.GetPayment, request)
+        return Payment.from_message(message.payment, request_id)
+
+    async def history(
+        self,
+        page_size: int = 20,
+        page_token: str = "",
+        *,
+        status: PaymentStatus | None = None,
+        direction: Direction | None = None,
+        created_from: datetime | None = None,
+        created_before: datetime | None = None,
+    ) -> HistoryPage:
+        """The caller's payments, newest first, PAGE_SIZE (1-200) at a time; PAGE_TOKEN is a
+        previous page's next_page_token, with the same filters. Times are aware datetimes
+        (a naive one is taken as UTC): CREATED_FROM inclusive, CREATED_BEFORE exclusive."""
+        request = gateway_pb2.ListHistoryRequest(page_size=page_size, page_token=page_token)
+        if status is not None:
+            request.status = _MESSAGE_OF_STATUS[status]
+        if direction is not None:
+            request.direction = _MESSAGE_OF_DIRECTION[direction]
+        if created_from is not None:
+            request.created_from.CopyFrom(_timestamp(created_from))
+        if created_before is not None:
+            request.created_before.CopyFrom(_timestamp(created_before))
+        message, request_id = await self._call(self.payments.ListHistory, request)
+        return HistoryPage.from_message(message, request_id)
+
+    # -- admin calls -----------------------------------------------------------------------
+
+    async def list_banks(self) -> BankList:
+        message, request_id = await self._call(self.admin.ListBanks, admin_pb2.ListBanksRequest())
+        banks = tuple(Bank(b.name, b.address, b.serving) for b in message.banks)
+        return BankList(banks, request_id)
+
+    async def create_user(
+        self,
+        *,
+        username: str,
+        name: str,
+        password: str,
+        bank: str,
+        account: str,
+        balance_minor_units: int,
+        currency: str = "USD",
+        role: str = "customer",
+    ) -> User:
+        """A customer with a new account at BANK (or, with ROLE "admin", an admin)."""
+        request = admin_pb2.CreateUserRequest(
+            username=username,
+            name=name,
+            password=password,
+            role=role,
+            account=_account(bank, account),
+            initial_balance=_money(balance_minor_units, currency),
+        )
+        message, request_id = await self._call(self.admin.CreateUser, request)
+        return User.from_message(message.user, request_id)
+
+    async def list_users(self, bank: str = "") -> UserList:
+        """The customers of BANK, or of every bank."""
+        message, request_id = await self._call(
+            self.admin.ListUsers, admin_pb2.ListUsersRequest(bank=bank)
+        )
+        return UserList(tuple(User.from_message(u, request_id) for u in message.users), request_id)
+
+    async def set_disabled(self, bank: str, username: str, disabled: bool) -> User:
+        """Disables a customer (no login, no payment, every token refused) or enables them."""
+        request = admin_pb2.SetUserDisabledRequest(bank=bank, username=username, disabled=disabled)
+        message, request_id = await self._call(self.admin.SetUserDisabled, request)
+        return User.from_message(message.user, request_id)
+
+    async def deposit(
+        self,
+        bank: str,
+        account: str,
+        amount_minor_units: int,
+        currency: str = "USD",
+        idempotency_key: str = "",
+    ) -> Deposit:
+        """Adds money to an account; the same IDEMPOTENCY_KEY deposits once."""
+        key = idempotency_key or str(uuid.uuid4())
+        request = admin_pb2.DepositRequest(
+            account=_account(bank, account),
+            amount=_money(amount_minor_units, currency),
+            idempotency_key=key,
+        )
+        message, request_id = await self._call(self.admin.Deposit, request, idempotency_key=key)
+        balance = message.balance.minor_units
+        return Deposit(bank, account, amount_minor_units, currency, balance, key, request_id)

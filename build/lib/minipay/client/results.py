@@ -1,0 +1,216 @@
+"""What the client library's calls return: frozen dataclasses instead of protobuf messages.
+
+Every result carries ``request_id``, the id of the call that returned it (a support person
+takes it to the logs); items of a list carry the list call's. Amounts are integers of the
+currency's minor unit (``<what>_minor_units``, like the API's ``Money.minor_units``); times
+are timezone-aware UTC datetimes. A result about one account names it with ``bank`` and
+``account``; a payment names both sides as ``AccountRef``s."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from google.protobuf import timestamp_pb2
+
+from minipay.v1 import admin_pb2, gateway_pb2
+
+
+class PaymentStatus(enum.StrEnum):
+    PENDING = "PENDING"  # not decided yet: ask again with GatewayClient.payment
+    COMMITTED = "COMMITTED"
+    ABORTED = "ABORTED"
+
+
+class Direction(enum.StrEnum):
+    """A payment as the caller sees it."""
+
+    OUTGOING = "outgoing"  # the caller paid
+    INCOMING = "incoming"  # the caller was paid
+
+
+STATUS_OF_MESSAGE = {
+    gateway_pb2.PAYMENT_STATUS_PENDING: PaymentStatus.PENDING,
+    gateway_pb2.PAYMENT_STATUS_COMMITTED: PaymentStatus.COMMITTED,
+    gateway_pb2.PAYMENT_STATUS_ABORTED: PaymentStatus.ABORTED,
+}
+DIRECTION_OF_MESSAGE = {
+    gateway_pb2.DIRECTION_OUTGOING: Direction.OUTGOING,
+    gateway_pb2.DIRECTION_INCOMING: Direction.INCOMING,
+}
+
+
+def utc(stamp: timestamp_pb2.Timestamp) -> datetime:
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class AccountRef:
+    bank: str
+    account: str
+
+    def __str__(self) -> str:
+        return f"{self.bank}/{self.account}"
+
+
+@dataclass(frozen=True)
+class Payment:
+    """A payment as one side of it sees it; the payee never sees why it was aborted."""
+
+    payment_id: str
+    direction: Direction
+    payer: AccountRef
+    payee: AccountRef
+    amount_minor_units: int
+    currency: str
+    status: PaymentStatus
+    reason_code: str  # an aborted payment's: INSUFFICIENT_FUNDS, ACCOUNT_NOT_FOUND, ...
+    reason: str  # the same in words
+    created_at: datetime
+    decided_at: datetime | None  # None while pending
+    replayed: bool  # Pay only: the outcome of an earlier request with the same key
+    request_id: str
+
+    @property
+    def counterparty(self) -> AccountRef:
+        """The other side: the payee of an outgoing payment, the payer of an incoming one."""
+        return self.payee if self.direction is Direction.OUTGOING else self.payer
+
+    @classmethod
+    def from_message(
+        cls, message: gateway_pb2.Payment, request_id: str, replayed: bool = False
+    ) -> Payment:
+        return cls(
+            payment_id=message.payment_id,
+            direction=DIRECTION_OF_MESSAGE[message.direction],
+            payer=AccountRef(message.payer.bank, message.payer.account),
+            payee=AccountRef(message.payee.bank, message.payee.account),
+            amount_minor_units=message.amount.minor_units,
+            currency=message.amount.currency,
+            status=STATUS_OF_MESSAGE[message.status],
+            reason_code=message.reason_code,
+            reason=message.reason,
+            created_at=utc(message.created_at),
+            decided_at=utc(message.decided_at) if message.HasField("decided_at") else None,
+            replayed=replayed,
+            request_id=request_id,
+        )
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    payments: tuple[Payment, ...]  # newest first
+    next_page_token: str  # "" on the last page
+    request_id: str
+
+    @classmethod
+    def from_message(cls, message: gateway_pb2.ListHistoryResponse, request_id: str) -> HistoryPage:
+        return cls(
+            payments=tuple(Payment.from_message(p, request_id) for p in message.payments),
+            next_page_token=message.next_page_token,
+            request_id=request_id,
+        )
+
+
+@dataclass(frozen=True)
+class Balance:
+    """The caller's account: posted balance, held for payments being decided, available."""
+
+    bank: str
+    account: str
+    currency: str
+    balance_minor_units: int
+    held_minor_units: int
+    available_minor_units: int  # balance less held: what can be paid now
+    request_id: str
+
+    @classmethod
+    def from_message(cls, message: gateway_pb2.GetBalanceResponse, request_id: str) -> Balance:
+        return cls(
+            bank=message.account.bank,
+            account=message.account.account,
+            currency=message.balance.currency,
+            balance_minor_units=message.balance.minor_units,
+            held_minor_units=message.held.minor_units,
+            available_minor_units=message.available.minor_units,
+            request_id=request_id,
+        )
+
+
+@dataclass(frozen=True)
+class Registration:
+    username: str
+    bank: str
+    account: str
+    request_id: str
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    token: str = field(repr=False)  # a secret: kept out of logs and tracebacks
+    role: str  # "customer" or "admin"
+    expires_at: datetime
+    request_id: str
+
+
+@dataclass(frozen=True)
+class LogoutResult:
+    request_id: str
+
+
+@dataclass(frozen=True)
+class Bank:
+    name: str
+    address: str  # host:port the gateway reaches it at
+    serving: bool  # whether its health check answered just now
+
+
+@dataclass(frozen=True)
+class BankList:
+    banks: tuple[Bank, ...]
+    request_id: str
+
+
+@dataclass(frozen=True)
+class User:
+    username: str
+    name: str
+    role: str  # "customer" or "admin"
+    disabled: bool
+    bank: str  # "" for an admin
+    account: str  # "" for an admin
+    balance_minor_units: int
+    currency: str
+    request_id: str
+
+    @classmethod
+    def from_message(cls, message: admin_pb2.User, request_id: str) -> User:
+        return cls(
+            username=message.username,
+            name=message.name,
+            role=message.role,
+            disabled=message.disabled,
+            bank=message.account.bank,
+            account=message.account.account,
+            balance_minor_units=message.balance.minor_units,
+            currency=message.balance.currency,
+            request_id=request_id,
+        )
+
+
+@dataclass(frozen=True)
+class UserList:
+    users: tuple[User, ...]
+    request_id: str
+
+
+@dataclass(frozen=True)
+class Deposit:
+    bank: str
+    account: str
+    amount_minor_units: int
+    currency: str
+    balance_minor_units: int  # the account's posted balance after the deposit
+    idempotency_key: str
+    request_id: str

@@ -1,0 +1,1 @@
+"""Generated from protofiles/minipay/v1/*.proto by ``make protos``; not committed."""
