@@ -144,7 +144,8 @@ class Spy:
         return None
 
 sys.meta_path.insert(0, Spy)
-import minipay.client.api, minipay.client.commandline, minipay.client.logs, client.__main__, admin.__main__
+import minipay.client.api, minipay.client.commandline, minipay.client.logs
+import client.__main__, admin.__main__
 
 for argv in (
     ["client", "--help"], ["admin", "--help"], ["client", "pay", "--help"],
