@@ -45,6 +45,11 @@ class ErrorReason(enum.StrEnum):
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     LOGIN_THROTTLED = "LOGIN_THROTTLED"
     TOO_MANY_REQUESTS = "TOO_MANY_REQUESTS"
+    PAYMENT_NOT_REFUNDABLE = "PAYMENT_NOT_REFUNDABLE"
+    REFUND_EXCEEDS_PAYMENT = "REFUND_EXCEEDS_PAYMENT"
+    RATE_LIMITED = "RATE_LIMITED"
+    CURSOR_EXPIRED = "CURSOR_EXPIRED"
+    WATCHER_TOO_SLOW = "WATCHER_TOO_SLOW"
     COORDINATOR_UNAVAILABLE = "COORDINATOR_UNAVAILABLE"
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
@@ -131,6 +136,32 @@ EXPLANATIONS: dict[ErrorReason, Explanation] = {
     R.TOO_MANY_REQUESTS: Explanation(
         "RESOURCE_EXHAUSTED",
         "too many password checks in flight from this certificate; RetryInfo says when",
+    ),
+    R.PAYMENT_NOT_REFUNDABLE: Explanation(
+        "FAILED_PRECONDITION",
+        "the payment cannot be refunded: it is not committed (pending or aborted), or it is a "
+        "refund itself",
+        "payment_id",
+    ),
+    R.REFUND_EXCEEDS_PAYMENT: Explanation(
+        "FAILED_PRECONDITION",
+        "the refund is more than what is left to refund of the payment (its amount less every "
+        "refund committed or in flight)",
+        "payment_id, refundable_minor_units",
+    ),
+    R.RATE_LIMITED: Explanation(
+        "RESOURCE_EXHAUSTED",
+        "too many payments from this customer per second; RetryInfo says when to come back",
+    ),
+    R.CURSOR_EXPIRED: Explanation(
+        "OUT_OF_RANGE",
+        "the event cursor is older than what is kept; resume from the oldest sequence kept",
+        "oldest_sequence",
+    ),
+    R.WATCHER_TOO_SLOW: Explanation(
+        "RESOURCE_EXHAUSTED",
+        "the watcher did not keep up with the events; resume from the cursor given",
+        "next_after_sequence",
     ),
     R.COORDINATOR_UNAVAILABLE: Explanation(
         "UNAVAILABLE", "(between servers) a bank could not reach the gateway"

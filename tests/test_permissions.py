@@ -25,7 +25,7 @@ from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health_pb2
 
 from devtools.cluster import GATEWAY, Cluster
-from minipay.v1 import admin_pb2, bank_pb2, common_pb2, gateway_pb2
+from minipay.v1 import admin_pb2, bank_pb2, common_pb2, events_pb2, gateway_pb2
 from server.interceptors.authorization import PERMISSIONS
 from tests.conftest import TEST_ENV
 from tests.helpers import (
@@ -68,7 +68,7 @@ def proto_methods(*modules: Any) -> dict[str, MethodDescriptor]:
     }
 
 
-GATEWAY_METHODS = proto_methods(gateway_pb2, admin_pb2)
+GATEWAY_METHODS = proto_methods(gateway_pb2, admin_pb2, events_pb2)
 BANK_METHODS = proto_methods(bank_pb2)
 HEALTH_METHODS = proto_methods(health_pb2)
 ALL_PROTO_METHODS = {**proto_methods(common_pb2), **GATEWAY_METHODS, **BANK_METHODS}
@@ -76,7 +76,7 @@ ALL_PROTO_METHODS = {**proto_methods(common_pb2), **GATEWAY_METHODS, **BANK_METH
 
 def targets(method: str) -> list[tuple[str, MethodDescriptor]]:
     """The servers that serve a method, and its descriptor."""
-    if method in GATEWAY_METHODS:
+    if method in GATEWAY_METHODS and not GATEWAY_METHODS[method].server_streaming:
         return [(GATEWAY, GATEWAY_METHODS[method])]
     if method in BANK_METHODS:
         return [(BANK, BANK_METHODS[method])]
@@ -121,11 +121,24 @@ ALLOWED: dict[str, frozenset[str]] = {
     "/minipay.v1.Payments/Pay": CUSTOMERS,
     "/minipay.v1.Payments/GetPayment": CUSTOMERS,
     "/minipay.v1.Payments/ListHistory": CUSTOMERS,
+    "/minipay.v1.Payments/Refund": CUSTOMERS,
+    "/minipay.v1.Payments/GetPaymentTrace": CUSTOMERS,
+    "/minipay.v1.Payments/PayBatch": CUSTOMERS,
+    "/minipay.v1.Events/List": CUSTOMERS | {"admin"},
+    "/minipay.v1.Events/Watch": CUSTOMERS | {"admin"},
     "/minipay.v1.Admin/ListBanks": frozenset({"admin"}),
     "/minipay.v1.Admin/CreateUser": frozenset({"admin"}),
     "/minipay.v1.Admin/ListUsers": frozenset({"admin"}),
     "/minipay.v1.Admin/SetUserDisabled": frozenset({"admin"}),
     "/minipay.v1.Admin/Deposit": frozenset({"admin"}),
+    "/minipay.v1.Admin/Refund": frozenset({"admin"}),
+    "/minipay.v1.Admin/GetPayment": frozenset({"admin"}),
+    "/minipay.v1.Admin/GetPaymentTrace": frozenset({"admin"}),
+    "/minipay.v1.Admin/ListPayments": frozenset({"admin"}),
+    "/minipay.v1.Admin/ListAudit": frozenset({"admin"}),
+    "/minipay.v1.Admin/Reconcile": frozenset({"admin"}),
+    "/minipay.v1.Admin/GetLastReconcile": frozenset({"admin"}),
+    "/minipay.v1.Admin/GetOverview": frozenset({"admin"}),
     "/minipay.v1.Coordinator/GetDecision": frozenset({"bank"}),
     "/minipay.v1.Participant/Prepare": frozenset({"gateway"}),
     "/minipay.v1.Participant/Commit": frozenset({"gateway"}),
@@ -142,6 +155,8 @@ BANK_METHODS_BY_NAME = [
     m for m in ALLOWED if m.startswith(("/minipay.v1.Participant/", "/minipay.v1.Accounts/"))
 ]
 CUSTOMER_METHODS = [m for m in ALLOWED if m.startswith("/minipay.v1.Payments/")]
+# Streaming methods (Events/Watch) are refused the same way, checked where they are served.
+EVENT_METHODS = ["/minipay.v1.Events/List"]
 # The refusals a payment system must never lose, named one by one.
 MUST_DENY = [
     *((method, who) for method in ADMIN_METHODS for who in ("customer-a", "customer-b", "bank")),
@@ -151,6 +166,7 @@ MUST_DENY = [
         for who in ("anonymous", "customer-a", "admin", "bank")
     ),
     *((method, who) for method in CUSTOMER_METHODS for who in ("admin", "gateway", "bank")),
+    *((method, who) for method in EVENT_METHODS for who in ("anonymous", "gateway", "bank")),
     ("/minipay.v1.Coordinator/GetDecision", "customer-a"),
     ("/minipay.v1.Coordinator/GetDecision", "gateway"),
 ]

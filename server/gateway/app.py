@@ -10,7 +10,14 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from minipay.v1 import admin_pb2, admin_pb2_grpc, gateway_pb2, gateway_pb2_grpc
+from minipay.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    events_pb2,
+    events_pb2_grpc,
+    gateway_pb2,
+    gateway_pb2_grpc,
+)
 from server.common import seed as seed_file
 from server.common.db import Database, is_sqlite, open_database
 from server.common.faults import Faults
@@ -41,6 +48,7 @@ SERVICES = [
     gateway_pb2.DESCRIPTOR.services_by_name["Payments"].full_name,
     gateway_pb2.DESCRIPTOR.services_by_name["Coordinator"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
+    events_pb2.DESCRIPTOR.services_by_name["Events"].full_name,
 ]
 
 
@@ -132,6 +140,8 @@ async def run_server(settings: GatewaySettings) -> GatewayServer:
         )
         gateway_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorService(coordinator), server)
         admin_pb2_grpc.add_AdminServicer_to_server(AdminService(banks, identities), server)
+        # The event stream's methods answer UNIMPLEMENTED until issue 23 lands.
+        events_pb2_grpc.add_EventsServicer_to_server(events_pb2_grpc.EventsServicer(), server)
         return SERVICES
 
     interceptors = [

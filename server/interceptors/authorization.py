@@ -29,12 +29,26 @@ PERMISSIONS: dict[str, frozenset[Caller]] = {
     "/minipay.v1.Payments/Pay": CUSTOMER,
     "/minipay.v1.Payments/GetPayment": CUSTOMER,
     "/minipay.v1.Payments/ListHistory": CUSTOMER,
+    "/minipay.v1.Payments/Refund": CUSTOMER,
+    "/minipay.v1.Payments/GetPaymentTrace": CUSTOMER,
+    "/minipay.v1.Payments/PayBatch": CUSTOMER,
+    # Gateway, the event stream: a customer's own account's events; an admin's, every event.
+    "/minipay.v1.Events/List": CUSTOMER | ADMIN,
+    "/minipay.v1.Events/Watch": CUSTOMER | ADMIN,
     # Gateway, administration.
     "/minipay.v1.Admin/ListBanks": ADMIN,
     "/minipay.v1.Admin/CreateUser": ADMIN,
     "/minipay.v1.Admin/ListUsers": ADMIN,
     "/minipay.v1.Admin/SetUserDisabled": ADMIN,
     "/minipay.v1.Admin/Deposit": ADMIN,
+    "/minipay.v1.Admin/Refund": ADMIN,
+    "/minipay.v1.Admin/GetPayment": ADMIN,
+    "/minipay.v1.Admin/GetPaymentTrace": ADMIN,
+    "/minipay.v1.Admin/ListPayments": ADMIN,
+    "/minipay.v1.Admin/ListAudit": ADMIN,
+    "/minipay.v1.Admin/Reconcile": ADMIN,
+    "/minipay.v1.Admin/GetLastReconcile": ADMIN,
+    "/minipay.v1.Admin/GetOverview": ADMIN,
     # Gateway, asked by a bank that voted yes and heard no decision.
     "/minipay.v1.Coordinator/GetDecision": BANK,
     # Banks: only the gateway.
