@@ -15,21 +15,22 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 # make up: the gateway's port, and the first bank's (the others follow: alpha, beta, gamma).
 GATEWAY_PORT ?= 50051
+CONSOLE_PORT ?= 8080
 BANK_PORT ?= 50061
 # make up: how many gateway replicas, and the PostgreSQL server they need (empty: SQLite).
 GATEWAYS ?= 1
 DATABASE_URL ?=
 
-.PHONY: setup demo up test test-unit lint bench migrate certs protos clean
+.PHONY: setup demo up console test test-unit lint bench migrate certs protos clean
 
-setup: $(STAMP) $(GENERATED) certificate/dev/services-ca.pem
+setup: $(STAMP) $(GENERATED) certificate/dev/services-ca.pem certificate/dev/console.pem
 
 # One editable distribution, minipay (the client library, the CLIs, minipay.v1), with what the
-# servers need (the server extra), the tests and the dev tools.
+# servers need (the server extra), the tests, the dev tools and the web console.
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[server,test,dev]'
+	$(PY) -m pip install --quiet -e '.[server,test,dev,console]'
 	touch $(STAMP)
 
 # Generated code is made from the .proto files, never committed: into the working tree by the
@@ -42,8 +43,13 @@ protos: $(GENERATED)
 certificate/dev/services-ca.pem: | $(STAMP)
 	$(PY) -m certificate init
 
+# The console's own client certificate (every console user's token is bound to it).
+certificate/dev/console.pem: | certificate/dev/services-ca.pem
+	$(PY) -m certificate issue-client console
+
 certs: setup
 	$(PY) -m certificate init
+	$(PY) -m certificate issue-client console
 
 migrate: setup
 	mkdir -p $(DATA)
@@ -60,6 +66,10 @@ up: setup
 	$(PY) -m devtools.cluster --data-dir $(DATA) --gateway-port $(GATEWAY_PORT) \
 	  --bank-port $(BANK_PORT) --gateways $(GATEWAYS) --database-url "$(DATABASE_URL)"
 
+# The web console on 127.0.0.1:$(CONSOLE_PORT), for the gateway that make up runs.
+console: setup
+	$(PY) -m console --listen 127.0.0.1:$(CONSOLE_PORT) --gateway 127.0.0.1:$(GATEWAY_PORT)
+
 # Every test, the fast domain tests (tests/unit) included.
 test: setup
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
@@ -68,7 +78,7 @@ test: setup
 test-unit: setup
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
 
-LINTED := server client admin certificate devtools minipay tests alembic/env.py setup.py
+LINTED := server client admin certificate devtools minipay console tests alembic/env.py setup.py
 
 # make lint also needs npm (Node.js) for the buf CLI, pinned in tools/package-lock.json and
 # installed into tools/node_modules (git-ignored): once, and again when the lock file changes.
@@ -85,7 +95,7 @@ $(BUF_STAMP): tools/package.json tools/package-lock.json
 lint: setup $(BUF_STAMP)
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/ruff format --check $(LINTED)
-	$(VENV)/bin/mypy server client admin certificate devtools minipay tests
+	$(VENV)/bin/mypy server client admin certificate devtools minipay console tests
 	$(BUF) lint
 	$(BUF) format -d --exit-code
 
