@@ -15,6 +15,9 @@ from certificate.ca import ensure_dev_pki
 from devtools.cluster import GATEWAY, Cluster
 from tests.helpers import postgres_available, postgres_databases, server_env
 
+# Prints the console tests' render times and screenshot folder at the end of a run.
+pytest_plugins = ("tests.console.report",)
+
 # Fast enough for tests; production keeps the default bcrypt cost of 12.
 TEST_ENV = server_env(bcrypt_rounds=4, log_format="json", txn_timeout=3, recovery_interval=0.5)
 
