@@ -26,11 +26,19 @@ EXIT_SETTINGS = 2
 
 
 class ConsoleServer(uvicorn.Server):
-    """uvicorn waits for open responses before it stops: tell the event streams first."""
+    """uvicorn, saying where it serves once it does; and since uvicorn waits for open
+    responses before it stops, telling the event streams first."""
 
-    def __init__(self, config: uvicorn.Config, console: Console) -> None:
+    def __init__(self, config: uvicorn.Config, console: Console, address: str) -> None:
         super().__init__(config)
         self.console = console
+        self.address = address
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            print(f"console: serving on {self.address} (gateway {self.console.settings.gateway})")
+            sys.stdout.flush()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.console.streams.stopping.set()
@@ -61,7 +69,6 @@ def serve(settings: ConsoleSettings) -> None:
     host, port = sock.getsockname()[:2]
     scheme = "https" if settings.https else "http"
     shown = f"[{host}]" if ":" in host else host
-    print(f"console: serving on {scheme}://{shown}:{port} (gateway {settings.gateway})", flush=True)
     config = uvicorn.Config(
         app,
         lifespan="on",
@@ -72,7 +79,7 @@ def serve(settings: ConsoleSettings) -> None:
         ssl_keyfile=str(settings.https_key) if settings.https else None,
         log_config=None,
     )
-    ConsoleServer(config, app.state.console).run(sockets=[sock])
+    ConsoleServer(config, app.state.console, f"{scheme}://{shown}:{port}").run(sockets=[sock])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

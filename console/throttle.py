@@ -98,7 +98,8 @@ class LoginThrottle:
             count.attempts -= 1
 
     def _bound(self, now: float) -> None:
-        if len(self._counts) < self._max_keys:
+        """Makes room for an attempt's two keys."""
+        if len(self._counts) + 2 <= self._max_keys:
             return
         longest = max(limit.window for limit in self._limits.values())
         for key in [
@@ -107,5 +108,5 @@ class LoginThrottle:
             if c.locked_until <= now and now - c.window_start >= longest
         ]:
             del self._counts[key]
-        while len(self._counts) >= self._max_keys:
+        while len(self._counts) + 2 > self._max_keys:
             del self._counts[next(iter(self._counts))]
