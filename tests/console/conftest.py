@@ -1,6 +1,6 @@
 """Fixtures for the console's tests: one real cluster and one console for the whole session
 (a cluster takes seconds to start, the console a fraction of one; tests make their own people
-so they do not step on each other), one Chromium per session (Debian's /usr/bin/chromium,
+so they do not step on each other), one Chromium per test module (Debian's /usr/bin/chromium,
 driven by Playwright) and a fresh browser context per test (its own cookies).
 
 Screenshots of every page go to a folder under pytest's temporary folder (and to
@@ -78,8 +78,11 @@ def api(console_cluster: Cluster, console_certs: Path) -> Iterator[Api]:
 # -- the browser ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Chromium for one test module. Not for the session: while Playwright's synchronous API
+    runs, its event loop counts as running in this thread, and asyncio.run (which other test
+    files sharing this xdist worker call) would be refused."""
     if not CHROMIUM.exists():
         pytest.skip(
             f"no {CHROMIUM}: the console's browser tests drive Debian's chromium "

@@ -40,7 +40,7 @@ def test_the_overview_shows_every_bank_and_its_health(
     for bank in ("alpha", "beta", "gamma"):
         expect(page.locator(f"#banks tr[data-bank='{bank}']")).to_contain_text("serving")
     # What issues 22-23 will fill in is marked as such.
-    expect(page.locator("[data-coming-with]")).to_have_count(6)
+    expect(page.locator("[data-coming-with]")).to_have_count(7)
     screenshot(page, "admin-overview")
 
 
