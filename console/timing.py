@@ -6,7 +6,6 @@ which may hold a page token, nor any form field)."""
 from __future__ import annotations
 
 import logging
-import statistics
 import time
 from collections import deque
 from typing import Any
@@ -24,17 +23,9 @@ class RenderTimes:
     def record(self, route: str, milliseconds: float) -> None:
         self._samples.setdefault(route, deque(maxlen=SAMPLES)).append(milliseconds)
 
-    def summary(self) -> dict[str, dict[str, float]]:
-        """Per route: how many, the median and the slowest, in milliseconds."""
-        return {
-            route: {
-                "count": len(samples),
-                "median_ms": round(statistics.median(samples), 1),
-                "max_ms": round(max(samples), 1),
-            }
-            for route, samples in sorted(self._samples.items())
-            if samples
-        }
+    def samples(self) -> dict[str, list[float]]:
+        """Per route ("GET /payments"), the latest render times in milliseconds."""
+        return {route: list(samples) for route, samples in self._samples.items()}
 
 
 def route_of(scope: Scope) -> str:

@@ -27,7 +27,7 @@ from starlette.templating import Jinja2Templates
 
 from console.gateway import Gateway
 from console.live import Streams
-from console.security import CsrfRefused, check_csrf, form_of
+from console.security import CsrfRefused, check_csrf
 from console.sessions import Session, SessionsFull, SessionStore
 from console.settings import ConsoleSettings
 from console.throttle import LoginThrottle
@@ -183,10 +183,6 @@ def text(source: FormData | Mapping[str, str], name: str) -> str:
     """A form field or query parameter as text: stripped, at most MAX_FIELD characters."""
     value = source.get(name, "")
     return value.strip()[:MAX_FIELD] if isinstance(value, str) else ""
-
-
-async def form(request: Request) -> FormData:
-    return await form_of(request)
 
 
 # -- errors as pages ---------------------------------------------------------------------------

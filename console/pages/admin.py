@@ -17,8 +17,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from console.security import form_of
 from console.sessions import Confirmation, Session
-from console.web import console_of, form, render, see_other, text
+from console.web import console_of, render, see_other, text
 from minipay.client import ApiError, GatewayClient
 from minipay.money import AmountError, format_minor_units, to_minor_units
 
@@ -76,7 +77,7 @@ def _confirm(request: Request, session: Session, confirmation: Confirmation) -> 
 
 
 async def create_user(request: Request, session: Session) -> Response:
-    fields = await form(request)
+    fields = await form_of(request)
     names = ("username", "name", "bank", "account", "balance", "currency", "role")
     values = {name: text(fields, name) for name in names}
     values["currency"] = values["currency"].upper() or "USD"
@@ -125,7 +126,7 @@ async def create_user(request: Request, session: Session) -> Response:
 
 
 async def set_disabled(request: Request, session: Session) -> Response:
-    fields = await form(request)
+    fields = await form_of(request)
     bank, username = text(fields, "bank"), text(fields, "username")
     disabled = text(fields, "disabled") == "1"
 
@@ -165,7 +166,7 @@ async def deposit_form(request: Request, session: Session) -> Response:
 
 
 async def deposit(request: Request, session: Session) -> Response:
-    fields = await form(request)
+    fields = await form_of(request)
     names = ("bank", "account", "amount", "currency", "idempotency_key")
     values = {name: text(fields, name) for name in names}
     values["currency"] = values["currency"].upper() or "USD"

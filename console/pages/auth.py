@@ -9,14 +9,13 @@ token at the gateway and forgets the session.
 
 from __future__ import annotations
 
-import hmac
 import re
 import secrets
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from console.security import CSRF_FIELD, CsrfRefused
+from console.security import check_csrf, form_of
 from console.sessions import Session
 from console.throttle import Throttled
 from console.web import (
@@ -26,7 +25,6 @@ from console.web import (
     clear_cookie,
     console_of,
     current_session,
-    form,
     http_status,
     render,
     see_other,
@@ -75,7 +73,7 @@ async def login_form(request: Request) -> Response:
     ended = request.query_params.get("ended", "")
     notice = ""
     if ended:
-        why = f" ({ended})" if _REASON.fullmatch(ended) and ended != "1" else ""
+        why = f" ({ended})" if _REASON.fullmatch(ended) else ""
         notice = f"Your sign-in has ended{why}. Sign in again."
     elif "signed_out" in request.query_params:
         notice = "You are signed out."
@@ -84,13 +82,8 @@ async def login_form(request: Request) -> Response:
 
 async def login(request: Request) -> Response:
     console = console_of(request)
-    fields = await form(request)
-    expected = request.cookies.get(console.cookie(LOGIN_CSRF_COOKIE), "")
-    sent = fields.get(CSRF_FIELD)
-    if not expected or not isinstance(sent, str):
-        raise CsrfRefused()
-    if not hmac.compare_digest(sent.encode(), expected.encode()):
-        raise CsrfRefused()
+    await check_csrf(request, request.cookies.get(console.cookie(LOGIN_CSRF_COOKIE), ""))
+    fields = await form_of(request)
     username = text(fields, "username")
     password = fields.get("password")
     if not username or not isinstance(password, str) or not password:

@@ -12,8 +12,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from console.live import event_stream, payment_updates
+from console.security import form_of
 from console.sessions import Session
-from console.web import console_of, current_session, form, http_status, render, see_other, text
+from console.web import console_of, current_session, http_status, render, see_other, text
 from minipay.client import ApiError, Direction, PaymentStatus
 from minipay.money import AmountError, to_minor_units
 
@@ -114,7 +115,7 @@ async def pay_form(request: Request, session: Session) -> Response:
 
 
 async def pay(request: Request, session: Session) -> Response:
-    fields = await form(request)
+    fields = await form_of(request)
     names = ("to_bank", "to_account", "amount", "currency", "idempotency_key")
     values = {name: text(fields, name) for name in names}
     values["currency"] = values["currency"].upper() or "USD"

@@ -65,7 +65,8 @@ def console(console_cluster: Cluster, console_certs: Path) -> Iterator[LiveConso
     server = LiveConsole(console_settings(console_cluster, console_certs)).start()
     yield server
     server.stop()
-    report.RENDER_TIMES.update(server.state.render_times.summary())
+    for route, samples in server.state.render_times.samples().items():
+        report.RENDER_TIMES.setdefault(route, []).extend(samples)
 
 
 @pytest.fixture(scope="session")

@@ -5,11 +5,12 @@ worker hands its figures to the controller, which prints them once."""
 from __future__ import annotations
 
 import json
+import statistics
 from typing import Any
 
 import pytest
 
-RENDER_TIMES: dict[str, dict[str, float]] = {}  # route -> count, median_ms, max_ms
+RENDER_TIMES: dict[str, list[float]] = {}  # "GET /route" -> milliseconds, each request
 SCREENSHOTS: list[str] = []  # folders
 _KEY = "console_report"
 _from_workers: list[dict[str, Any]] = []
@@ -29,10 +30,11 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    times = dict(RENDER_TIMES)
+    times = {route: list(samples) for route, samples in RENDER_TIMES.items()}
     folders = list(SCREENSHOTS)
     for report in _from_workers:
-        times.update(report["times"])
+        for route, samples in report["times"].items():
+            times.setdefault(route, []).extend(samples)
         folders += report["screenshots"]
     if not times and not folders:
         return
@@ -41,7 +43,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if times:
         write("server-side render time per page, ms (request in, first byte out):")
         write(f"  {'route':<40} {'count':>6} {'median':>8} {'max':>8}")
-        for route, row in sorted(times.items()):
-            write(f"  {route:<40} {row['count']:>6} {row['median_ms']:>8} {row['max_ms']:>8}")
+        for route, samples in sorted(times.items()):
+            median, slowest = statistics.median(samples), max(samples)
+            write(f"  {route:<40} {len(samples):>6} {median:>8.1f} {slowest:>8.1f}")
     for folder in folders:
         write(f"screenshots: {folder}")
