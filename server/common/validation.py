@@ -114,7 +114,7 @@ def idempotency_key(value: str) -> str:
 
 
 def payment_id(value: str, field: str = "payment_id") -> str:
-    # The gateway's ids are "pay_" and 32 hex digits; a bank's deposits have ids of their own.
+    # The gateway makes "pay_" and 32 hex digits; any id a request carries keeps to this.
     if not _PAYMENT_ID.fullmatch(value):
         raise InvalidArgument(
             f"{field} must be 1-{MAX_PAYMENT_ID_LENGTH} printable ASCII characters without spaces",

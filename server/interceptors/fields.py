@@ -124,7 +124,7 @@ def malformed_reader(method: str) -> Callable[[bytes], Malformed]:
 
     def describe(data: bytes) -> Malformed:
         if request_type is None:
-            return Malformed("", "the bytes are not a message of this method's request type")
+            return Malformed("", "its bytes do not parse")
         field, problem = _first_bad_field(request_type, data)
         return Malformed(field, problem)
 
@@ -150,7 +150,7 @@ def _first_bad_field(descriptor: Descriptor, data: bytes) -> tuple[str, str]:
     the path when no field can be named)."""
     found = _bad_field(descriptor, memoryview(data), "")
     if found is None:  # the walk below found nothing the parser would refuse
-        return "", "the bytes are not a message of this method's request type"
+        return "", "its bytes do not parse"
     return found
 
 
