@@ -10,11 +10,22 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
-# ISO 4217 minor-unit exponents that are not 2; every other code has two decimals.
-EXPONENTS = {
-    "JPY": 0, "KRW": 0, "ISK": 0, "CLP": 0, "VND": 0,
-    "BHD": 3, "KWD": 3, "JOD": 3, "OMR": 3, "TND": 3,
-}  # fmt: skip
+# Every currency of ISO 4217 (list one, published 2026-01-01) that has a minor unit, by its
+# exponent: the codes the servers accept. Funds and metals without one (XAU, XDR, XXX...) are
+# not money an account can hold.
+_CODES_BY_EXPONENT = {
+    0: "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF",
+    2: """AED AFN ALL AMD AOA ARS AUD AWG AZN BAM BBD BDT BMD BND BOB BOV BRL BSD BTN BWP BYN
+        BZD CAD CDF CHE CHF CHW CNY COP COU CRC CUP CVE CZK DKK DOP DZD EGP ERN ETB EUR FJD FKP
+        GBP GEL GHS GIP GMD GTQ GYD HKD HNL HTG HUF IDR ILS INR IRR JMD KES KGS KHR KPW KYD KZT
+        LAK LBP LKR LRD LSL MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MXV MYR MZN NAD NGN
+        NIO NOK NPR NZD PAB PEN PGK PHP PKR PLN QAR RON RSD RUB SAR SBD SCR SDG SEK SGD SHP SLE
+        SOS SRD SSP STN SVC SYP SZL THB TJS TMT TOP TRY TTD TWD TZS UAH USD USN UYU UZS VED VES
+        WST XAD XCD XCG YER ZAR ZMW ZWG""",
+    3: "BHD IQD JOD KWD LYD OMR TND",
+    4: "CLF UYW",
+}
+EXPONENTS = {code: places for places, codes in _CODES_BY_EXPONENT.items() for code in codes.split()}
 # The largest single amount anything accepts: keeps sums of many amounts far from int64 overflow.
 MAX_MINOR_UNITS = 10**15
 _DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
@@ -26,6 +37,11 @@ class AmountError(ValueError):
 
 def exponent(currency: str) -> int:
     return EXPONENTS.get(currency.upper(), 2)
+
+
+def is_currency(code: str) -> bool:
+    """Whether CODE is an ISO 4217 currency as written on the wire (capitals, e.g. "USD")."""
+    return code in EXPONENTS
 
 
 def to_minor_units(text: str, currency: str = "USD", *, allow_zero: bool = False) -> int:

@@ -24,7 +24,14 @@ from devtools.cluster import GATEWAY, Cluster
 from minipay.errors import DOMAIN
 from minipay.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 from tests.conftest import TEST_ENV
-from tests.helpers import SEED_ACCOUNTS, SEED_PASSWORDS, channel, running_cluster, settle
+from tests.helpers import (
+    SEED_ACCOUNTS,
+    SEED_PASSWORDS,
+    channel,
+    gateway_payments,
+    running_cluster,
+    settle,
+)
 
 COMMITTED = gateway_pb2.PAYMENT_STATUS_COMMITTED
 ABORTED = gateway_pb2.PAYMENT_STATUS_ABORTED
@@ -129,6 +136,42 @@ def test_a_bad_field_names_the_field(alice: Caller) -> None:
     assert info.metadata["field"] == "amount.minor_units"
     assert isinstance(bad_request, error_details_pb2.BadRequest)
     assert bad_request.field_violations[0].field == "amount.minor_units"
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        (b"\xff\xff\xff\xff garbage", ""),  # no message at all: the request as a whole
+        (b"\x0a\x07pay_\xed\xa0\x80", "payment_id"),  # a lone surrogate, not UTF-8
+    ],
+)
+def test_bytes_that_do_not_parse_are_a_bad_request_too(
+    alice: Caller, data: bytes, field: str
+) -> None:
+    """The README's promise: every INVALID_ARGUMENT carries a BadRequest, malformed bytes too."""
+    raw = alice.channel.unary_unary("/minipay.v1.Payments/GetPayment")
+    with pytest.raises(grpc.RpcError) as refused:
+        raw(data, metadata=alice.metadata, timeout=20)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    info, [bad_request] = refusal(refused.value)
+    assert info.reason == "MALFORMED_REQUEST"
+    assert isinstance(bad_request, error_details_pb2.BadRequest)
+    [violation] = bad_request.field_violations
+    assert violation.field == field
+    assert violation.description == refused.value.details()  # type: ignore[attr-defined]
+
+
+def test_an_unknown_currency_is_refused_before_anything_is_recorded(
+    api: Cluster, alice: Caller
+) -> None:
+    recorded = gateway_payments(api)
+    with pytest.raises(grpc.RpcError) as refused:
+        alice.pay("beta", "B-2001", 100, currency="XYZ")
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    info, _ = refusal(refused.value)
+    assert (info.reason, info.metadata["field"]) == ("INVALID_FIELD", "amount.currency")
+    assert "ISO 4217" in refused.value.details()  # type: ignore[attr-defined]
+    assert set(gateway_payments(api)) == set(recorded), "nothing recorded"
 
 
 def test_an_unknown_bank_is_named(alice: Caller) -> None:

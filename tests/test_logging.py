@@ -1,6 +1,7 @@
 """Logs and metrics: one record per call with the fields an operator needs, 2PC events, a
 request id followed from the client through the gateway to both banks, no secret anywhere,
-and Prometheus counters that move."""
+Prometheus counters that move; no request that can forge a record in the text format, and a
+flood of refused calls that costs the log a bounded number of lines."""
 
 from __future__ import annotations
 
@@ -11,15 +12,28 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from devtools.cluster import GATEWAY, Cluster, free_port
 from minipay.client.api import RetryPolicy
-from tests.conftest import ClusterFactory
-from tests.helpers import COMMITTED, SEED_PASSWORDS, Client, customer, wait_until
+from minipay.v1 import gateway_pb2, gateway_pb2_grpc
+from server.common.log_sampling import LOGGED_PER_INTERVAL
+from tests.conftest import TEST_ENV, ClusterFactory
+from tests.helpers import (
+    COMMITTED,
+    SEED_PASSWORDS,
+    Client,
+    channel,
+    customer,
+    running_cluster,
+    server_env,
+    wait_until,
+)
 
 
 def records(cluster: Cluster, name: str) -> list[dict[str, Any]]:
@@ -173,3 +187,70 @@ def test_metrics_move(observed: Cluster, certs: Path) -> None:
     assert "minipay_payments_in_doubt" in gateway
     bank = scrape("alpha")
     assert 'method="/minipay.v1.Participant/Prepare"' in bank
+
+
+# -- the text format, and floods ----------------------------------------------------------------
+
+
+# What str.splitlines splits on, as Python's documentation lists it.
+LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+@pytest.fixture(scope="module")
+def text_logs(tmp_path_factory: pytest.TempPathFactory, certs: Path) -> Iterator[Cluster]:
+    env = {**TEST_ENV, **server_env(log_format="text")}
+    with running_cluster(tmp_path_factory.mktemp("text-logs"), certs, env) as cluster:
+        yield cluster
+
+
+def test_no_line_break_in_a_request_starts_a_text_log_line(text_logs: Cluster, certs: Path) -> None:
+    """Every character str.splitlines splits on (NEL, U+2028 and U+2029 too), in a username
+    a reader of the log would otherwise take for the start of a record of its own."""
+    auth = gateway_pb2_grpc.AuthStub(channel(text_logs, certs, GATEWAY, "client-1"))
+    for number, line_break in enumerate(LINE_BREAKS):
+        forged = f"mallory{line_break}FORGED-{number} INFO gateway call code=OK username=admin"
+        with pytest.raises(grpc.RpcError) as refused:
+            auth.Login(gateway_pb2.LoginRequest(username=forged, password="p" * 10), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    log = text_logs.log_file(GATEWAY)
+    last = f"FORGED-{len(LINE_BREAKS) - 1}"
+    wait_until(lambda: last in log.read_text(), 10, "the refused logins' records")
+    lines = log.read_text().splitlines()
+    for number in range(len(LINE_BREAKS)):
+        [line] = [line for line in lines if f"FORGED-{number}" in line]
+        assert "mallory" in line and line.index("mallory") < line.index(f"FORGED-{number}")
+    assert not [line for line in lines if line.startswith("FORGED")]
+
+
+def test_a_flood_of_refused_calls_is_logged_in_part_and_counted_in_full(
+    text_logs: Cluster, certs: Path
+) -> None:
+    """One peer's 300 refused calls: the first few are logged one by one, each once (a
+    refusal is no warning, so standard error does not copy it), then one record counts the
+    rest; another peer's refusal is still logged."""
+    flood, method = 300, "/minipay.v1.Payments/GetPayment"
+    payments = gateway_pb2_grpc.PaymentsStub(channel(text_logs, certs, GATEWAY, "client-2"))
+    for _ in range(flood):
+        with pytest.raises(grpc.RpcError):
+            payments.GetPayment(gateway_pb2.GetPaymentRequest(payment_id="x\x00"), timeout=10)
+    Client(text_logs, certs, "client-3").error("login", "nobody", "password-1")
+    log = text_logs.log_file(GATEWAY)
+
+    def summary() -> list[str]:
+        return [line for line in log.read_text().splitlines() if "refusals_summarized" in line]
+
+    wait_until(summary, 15, "the summary of the flood")
+    [counted] = summary()
+    assert "client-2" in counted and f"count={flood - LOGGED_PER_INTERVAL}" in counted
+    assert f"{method} INVALID_ARGUMENT" in counted
+    lines = log.read_text().splitlines()
+    one_by_one = [
+        line for line in lines if f"method={method}" in line and "caller=client-2" in line
+    ]
+    assert len(one_by_one) == LOGGED_PER_INTERVAL
+    assert all(" INFO " in line for line in one_by_one)
+    assert [
+        line for line in lines if "/minipay.v1.Auth/Login" in line and "caller=client-3" in line
+    ]
+    standard_error = text_logs.log_path(GATEWAY).read_text()
+    assert method not in standard_error, "a refusal copied to standard error"

@@ -30,8 +30,14 @@ REDACTED = "[redacted]"
 _LOGGED_FIELDS = ("payment_id", "idempotency_key", "username", "bank", "account")
 # A field taken from a request before it is validated is cut to this many characters.
 MAX_LOGGED_TEXT = 80
-# Control characters (a newline in a username...) never reach a text log as they are.
-_ESCAPED = {code: f"\\x{code:02x}" for code in [*range(32), 127]}
+# One record, one line, whoever reads it: control characters (C0, DEL, C1) and every other
+# character str.splitlines splits on (NEL, U+2028, U+2029...) never reach a text log as they
+# are, so that no field can start a forged record.
+LINE_BREAKS = "\n\v\f\r\x1c\x1d\x1e\x85\u2028\u2029"  # str.splitlines' own list
+_ESCAPED = {
+    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    for code in sorted({*range(0x20), *range(0x7F, 0xA0), *map(ord, LINE_BREAKS)})
+}
 
 
 @functools.lru_cache(maxsize=1024)
@@ -122,7 +128,6 @@ class TextFormatter(logging.Formatter):
         fields = redact(getattr(record, "fields", {}))
         if fields:
             text += " " + " ".join(f"{k}={v}" for k, v in fields.items())
-        # One record, one line: a newline in a field must not forge another record.
         return redact_text(text).translate(_ESCAPED)
 
 

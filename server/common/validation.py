@@ -6,18 +6,20 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from minipay.money import MAX_MINOR_UNITS
+from minipay.money import MAX_MINOR_UNITS, is_currency
 from server.common.errors import InvalidArgument
 
 # The most an account may hold: its balance column is a signed 64-bit integer.
 MAX_BALANCE = 2**63 - 1
 MAX_NAME_LENGTH = 100
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
+MAX_PAYMENT_ID_LENGTH = 64
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 _ACCOUNT = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,33}")
 _BANK = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _KEY = re.compile(rf"[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}")  # printable ASCII
+_PAYMENT_ID = re.compile(rf"[\x21-\x7e]{{1,{MAX_PAYMENT_ID_LENGTH}}}")
 _ROLES = {"customer", "admin"}
 
 
@@ -68,6 +70,8 @@ def currency(value: str, field: str = "amount.currency") -> str:
         raise InvalidArgument(
             f"currency must be a three-letter ISO 4217 code like USD, not {shown!r}", field=field
         )
+    if not is_currency(value):
+        raise InvalidArgument(f"{value} is not an ISO 4217 currency code", field=field)
     return value
 
 
@@ -105,5 +109,15 @@ def idempotency_key(value: str) -> str:
             f"idempotency_key is required: 1-{MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII "
             "characters without spaces",
             field="idempotency_key",
+        )
+    return value
+
+
+def payment_id(value: str, field: str = "payment_id") -> str:
+    # The gateway makes "pay_" and 32 hex digits; any id a request carries keeps to this.
+    if not _PAYMENT_ID.fullmatch(value):
+        raise InvalidArgument(
+            f"{field} must be 1-{MAX_PAYMENT_ID_LENGTH} printable ASCII characters without spaces",
+            field=field,
         )
     return value

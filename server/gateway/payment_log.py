@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from minipay.errors import ErrorReason
-from server.common import fastsql
+from server.common import fastsql, validation
 from server.common.clock import now
 from server.common.db import db_now
 from server.common.errors import InvalidArgument
@@ -495,8 +495,8 @@ def _encode_cursor(created_at: float, payment_id: str) -> str:
 def _decode_cursor(token: str) -> tuple[float, str]:
     try:
         created_at, payment_id = base64.urlsafe_b64decode(token.encode()).decode().split("|", 1)
-        return float(created_at), payment_id
-    except (ValueError, UnicodeDecodeError):
+        return float(created_at), validation.payment_id(payment_id)
+    except (ValueError, UnicodeDecodeError, InvalidArgument):
         raise InvalidArgument(
             "page_token is not one this server gave out",
             ErrorReason.INVALID_PAGE_TOKEN,

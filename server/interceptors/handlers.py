@@ -8,6 +8,7 @@ handler once and reuses it for every call (``WrappedHandlers``).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -16,19 +17,24 @@ Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 Wrapper = Callable[[Behavior, Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
+@dataclass(frozen=True)
 class Malformed:
-    """Stands for request bytes that do not parse as the method's message."""
+    """Stands for request bytes that do not parse as the method's message: the field they
+    break on ('' when none can be named) and what is wrong with it."""
 
-
-MALFORMED = Malformed()
+    field: str
+    problem: str
 
 
 def wrap_unary(
-    handler: grpc.RpcMethodHandler, wrapper: Wrapper, *, tolerate_malformed: bool = False
+    handler: grpc.RpcMethodHandler,
+    wrapper: Wrapper,
+    *,
+    on_malformed: Callable[[bytes], Malformed] | None = None,
 ) -> grpc.RpcMethodHandler:
     """A handler whose unary behaviour runs inside ``wrapper``; streaming ones are unchanged.
-    With ``tolerate_malformed``, bytes that do not parse reach ``wrapper`` as ``MALFORMED``
-    instead of failing inside gRPC, where no interceptor sees them."""
+    With ``on_malformed``, bytes that do not parse reach ``wrapper`` as the ``Malformed`` it
+    makes of them, instead of failing inside gRPC, where no interceptor sees them."""
     if handler is None or handler.unary_unary is None:
         return handler
     inner: Behavior = handler.unary_unary
@@ -37,8 +43,8 @@ def wrap_unary(
         return await wrapper(inner, request, context)
 
     deserializer = handler.request_deserializer
-    if tolerate_malformed and deserializer is not None:
-        deserializer = _tolerant(deserializer)
+    if on_malformed is not None and deserializer is not None:
+        deserializer = _tolerant(deserializer, on_malformed)
     return grpc.unary_unary_rpc_method_handler(
         behavior,
         request_deserializer=deserializer,
@@ -46,12 +52,14 @@ def wrap_unary(
     )
 
 
-def _tolerant(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+def _tolerant(
+    parse: Callable[[bytes], Any], on_malformed: Callable[[bytes], Malformed]
+) -> Callable[[bytes], Any]:
     def parse_or_mark(data: bytes) -> Any:
         try:
             return parse(data)
         except Exception:  # DecodeError, and whatever else bad bytes make a parser raise
-            return MALFORMED
+            return on_malformed(data)
 
     return parse_or_mark
 

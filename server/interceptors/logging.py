@@ -1,6 +1,11 @@
 """Logging interceptor: one structured record per call (who, what, how it ended, how long),
+the check of every request's fields (``fields.check_request``) before anything else sees it,
 and the edge where domain errors become gRPC statuses (``status.status_of``). An unexpected
-exception becomes INTERNAL with a reference id; its traceback goes to the log only."""
+exception becomes INTERNAL with a reference id; its traceback goes to the call's record only.
+
+A refused call is the caller's doing, not the server's: its record is at INFO, and past the
+first few per peer and interval only counted (``log_sampling``). Failures of the server's own
+(INTERNAL, UNAVAILABLE...) are warnings and errors, each logged in full."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import asyncio
 import functools
 import logging
 import re
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -18,22 +24,27 @@ from google.protobuf.json_format import MessageToDict
 
 from minipay.errors import ErrorReason
 from server.common.errors import InvalidArgument, MinipayError
+from server.common.log_sampling import RefusalSampler
 from server.common.logs import REQUEST_ID, describe_request
 from server.common.metrics import CALL_SECONDS, CALLS, RETRIES
 from server.common.principal import peek_principal
 from server.common.tls import peer_common_name
-from server.interceptors.handlers import (
-    MALFORMED,
-    Behavior,
-    WrappedHandlers,
-    wrap_unary,
-)
+from server.interceptors.fields import check_request, malformed_reader
+from server.interceptors.handlers import Behavior, Malformed, WrappedHandlers, wrap_unary
 from server.interceptors.status import internal_status, rich_status, status_of
 
 log = logging.getLogger("minipay.calls")
 REQUEST_ID_HEADER = "x-request-id"
 # A caller's request id (a batched round's carries several, comma separated).
 _REQUEST_ID = re.compile(r"[\w.:,-]{1,2048}")
+# Failures on the server's side: worth a warning. Every other code but OK is a refusal.
+_SERVER_FAILURES = {
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.UNIMPLEMENTED,
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DATA_LOSS,
+}
 
 
 class LoggingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -49,6 +60,7 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             lambda method, code: CALLS.labels(method, code.name)
         )
         self._seconds = functools.lru_cache(maxsize=256)(CALL_SECONDS.labels)
+        self._refusals = RefusalSampler(_summarize_refusals)
 
     async def intercept_service(
         self,
@@ -82,12 +94,15 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 log.info("client_retry", extra={"fields": fields})
             code = grpc.StatusCode.OK
             message = ""
+            failure = None
             try:
-                if request is MALFORMED:
+                if isinstance(request, Malformed):
                     raise InvalidArgument(
-                        "the request is not a valid message for this method",
+                        f"the request is not a valid message for this method: {request.problem}",
                         ErrorReason.MALFORMED_REQUEST,
+                        field=request.field,
                     )
+                check_request(request)
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("request", extra={"fields": dict(fields, body=_body(request))})
                 response = await inner(request, context)
@@ -111,9 +126,8 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             except Exception:  # the last line of defence: the caller gets no details
                 reference = uuid.uuid4().hex[:12]
                 code, message = grpc.StatusCode.INTERNAL, f"internal error (reference {reference})"
-                log.exception(
-                    "unexpected error", extra={"fields": dict(fields, reference=reference)}
-                )
+                fields["reference"] = reference
+                failure = sys.exc_info()  # the traceback rides on the call's one record
                 status = internal_status(message, reference)
                 await context.abort(code, message, trailing_metadata=status.trailing_metadata)
             finally:
@@ -124,10 +138,19 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 if message:
                     fields["error"] = message
                 _record_identity(fields, context)
-                level = logging.WARNING if code != grpc.StatusCode.OK else logging.INFO
-                log.log(level, "call", extra={"fields": fields})
+                self._log_call(fields, code, failure)
 
-        return wrap_unary(handler, logged, tolerate_malformed=True)
+        return wrap_unary(handler, logged, on_malformed=malformed_reader(method))
+
+    def _log_call(self, fields: dict[str, Any], code: grpc.StatusCode, failure: Any) -> None:
+        if code == grpc.StatusCode.INTERNAL:
+            log.error("call", extra={"fields": fields}, exc_info=failure)
+        elif code in _SERVER_FAILURES:
+            log.warning("call", extra={"fields": fields})
+        elif code == grpc.StatusCode.OK or self._refusals.admit(
+            _peer_key(fields), fields["method"], code.name
+        ):
+            log.info("call", extra={"fields": fields})
 
 
 def _request_id_and_attempt(context: grpc.aio.ServicerContext) -> tuple[str, str]:
@@ -139,6 +162,17 @@ def _request_id_and_attempt(context: grpc.aio.ServicerContext) -> tuple[str, str
         elif item.key == "x-attempt":
             attempt = str(item.value)[:4]
     return request_id, attempt
+
+
+def _peer_key(fields: dict[str, Any]) -> str:
+    """Who a refusal is counted against: the peer's address without the port (a new
+    connection is the same peer) and its certificate's name."""
+    address = str(fields["peer"]).rpartition(":")[0]
+    return f"{address} {fields.get('caller', '')}"
+
+
+def _summarize_refusals(peer: str, summary: dict[str, Any]) -> None:
+    log.info("refusals_summarized", extra={"fields": {"peer": peer, **summary}})
 
 
 def _body(message: Any) -> dict[str, Any]:

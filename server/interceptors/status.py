@@ -1,6 +1,7 @@
 """The one table from domain errors to gRPC status codes, and the ``google.rpc.Status`` every
-error carries: an ErrorInfo (reason, domain ``minipay.v1``, metadata), a BadRequest naming
-the field for INVALID_ARGUMENT, and a RetryInfo when waiting may help."""
+error carries: an ErrorInfo (reason, domain ``minipay.v1``, metadata), a BadRequest on every
+INVALID_ARGUMENT (naming the field, or an empty path for the request as a whole), and a
+RetryInfo when waiting may help."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def rich_status(error: errors.MinipayError) -> grpc.Status:
     details = [
         error_details_pb2.ErrorInfo(reason=error.reason.value, domain=DOMAIN, metadata=metadata)
     ]
-    if code == grpc.StatusCode.INVALID_ARGUMENT and error.field:
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
         violation = error_details_pb2.BadRequest.FieldViolation(
             field=error.field, description=error.message
         )
