@@ -68,7 +68,7 @@ test: setup
 test-unit: setup
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
 
-LINTED := server client admin certificate devtools minipay tests alembic/env.py setup.py
+LINTED := server client admin certificate devtools minipay console tests alembic/env.py setup.py
 
 # make lint also needs npm (Node.js) for the buf CLI, pinned in tools/package-lock.json and
 # installed into tools/node_modules (git-ignored): once, and again when the lock file changes.
@@ -85,7 +85,7 @@ $(BUF_STAMP): tools/package.json tools/package-lock.json
 lint: setup $(BUF_STAMP)
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/ruff format --check $(LINTED)
-	$(VENV)/bin/mypy server client admin certificate devtools minipay tests
+	$(VENV)/bin/mypy server client admin certificate devtools minipay console tests
 	$(BUF) lint
 	$(BUF) format -d --exit-code
 

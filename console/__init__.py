@@ -1,0 +1,1 @@
+"""The minipay web console."""
