@@ -33,7 +33,8 @@ from server.common.settings import (
     parse_bank_map,
 )
 from server.common.tls import TlsFiles, channel_credentials, channel_options, secure_channel
-from server.gateway.models import CoordinatorState, Payment
+from server.gateway.models import Payment
+from server.gateway.payment_state import CoordinatorState
 
 T = TypeVar("T")
 COMMITTED = PaymentStatus.COMMITTED

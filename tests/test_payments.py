@@ -32,10 +32,10 @@ from minipay.client.api import (
     Payment,
     RetryPolicy,
 )
-from minipay.v1 import bank_pb2, bank_pb2_grpc, common_pb2
+from minipay.v1 import bank_pb2, bank_pb2_grpc, common_pb2, gateway_pb2, gateway_pb2_grpc
 from server.bank.models import ParticipantState as BankState
 from server.common.settings import GatewaySettings, environment
-from server.gateway.models import CoordinatorState
+from server.gateway.payment_state import CoordinatorState
 from tests.conftest import TEST_ENV, ClusterFactory
 from tests.helpers import (
     ABORTED,
@@ -297,6 +297,78 @@ def test_bank_down_aborts_and_recovers(make_cluster: ClusterFactory, certs: Path
     settle(cluster)
     assert balances(cluster) == before
     assert ledger_entries(cluster, answer.payment_id) == set()
+
+
+def test_a_balance_read_right_after_an_abort_shows_nothing_held(
+    make_cluster: ClusterFactory, certs: Path
+) -> None:
+    """The gateway withholds its decisions here (as if every Commit and Abort were lost), so
+    only the balance read itself can bring them to the bank: right after an ABORTED answer
+    the payer's money is available again, and right after a COMMITTED one it is gone."""
+    cluster = make_cluster(faults={GATEWAY: "withhold_decisions"})
+    alice = customer(cluster, certs, "alice")
+    start = alice.balance().balance_minor_units
+    aborted = alice.pay("beta", "B-9999", 2500)  # alpha holds the money; beta votes no
+    assert (aborted.status, aborted.reason_code) == (ABORTED, "ACCOUNT_NOT_FOUND"), aborted
+    mine = alice.balance()
+    assert (mine.balance_minor_units, mine.held_minor_units) == (start, 0)
+    assert mine.available_minor_units == start
+    paid = alice.pay("beta", "B-2001", 1500)
+    assert paid.status == COMMITTED, paid
+    mine = alice.balance()
+    assert (mine.balance_minor_units, mine.held_minor_units) == (start - 1500, 0)
+
+
+# -- one customer cannot harm another's payments --------------------------------------------
+
+# Request ids the gateway accepts (its log takes up to 2048 characters) but that a bank's
+# 8 KiB metadata limit cannot carry four of at once.
+LONG_REQUEST_IDS = 12
+
+
+async def pay_with_long_request_ids(
+    cluster: Cluster, certs: Path, token: str, count: int
+) -> list[str]:
+    """COUNT payments at once from the owner of TOKEN, each with a 2 KB x-request-id; their
+    statuses' names."""
+    async with aio_channel(cluster, certs, GATEWAY, "client-1") as channel:
+        stub = gateway_pb2_grpc.PaymentsStub(channel)
+
+        async def pay(number: int) -> str:
+            request = gateway_pb2.PayRequest(
+                to=common_pb2.AccountRef(bank="beta", account="B-2001"),
+                amount=common_pb2.Money(minor_units=100, currency="USD"),
+                idempotency_key=f"long-request-id-{number}",
+            )
+            metadata = (
+                ("authorization", f"Bearer {token}"),
+                ("x-request-id", f"{number:02d}-" + "r" * 2000),
+            )
+            answer = await stub.Pay(request, metadata=metadata, timeout=30)
+            return str(gateway_pb2.PaymentStatus.Name(answer.payment.status))
+
+        return list(await asyncio.gather(*(pay(number) for number in range(count))))
+
+
+def test_one_customer_s_request_ids_do_not_break_other_customers_payments(
+    make_cluster: ClusterFactory, certs: Path
+) -> None:
+    """What crosses to a bank is bounded per call, and no caller's metadata stays with the
+    decisions: other customers' payments commit, and every decision reaches its banks."""
+    cluster = make_cluster()
+    tokens = asyncio.run(log_in_everyone(client_config(cluster, certs)))
+    total = total_money(cluster)
+    statuses = asyncio.run(
+        pay_with_long_request_ids(cluster, certs, tokens["alice"], LONG_REQUEST_IDS)
+    )
+    for payer in ("bob", "amir", "erin"):
+        others = Client(cluster, certs, token=tokens[payer])
+        answer = others.pay("beta", "B-2002", 100)
+        assert answer.status == COMMITTED, (payer, answer)
+    settle(cluster, 15)  # nothing left undelivered
+    # The ids too long to pass on were left out; the payments themselves went ahead.
+    assert statuses == ["PAYMENT_STATUS_COMMITTED"] * LONG_REQUEST_IDS, statuses
+    assert total_money(cluster) == total
 
 
 # -- bad input --------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ from sqlalchemy import create_engine, func, select
 
 from devtools.cluster import GATEWAY, Cluster
 from server.bank.models import Account, BankPayment, LedgerEntry, ParticipantState
-from server.gateway.models import CoordinatorState, Payment
+from server.gateway.models import Payment
+from server.gateway.payment_state import CoordinatorState
 
 OPEN_STATES = (CoordinatorState.PREPARING, CoordinatorState.COMMITTING, CoordinatorState.ABORTING)
 

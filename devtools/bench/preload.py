@@ -35,8 +35,9 @@ from devtools.cluster import GATEWAY, Cluster
 from server.bank.models import Account, BankPayment, LedgerEntry, Leg, ParticipantState
 from server.common.db import is_sqlite, sqlite_path
 from server.common.vocabulary import Side
-from server.gateway.models import CoordinatorState, Payment
-from server.gateway.payment_log import PaymentOrder, new_payment_id
+from server.gateway.models import Payment
+from server.gateway.payment_log import new_payment_id
+from server.gateway.payment_state import CoordinatorState, PaymentOrder
 
 DAY = 86_400.0
 

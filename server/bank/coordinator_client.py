@@ -1,9 +1,9 @@
 """A bank's one seam to the gateway: asking the coordinator for the decisions on payments it
-voted yes on. Returns plain values; a failed call is an ``Unavailable`` error."""
+voted yes on. Returns plain values (each payment's ``Status``); a failed call is an
+``Unavailable`` error."""
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
 
 import grpc
@@ -11,17 +11,11 @@ import grpc
 from minipay.errors import ErrorReason
 from minipay.v1 import gateway_pb2, gateway_pb2_grpc
 from server.common.errors import Unavailable
+from server.common.vocabulary import Status
 
-
-class Answer(enum.Enum):
-    COMMIT = "commit"
-    ABORT = "abort"
-    PENDING = "pending"
-
-
-_ANSWERS = {
-    gateway_pb2.DECISION_COMMIT: Answer.COMMIT,
-    gateway_pb2.DECISION_ABORT: Answer.ABORT,
+_STATUSES = {
+    gateway_pb2.DECISION_COMMIT: Status.COMMITTED,
+    gateway_pb2.DECISION_ABORT: Status.ABORTED,
 }
 
 
@@ -30,8 +24,9 @@ class CoordinatorClient:
         self._channel = channel
         self._stub = gateway_pb2_grpc.CoordinatorStub(channel)
 
-    async def decisions(self, payment_ids: Sequence[str], timeout: float) -> dict[str, Answer]:
-        """The coordinator's answer per payment; anything it has not decided is PENDING."""
+    async def statuses(self, payment_ids: Sequence[str], timeout: float) -> dict[str, Status]:
+        """Each payment's status as the coordinator answers; anything it has not decided is
+        PENDING."""
         try:
             answer = await self._stub.GetDecision(
                 gateway_pb2.GetDecisionRequest(payment_ids=list(payment_ids)), timeout=timeout
@@ -41,11 +36,11 @@ class CoordinatorClient:
                 f"cannot reach the coordinator ({error.code().name})",
                 ErrorReason.COORDINATOR_UNAVAILABLE,
             ) from None
-        answers = dict.fromkeys(payment_ids, Answer.PENDING)
+        statuses = dict.fromkeys(payment_ids, Status.PENDING)
         for decision in answer.decisions:
-            if decision.payment_id in answers:
-                answers[decision.payment_id] = _ANSWERS.get(decision.decision, Answer.PENDING)
-        return answers
+            if decision.payment_id in statuses:
+                statuses[decision.payment_id] = _STATUSES.get(decision.decision, Status.PENDING)
+        return statuses
 
     async def close(self) -> None:
         await self._channel.close()

@@ -77,7 +77,7 @@ class Round:
     new_payments: list[tuple[Any, ...]] = field(default_factory=list)  # INSERT_PAYMENT rows
     new_legs: list[tuple[Any, ...]] = field(default_factory=list)  # INSERT_LEG rows
     new_entries: list[tuple[Any, ...]] = field(default_factory=list)  # INSERT_LEDGER rows
-    decided: dict[ParticipantState, list[str]] = field(default_factory=lambda: defaultdict(list))
+    applied: dict[ParticipantState, list[str]] = field(default_factory=lambda: defaultdict(list))
 
     @classmethod
     def load(
@@ -124,18 +124,19 @@ class Round:
             (payment_id, state.value, code.value if code else "", reason, moment, decided_at)
         )
 
-    def decide(self, payment_id: str, state: ParticipantState) -> None:
-        code = self.payments[payment_id][1]
-        self.payments[payment_id] = (state, code, self.payments[payment_id][2])
-        self.decided[state].append(payment_id)
+    def apply(self, payment_id: str, state: ParticipantState) -> None:
+        """The coordinator's decision on a prepared payment, applied: its new state."""
+        _, code, reason = self.payments[payment_id]
+        self.payments[payment_id] = (state, code, reason)
+        self.applied[state].append(payment_id)
 
     def write(self, connection: Connection) -> None:
         """The round's changes, in a handful of statements."""
         fastsql.execute_many(connection, INSERT_PAYMENT, self.new_payments)
         fastsql.execute_many(connection, INSERT_LEG, self.new_legs)
         moment = now()
-        for state, ids in self.decided.items():
-            fastsql.execute(connection, DECIDE_PAYMENTS[state], [moment, *ids], len(ids))
+        for state, ids in self.applied.items():
+            fastsql.execute(connection, APPLY_DECISION[state], [moment, *ids], len(ids))
         fastsql.execute_many(
             connection,
             UPDATE_ACCOUNT,
@@ -171,7 +172,7 @@ INSERT_LEDGER = (
     "INSERT INTO ledger_entries (account_number, amount, balance_after, payment_id, deposit_id, "
     "created_at) VALUES (?, ?, ?, ?, NULL, ?)"
 )
-DECIDE_PAYMENTS = {
+APPLY_DECISION = {
     ParticipantState.COMMITTED: (
         "UPDATE bank_payments SET state = 'COMMITTED', decided_at = ? WHERE payment_id IN ({in})"
     ),
@@ -292,7 +293,7 @@ def _commit(round_: Round, payment_ids: Sequence[str]) -> list[str]:
         if state is ParticipantState.PREPARED:
             for side, number, amount in round_.legs[payment_id]:
                 _apply_leg(round_, round_.accounts[number], payment_id, side, amount)
-            round_.decide(payment_id, ParticipantState.COMMITTED)
+            round_.apply(payment_id, ParticipantState.COMMITTED)
         applied.append(payment_id)
     return applied
 
@@ -329,7 +330,7 @@ def _abort(round_: Round, payment_ids: Sequence[str]) -> list[str]:
                 else:
                     account.incoming -= amount
                 account.changed = True
-            round_.decide(payment_id, ParticipantState.ABORTED)
+            round_.apply(payment_id, ParticipantState.ABORTED)
         released.append(payment_id)
     return released
 

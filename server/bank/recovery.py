@@ -10,19 +10,19 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from server.bank import participant
-from server.bank.coordinator_client import Answer
 from server.common.clock import now
 from server.common.db import Database
 from server.common.errors import Unavailable
 from server.common.logs import event
 from server.common.metrics import IN_DOUBT
+from server.common.vocabulary import Status
 
 log = logging.getLogger(__name__)
 
 
 class Coordinator(Protocol):
-    async def decisions(self, payment_ids: Sequence[str], timeout: float) -> dict[str, Answer]:
-        """The decision on each payment, or PENDING; raises Unavailable."""
+    async def statuses(self, payment_ids: Sequence[str], timeout: float) -> dict[str, Status]:
+        """Each payment's status: COMMITTED, ABORTED, or PENDING; raises Unavailable."""
 
 
 class DecisionAsker:
@@ -32,7 +32,7 @@ class DecisionAsker:
         self._timeout = timeout
 
     async def resolve_in_doubt(self) -> int:
-        """One pass; returns how many payments it settled."""
+        """One pass; returns how many payments it resolved."""
         cutoff = now() - self._timeout
         ids, waiting = await self._db.transaction(
             lambda s: (participant.in_doubt(s, cutoff), participant.count_in_doubt(s))
@@ -41,9 +41,9 @@ class DecisionAsker:
         if not ids:
             return 0
         event(log, "asking_decisions", payment_ids=ids, count=len(ids))
-        answers = await self._coordinator.decisions(ids, self._timeout)
-        commits = [pid for pid, answer in answers.items() if answer is Answer.COMMIT]
-        aborts = [pid for pid, answer in answers.items() if answer is Answer.ABORT]
+        statuses = await self._coordinator.statuses(ids, self._timeout)
+        commits = [pid for pid, status in statuses.items() if status is Status.COMMITTED]
+        aborts = [pid for pid, status in statuses.items() if status is Status.ABORTED]
         if commits:
             await self._db.statements(lambda c: participant.commit(c, commits))
         if aborts:

@@ -1,5 +1,6 @@
 """The words both sides of two-phase commit share: a payment's legs (what a bank is asked
-to hold), and the reasons a payment is refused or aborted, used alike by the banks' votes, the
+to hold), a payment's status (what the gateway answers its callers and the banks in doubt),
+and the reasons a payment is refused or aborted, used alike by the banks' votes, the
 coordinator's decisions, the API's ``reason_code``, the logs and the metrics.
 
 A debit leg that a bank voted yes on is a *hold*: those funds are no longer available until
@@ -27,6 +28,16 @@ class Leg:
     account: str
     amount: int  # minor units
     currency: str
+
+
+class Status(enum.Enum):
+    """A payment as anyone but its coordinator sees it: PENDING until the decision is
+    stored, then COMMITTED or ABORTED for good. The client reads it in the API's
+    ``PaymentStatus``; a bank in doubt hears it from ``GetDecision``."""
+
+    PENDING = "PENDING"
+    COMMITTED = "COMMITTED"
+    ABORTED = "ABORTED"
 
 
 class Reason(enum.StrEnum):

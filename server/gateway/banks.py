@@ -1,8 +1,12 @@
 """The gateway's one seam to the banks: a mutual-TLS channel per bank and the calls the
 gateway makes on it. Everything above this module calls plain async methods with plain
-values (legs, votes, acknowledged ids, credential checks) and never sees a stub or a status
-code: a failed call becomes a domain result here (a no vote, an unacknowledged decision) or a
-domain error of its own kind.
+values (legs, votes, acknowledged ids, credential checks, accounts and customers) and never
+sees a stub, a bank message or a status code: a failed call becomes a domain result here (a
+no vote, an unacknowledged decision) or a domain error of its own kind.
+
+Nothing a caller of the gateway sends reaches a bank unbounded: the one piece of caller
+metadata passed on is the request id, each of at most MAX_REQUEST_ID_LENGTH characters (a
+longer one is left out) in a header of at most MAX_REQUEST_IDS_BYTES per call.
 """
 
 from __future__ import annotations
@@ -23,9 +27,13 @@ from server.common import errors, validation
 from server.common.logs import REQUEST_ID
 from server.common.tls import TlsFiles, channel_credentials, channel_options
 from server.common.vocabulary import Leg, Reason, Side
-from server.gateway.payment_state import Prepared, Vote, no_vote
+from server.gateway.payment_state import Delivered, Prepared, Vote, no_vote
 
 ACCOUNTS_TIMEOUT = 10.0
+# A bank refuses a call whose metadata passes 8 KiB: the request ids a call carries (one per
+# payment in a round) stay far below, and an id too long to quote is left out.
+MAX_REQUEST_ID_LENGTH = 64
+MAX_REQUEST_IDS_BYTES = 1024
 _SIDES = {Side.DEBIT: bank_pb2.LEG_SIDE_DEBIT, Side.CREDIT: bank_pb2.LEG_SIDE_CREDIT}
 # A bank's refusal the gateway's caller sees as it is, each as its own kind of error.
 _PASSED_ON: dict[grpc.StatusCode, type[errors.MinipayError]] = {
@@ -38,6 +46,40 @@ _NOT_ANSWERING = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLIN
 
 
 @dataclass(frozen=True)
+class AccountInfo:
+    """An account as its bank reports it: amounts in minor units of ``currency``."""
+
+    number: str
+    currency: str
+    balance: int
+    available: int  # the balance less what outgoing payments still being decided hold
+    held: int
+    disabled: bool
+
+
+@dataclass(frozen=True)
+class CustomerInfo:
+    username: str
+    name: str
+    role: str
+    disabled: bool
+    account: AccountInfo | None  # None: a customer with no account
+
+
+@dataclass(frozen=True)
+class NewCustomer:
+    """A customer for a bank to open, with one account; the bank checks every field."""
+
+    username: str
+    name: str
+    password: str
+    role: str
+    account: str
+    initial_balance: int  # minor units
+    currency: str  # empty: the bank's default
+
+
+@dataclass(frozen=True)
 class CredentialCheck:
     """A bank's answer to "is this the customer's password (and account)?"."""
 
@@ -47,10 +89,23 @@ class CredentialCheck:
     disabled: bool = False
 
 
-def request_metadata(request_ids: Sequence[str] = ()) -> tuple[tuple[str, str], ...]:
-    """Metadata for a call to a bank: the request ids it serves (one, or a round's worth)."""
-    ids = list(dict.fromkeys(request_ids or ([REQUEST_ID.get()] if REQUEST_ID.get() else [])))
-    return (("x-request-id", ",".join(ids[:50])),) if ids else ()
+def request_metadata(request_ids: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """Metadata for a call to a bank: the request ids it serves (one, or a round's worth),
+    those short enough to quote, as many as fit in MAX_REQUEST_IDS_BYTES."""
+    header = ""
+    for request_id in dict.fromkeys(request_ids):
+        if not 0 < len(request_id) <= MAX_REQUEST_ID_LENGTH:
+            continue
+        joined = f"{header},{request_id}" if header else request_id
+        if len(joined.encode()) > MAX_REQUEST_IDS_BYTES:
+            break
+        header = joined
+    return (("x-request-id", header),) if header else ()
+
+
+def _own_request_id() -> tuple[str, ...]:
+    """The request id of the call being served, if any: for a call made on its behalf."""
+    return (REQUEST_ID.get(),) if REQUEST_ID.get() else ()
 
 
 class BankClient:
@@ -114,10 +169,14 @@ class BankClient:
         )
 
     async def deliver(
-        self, commit: bool, payment_ids: Sequence[str], timeout: float, request_ids: Sequence[str]
-    ) -> set[str]:
-        """Sends Commit or Abort; returns the payments the bank acknowledged (none if the call
-        failed: the coordinator sends them again)."""
+        self,
+        commit: bool,
+        payment_ids: Sequence[str],
+        timeout: float,
+        request_ids: Sequence[str] = (),
+    ) -> Delivered:
+        """Sends Commit or Abort; the payments the bank acknowledged (none if the call failed:
+        they are sent again), and how a failed call failed."""
         ids = list(payment_ids)
         try:
             if commit:
@@ -132,9 +191,10 @@ class BankClient:
                     timeout=timeout,
                     metadata=request_metadata(request_ids),
                 )
-        except grpc.aio.AioRpcError:
-            return set()
-        return set(answer.acknowledged)
+        except grpc.aio.AioRpcError as error:
+            unreachable = error.code() in _NOT_ANSWERING
+            return Delivered(set(), refused=not unreachable, unreachable=unreachable)
+        return Delivered(set(answer.acknowledged))
 
     # -- the bank's customers and accounts -----------------------------------------------------
 
@@ -149,41 +209,53 @@ class BankClient:
         )
         return CredentialCheck(answer.ok, answer.role, answer.account, answer.disabled)
 
-    async def account(self, number: str) -> bank_pb2.AccountInfo:
+    async def account(self, number: str) -> AccountInfo:
         answer: bank_pb2.GetAccountResponse = await self._account_call(
             self._accounts.GetAccount, bank_pb2.GetAccountRequest(account=number)
         )
-        return answer.account
+        return _account_info(answer.account)
 
-    async def create_customer(
-        self, request: bank_pb2.CreateCustomerRequest
-    ) -> bank_pb2.CustomerInfo:
+    async def create_customer(self, customer: NewCustomer) -> CustomerInfo:
+        request = bank_pb2.CreateCustomerRequest(
+            username=customer.username,
+            name=customer.name,
+            password=customer.password,
+            role=customer.role,
+            account=customer.account,
+            initial_balance=common_pb2.Money(
+                minor_units=customer.initial_balance, currency=customer.currency
+            ),
+        )
         answer: bank_pb2.CreateCustomerResponse = await self._account_call(
             self._accounts.CreateCustomer, request
         )
-        return answer.customer
+        return _customer_info(answer.customer)
 
-    async def list_customers(self) -> list[bank_pb2.CustomerInfo]:
-        answer = await self._account_call(
+    async def list_customers(self) -> list[CustomerInfo]:
+        answer: bank_pb2.ListCustomersResponse = await self._account_call(
             self._accounts.ListCustomers, bank_pb2.ListCustomersRequest()
         )
-        return list(answer.customers)
+        return [_customer_info(customer) for customer in answer.customers]
 
-    async def set_customer_disabled(self, username: str, disabled: bool) -> bank_pb2.CustomerInfo:
+    async def set_customer_disabled(self, username: str, disabled: bool) -> CustomerInfo:
         answer: bank_pb2.SetCustomerDisabledResponse = await self._account_call(
             self._accounts.SetCustomerDisabled,
             bank_pb2.SetCustomerDisabledRequest(username=username, disabled=disabled),
         )
-        return answer.customer
+        return _customer_info(answer.customer)
 
     async def deposit(
-        self, account: str, amount: common_pb2.Money, deposit_id: str
-    ) -> bank_pb2.AccountInfo:
+        self, account: str, amount: int, currency: str, deposit_id: str
+    ) -> AccountInfo:
         answer: bank_pb2.ApplyDepositResponse = await self._account_call(
             self._accounts.ApplyDeposit,
-            bank_pb2.ApplyDepositRequest(account=account, amount=amount, deposit_id=deposit_id),
+            bank_pb2.ApplyDepositRequest(
+                account=account,
+                amount=common_pb2.Money(minor_units=amount, currency=currency),
+                deposit_id=deposit_id,
+            ),
         )
-        return answer.account
+        return _account_info(answer.account)
 
     async def serving(self, timeout: float = 1.0) -> bool:
         try:
@@ -194,7 +266,9 @@ class BankClient:
 
     async def _account_call(self, method: Any, request: Any) -> Any:
         try:
-            return await method(request, timeout=ACCOUNTS_TIMEOUT, metadata=request_metadata())
+            return await method(
+                request, timeout=ACCOUNTS_TIMEOUT, metadata=request_metadata(_own_request_id())
+            )
         except grpc.aio.AioRpcError as error:
             raise self._error(error) from None
 
@@ -239,6 +313,27 @@ def _known_reason(value: str) -> ErrorReason | None:
         return ErrorReason(value)
     except ValueError:
         return None
+
+
+def _account_info(message: bank_pb2.AccountInfo) -> AccountInfo:
+    return AccountInfo(
+        number=message.account,
+        currency=message.balance.currency,
+        balance=message.balance.minor_units,
+        available=message.available.minor_units,
+        held=message.held.minor_units,
+        disabled=message.disabled,
+    )
+
+
+def _customer_info(message: bank_pb2.CustomerInfo) -> CustomerInfo:
+    return CustomerInfo(
+        username=message.username,
+        name=message.name,
+        role=message.role,
+        disabled=message.disabled,
+        account=_account_info(message.account) if message.HasField("account") else None,
+    )
 
 
 def _leg_message(leg: Leg) -> bank_pb2.Leg:
@@ -293,8 +388,8 @@ class BankDirectory:
         commit: bool,
         payment_ids: Sequence[str],
         timeout: float,
-        request_ids: Sequence[str],
-    ) -> set[str]:
+        request_ids: Sequence[str] = (),
+    ) -> Delivered:
         return await self.get(bank).deliver(commit, payment_ids, timeout, request_ids)
 
     async def verify_credentials(

@@ -2,13 +2,12 @@
 and the payee's bank, and decides each payment's outcome.
 
 Payments go in rounds: whatever is waiting when a round starts goes into it. A round records
-its payments durably (PREPARING, owned by this replica), asks each bank for its votes in one
-Prepare, stores the decisions (commit only on every yes vote) and answers the callers. The
-decision is on disk before any bank hears it. Decisions then go to the banks in the next
-round's Prepare to that bank (one bank transaction for both), or on their own when no round
-comes soon, and are sent again until every bank acknowledges. A caller does not wait for the
-banks to apply the decision: its outcome is final once stored, and a balance read first
-delivers what is pending for that account (``settle_account``), so it still sees it.
+its payments durably (PREPARING, owned by this replica) in one transaction (``_record``),
+asks each bank for its votes in one Prepare, stores the decisions (commit only on every yes
+vote) in one transaction (``_store``) and answers the callers. The decision is on disk
+before any bank hears it; ``delivery`` then brings it to the banks (riding on the next
+round's Prepares when it can). A caller does not wait for the banks to apply the decision:
+its outcome is final once stored.
 
 Exactly one live replica drives a payment: the one whose fencing token the payment carries.
 Every write for a payment is conditional on that token, so a replica that was paused and lost
@@ -25,12 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections import defaultdict
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
+
+from sqlalchemy import Connection
 
 from minipay.errors import ErrorReason
 from server.common.clock import now
@@ -39,13 +41,16 @@ from server.common.errors import InvalidArgument
 from server.common.faults import Faults
 from server.common.logs import REQUEST_ID, event
 from server.common.metrics import IN_DOUBT, PAYMENTS, PHASE_SECONDS
-from server.common.vocabulary import Leg, Reason
+from server.common.vocabulary import Leg, Reason, Status
 from server.gateway import payment_log
-from server.gateway.models import CoordinatorState
-from server.gateway.payment_log import Deciding, Outcome, PaymentOrder, PaymentView, RecordKind
+from server.gateway.delivery import Delivery, Recipients
+from server.gateway.payment_log import Deciding, RecordKind
 from server.gateway.payment_state import (
+    CoordinatorState,
+    Outcome,
+    PaymentOrder,
+    PaymentView,
     Prepared,
-    Status,
     Vote,
     abort,
     decide,
@@ -61,13 +66,6 @@ log = logging.getLogger(__name__)
 # MAX_ROUNDS at once, so that one slow bank does not hold up every payment.
 ROUND_OVERLAP = 0.05
 MAX_ROUNDS = 8
-# Decisions wait for a Prepare to the same bank to ride on; they go alone when no round is
-# under way, or once the oldest has waited this long.
-DELIVERY_DELAY = 0.01
-DELIVERY_MAX_DELAY = 0.2
-RESEND_BACKOFF_MAX = 2.0
-# Completions (every bank acknowledged) are written with the next round, or after this long.
-COMPLETION_DELAY = 0.2
 # How often a replica looks at a payment another replica is deciding.
 ROW_POLL_FIRST, ROW_POLL_MAX = 0.02, 0.25
 KEY_REUSED = (
@@ -75,8 +73,8 @@ KEY_REUSED = (
 )
 
 
-class Participants(Protocol):
-    """The banks, as the coordinator needs them."""
+class Participants(Recipients, Protocol):
+    """The banks, as the coordinator needs them: phase one here, phase two in ``delivery``."""
 
     async def prepare(
         self,
@@ -88,16 +86,6 @@ class Participants(Protocol):
         abort: Sequence[str] = (),
     ) -> Prepared:
         """The bank's votes (a failed call: every no), and the decisions it applied."""
-
-    async def deliver(
-        self,
-        bank: str,
-        commit: bool,
-        payment_ids: Sequence[str],
-        timeout: float,
-        request_ids: Sequence[str],
-    ) -> set[str]:
-        """Sends the decision; returns the payments the bank acknowledged."""
 
 
 class Owner(Protocol):
@@ -117,47 +105,6 @@ class Asked:
     answer: asyncio.Future[Outcome]
 
 
-@dataclass
-class Outbox:
-    """Decisions one bank has not acknowledged yet: payment id -> (commit?, request id)."""
-
-    pending: dict[str, tuple[bool, str]] = field(default_factory=dict)
-    sending: set[str] = field(default_factory=set)
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
-    oldest: float = 0.0  # when the oldest decision still pending arrived (monotonic)
-
-    def add(self, payment_id: str, commit: bool, request_id: str) -> None:
-        if payment_id not in self.pending:
-            if not self.pending:
-                self.oldest = time.monotonic()
-            self.pending[payment_id] = (commit, request_id)
-            self.arrived.set()
-
-    def take(self) -> tuple[list[str], list[str], list[str]]:
-        """Every decision not on its way: (commits, aborts, their request ids)."""
-        commits: list[str] = []
-        aborts: list[str] = []
-        request_ids: list[str] = []
-        for payment_id, (commit, request_id) in self.pending.items():
-            if payment_id not in self.sending:
-                (commits if commit else aborts).append(payment_id)
-                request_ids.append(request_id)
-        self.sending.update(commits)
-        self.sending.update(aborts)
-        return commits, aborts, request_ids
-
-    def settle(self, sent: Sequence[str], acknowledged: set[str]) -> None:
-        """The answer to what was sent: acknowledged ones are done, the rest go again."""
-        for payment_id in sent:
-            self.sending.discard(payment_id)
-            if payment_id in acknowledged:
-                self.pending.pop(payment_id, None)
-        if any(payment_id in self.pending for payment_id in sent):
-            self.arrived.set()
-        if not self.pending:
-            self.oldest = 0.0
-
-
 class Coordinator:
     def __init__(
         self,
@@ -172,7 +119,6 @@ class Coordinator:
         self._db = db
         self._participants = participants
         self._owner = owner
-        self._bank_names = list(bank_names)
         self._timeout = timeout
         self._batch_max = max(1, batch_max)
         self._faults = faults or Faults()
@@ -183,23 +129,19 @@ class Coordinator:
         self._background: list[asyncio.Task[None]] = []
         # Payment id -> its outcome once its round decides it (a repeat of its key waits).
         self._in_flight: dict[str, asyncio.Future[Outcome]] = {}
-        self._outboxes = {bank: Outbox() for bank in bank_names}
-        # Payment id -> (owner, banks still to acknowledge its decision).
-        self._unacknowledged: dict[str, tuple[int, set[str]]] = {}
-        self._completed: list[tuple[str, int]] = []
-        self._completions = asyncio.Event()
-        self._writing = 0  # completion writes under way
-        IN_DOUBT.set_function(lambda: len(self._in_flight) + len(self._unacknowledged))
+        # Decisions go to the banks from here; they wait for a round under way to ride on.
+        self.delivery = Delivery(
+            db, participants, bank_names, timeout, self._faults, lambda: bool(self._running)
+        )
+        IN_DOUBT.set_function(lambda: len(self._in_flight) + self.delivery.undelivered)
 
     def start(self) -> None:
-        """Starts the loops that run rounds and deliver decisions (once)."""
-        if self._background:
-            return
-        self._background = [
-            asyncio.create_task(self._round_loop()),
-            asyncio.create_task(self._completion_loop()),
-            *(asyncio.create_task(self._delivery_loop(bank)) for bank in self._bank_names),
-        ]
+        """Starts the loop that runs rounds, and the delivery of decisions (once)."""
+        self.delivery.start()
+        if not self._background:
+            # A context of its own: the rounds serve every caller, not the first one's request.
+            loop = self._round_loop()
+            self._background = [asyncio.create_task(loop, context=contextvars.Context())]
 
     async def stop(self) -> None:
         tasks = [*self._background, *self._rounds]
@@ -207,17 +149,12 @@ class Coordinator:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._background = []
+        await self.delivery.stop()
 
     @property
     def quiet(self) -> bool:
         """Nothing under way: no round, no decision to deliver, no completion to write."""
-        busy = self._asked or self._in_flight or self._unacknowledged or self._completed
-        return (
-            not busy
-            and not self._writing
-            and not self._rounds
-            and not any(outbox.pending for outbox in self._outboxes.values())
-        )
+        return not (self._asked or self._in_flight or self._rounds) and self.delivery.quiet
 
     # -- a payment ----------------------------------------------------------------------------
 
@@ -261,11 +198,7 @@ class Coordinator:
         fresh: list[tuple[Asked, PaymentView]] = []
         try:
             started = time.perf_counter()
-            token = self._owner.token
-            orders = [asked.order for asked in batch]
-            recorded = await self._db.statements(
-                lambda c: payment_log.record(c, orders, self._timeout, token)
-            )
+            recorded = await self._record([asked.order for asked in batch])
             PHASE_SECONDS.labels("record").observe(time.perf_counter() - started)
             for asked, result in zip(batch, recorded, strict=True):
                 if result.kind is RecordKind.KEY_REUSED:
@@ -291,22 +224,27 @@ class Coordinator:
             for _, payment in fresh:
                 self._in_flight.pop(payment.id, None)
 
+    async def _record(self, orders: list[PaymentOrder]) -> list[payment_log.Recorded]:
+        """The round's first transaction: each payment recorded as PREPARING and owned by
+        this replica, or found by its key."""
+        token = self._owner.token
+
+        def write(connection: Connection) -> list[payment_log.Recorded]:
+            return payment_log.record(connection, orders, self._timeout, token)
+
+        return await self._db.statements(write)
+
     async def _decide_round(self, fresh: list[tuple[Asked, PaymentView]]) -> None:
         started = time.perf_counter()
         votes = await self._votes(fresh)
         PHASE_SECONDS.labels("prepare").observe(time.perf_counter() - started)
         started = time.perf_counter()
         decisions = [
-            Deciding(payment.id, decide(votes[payment.id]), _owner_of(payment))
-            for _, payment in fresh
+            Deciding(payment.id, decide(votes[payment.id]), payment.owner) for _, payment in fresh
         ]
-        completed, self._completed = self._completed, []
-        stored = await self._db.statements(
-            lambda c: payment_log.decide(c, decisions, completed=completed)
-        )
+        stored = await self._store(decisions)
         PHASE_SECONDS.labels("decide").observe(time.perf_counter() - started)
         self._faults.crash_point("crash_after_decision")
-        self._log_decisions(stored)
         for (asked, payment), result in zip(fresh, stored, strict=True):
             if result.owner_token != payment.owner_token:
                 # Paused past the lease: a survivor took the payment. Write nothing; tell the
@@ -314,24 +252,30 @@ class Coordinator:
                 event(log, "payment_lost", payment_id=payment.id, to_owner=result.owner_token)
                 self._answer_later(asked, self._outcome_from_row(payment.id, self._timeout))
                 continue
-            self._post(result, asked.request_id)
+            self.delivery.post(result)
             if not asked.answer.done():
                 asked.answer.set_result(Outcome(result))
+
+    async def _store(self, decisions: list[Deciding]) -> list[PaymentView]:
+        """The decision transaction, of a round or of a take-over: the decisions (each only
+        while its payment is undecided and still its decider's), and the completions
+        delivery gathered meanwhile. Returns the payments as they stand."""
+        completed = self.delivery.take_completions()
+
+        def write(connection: Connection) -> list[PaymentView]:
+            payment_log.complete(connection, completed)
+            return payment_log.store_decisions(connection, decisions)
+
+        stored = await self._db.statements(write)
+        self._log_decisions(stored)
+        return stored
 
     async def _votes(self, fresh: list[tuple[Asked, PaymentView]]) -> dict[str, list[Vote]]:
         """Every bank's votes on the round's payments, one Prepare per bank, at once."""
         by_bank: dict[str, list[Leg]] = defaultdict(list)
         request_ids: dict[str, list[str]] = defaultdict(list)
         for asked, payment in fresh:
-            for bank, legs in legs_by_bank(
-                payment.id,
-                payment.from_bank,
-                payment.from_account,
-                payment.to_bank,
-                payment.to_account,
-                payment.amount,
-                payment.currency,
-            ).items():
+            for bank, legs in legs_by_bank(payment).items():
                 by_bank[bank].extend(legs)
                 request_ids[bank].append(asked.request_id)
         deadline = min(payment.deadline for _, payment in fresh)
@@ -352,16 +296,15 @@ class Coordinator:
     ) -> dict[str, Vote]:
         """One bank's votes; the decisions waiting for that bank ride along."""
         ids = list(dict.fromkeys(leg.payment_id for leg in legs))
-        outbox = self._outboxes[bank]
-        commits, aborts, decided_for = (
-            ([], [], []) if self._faults.is_on("withhold_decisions") else outbox.take()
-        )
+        commits: list[str] = []
+        aborts: list[str] = []
         remaining = deadline - now()
         if remaining <= 0:
             prepared = Prepared(dict.fromkeys(ids, no_vote(Reason.TIMEOUT)), set())
         else:
+            commits, aborts = self.delivery.riders(bank)
             prepared = await self._participants.prepare(
-                bank, legs, remaining, [*request_ids, *decided_for], commits, aborts
+                bank, legs, remaining, request_ids, commits, aborts
             )
         # One record per bank and round: the votes, and the decisions that rode along.
         event(
@@ -373,7 +316,7 @@ class Coordinator:
             **({"commit": commits} if commits else {}),
             **({"abort": aborts} if aborts else {}),
         )
-        self._settle(bank, [*commits, *aborts], prepared.acknowledged)
+        self.delivery.answered(bank, [*commits, *aborts], prepared.acknowledged)
         return prepared.votes
 
     def _log_decisions(self, stored: list[PaymentView]) -> None:
@@ -422,126 +365,14 @@ class Coordinator:
         while True:
             taken = await self.take_over([payment_id])
             if taken:
-                settled = taken[0]
+                current = taken[0]
             else:
                 known = await self._db.statements(lambda c: payment_log.by_ids(c, [payment_id]))
-                settled = known[payment_id]
-            if settled.state is not CoordinatorState.PREPARING or time.monotonic() >= deadline:
-                return Outcome(settled)
+                current = known[payment_id]
+            if current.state is not CoordinatorState.PREPARING or time.monotonic() >= deadline:
+                return Outcome(current)
             await asyncio.sleep(min(pause, max(deadline - time.monotonic(), 0.0)))
             pause = min(pause * 2, ROW_POLL_MAX)
-
-    # -- delivering decisions -------------------------------------------------------------------
-
-    def _post(self, payment: PaymentView, request_id: str = "") -> None:
-        """Queues a stored decision for every bank of the payment (once)."""
-        if payment.state not in (CoordinatorState.COMMITTING, CoordinatorState.ABORTING):
-            return
-        if payment.id in self._unacknowledged:
-            return
-        commit = payment.state is CoordinatorState.COMMITTING
-        self._unacknowledged[payment.id] = (_owner_of(payment), set(payment.banks))
-        for bank in payment.banks:
-            self._outboxes[bank].add(payment.id, commit, request_id or REQUEST_ID.get())
-
-    def _settle(self, bank: str, sent: Sequence[str], acknowledged: set[str]) -> None:
-        self._outboxes[bank].settle(sent, acknowledged)
-        acked = [pid for pid in sent if pid in acknowledged]
-        if acked:
-            event(log, "decision_acknowledged", bank=bank, payment_ids=acked)
-        missing = [pid for pid in sent if pid not in acknowledged]
-        if missing:
-            event(log, "decision_not_acknowledged", bank=bank, payment_ids=missing)
-        for payment_id in acked:
-            owner, banks = self._unacknowledged.get(payment_id, (0, set()))
-            banks.discard(bank)
-            if banks:
-                self._faults.crash_point("crash_after_first_commit_ack")
-            elif payment_id in self._unacknowledged:
-                del self._unacknowledged[payment_id]
-                self._completed.append((payment_id, owner))
-                self._completions.set()
-
-    async def _delivery_loop(self, bank: str) -> None:
-        """Sends one bank the decisions no Prepare carried, again until it acknowledges."""
-        outbox = self._outboxes[bank]
-        backoff = 0.0
-        while True:
-            await outbox.arrived.wait()
-            outbox.arrived.clear()
-            await asyncio.sleep(max(DELIVERY_DELAY, backoff))
-            if self._running and time.monotonic() - outbox.oldest < DELIVERY_MAX_DELAY:
-                outbox.arrived.set()  # a round under way will carry them
-                continue
-            if self._faults.is_on("withhold_decisions"):
-                backoff = RESEND_BACKOFF_MAX
-                outbox.arrived.set()
-                continue
-            commits, aborts, request_ids = outbox.take()
-            acknowledged: set[str] = set()
-            for commit, ids in ((True, commits), (False, aborts)):
-                if ids:
-                    event(
-                        log, "commit_sent" if commit else "abort_sent", bank=bank, payment_ids=ids
-                    )
-                    acknowledged |= await self._deliver(bank, commit, ids, request_ids)
-            self._settle(bank, [*commits, *aborts], acknowledged)
-            sent = len(commits) + len(aborts)
-            backoff = (
-                0.0 if len(acknowledged) == sent else min(backoff * 2 or 0.05, RESEND_BACKOFF_MAX)
-            )
-
-    async def _deliver(
-        self, bank: str, commit: bool, ids: list[str], request_ids: list[str]
-    ) -> set[str]:
-        try:
-            return await self._participants.deliver(
-                bank, commit, ids, max(self._timeout, 1.0), request_ids
-            )
-        except Exception:
-            log.exception("delivering decisions to bank %s failed", bank)
-            return set()
-
-    async def _completion_loop(self) -> None:
-        """Writes completions a round did not carry (when no round came for a while)."""
-        while True:
-            await self._completions.wait()
-            self._completions.clear()
-            await asyncio.sleep(COMPLETION_DELAY)
-            await self._write_completions()
-
-    async def _write_completions(self) -> None:
-        completed, self._completed = self._completed, []
-        if not completed:
-            return
-        self._writing += 1
-        try:
-            await self._db.statements(lambda c: payment_log.complete(c, completed))
-        except Exception:
-            log.exception("cannot mark payments finished")
-            self._completed.extend(completed)
-            self._completions.set()
-        finally:
-            self._writing -= 1
-
-    async def settle_account(self, bank: str, account: str) -> None:
-        """Delivers, before a balance is read, every decision on the account's payments that
-        its bank may not have applied yet, whichever replica made it."""
-        pending = await self._db.statements(lambda c: payment_log.undelivered(c, bank, account))
-        for commit in (True, False):
-            ids = [p.id for p in pending if (p.state is CoordinatorState.COMMITTING) == commit]
-            if ids:
-                acknowledged = await self._deliver(bank, commit, ids, [REQUEST_ID.get()])
-                self._settle_elsewhere(bank, ids, acknowledged)
-
-    def _settle_elsewhere(self, bank: str, ids: list[str], acknowledged: set[str]) -> None:
-        """Acknowledgements got outside the outbox: the outbox need not send them again."""
-        outbox = self._outboxes[bank]
-        for payment_id in ids:
-            if payment_id in acknowledged and payment_id not in outbox.sending:
-                with contextlib.suppress(KeyError):
-                    del outbox.pending[payment_id]
-        self._settle(bank, [pid for pid in ids if pid in acknowledged], acknowledged)
 
     # -- taking over, recovery and the banks' questions --------------------------------------
 
@@ -557,20 +388,18 @@ class Coordinator:
         undecided = [p for p in claimed if p.state is CoordinatorState.PREPARING]
         for payment in claimed:
             event(log, "payment_taken_over", payment_id=payment.id, state=payment.state.value)
-        settled = {p.id: p for p in claimed}
+        current = {p.id: p for p in claimed}
         if undecided:
             event(log, "recovery_abort", payment_ids=[p.id for p in undecided])
-            settled.update(await self._abort(undecided))
-        for payment in settled.values():
+            current.update(await self._abort(undecided))
+        for payment in current.values():
             if payment.owner_token == token:
-                self._post(payment)
-        return list(settled.values())
+                self.delivery.post(payment)
+        return list(current.values())
 
     async def _abort(self, payments: list[PaymentView]) -> dict[str, PaymentView]:
-        decisions = [Deciding(p.id, abort(Reason.TIMEOUT), _owner_of(p)) for p in payments]
-        stored = await self._db.statements(lambda c: payment_log.decide(c, decisions))
-        self._log_decisions(stored)
-        return {p.id: p for p in stored}
+        decisions = [Deciding(p.id, abort(Reason.TIMEOUT), p.owner) for p in payments]
+        return {p.id: p for p in await self._store(decisions)}
 
     async def resume_own(self) -> None:
         """Goes on with this replica's own open payments that nothing here is driving."""
@@ -581,18 +410,19 @@ class Coordinator:
         stuck = []
         for payment in mine:
             if payment.state is not CoordinatorState.PREPARING:
-                self._post(payment)
+                self.delivery.post(payment)
             elif payment.id not in self._in_flight and payment.deadline < moment:
                 stuck.append(payment)  # its round is gone
         if stuck:
             event(log, "recovery_abort", payment_ids=[p.id for p in stuck])
             for payment in (await self._abort(stuck)).values():
                 if payment.owner_token == token:
-                    self._post(payment)
+                    self.delivery.post(payment)
 
-    async def decisions(self, payment_ids: Sequence[str]) -> dict[str, Status]:
-        """Answers a bank in doubt: the decision; PENDING while a live replica decides; for a
-        payment nobody recorded, or whose owner died undecided, abort (presumed abort)."""
+    async def statuses(self, payment_ids: Sequence[str]) -> dict[str, Status]:
+        """Answers a bank in doubt: each payment's status, COMMITTED or ABORTED once decided;
+        PENDING while a live replica decides it; for a payment nobody recorded, or whose
+        owner died undecided, ABORTED (presumed abort)."""
         known = await self._db.statements(lambda c: payment_log.by_ids(c, payment_ids))
         undecided = [
             pid
@@ -605,11 +435,6 @@ class Coordinator:
             pid: status_of(known[pid].state) if pid in known else Status.ABORTED
             for pid in payment_ids
         }
-
-
-def _owner_of(payment: PaymentView) -> int:
-    assert payment.owner_token is not None, payment.id
-    return payment.owner_token
 
 
 def _fail(answer: asyncio.Future[Outcome], error: BaseException) -> None:

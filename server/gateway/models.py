@@ -5,12 +5,11 @@ idempotency key and owner (the coordinator's durable log)."""
 
 from __future__ import annotations
 
-import enum
-
 from sqlalchemy import BigInteger, Enum, Float, Index, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from server.common.clock import now
+from server.gateway.payment_state import CoordinatorState
 
 
 class Base(DeclarativeBase):
@@ -107,16 +106,6 @@ class TokenKey(Base):
     public_key: Mapped[str] = mapped_column(String(500))
     created_at: Mapped[float] = mapped_column(Float)
     retired_at: Mapped[float | None] = mapped_column(Float)
-
-
-class CoordinatorState(enum.StrEnum):
-    """Where the coordinator is with a payment (the banks keep a ``ParticipantState``)."""
-
-    PREPARING = "PREPARING"  # recorded; phase one under way, no decision yet
-    COMMITTING = "COMMITTING"  # decided commit; not every bank has acknowledged
-    ABORTING = "ABORTING"  # decided abort; not every bank has acknowledged
-    COMMITTED = "COMMITTED"  # every bank applied it
-    ABORTED = "ABORTED"  # every bank released it
 
 
 class Payment(Base):

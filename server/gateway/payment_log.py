@@ -1,121 +1,34 @@
 """The coordinator's durable log: payments, their decisions and idempotency keys, in the
 gateway's database. Plain functions over a connection or session; each round of a phase is
-one call here, so one transaction covers every payment in the round."""
+one call here, so one transaction covers every payment in the round. What an account may read
+of it (history, one payment) is ``history``'s."""
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import enum
 import functools
-import hashlib
 import secrets
 import time
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import (
-    ColumnElement,
-    Connection,
-    Row,
-    Select,
-    and_,
-    or_,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import ColumnElement, Connection, Row, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from minipay.errors import ErrorReason
-from server.common import fastsql, validation
+from server.common import fastsql
 from server.common.clock import now
 from server.common.db import db_now
-from server.common.errors import InvalidArgument
-from server.common.vocabulary import Reason
-from server.gateway.models import Base, CoordinatorState, Payment
-from server.gateway.payment_state import Decision, Status, decided_state, status_of
-
-# A payee sees an incoming payment once it is committed, never while the payer's bank may
-# still refuse it, and never why the payer's side failed.
-VISIBLE_TO_PAYEE = (CoordinatorState.COMMITTING, CoordinatorState.COMMITTED)
-OPEN_STATES = (CoordinatorState.PREPARING, CoordinatorState.COMMITTING, CoordinatorState.ABORTING)
-
-
-@dataclasses.dataclass(frozen=True)
-class PaymentOrder:
-    """A validated request to pay, with the payer's account taken from their token."""
-
-    payer: str
-    from_bank: str
-    from_account: str
-    to_bank: str
-    to_account: str
-    amount: int  # minor units
-    currency: str
-    idempotency_key: str
-
-    @property
-    def fingerprint(self) -> str:
-        text = f"{self.to_bank}|{self.to_account}|{self.amount}|{self.currency}"
-        return hashlib.sha256(text.encode()).hexdigest()
-
-
-@dataclasses.dataclass(frozen=True)
-class PaymentView:
-    """A detached snapshot of a payment row."""
-
-    id: str
-    payer: str
-    from_bank: str
-    from_account: str
-    to_bank: str
-    to_account: str
-    amount: int  # minor units
-    currency: str
-    state: CoordinatorState
-    reason_code: str
-    reason: str
-    deadline: float
-    created_at: float
-    owner_token: int | None = None  # the fencing token of the replica driving it
-    decided_by: int | None = None  # ... and of the one that decided it
-    decided_at: float | None = None
-    decided_now: bool = False  # set by ``decide`` when this call made the decision
-
-    @property
-    def banks(self) -> list[str]:
-        return list(dict.fromkeys([self.from_bank, self.to_bank]))
-
-    @property
-    def reason_enum(self) -> Reason | None:
-        return Reason.parse(self.reason_code) if self.reason_code else None
-
-
-@dataclasses.dataclass(frozen=True)
-class Outcome:
-    """What a caller of Pay learns: the payment as it stands, and whether this answer
-    replays an earlier request with the same key."""
-
-    payment: PaymentView
-    replayed: bool = False
-
-    @property
-    def payment_id(self) -> str:
-        return self.payment.id
-
-    @property
-    def status(self) -> Status:
-        return status_of(self.payment.state)
-
-    @property
-    def reason_code(self) -> Reason | None:
-        return self.payment.reason_enum
-
-    @property
-    def reason(self) -> str:
-        return self.payment.reason
+from server.gateway.models import Base, Payment
+from server.gateway.payment_state import (
+    OPEN_STATES,
+    CoordinatorState,
+    Decision,
+    PaymentOrder,
+    PaymentView,
+    decided_state,
+)
 
 
 class RecordKind(enum.Enum):
@@ -139,7 +52,8 @@ INSERTED_COLUMNS = (*VIEW_FIELDS, "idempotency_key", "fingerprint")
 
 
 def view(payment: Payment | Row[Any]) -> PaymentView:
-    return PaymentView(*(getattr(payment, name) for name in VIEW_FIELDS))
+    """The view of an ORM payment or a row of at least VIEW_COLUMNS."""
+    return PaymentView(**{name: getattr(payment, name) for name in VIEW_FIELDS})
 
 
 def new_payment_id(at: float | None = None, random_bits: int | None = None) -> str:
@@ -258,15 +172,10 @@ class Deciding:
     owner: int
 
 
-def decide(
-    connection: Connection,
-    decisions: Sequence[Deciding],
-    completed: Sequence[tuple[str, int]] = (),
-) -> list[PaymentView]:
+def store_decisions(connection: Connection, decisions: Sequence[Deciding]) -> list[PaymentView]:
     """Stores each decision, if the payment is still undecided and still owned by the one
     deciding (a fencing token: a replica that lost a payment can never decide it); returns
-    what stands. COMPLETED payments (every bank acknowledged) are marked finished in the
-    same transaction."""
+    what stands."""
     groups: dict[tuple[int, CoordinatorState, str, str], list[str]] = defaultdict(list)
     for item in decisions:
         decision = item.decision
@@ -277,10 +186,9 @@ def decide(
     moment = now()
     for (owner, state, code, reason), ids in groups.items():
         parameters = [state.value, code, reason, moment, owner, *ids, owner]
-        for row in fastsql.execute(connection, DECIDE, parameters, len(ids)):
-            decided_now[row[0]] = dataclasses.replace(_view_of(row), decided_now=True)
-    if completed:
-        complete(connection, completed)
+        for row in fastsql.execute(connection, STORE_DECISION, parameters, len(ids)):
+            stored = _view_of(row)
+            decided_now[stored.id] = dataclasses.replace(stored, decided_now=True)
     current = by_ids(
         connection, [d.payment_id for d in decisions if d.payment_id not in decided_now]
     )
@@ -295,15 +203,19 @@ def undelivered(connection: Connection, bank: str, account: str) -> list[Payment
 
 
 def by_ids(connection: Connection, payment_ids: Sequence[str]) -> dict[str, PaymentView]:
+    """The payments with these ids, those that exist: the one way to read payments by id."""
     if not payment_ids:
         return {}
     ids = sorted(set(payment_ids))
-    return {row[0]: _view_of(row) for row in fastsql.execute(connection, BY_IDS, ids, len(ids))}
+    rows = fastsql.execute(connection, BY_IDS, ids, len(ids))
+    return {payment.id: payment for payment in map(_view_of, rows)}
 
 
 def complete(connection: Connection, finished: Sequence[tuple[str, int]]) -> None:
     """Marks decided payments finished once every bank acknowledged the decision: each
     (payment id, owner) only while that owner still holds it."""
+    if not finished:
+        return
     by_owner: dict[int, list[str]] = defaultdict(list)
     for payment_id, owner in finished:
         by_owner[owner].append(payment_id)
@@ -356,7 +268,7 @@ def _ownerless() -> ColumnElement[bool]:
 # The statements every round runs, in the SQL both dialects speak (see ``fastsql``).
 _COLUMNS = ", ".join(VIEW_FIELDS)
 BY_IDS = f"SELECT {_COLUMNS} FROM payments WHERE id IN ({{in}})"
-DECIDE = (
+STORE_DECISION = (
     "UPDATE payments SET state = ?, reason_code = ?, reason = ?, decided_at = ?, decided_by = ? "
     f"WHERE id IN ({{in}}) AND state = 'PREPARING' AND owner_token = ? RETURNING {_COLUMNS}"
 )
@@ -374,22 +286,21 @@ SELECT_UNDELIVERED = (
 )
 
 
-def _row_of(payment: PaymentView) -> tuple[Any, ...]:
-    values = [getattr(payment, name) for name in VIEW_FIELDS]
-    values[8] = payment.state.value  # the drivers take plain strings
-    return tuple(values)
+def _row_of(payment: PaymentView) -> list[Any]:
+    """PAYMENT's values for the columns VIEW_FIELDS names, in that order; the drivers take
+    the state as a plain string."""
+    return [_plain(getattr(payment, name)) for name in VIEW_FIELDS]
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, enum.Enum) else value
 
 
 def _view_of(row: Sequence[Any]) -> PaymentView:
-    """A view from a row of the columns VIEW_FIELDS names, in that order."""
-    values = list(row[: len(VIEW_FIELDS)])
-    values[8] = CoordinatorState(values[8])
-    return PaymentView(*values)
-
-
-def get(session: Session, payment_ids: Sequence[str]) -> dict[str, PaymentView]:
-    rows = session.scalars(select(Payment).where(Payment.id.in_(list(payment_ids))))
-    return {row.id: view(row) for row in rows}
+    """A view from a row of exactly the columns VIEW_FIELDS names, in that order."""
+    fields = dict(zip(VIEW_FIELDS, row, strict=True))
+    fields["state"] = CoordinatorState(fields["state"])
+    return PaymentView(**fields)
 
 
 def forget_keys(session: Session, older_than: float, batch: int = 1000) -> int:
@@ -407,98 +318,3 @@ FORGET_KEYS = text(
     "WHERE idempotency_key IS NOT NULL AND created_at < :cutoff ORDER BY created_at "
     "LIMIT :batch)"
 )
-
-
-class Direction(enum.Enum):
-    OUTGOING = "outgoing"  # the account paid
-    INCOMING = "incoming"  # the account was paid
-
-
-@dataclasses.dataclass(frozen=True)
-class HistoryQuery:
-    """One page of an account's history: which payments, from where."""
-
-    bank: str
-    account: str
-    page_size: int
-    page_token: str = ""
-    status: Status | None = None  # any
-    direction: Direction | None = None  # both
-    created_from: float | None = None  # inclusive, seconds since the epoch
-    created_before: float | None = None  # exclusive
-
-
-def visible_to(payment: PaymentView, bank: str, account: str) -> bool:
-    """Whether the owner of BANK/ACCOUNT may see PAYMENT: one they made, or one they
-    received once it committed."""
-    if (payment.from_bank, payment.from_account) == (bank, account):
-        return True
-    paid = (payment.to_bank, payment.to_account) == (bank, account)
-    return paid and payment.state in VISIBLE_TO_PAYEE
-
-
-_STATES_OF_STATUS = {
-    Status.PENDING: (CoordinatorState.PREPARING,),
-    Status.COMMITTED: (CoordinatorState.COMMITTING, CoordinatorState.COMMITTED),
-    Status.ABORTED: (CoordinatorState.ABORTING, CoordinatorState.ABORTED),
-}
-
-
-def history(session: Session, query: HistoryQuery) -> tuple[list[PaymentView], str]:
-    """The account's payments, newest first, keyset-paginated: the payments it made, and
-    those it received that committed; filtered by QUERY's status, direction and times.
-
-    Outgoing and incoming payments are read apart, each along its own (bank, account,
-    created_at) index newest first and stopping after a page, then merged: one query with
-    an OR would read and sort every payment the account ever made."""
-    outgoing = and_(Payment.from_bank == query.bank, Payment.from_account == query.account)
-    incoming = and_(
-        Payment.to_bank == query.bank,
-        Payment.to_account == query.account,
-        Payment.state.in_(VISIBLE_TO_PAYEE),
-    )
-    sides = {Direction.OUTGOING: outgoing, Direction.INCOMING: incoming}
-    wanted = [query.direction] if query.direction is not None else list(Direction)
-    rows = [row for side in wanted for row in session.scalars(_page(sides[side], query))]
-    rows.sort(key=lambda row: (row.created_at, row.id), reverse=True)
-    more = len(rows) > query.page_size
-    rows = rows[: query.page_size]
-    next_token = _encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else ""
-    return [view(row) for row in rows], next_token
-
-
-def _page(side: ColumnElement[bool], query: HistoryQuery) -> Select[tuple[Payment]]:
-    """One side's next page (and one more row, to tell whether there is a next page)."""
-    statement = select(Payment).where(side)
-    if query.status is not None:
-        statement = statement.where(Payment.state.in_(_STATES_OF_STATUS[query.status]))
-    if query.created_from is not None:
-        statement = statement.where(Payment.created_at >= query.created_from)
-    if query.created_before is not None:
-        statement = statement.where(Payment.created_at < query.created_before)
-    if query.page_token:
-        created_at, payment_id = _decode_cursor(query.page_token)
-        statement = statement.where(
-            or_(
-                Payment.created_at < created_at,
-                and_(Payment.created_at == created_at, Payment.id < payment_id),
-            )
-        )
-    ordered = statement.order_by(Payment.created_at.desc(), Payment.id.desc())
-    return ordered.limit(query.page_size + 1)
-
-
-def _encode_cursor(created_at: float, payment_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{created_at!r}|{payment_id}".encode()).decode()
-
-
-def _decode_cursor(token: str) -> tuple[float, str]:
-    try:
-        created_at, payment_id = base64.urlsafe_b64decode(token.encode()).decode().split("|", 1)
-        return float(created_at), validation.payment_id(payment_id)
-    except (ValueError, UnicodeDecodeError, InvalidArgument):
-        raise InvalidArgument(
-            "page_token is not one this server gave out",
-            ErrorReason.INVALID_PAGE_TOKEN,
-            field="page_token",
-        ) from None

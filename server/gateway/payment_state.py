@@ -1,23 +1,124 @@
-"""The per-payment 2PC rules, in plain Python: the legs a payment asks each bank to hold,
-how votes become a decision, and what a payment's stored state means to the client. Nothing
-here knows about rounds, databases or transports."""
+"""A payment at the gateway, in plain Python: what a caller asks for (``PaymentOrder``), what
+the coordinator stores (``PaymentView`` in a ``CoordinatorState``), what the caller learns
+(``Outcome``), and the per-payment 2PC rules: the legs each bank is asked to hold, how votes
+become a decision, and what a stored state means to the client. Nothing here knows about
+rounds, databases or transports; the ORM (``models``) and the payment log build on it."""
 
 from __future__ import annotations
 
 import enum
+import hashlib
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from server.common.vocabulary import Leg, Reason, Side
-from server.gateway.models import CoordinatorState
+from server.common.vocabulary import Leg, Reason, Side, Status
 
 
-class Status(enum.Enum):
-    """A payment's status as the client sees it."""
+class CoordinatorState(enum.StrEnum):
+    """Where the coordinator is with a payment (the banks keep a ``ParticipantState``)."""
 
-    PENDING = "PENDING"
-    COMMITTED = "COMMITTED"
-    ABORTED = "ABORTED"
+    PREPARING = "PREPARING"  # recorded; phase one under way, no decision yet
+    COMMITTING = "COMMITTING"  # decided commit; not every bank has acknowledged
+    ABORTING = "ABORTING"  # decided abort; not every bank has acknowledged
+    COMMITTED = "COMMITTED"  # every bank applied it
+    ABORTED = "ABORTED"  # every bank released it
+
+
+# Not finished: undecided, or decided and not yet acknowledged by every bank.
+OPEN_STATES = (CoordinatorState.PREPARING, CoordinatorState.COMMITTING, CoordinatorState.ABORTING)
+# Decided, not yet acknowledged by every bank: what is still to deliver.
+DELIVERING_STATES = (CoordinatorState.COMMITTING, CoordinatorState.ABORTING)
+_STATES_OF_STATUS = {
+    Status.PENDING: (CoordinatorState.PREPARING,),
+    Status.COMMITTED: (CoordinatorState.COMMITTING, CoordinatorState.COMMITTED),
+    Status.ABORTED: (CoordinatorState.ABORTING, CoordinatorState.ABORTED),
+}
+_STATUS_OF_STATE = {
+    state: status for status, states in _STATES_OF_STATUS.items() for state in states
+}
+
+
+@dataclass(frozen=True)
+class PaymentOrder:
+    """A validated request to pay, with the payer's account taken from their token."""
+
+    payer: str
+    from_bank: str
+    from_account: str
+    to_bank: str
+    to_account: str
+    amount: int  # minor units
+    currency: str
+    idempotency_key: str
+
+    @property
+    def fingerprint(self) -> str:
+        text = f"{self.to_bank}|{self.to_account}|{self.amount}|{self.currency}"
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class PaymentView:
+    """A detached snapshot of a stored payment."""
+
+    id: str
+    payer: str
+    from_bank: str
+    from_account: str
+    to_bank: str
+    to_account: str
+    amount: int  # minor units
+    currency: str
+    state: CoordinatorState
+    reason_code: str
+    reason: str
+    deadline: float
+    created_at: float
+    owner_token: int | None = None  # the fencing token of the replica driving it
+    decided_by: int | None = None  # ... and of the one that decided it
+    decided_at: float | None = None
+    decided_now: bool = False  # set by ``payment_log.store_decisions`` when it stored this one
+
+    @property
+    def owner(self) -> int:
+        """The fencing token of the replica driving it (every stored payment has one)."""
+        assert self.owner_token is not None, self.id
+        return self.owner_token
+
+    @property
+    def banks(self) -> list[str]:
+        """Every bank the payment asks to hold a leg, the payer's first."""
+        return list(legs_by_bank(self))
+
+    @property
+    def reason_enum(self) -> Reason | None:
+        return Reason.parse(self.reason_code) if self.reason_code else None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a caller of Pay learns: the payment as it stands, and whether this answer
+    replays an earlier request with the same key."""
+
+    payment: PaymentView
+    replayed: bool = False
+
+    @property
+    def payment_id(self) -> str:
+        return self.payment.id
+
+    @property
+    def status(self) -> Status:
+        return status_of(self.payment.state)
+
+    @property
+    def reason_code(self) -> Reason | None:
+        return self.payment.reason_enum
+
+    @property
+    def reason(self) -> str:
+        return self.payment.reason
 
 
 @dataclass(frozen=True)
@@ -30,10 +131,21 @@ class Vote:
 @dataclass(frozen=True)
 class Prepared:
     """A bank's answer to a Prepare: its vote on each payment, and which of the decisions on
-    earlier payments that rode along it applied."""
+    earlier payments that rode along it acknowledged."""
 
     votes: dict[str, Vote]
     acknowledged: set[str]
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """A bank's answer to a Commit or an Abort: the payments it acknowledged. A failed call
+    acknowledged none, and says how it failed: ``refused``, the bank answered with an error
+    (something in the call is at fault); ``unreachable``, it did not answer (nothing is)."""
+
+    acknowledged: set[str]
+    refused: bool = False
+    unreachable: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,22 +166,16 @@ def abort(reason_code: Reason, reason: str = "") -> Decision:
     return Decision(False, reason_code, reason or reason_code.sentence)
 
 
-def legs_by_bank(
-    payment_id: str,
-    from_bank: str,
-    from_account: str,
-    to_bank: str,
-    to_account: str,
-    amount: int,
-    currency: str,
-) -> dict[str, tuple[Leg, ...]]:
-    """The payer's bank holds the debit and the payee's bank the credit; one bank with both
-    accounts gets both legs in one Prepare."""
-    debit = Leg(payment_id, Side.DEBIT, from_account, amount, currency)
-    credit = Leg(payment_id, Side.CREDIT, to_account, amount, currency)
-    if from_bank == to_bank:
-        return {from_bank: (debit, credit)}
-    return {from_bank: (debit,), to_bank: (credit,)}
+def legs_by_bank(payment: PaymentView) -> dict[str, list[Leg]]:
+    """What each bank is asked to hold: the debit at the payer's bank, the credit at the
+    payee's. A bank with several of the payment's accounts gets all their legs in one
+    Prepare; nothing here limits a payment to two banks."""
+    debit = Leg(payment.id, Side.DEBIT, payment.from_account, payment.amount, payment.currency)
+    credit = Leg(payment.id, Side.CREDIT, payment.to_account, payment.amount, payment.currency)
+    by_bank: dict[str, list[Leg]] = defaultdict(list)
+    for bank, leg in ((payment.from_bank, debit), (payment.to_bank, credit)):
+        by_bank[bank].append(leg)
+    return dict(by_bank)
 
 
 def decide(votes: Sequence[Vote]) -> Decision:
@@ -81,11 +187,13 @@ def decide(votes: Sequence[Vote]) -> Decision:
 
 
 def status_of(state: CoordinatorState) -> Status:
-    if state in (CoordinatorState.COMMITTING, CoordinatorState.COMMITTED):
-        return Status.COMMITTED
-    if state in (CoordinatorState.ABORTING, CoordinatorState.ABORTED):
-        return Status.ABORTED
-    return Status.PENDING
+    """What anyone outside the coordinator sees: a decision is final once stored, before
+    the banks acknowledge it."""
+    return _STATUS_OF_STATE[state]
+
+
+def states_of(status: Status) -> tuple[CoordinatorState, ...]:
+    return _STATES_OF_STATUS[status]
 
 
 def decided_state(decision: Decision) -> CoordinatorState:

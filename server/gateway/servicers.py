@@ -11,23 +11,16 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from minipay.errors import ErrorReason
-from minipay.v1 import (
-    admin_pb2,
-    admin_pb2_grpc,
-    bank_pb2,
-    common_pb2,
-    gateway_pb2,
-    gateway_pb2_grpc,
-)
+from minipay.v1 import admin_pb2, admin_pb2_grpc, common_pb2, gateway_pb2, gateway_pb2_grpc
 from server.common import validation
 from server.common.db import Database
 from server.common.errors import InvalidArgument, NotFound
 from server.common.principal import current_claims, current_principal
-from server.gateway import payment_log, users
-from server.gateway.banks import BankDirectory
+from server.common.vocabulary import Status
+from server.gateway import history, payment_log, users
+from server.gateway.banks import BankDirectory, CustomerInfo, NewCustomer
 from server.gateway.coordinator import Coordinator
-from server.gateway.payment_log import PaymentOrder, PaymentView
-from server.gateway.payment_state import Status, status_of
+from server.gateway.payment_state import PaymentOrder, PaymentView, status_of
 
 _STATUS = {
     Status.PENDING: gateway_pb2.PAYMENT_STATUS_PENDING,
@@ -36,8 +29,8 @@ _STATUS = {
 }
 _STATUS_FILTER = {value: status for status, value in _STATUS.items()}
 _DIRECTION_FILTER = {
-    gateway_pb2.DIRECTION_OUTGOING: payment_log.Direction.OUTGOING,
-    gateway_pb2.DIRECTION_INCOMING: payment_log.Direction.INCOMING,
+    gateway_pb2.DIRECTION_OUTGOING: history.Direction.OUTGOING,
+    gateway_pb2.DIRECTION_INCOMING: history.Direction.INCOMING,
 }
 MAX_PAYMENT_ID_LENGTH = 64
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 200
@@ -106,13 +99,13 @@ class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
     ) -> gateway_pb2.GetBalanceResponse:
         claims = current_claims()
         # Read your writes: what was decided for this account reaches its bank first.
-        await self._coordinator.settle_account(claims.bank, claims.account)
+        await self._coordinator.delivery.deliver_before_read(claims.bank, claims.account)
         info = await self._banks.get(claims.bank).account(claims.account)
         return gateway_pb2.GetBalanceResponse(
             account=common_pb2.AccountRef(bank=claims.bank, account=claims.account),
-            balance=info.balance,
-            available=info.available,
-            held=info.held,
+            balance=money(info.balance, info.currency),
+            available=money(info.available, info.currency),
+            held=money(info.held, info.currency),
         )
 
     async def Pay(
@@ -158,9 +151,9 @@ class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
             raise InvalidArgument(
                 f"payment_id must be 1-{MAX_PAYMENT_ID_LENGTH} characters", field="payment_id"
             )
-        found = await self._db.transaction(lambda s: payment_log.get(s, [payment_id]))
+        found = await self._db.statements(lambda c: payment_log.by_ids(c, [payment_id]))
         payment = found.get(payment_id)
-        if payment is None or not payment_log.visible_to(payment, claims.bank, claims.account):
+        if payment is None or not history.visible_to(payment, claims.bank, claims.account):
             # Someone else's payment is answered exactly like one that does not exist.
             raise NotFound(
                 "no payment with this id that you made or received",
@@ -180,7 +173,7 @@ class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
                 f"page_size must be 0 to {MAX_PAGE_SIZE} (0: {DEFAULT_PAGE_SIZE})",
                 field="page_size",
             )
-        query = payment_log.HistoryQuery(
+        query = history.HistoryQuery(
             bank=claims.bank,
             account=claims.account,
             page_size=request.page_size or DEFAULT_PAGE_SIZE,
@@ -194,7 +187,7 @@ class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
                 _seconds(request.created_before) if request.HasField("created_before") else None
             ),
         )
-        payments, next_token = await self._db.transaction(lambda s: payment_log.history(s, query))
+        payments, next_token = await self._db.transaction(lambda s: history.history(s, query))
         return gateway_pb2.ListHistoryResponse(
             payments=[payment_message(p, claims.bank, claims.account) for p in payments],
             next_page_token=next_token,
@@ -229,7 +222,7 @@ class CoordinatorService(gateway_pb2_grpc.CoordinatorServicer):  # type: ignore[
     async def GetDecision(
         self, request: gateway_pb2.GetDecisionRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.GetDecisionResponse:
-        answers = await self._coordinator.decisions(list(request.payment_ids))
+        answers = await self._coordinator.statuses(list(request.payment_ids))
         values = {
             Status.PENDING: gateway_pb2.DECISION_PENDING,
             Status.COMMITTED: gateway_pb2.DECISION_COMMIT,
@@ -273,13 +266,14 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
         bank = self._banks.get(request.account.bank)
         await self._identities.check_customer_name_free(username)
         info = await bank.create_customer(
-            bank_pb2.CreateCustomerRequest(
+            NewCustomer(
                 username=username,
                 name=request.name,
                 password=request.password,
                 role=role,
                 account=request.account.account,
-                initial_balance=request.initial_balance,
+                initial_balance=request.initial_balance.minor_units,
+                currency=request.initial_balance.currency,
             )
         )
         return admin_pb2.CreateUserResponse(user=_user(bank.name, info))
@@ -316,18 +310,22 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
         scope = f"{current_claims().subject}\n{key}".encode()
         info = await bank.deposit(
             validation.account_number(request.account.account, "account.account"),
-            request.amount,
+            request.amount.minor_units,
+            request.amount.currency,
             "admin-" + hashlib.sha256(scope).hexdigest()[:48],
         )
-        return admin_pb2.DepositResponse(balance=info.balance)
+        return admin_pb2.DepositResponse(balance=money(info.balance, info.currency))
 
 
-def _user(bank: str, info: bank_pb2.CustomerInfo) -> admin_pb2.User:
-    return admin_pb2.User(
+def _user(bank: str, info: CustomerInfo) -> admin_pb2.User:
+    user = admin_pb2.User(
         username=info.username,
         name=info.name,
         role=info.role,
         disabled=info.disabled,
-        account=common_pb2.AccountRef(bank=bank, account=info.account.account),
-        balance=info.account.balance,
+        account=common_pb2.AccountRef(bank=bank),
     )
+    if info.account is not None:
+        user.account.account = info.account.number
+        user.balance.CopyFrom(money(info.account.balance, info.account.currency))
+    return user

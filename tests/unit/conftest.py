@@ -18,7 +18,7 @@ from server.bank.models import Base as BankBase
 from server.common.db import Database
 from server.common.vocabulary import Leg, Reason
 from server.gateway.models import Base as GatewayBase
-from server.gateway.payment_state import Prepared, Vote, no_vote
+from server.gateway.payment_state import Delivered, Prepared, Vote, no_vote
 from server.gateway.replicas import Replica
 
 
@@ -95,15 +95,21 @@ def bank_db(tmp_path: Path) -> Iterator[Database]:
 
 class FakeBanks:
     """The coordinator's ``Participants``, scripted: every bank votes yes and acknowledges
-    unless told otherwise. Records every call."""
+    unless told otherwise. Records every call; ``delivered`` holds only the decisions a bank
+    applied (delivered alone or riding on a Prepare)."""
 
     def __init__(self) -> None:
         self.votes: dict[str, Vote] = {}  # bank -> the vote it gives every payment
         self.prepare_delay: dict[str, float] = {}  # bank -> seconds before it answers
+        self.failing_prepares: dict[str, int] = {}  # bank -> how many Prepares fail whole
         self.unacknowledged: dict[str, int] = {}  # bank -> how many deliveries it ignores
+        self.poison: set[str] = set()  # payments a bank refuses any call that names
         self.prepared: list[tuple[str, list[Leg]]] = []
         self.delivered: list[tuple[str, bool, list[str]]] = []
+        self.riders: list[tuple[str, list[str]]] = []  # (bank, decisions) on every Prepare
         self.carried: list[tuple[str, bool, list[str]]] = []  # decisions that rode a Prepare
+        self.calls: list[tuple[str, bool, list[str]]] = []  # every Commit and Abort sent
+        self.request_ids: list[tuple[str, list[str]]] = []  # (method, ids) of every call
 
     async def prepare(
         self,
@@ -115,7 +121,12 @@ class FakeBanks:
         abort: Sequence[str] = (),
     ) -> Prepared:
         self.prepared.append((bank, list(legs)))
+        self.riders.append((bank, [*commit, *abort]))
+        self.request_ids.append(("Prepare", list(request_ids)))
         ids = [leg.payment_id for leg in legs]
+        if self.failing_prepares.get(bank, 0) > 0:  # what the real client makes of a failure
+            self.failing_prepares[bank] -= 1
+            return Prepared(dict.fromkeys(ids, no_vote(Reason.BANK_UNAVAILABLE)), set())
         try:
             await asyncio.wait_for(asyncio.sleep(self.prepare_delay.get(bank, 0)), timeout)
         except TimeoutError:  # what the real client makes of DEADLINE_EXCEEDED
@@ -124,7 +135,8 @@ class FakeBanks:
         for decision, decided in ((True, commit), (False, abort)):
             if decided:
                 self.carried.append((bank, decision, list(decided)))
-                acknowledged |= await self.deliver(bank, decision, decided, timeout, ())
+                self.delivered.append((bank, decision, list(decided)))
+                acknowledged |= set(decided)
         return Prepared(dict.fromkeys(ids, self.votes.get(bank, Vote(True))), acknowledged)
 
     async def deliver(
@@ -133,13 +145,18 @@ class FakeBanks:
         commit: bool,
         payment_ids: Sequence[str],
         timeout: float,
-        request_ids: Sequence[str],
-    ) -> set[str]:
-        self.delivered.append((bank, commit, list(payment_ids)))
+        request_ids: Sequence[str] = (),
+    ) -> Delivered:
+        self.calls.append((bank, commit, list(payment_ids)))
+        self.request_ids.append(("Commit" if commit else "Abort", list(request_ids)))
+        if self.poison.intersection(payment_ids):
+            return Delivered(set(), refused=True)
         if self.unacknowledged.get(bank, 0) > 0:
             self.unacknowledged[bank] -= 1
-            return set()
-        return set(payment_ids)
+            return Delivered(set(), unreachable=True)
+        self.delivered.append((bank, commit, list(payment_ids)))
+        return Delivered(set(payment_ids))
 
     def decisions_for(self, payment_id: str) -> list[tuple[str, bool]]:
+        """Every (bank, commit?) applied for the payment, in order."""
         return [(bank, commit) for bank, commit, ids in self.delivered if payment_id in ids]

@@ -9,24 +9,23 @@ from collections.abc import Sequence
 import pytest
 
 from server.bank import participant
-from server.bank.coordinator_client import Answer
 from server.bank.models import Account
 from server.bank.recovery import DecisionAsker
 from server.common.db import Database
 from server.common.errors import Unavailable
-from server.common.vocabulary import Leg, Side
+from server.common.vocabulary import Leg, Side, Status
 
 
 class FakeCoordinator:
-    def __init__(self, answers: dict[str, Answer] | None = None) -> None:
+    def __init__(self, answers: dict[str, Status] | None = None) -> None:
         self.answers = answers
         self.asked: list[list[str]] = []
 
-    async def decisions(self, payment_ids: Sequence[str], timeout: float) -> dict[str, Answer]:
+    async def statuses(self, payment_ids: Sequence[str], timeout: float) -> dict[str, Status]:
         self.asked.append(list(payment_ids))
         if self.answers is None:
             raise Unavailable("cannot reach the coordinator")
-        return {pid: self.answers.get(pid, Answer.PENDING) for pid in payment_ids}
+        return {pid: self.answers.get(pid, Status.PENDING) for pid in payment_ids}
 
 
 def held(db: Database, number: str) -> tuple[int, int]:
@@ -43,7 +42,7 @@ def vote_yes(db: Database, *ids: str) -> None:
 
 def test_a_bank_in_doubt_asks_and_applies_the_answers(bank_db: Database) -> None:
     vote_yes(bank_db, "commit-me", "abort-me", "undecided")
-    coordinator = FakeCoordinator({"commit-me": Answer.COMMIT, "abort-me": Answer.ABORT})
+    coordinator = FakeCoordinator({"commit-me": Status.COMMITTED, "abort-me": Status.ABORTED})
     asker = DecisionAsker(bank_db, coordinator, timeout=0.0)
     assert asyncio.run(asker.resolve_in_doubt()) == 2
     assert sorted(coordinator.asked[0]) == ["abort-me", "commit-me", "undecided"]

@@ -1,6 +1,6 @@
 """The coordinator against a fake of the banks (its ``Participants`` seam) and a real
-(temporary) SQLite payment log: every way phase one can end, decisions that are not
-acknowledged, replays, and recovery after a restart."""
+(temporary) SQLite payment log: every way phase one can end, decisions riding on Prepares
+and not acknowledged, balance reads, replays, and recovery after a restart."""
 
 from __future__ import annotations
 
@@ -13,12 +13,20 @@ import pytest
 
 from server.common.db import Database
 from server.common.errors import InvalidArgument
-from server.common.vocabulary import Reason, Side
+from server.common.faults import Faults
+from server.common.logs import REQUEST_ID
+from server.common.vocabulary import Reason, Side, Status
 from server.gateway import payment_log
 from server.gateway.coordinator import Coordinator
-from server.gateway.models import CoordinatorState
-from server.gateway.payment_log import Deciding, Outcome, PaymentOrder
-from server.gateway.payment_state import COMMIT, Status, abort, no_vote
+from server.gateway.payment_log import Deciding
+from server.gateway.payment_state import (
+    COMMIT,
+    CoordinatorState,
+    Outcome,
+    PaymentOrder,
+    abort,
+    no_vote,
+)
 from server.gateway.recovery import Recovery
 from server.gateway.replicas import Replica
 from tests.unit.conftest import FakeBanks
@@ -29,6 +37,7 @@ ORDER = PaymentOrder("alice", "alpha", "A-1", "beta", "B-1", 1_234, "USD", "key-
 
 
 DEAD = 999  # the fencing token of a replica incarnation that died
+WITHHELD = Faults("withhold_decisions")  # the outbox sends nothing: only a balance read does
 
 
 def run(
@@ -37,19 +46,21 @@ def run(
     banks: FakeBanks,
     work: Callable[[Coordinator], Awaitable[T]],
     timeout: float = 1.0,
+    faults: Faults | None = None,
 ) -> T:
     async def go() -> T:
-        subject = Coordinator(db, banks, owner, BANKS, timeout, batch_max=16)
+        subject = Coordinator(db, banks, owner, BANKS, timeout, batch_max=16, faults=faults)
         try:
             return await asyncio.wait_for(work(subject), 10)
         finally:
-            await settle(subject)
+            if faults is None:
+                await until_quiet(subject)
             await subject.stop()
 
     return asyncio.run(go())
 
 
-async def settle(subject: Coordinator) -> None:
+async def until_quiet(subject: Coordinator) -> None:
     """Waits for background deliveries (the client does not wait for all of them)."""
     for _ in range(300):
         if subject.quiet:
@@ -58,7 +69,7 @@ async def settle(subject: Coordinator) -> None:
 
 
 def stored_state(db: Database, payment_id: str) -> CoordinatorState:
-    return db.run_sync(lambda s: payment_log.get(s, [payment_id]))[payment_id].state
+    return db.run_statements(lambda c: payment_log.by_ids(c, [payment_id]))[payment_id].state
 
 
 def test_two_yes_votes_commit_at_both_banks(gateway_db: Database, replica: Replica) -> None:
@@ -109,7 +120,9 @@ def test_a_decision_not_acknowledged_is_sent_again(gateway_db: Database, replica
     banks.unacknowledged["beta"] = 3
     outcome = run(gateway_db, replica, banks, lambda c: c.pay(ORDER))
     assert outcome.status is Status.COMMITTED, "the decision is final before delivery"
-    assert banks.decisions_for(outcome.payment_id).count(("beta", True)) == 4
+    sent_to_beta = [ids for bank, _, ids in banks.calls if bank == "beta"]
+    assert sent_to_beta == [[outcome.payment_id]] * 4
+    assert banks.decisions_for(outcome.payment_id).count(("beta", True)) == 1
     assert stored_state(gateway_db, outcome.payment_id) is CoordinatorState.COMMITTED
 
 
@@ -193,12 +206,78 @@ def test_a_balance_read_first_delivers_the_accounts_decisions(
 
     async def pay_then_read(c: Coordinator) -> tuple[Outcome, list[tuple[str, bool]]]:
         outcome = await c.pay(ORDER)
-        await c.settle_account("beta", "B-1")
+        await c.delivery.deliver_before_read("beta", "B-1")
         return outcome, banks.decisions_for(outcome.payment_id)
 
     outcome, delivered = run(gateway_db, replica, banks, pay_then_read)
     assert outcome.status is Status.COMMITTED
     assert ("beta", True) in delivered, "delivered before the balance is read"
+
+
+def test_decisions_riding_on_a_failed_prepare_are_sent_again(
+    gateway_db: Database, replica: Replica
+) -> None:
+    """A Prepare that fails takes the decisions riding on it down too: they are not
+    acknowledged, so they go again (alone), and the payment completes only once the bank
+    has them."""
+    banks = FakeBanks()
+
+    async def two(c: Coordinator) -> tuple[Outcome, Outcome]:
+        first = await c.pay(ORDER)
+        banks.failing_prepares["beta"] = 1
+        second = await c.pay(dataclasses.replace(ORDER, idempotency_key="key-2"))
+        await until_quiet(c)
+        return first, second
+
+    first, second = run(gateway_db, replica, banks, two)
+    assert (second.status, second.reason_code) == (Status.ABORTED, Reason.BANK_UNAVAILABLE)
+    rode = [ids for bank, ids in banks.riders if bank == "beta" and first.payment_id in ids]
+    assert rode, "the first decision rode on the Prepare that failed"
+    assert banks.decisions_for(first.payment_id).count(("beta", True)) == 1, (
+        "beta was sent the commit again and applied it"
+    )
+    assert stored_state(gateway_db, first.payment_id) is CoordinatorState.COMMITTED
+
+
+def test_a_balance_read_right_after_an_abort_delivers_the_abort(
+    gateway_db: Database, replica: Replica
+) -> None:
+    """Right after an ABORTED answer the payer's money must no longer show as held: the read
+    delivers aborts as well as commits. (The gateway withholds decisions here, so only the
+    read can bring them.)"""
+    banks = FakeBanks()
+    banks.votes["beta"] = no_vote(Reason.ACCOUNT_NOT_FOUND)
+    committed = dataclasses.replace(ORDER, to_bank="alpha", to_account="A-2", idempotency_key="c")
+
+    async def pay_then_read(c: Coordinator) -> tuple[Outcome, Outcome]:
+        aborted, paid = await c.pay(ORDER), await c.pay(committed)
+        await c.delivery.deliver_before_read("alpha", "A-1")
+        return aborted, paid
+
+    aborted, paid = run(gateway_db, replica, banks, pay_then_read, faults=WITHHELD)
+    assert (aborted.status, paid.status) == (Status.ABORTED, Status.COMMITTED)
+    assert banks.decisions_for(aborted.payment_id) == [("alpha", False)]
+    assert banks.decisions_for(paid.payment_id) == [("alpha", True)]
+
+
+def test_no_caller_s_request_id_stays_with_a_decision(
+    gateway_db: Database, replica: Replica
+) -> None:
+    """A Prepare carries the request ids of its own round's payments only; the decisions
+    that ride along, or go alone later, carry none of their callers'."""
+    banks = FakeBanks()
+
+    async def two(c: Coordinator) -> None:
+        REQUEST_ID.set("first-caller")
+        await c.pay(ORDER)
+        REQUEST_ID.set("second-caller")
+        await c.pay(dataclasses.replace(ORDER, idempotency_key="key-2"))
+
+    run(gateway_db, replica, banks, two)
+    prepares = [ids for method, ids in banks.request_ids if method == "Prepare"]
+    assert prepares == [["first-caller"]] * 2 + [["second-caller"]] * 2
+    assert any(ids for _, ids in banks.riders), "the first decision rode along"
+    assert all(ids == [] for method, ids in banks.request_ids if method != "Prepare")
 
 
 def test_a_failing_record_round_fails_its_callers_and_the_next_round_runs(
@@ -231,7 +310,7 @@ def insert(db: Database, state: CoordinatorState, key: str, owner: int = DEAD) -
     if state is not CoordinatorState.PREPARING:
         decision = COMMIT if state is CoordinatorState.COMMITTING else abort(Reason.TIMEOUT)
         deciding = [Deciding(payment_id, decision, owner)]
-        db.run_statements(lambda c: payment_log.decide(c, deciding))
+        db.run_statements(lambda c: payment_log.store_decisions(c, deciding))
     return payment_id
 
 
@@ -246,7 +325,7 @@ def test_a_restarted_coordinator_delivers_every_stored_decision(
 
     async def restart(c: Coordinator) -> None:
         await Recovery(gateway_db, c, idempotency_ttl=3600).run_once()
-        await settle(c)
+        await until_quiet(c)
 
     run(gateway_db, replica, banks, restart)
     assert sorted(banks.decisions_for(committing)) == [("alpha", True), ("beta", True)]
@@ -268,7 +347,7 @@ def test_a_bank_in_doubt_hears_the_decision_or_presumed_abort(
         gateway_db,
         replica,
         banks,
-        lambda c: c.decisions([committing, orphan, "pay_never_recorded"]),
+        lambda c: c.statuses([committing, orphan, "pay_never_recorded"]),
     )
     assert answers == {
         committing: Status.COMMITTED,
@@ -286,7 +365,7 @@ def test_a_payment_a_live_replica_drives_is_not_taken(
     banks = FakeBanks()
 
     async def ask(c: Coordinator) -> tuple[dict[str, Status], int]:
-        return await c.decisions([theirs]), len(await c.take_over())
+        return await c.statuses([theirs]), len(await c.take_over())
 
     answers, taken = run(gateway_db, replica, banks, ask)
     assert answers == {theirs: Status.PENDING}
@@ -318,7 +397,7 @@ def test_a_replica_that_lost_a_payment_writes_nothing(
             )
         )
         deciding = [Deciding(payment.id, abort(Reason.TIMEOUT), survivor.token)]
-        gateway_db.run_statements(lambda conn: payment_log.decide(conn, deciding))
+        gateway_db.run_statements(lambda conn: payment_log.store_decisions(conn, deciding))
         return await paying
 
     outcome = run(gateway_db, replica, banks, lose_it, timeout=2.0)

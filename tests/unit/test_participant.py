@@ -138,6 +138,28 @@ def test_abort_releases_the_hold_once(bank_db: Database) -> None:
     assert state(bank_db, "p1") is ParticipantState.ABORTED
 
 
+def incoming(db: Database, number: str) -> int:
+    row = db.run_sync(lambda s: s.get(Account, number))
+    assert row is not None
+    return row.incoming
+
+
+def test_an_abort_releases_the_payee_s_incoming_credit(bank_db: Database) -> None:
+    """An aborted payment leaves nothing behind at the payee's bank: its credit no longer
+    counts against the balance limit. (Else enough payments from an empty account, each
+    aborted at the payer's bank, would block the payee from ever being paid again.)"""
+    room = MAX_BALANCE - OPENING["A-1"]
+    assert prepare(bank_db, credit("p1", "A-1", room))[0].yes
+    assert incoming(bank_db, "A-1") == room
+    assert abort(bank_db, "p1") == ["p1"]
+    assert incoming(bank_db, "A-1") == 0
+    [again] = prepare(bank_db, credit("p2", "A-1", room))
+    assert again.yes, again
+    assert abort(bank_db, "p2") == ["p2"]
+    bank_db.run_sync(lambda s: accounts.deposit(s, "A-1", room, "USD", "top-up"))
+    assert account(bank_db, "A-1") == (MAX_BALANCE, 0, MAX_BALANCE)
+
+
 def test_an_abort_before_the_prepare_leaves_a_tombstone(bank_db: Database) -> None:
     assert abort(bank_db, "late") == ["late"]
     [vote] = prepare(bank_db, debit("late", "A-1", 100))

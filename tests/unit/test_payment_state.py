@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from server.common.vocabulary import Reason, Side
-from server.gateway.models import CoordinatorState
+from server.common.vocabulary import Reason, Side, Status
 from server.gateway.payment_state import (
     COMMIT,
-    Status,
+    CoordinatorState,
+    PaymentView,
     Vote,
     decide,
     legs_by_bank,
@@ -40,8 +40,26 @@ def test_a_no_without_a_reason_is_a_plain_abort() -> None:
     assert decision.reason == Reason.ABORTED.sentence
 
 
+def payment(from_bank: str, from_account: str, to_bank: str, to_account: str) -> PaymentView:
+    return PaymentView(
+        id="p",
+        payer="alice",
+        from_bank=from_bank,
+        from_account=from_account,
+        to_bank=to_bank,
+        to_account=to_account,
+        amount=500,
+        currency="USD",
+        state=CoordinatorState.PREPARING,
+        reason_code="",
+        reason="",
+        deadline=0.0,
+        created_at=0.0,
+    )
+
+
 def test_each_bank_holds_its_own_leg() -> None:
-    legs = legs_by_bank("p", "alpha", "A-1", "beta", "B-1", 500, "USD")
+    legs = legs_by_bank(payment("alpha", "A-1", "beta", "B-1"))
     assert set(legs) == {"alpha", "beta"}
     (debit,) = legs["alpha"]
     (credit,) = legs["beta"]
@@ -50,8 +68,10 @@ def test_each_bank_holds_its_own_leg() -> None:
 
 
 def test_one_bank_with_both_accounts_gets_both_legs_in_one_prepare() -> None:
-    legs = legs_by_bank("p", "alpha", "A-1", "alpha", "A-2", 500, "USD")
+    same_bank = payment("alpha", "A-1", "alpha", "A-2")
+    legs = legs_by_bank(same_bank)
     assert [leg.side for leg in legs["alpha"]] == [Side.DEBIT, Side.CREDIT]
+    assert same_bank.banks == ["alpha"]
 
 
 def test_status_the_client_sees() -> None:
