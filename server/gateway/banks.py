@@ -5,12 +5,13 @@ sees a stub, a bank message or a status code: a failed call becomes a domain res
 no vote, an unacknowledged decision) or a domain error of its own kind.
 
 Nothing a caller of the gateway sends reaches a bank unbounded: the one piece of caller
-metadata passed on is the request id, each of at most MAX_REQUEST_ID_LENGTH characters (a
-longer one is left out) in a header of at most MAX_REQUEST_IDS_BYTES per call.
+metadata passed on is the request id, each of at most MAX_REQUEST_ID_LENGTH plain ASCII
+characters (any other is left out), in a header of at most MAX_REQUEST_IDS_BYTES per call.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,8 @@ ACCOUNTS_TIMEOUT = 10.0
 # payment in a round) stay far below, and an id too long to quote is left out.
 MAX_REQUEST_ID_LENGTH = 64
 MAX_REQUEST_IDS_BYTES = 1024
+# Letters, digits and "_.:-": what any metadata and log can carry (a comma separates ids).
+_PASSED_ON_ID = re.compile(rf"[A-Za-z0-9_.:-]{{1,{MAX_REQUEST_ID_LENGTH}}}")
 _SIDES = {Side.DEBIT: bank_pb2.LEG_SIDE_DEBIT, Side.CREDIT: bank_pb2.LEG_SIDE_CREDIT}
 # A bank's refusal the gateway's caller sees as it is, each as its own kind of error.
 _PASSED_ON: dict[grpc.StatusCode, type[errors.MinipayError]] = {
@@ -91,13 +94,13 @@ class CredentialCheck:
 
 def request_metadata(request_ids: Sequence[str]) -> tuple[tuple[str, str], ...]:
     """Metadata for a call to a bank: the request ids it serves (one, or a round's worth),
-    those short enough to quote, as many as fit in MAX_REQUEST_IDS_BYTES."""
+    those short and plain enough to pass on, as many as fit in MAX_REQUEST_IDS_BYTES."""
     header = ""
     for request_id in dict.fromkeys(request_ids):
-        if not 0 < len(request_id) <= MAX_REQUEST_ID_LENGTH:
+        if not _PASSED_ON_ID.fullmatch(request_id):
             continue
         joined = f"{header},{request_id}" if header else request_id
-        if len(joined.encode()) > MAX_REQUEST_IDS_BYTES:
+        if len(joined) > MAX_REQUEST_IDS_BYTES:
             break
         header = joined
     return (("x-request-id", header),) if header else ()

@@ -214,8 +214,6 @@ def by_ids(connection: Connection, payment_ids: Sequence[str]) -> dict[str, Paym
 def complete(connection: Connection, finished: Sequence[tuple[str, int]]) -> None:
     """Marks decided payments finished once every bank acknowledged the decision: each
     (payment id, owner) only while that owner still holds it."""
-    if not finished:
-        return
     by_owner: dict[int, list[str]] = defaultdict(list)
     for payment_id, owner in finished:
         by_owner[owner].append(payment_id)

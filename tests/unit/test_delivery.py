@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -94,7 +95,7 @@ def test_one_decision_a_bank_refuses_holds_up_no_other(gateway_db: Database) -> 
     sizes = [len(ids) for bank, _, ids in banks.calls if bank == "beta" and refused.id in ids]
     alone = sizes.index(1)
     assert sizes[0] == 9, sizes
-    assert all(b <= a // 2 for a, b in zip(sizes[:alone], sizes[1 : alone + 1])), sizes
+    assert all(b <= a // 2 for a, b in itertools.pairwise(sizes[: alone + 1])), sizes
     assert set(sizes[alone:]) == {1}, "once alone, it stays alone"
     assert len(sizes) > alone + 1, "and it is retried until the bank takes it"
 
