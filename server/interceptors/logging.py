@@ -123,6 +123,9 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 fields["reason"] = error.reason.value
                 status = rich_status(error)
                 await context.abort(code, message, trailing_metadata=status.trailing_metadata)
+            except NotImplementedError:  # a method of the API this server does not serve yet
+                code, message = grpc.StatusCode.UNIMPLEMENTED, f"{method} is not served here"
+                await context.abort(code, message)
             except Exception:  # the last line of defence: the caller gets no details
                 reference = uuid.uuid4().hex[:12]
                 code, message = grpc.StatusCode.INTERNAL, f"internal error (reference {reference})"
