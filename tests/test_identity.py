@@ -3,10 +3,11 @@ login give one answer for every wrong credential, failed logins are throttled, a
 cannot log in, no password or token is ever written in plain text, and the admin and client
 command lines work as a user would run them.
 
-One cluster serves the module (throttled after 3 failures for 2 s, logging at DEBUG so request
-and response bodies reach the log files, where they must be redacted). Token attacks are forged
-with the gateway's own signing key, so each one differs from a valid token in one way only; a
-re-signed copy of a genuine token is the control that proves the forging itself is right.
+One cluster serves the module (throttled after 3 failures in a window of 2 s, logging at DEBUG
+so request and response bodies reach the log files, where they must be redacted). Token
+attacks are forged with the gateway's own signing key, so each one differs from a valid token
+in one way only; a re-signed copy of a genuine token is the control that proves the forging
+itself is right.
 """
 
 from __future__ import annotations
@@ -125,6 +126,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, certs: Path) -> Iterator[G
     env = {
         **TEST_ENV,
         "MINIPAY_LOGIN_MAX_FAILURES": str(MAX_FAILURES),
+        # A window as short as the cool-down: the lock lasts until the window ends.
+        "MINIPAY_LOGIN_WINDOW": str(COOLDOWN),
         "MINIPAY_LOGIN_COOLDOWN": str(COOLDOWN),
         "MINIPAY_LOG_LEVEL": "DEBUG",
     }

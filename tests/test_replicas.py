@@ -19,14 +19,20 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import create_engine, select
 
 from devtools.cluster import GATEWAY, Cluster, free_port
 from minipay.client.api import ApiError, ClientConfig, GatewayClient, PaymentStatus
 from minipay.v1 import gateway_pb2, gateway_pb2_grpc
 from server.common.settings import GatewaySettings, environment
+from server.common.tls import thumbprint_of_pem
 from server.gateway.models import Payment, Replica
+from server.gateway.token_keys import key_id
+from server.gateway.tokens import ALGORITHM, AUDIENCE, ISSUER
 from tests.conftest import ClusterFactory
 from tests.helpers import (
     ABORTED,
@@ -154,6 +160,46 @@ def _refused(client: Client, method: str) -> bool:
     except ApiError as error:
         return bool(error.code == grpc.StatusCode.UNAUTHENTICATED)
     return False
+
+
+def test_the_key_of_a_replica_stopped_for_good_is_retired(
+    make_cluster: ClusterFactory, certs: Path
+) -> None:
+    """A copy of a replica's key signs tokens every replica honours while that replica runs,
+    and for a token's lifetime after it stopped (a restart keeps its sessions); then it is
+    retired, and a copy of it signs nothing more."""
+    ttl = 6
+    cluster = replicas(make_cluster, 2, env=environment(GatewaySettings, token_ttl=ttl))
+    pem = (cluster.data_dir / f"{SECOND}-token-key.pem").read_bytes()
+    copied = serialization.load_pem_private_key(pem, password=None)
+    assert isinstance(copied, Ed25519PrivateKey)
+    thumbprint = thumbprint_of_pem((certs / "client-2.pem").read_bytes())
+
+    def forged_admin() -> Client:
+        issued = int(time.time())
+        claims = {
+            "sub": "mallory",
+            "role": "admin",
+            "bank": "",
+            "account": "",
+            "iat": issued,
+            "exp": issued + ttl,
+            "jti": uuid.uuid4().hex,
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "cnf": {"x5t#S256": thumbprint},
+        }
+        token = jwt.encode(
+            claims, copied, algorithm=ALGORITHM, headers={"kid": key_id(copied.public_key())}
+        )
+        return through(cluster, certs, GATEWAY, token, cert="client-2")
+
+    assert forged_admin().list_banks().banks  # the control: the key is in use
+    cluster.kill(SECOND)  # for good
+    stopped = time.monotonic()
+    assert forged_admin().list_banks().banks  # within the grace, as for a restart
+    wait_until(lambda: _refused(forged_admin(), "list_banks"), ttl + 10, "the key's retirement")
+    assert time.monotonic() - stopped > ttl - 1, "retired before a token's lifetime had passed"
 
 
 # -- a replica killed mid-payment ---------------------------------------------------------------

@@ -1,16 +1,24 @@
 """Password hashing with bcrypt, and the bound on how much of it runs at once.
 
-bcrypt is slow on purpose, so its work runs in threads, a few at a time (``Passwords``), and
-one client may only have a couple of checks in flight (``PasswordWork``): a flood from one
-client waits or is refused while everyone else's logins go on. A check for a user who does
-not exist costs the same as a real one: it runs against a stand-in hash of the same cost.
+bcrypt is slow on purpose, so its work runs in threads, a few at a time (``Passwords``). The
+gateway bounds the checks it asks for (``PasswordWork``): one client certificate may have two
+in flight; each place that checks passwords (a bank, or the gateway itself for admins) runs
+at most two at a time from one replica; and the checks waiting for a place go fewest
+attempts first, counted per certificate in the throttle's window. A certificate that floods
+climbs that count with every guess and falls behind everyone else, so a customer who has not
+failed waits only for the checks already running at their bank, however many certificates
+flood. A check for a user who does not exist costs the same as a real one: it runs against a
+stand-in hash of the same cost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 import bcrypt
 
@@ -22,6 +30,9 @@ MAX_PASSWORD_BYTES = 72  # bcrypt ignores everything past this
 DEFAULT_CONCURRENCY = 4
 # Password checks one client may have in flight at once.
 DEFAULT_PER_CLIENT = 2
+# Password checks one gateway replica runs at once at one place (a bank, or itself): what
+# waits beyond them is ordered, what runs is not. Two keep a bank's two cores busy.
+DEFAULT_PER_PLACE = 2
 
 
 def hash_password(password: str, rounds: int) -> str:
@@ -56,11 +67,17 @@ class Passwords:
 
 
 class PasswordWork:
-    """How many password checks each client has in flight; over the limit is refused."""
+    """How many password checks each client has in flight (over the limit is refused), and
+    whose turn it is at each place that checks them."""
 
-    def __init__(self, per_client: int = DEFAULT_PER_CLIENT) -> None:
+    def __init__(
+        self, per_client: int = DEFAULT_PER_CLIENT, per_place: int = DEFAULT_PER_PLACE
+    ) -> None:
         self._per_client = per_client
+        self._per_place = per_place
         self._in_flight: dict[str, int] = {}  # only clients with checks running: bounded
+        self._places: dict[str, _Place] = {}  # the banks and the gateway: bounded
+        self._arrivals = itertools.count()
 
     @contextlib.asynccontextmanager
     async def slot(self, client: str) -> AsyncIterator[None]:
@@ -80,3 +97,39 @@ class PasswordWork:
                 self._in_flight[client] = left
             else:
                 del self._in_flight[client]
+
+    @contextlib.asynccontextmanager
+    async def turn(self, place: str, rank: int) -> AsyncIterator[None]:
+        """Waits until one of PLACE's checks is free for this one: of those waiting, the
+        lowest RANK (the certificate's attempts in its window) goes first, then the earliest."""
+        queue = self._places.setdefault(place, _Place())
+        if queue.running < self._per_place and not queue.waiting:
+            queue.running += 1
+        else:
+            turn = asyncio.get_running_loop().create_future()
+            heapq.heappush(queue.waiting, (rank, next(self._arrivals), turn))
+            try:
+                await turn
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():  # handed the slot as it was cancelled
+                    self._next(queue)
+                raise
+        try:
+            yield
+        finally:
+            self._next(queue)
+
+    def _next(self, queue: _Place) -> None:
+        """A check at QUEUE's place ended: its slot goes to the first still waiting."""
+        while queue.waiting:
+            _, _, turn = heapq.heappop(queue.waiting)
+            if not turn.done():  # a waiter cancelled meanwhile left a done future behind
+                turn.set_result(None)
+                return
+        queue.running -= 1
+
+
+@dataclass
+class _Place:
+    running: int = 0
+    waiting: list[tuple[int, int, asyncio.Future[None]]] = field(default_factory=list)

@@ -25,6 +25,15 @@ class Caller(enum.Enum):
 TOKEN_ROLES = {Caller.CUSTOMER: "customer", Caller.ADMIN: "admin"}
 
 
+def identity(role: str, bank: str, username: str) -> str:
+    """Who a user is across the system, as every rule about users is keyed (session cuts,
+    disabling, the login throttle): an admin by name, a customer by bank and name, names in
+    lower case. Usernames are unique at creation, but a customer opened at two banks before
+    that rule is two people, and disabling one must not touch the other."""
+    name = username.lower()
+    return f"admin:{name}" if role == "admin" else f"customer:{bank}:{name}"
+
+
 @dataclass(frozen=True)
 class Claims:
     """A verified token's claims."""
@@ -36,6 +45,10 @@ class Claims:
     jti: str
     issued_at: float  # seconds since the epoch, to the millisecond
     expires_at: int
+
+    @property
+    def identity(self) -> str:
+        return identity(self.role, self.bank, self.subject)
 
 
 @dataclass(frozen=True)

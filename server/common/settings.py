@@ -273,13 +273,17 @@ class GatewaySettings(ProcessSettings):
     token_ttl: int = setting(900, "seconds a login token is valid")
     token_key: Path = setting(Path(""), "Ed25519 key that signs tokens (default: in data folder)")
     login_max_failures: int = setting(
-        5, "password checks (login, register) for one username per window before a cool-down"
+        5, "password checks (login, register) for one user per window; the next locks it"
     )
     login_client_max_failures: int = setting(
-        30, "failed password checks from one client certificate per window before a cool-down"
+        30, "failed password checks from one client certificate per window; the next locks it"
     )
-    login_window: float = setting(300.0, "seconds over which password checks are counted")
-    login_cooldown: float = setting(60.0, "seconds a throttled username or certificate waits")
+    login_window: float = setting(
+        300.0, "seconds over which password checks are counted (from a key's first check)"
+    )
+    login_cooldown: float = setting(
+        60.0, "seconds a locked user or certificate waits at least (it waits for its window)"
+    )
     idempotency_ttl: int = setting(86400, "seconds an idempotency key is remembered")
 
     @property

@@ -56,7 +56,8 @@ def rotate_key_command(settings: GatewaySettings) -> None:
         database.close()
     print(
         f"replica {settings.name} signs new tokens with key {key.kid} (within a second if it "
-        "runs); tokens signed with its old key stay valid until they expire"
+        "runs); every replica refuses the tokens its old key signed within a second: their "
+        "holders log in again"
     )
 
 
@@ -76,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     commands.add_parser(
         "rotate-key",
-        help="give this replica a new token signing key (old tokens stay valid until they expire)",
+        help="give this replica a new token signing key (the old key's tokens end at once)",
     )
     args = parser.parse_args(argv)
     try:

@@ -79,15 +79,12 @@ class GatewayServer:
 
 
 def prepare_database(settings: GatewaySettings) -> Database:
-    """Opens (and migrates) the database and adds the seed's admins."""
+    """Opens (and migrates) the database, adds the seed's admins and takes its customers'
+    names."""
     admins = seed_file.admins(settings.seed)
+    customers = seed_file.customers(settings.seed, settings.bank_addresses)
     database = open_database(settings.db_url, "gateway")
-    database.run_sync(
-        lambda s: [
-            users.ensure_admin(s, admin.username, admin.password, settings.bcrypt_rounds)
-            for admin in admins
-        ]
-    )
+    database.run_sync(lambda s: users.load_seed(s, admins, customers, settings.bcrypt_rounds))
     return database
 
 
@@ -159,6 +156,7 @@ async def run_server(settings: GatewaySettings) -> GatewayServer:
         chores=[
             revocations.forget_expired,
             lambda: throttle.forget_expired(settings.login_window),
+            lambda: keys.retire_unused(settings.token_ttl),
             lambda: keys.forget_retired(settings.token_ttl),
         ],
     )

@@ -1,7 +1,7 @@
-"""The gateway's database, shared by every gateway replica: admins, registrations, revoked
-tokens and cut user sessions, the login throttle's counts, the replicas with their leases and
-the public keys they sign tokens with, and payments with their coordinator state, decision,
-idempotency key and owner (the coordinator's durable log)."""
+"""The gateway's database, shared by every gateway replica: admins, registrations, the
+usernames given out, revoked tokens and cut sessions, the login throttle's counts, the
+replicas with their leases and the public keys they sign tokens with, and payments with their
+coordinator state, decision, idempotency key and owner (the coordinator's durable log)."""
 
 from __future__ import annotations
 
@@ -37,31 +37,52 @@ class Registration(Base):
     created_at: Mapped[float] = mapped_column(Float, default=now)
 
 
+class Username(Base):
+    """Every username given out, in lower case, and whose it is: an admin's, or a customer's at
+    one bank. A name is taken before its user is made (by an admin, by the seed, or at a
+    customer's registration), so one name is one identity across every bank."""
+
+    __tablename__ = "usernames"
+
+    normalized: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    bank: Mapped[str] = mapped_column(String(64), default="")  # "" for an admin
+
+
 class RevokedToken(Base):
+    """A token logged out. ``revoked_at`` is in the database's clock: replicas reload only the
+    rows written since their last reload."""
+
     __tablename__ = "revoked_tokens"
+    __table_args__ = (Index("ix_revoked_tokens_revoked_at", "revoked_at"),)
 
     jti: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[float] = mapped_column(Float)
+    revoked_at: Mapped[float] = mapped_column(Float, server_default=text("0"))
 
 
-class UserSession(Base):
-    """Whether a user's tokens are honoured: a disabled user's never are, and tokens issued
-    before ``not_before`` stay refused after the user is enabled again."""
+class SessionRule(Base):
+    """Whether an identity's tokens are honoured (``principal.identity``: an admin by name, a
+    customer by bank and name): a disabled user's never are, and tokens issued before
+    ``not_before`` stay refused after the user is enabled again. ``changed_at`` is in the
+    database's clock, for reloading only what changed."""
 
-    __tablename__ = "user_sessions"
+    __tablename__ = "session_rules"
+    __table_args__ = (Index("ix_session_rules_changed_at", "changed_at"),)
 
-    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    identity: Mapped[str] = mapped_column(String(160), primary_key=True)
     disabled: Mapped[bool] = mapped_column(default=False)
     not_before: Mapped[float] = mapped_column(Float, default=0.0)
+    changed_at: Mapped[float] = mapped_column(Float, server_default=text("0"))
 
 
 class LoginAttempts(Base):
-    """Password checks counted for one throttle key (a normalized username, or a client
-    certificate) within the current window; shared by every gateway replica."""
+    """Password checks counted for one throttle key (an identity, or a client certificate)
+    within its current window; shared by every gateway replica."""
 
     __tablename__ = "login_attempts"
 
-    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    key: Mapped[str] = mapped_column(String(160), primary_key=True)
     window_start: Mapped[float] = mapped_column(Float)
     attempts: Mapped[int] = mapped_column(default=0)
     locked_until: Mapped[float] = mapped_column(Float, default=0.0)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import ModuleType
 
 from sqlalchemy import Connection, bindparam, insert, select, update
@@ -29,15 +29,25 @@ REPLICAS = Base.metadata.tables["replicas"]
 INCARNATIONS = Base.metadata.tables["incarnations"]
 # How often a replica whose name is still leased looks again before refusing to start.
 _WAIT_STEP = 0.25
+# A lease is renewed this many times over its length: a renewal that is late, or lost once,
+# still finds it live.
+RENEWALS_PER_LEASE = 3
 
 
 class Replica:
-    def __init__(self, db: Database, name: str, lease: float) -> None:
+    def __init__(
+        self,
+        db: Database,
+        name: str,
+        lease: float,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._db = db
         self.name = name
         self.lease = lease
         self.token = 0  # none until ``join``
         self._on_new_token: list[Callable[[int], None]] = []
+        self._sleep = sleep
 
     def on_new_token(self, callback: Callable[[int], None]) -> None:
         self._on_new_token.append(callback)
@@ -61,14 +71,15 @@ class Replica:
         event(log, "replica_joined", replica=self.name, token=token)
 
     async def renew(self) -> bool:
-        """Extends the lease; False when it was lost (this replica was paused too long)."""
+        """Extends the lease; False when it was lost (this replica was paused too long). A
+        lease that has lapsed is never extended: its payments may be a survivor's by now."""
         return bool(
             await self._db.statements(lambda c: _renew(c, self.name, self.token, self.lease))
         )
 
     async def run_forever(self) -> None:
         while True:
-            await asyncio.sleep(self.lease / 3)
+            await self._sleep(self.lease / RENEWALS_PER_LEASE)
             try:
                 if await self.renew():
                     continue

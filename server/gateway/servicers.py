@@ -264,17 +264,20 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
                 user=admin_pb2.User(username=username, name=request.name, role="admin")
             )
         bank = self._banks.get(request.account.bank)
-        await self._identities.check_customer_name_free(username)
-        info = await bank.create_customer(
-            NewCustomer(
-                username=username,
-                name=request.name,
-                password=request.password,
-                role=role,
-                account=request.account.account,
-                initial_balance=request.initial_balance.minor_units,
-                currency=request.initial_balance.currency,
-            )
+        info = await self._identities.open_customer(
+            username,
+            bank.name,
+            lambda: bank.create_customer(
+                NewCustomer(
+                    username=username,
+                    name=request.name,
+                    password=request.password,
+                    role=role,
+                    account=request.account.account,
+                    initial_balance=request.initial_balance.minor_units,
+                    currency=request.initial_balance.currency,
+                )
+            ),
         )
         return admin_pb2.CreateUserResponse(user=_user(bank.name, info))
 
@@ -298,7 +301,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
         username = validation.username(request.username)
         info = await bank.set_customer_disabled(username, request.disabled)
         # The bank refuses the user's payments; the gateway refuses their tokens, from now.
-        await self._identities.set_disabled(info.username, request.disabled)
+        await self._identities.set_disabled(bank.name, info.username, request.disabled)
         return admin_pb2.SetUserDisabledResponse(user=_user(bank.name, info))
 
     async def Deposit(

@@ -1,11 +1,18 @@
 """Throttling password checks: every check first reserves an attempt for each of its keys (the
-normalized username, and the client certificate asking), in one atomic statement per key in
-the gateway's database, so concurrent guesses cannot slip past the count and every replica
-sees the same counts. Too many attempts within a window lock the key out for a cool-down. A
-successful check clears the username's count and gives the certificate its attempt back.
+identity the password is checked for, and the client certificate asking), in one atomic
+statement per key in the gateway's database, so concurrent guesses cannot slip past the count
+and every replica sees the same counts.
+
+A key's window starts at its first attempt and lasts ``window`` seconds; at most
+``max_attempts`` are checked in it. The next one locks the key until the window ends, and for
+at least ``cooldown`` seconds: the end of a cool-down never opens a fresh window, so "5 per
+5 minutes" is 5 per 5 minutes. While locked nothing is counted. A successful check forgets the
+identity's failures and gives the certificate back its one attempt (a certificate may guess
+at many names: its failures stay counted). A check that could not be made (its bank did not
+answer) gives every key its attempt back.
 
 What is kept is bounded: a key's row lives one window (rows past it are forgotten), and a
-certificate that keeps failing is locked before it can make many username rows.
+certificate that keeps failing is locked before it can make many identity rows.
 """
 
 from __future__ import annotations
@@ -27,7 +34,8 @@ ATTEMPTS = Base.metadata.tables["login_attempts"]
 
 @dataclass(frozen=True)
 class Limit:
-    """At most ``max_attempts`` per ``window`` seconds, then ``cooldown`` seconds locked."""
+    """At most ``max_attempts`` per ``window`` seconds; the next locks the key until the
+    window ends, and for at least ``cooldown`` seconds."""
 
     max_attempts: int
     window: float
@@ -36,17 +44,44 @@ class Limit:
 
 @dataclass(frozen=True)
 class ThrottleKey:
-    key: str  # e.g. "user:alice" or "cert:<thumbprint>"
+    key: str  # e.g. "user:customer:alpha:alice" or "cert:<thumbprint>"
     limit: Limit
     what: str  # for the refusal: "this username", "this client certificate"
+    # What a right password does: forget every failure (an identity) or give back only its
+    # own attempt (a certificate, whose failures at other names stay counted).
+    forgotten_on_success: bool
 
 
-def username_key(normalized_username: str, limit: Limit) -> ThrottleKey:
-    return ThrottleKey(f"user:{normalized_username}", limit, "this username")
+def identity_key(identity: str, limit: Limit) -> ThrottleKey:
+    return ThrottleKey(f"user:{identity}", limit, "this username", forgotten_on_success=True)
 
 
 def certificate_key(thumbprint: str, limit: Limit) -> ThrottleKey:
-    return ThrottleKey(f"cert:{thumbprint}", limit, "this client certificate")
+    return ThrottleKey(
+        f"cert:{thumbprint}", limit, "this client certificate", forgotten_on_success=False
+    )
+
+
+@dataclass(frozen=True)
+class Counted:
+    """One key's attempt, as reserved: in which window, and how many that window holds now."""
+
+    key: ThrottleKey
+    window_start: float
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """The attempts one password check reserved, in the order of its keys."""
+
+    counted: tuple[Counted, ...]
+
+    @property
+    def rank(self) -> int:
+        """The attempts the first key (the certificate) holds in its window, this one
+        included: the fewer, the sooner its check runs (``passwords.PasswordWork``)."""
+        return self.counted[0].attempts
 
 
 class LoginThrottle:
@@ -54,29 +89,35 @@ class LoginThrottle:
         self._db = db
         self._clock = clock
 
-    async def reserve(self, keys: Sequence[ThrottleKey]) -> None:
+    async def reserve(self, keys: Sequence[ThrottleKey]) -> Reservation:
         """Counts one attempt for every key, in order; raises Throttled (and counts no further
         key) at the first one that is locked or over its limit."""
         moment = self._clock()
-        refusal = await self._db.statements(lambda c: _reserve(c, keys, moment))
+        counted, refusal = await self._db.statements(lambda c: _reserve(c, keys, moment))
         if refusal is not None:
             what, wait = refusal
             raise Throttled(
                 f"too many failed attempts for {what}; try again in {int(wait) + 1} s",
                 retry_after=wait,
             )
+        return Reservation(tuple(counted))
 
-    async def succeeded(self, username: ThrottleKey, certificate: ThrottleKey) -> None:
-        """The password was right: forget the username's failures, and give the certificate
-        back the attempt it reserved."""
-        await self._db.statements(lambda c: _succeeded(c, username.key, certificate.key))
+    async def succeeded(self, reservation: Reservation) -> None:
+        """The password was right: the identity's failures are forgotten, and the certificate
+        gets back the attempt it reserved."""
+        await self._db.statements(lambda c: _settle(c, reservation.counted, success=True))
+
+    async def give_back(self, reservation: Reservation) -> None:
+        """The check could not be made (its bank did not answer): no key is charged for it."""
+        await self._db.statements(lambda c: _settle(c, reservation.counted, success=False))
 
     async def forget_expired(self, longest_window: float) -> None:
-        cutoff = self._clock() - longest_window
+        moment = self._clock()
         await self._db.statements(
             lambda c: c.execute(
                 delete(ATTEMPTS).where(
-                    ATTEMPTS.c.window_start < cutoff, ATTEMPTS.c.locked_until < self._clock()
+                    ATTEMPTS.c.window_start < moment - longest_window,
+                    ATTEMPTS.c.locked_until < moment,
                 )
             )
         )
@@ -84,29 +125,34 @@ class LoginThrottle:
 
 def _reserve(
     connection: Connection, keys: Sequence[ThrottleKey], moment: float
-) -> tuple[str, float] | None:
+) -> tuple[list[Counted], tuple[str, float] | None]:
+    counted: list[Counted] = []
     for key in keys:
         row = connection.execute(
             _UPSERT[connection.dialect.name],
             {"k": key.key, "now": moment, "window": key.limit.window},
         ).one()
         if row.locked_until > moment:
-            return key.what, row.locked_until - moment
+            return counted, (key.what, row.locked_until - moment)
         if row.attempts > key.limit.max_attempts:
-            connection.execute(
-                LOCK, {"k": key.key, "until": moment + key.limit.cooldown, "now": moment}
-            )
-            return key.what, key.limit.cooldown
-    return None
+            # Locked until its window ends (at least a cool-down): the window stays as it was.
+            until = max(moment + key.limit.cooldown, row.window_start + key.limit.window)
+            connection.execute(LOCK, {"k": key.key, "until": until})
+            return counted, (key.what, until - moment)
+        counted.append(Counted(key, row.window_start, row.attempts))
+    return counted, None
 
 
-def _succeeded(connection: Connection, username_key: str, certificate_key: str) -> None:
-    connection.execute(delete(ATTEMPTS).where(ATTEMPTS.c.key == username_key))
-    connection.execute(GIVE_BACK, {"k": certificate_key})
+def _settle(connection: Connection, counted: Sequence[Counted], *, success: bool) -> None:
+    for item in counted:
+        if success and item.key.forgotten_on_success:
+            connection.execute(delete(ATTEMPTS).where(ATTEMPTS.c.key == item.key.key))
+        else:
+            connection.execute(GIVE_BACK, {"k": item.key.key, "start": item.window_start})
 
 
 def _upsert(dialect: ModuleType) -> Executable:
-    expired = ATTEMPTS.c.window_start < bindparam("now") - bindparam("window")
+    expired = ATTEMPTS.c.window_start <= bindparam("now") - bindparam("window")
     locked = ATTEMPTS.c.locked_until > bindparam("now")
     statement = dialect.insert(ATTEMPTS).values(
         key=bindparam("k"), window_start=bindparam("now"), attempts=1, locked_until=0.0
@@ -114,7 +160,7 @@ def _upsert(dialect: ModuleType) -> Executable:
     upsert: Executable = statement.on_conflict_do_update(
         index_elements=["key"],
         set_={
-            # While locked nothing is counted; a new window starts the count again.
+            # While locked nothing is counted; only a window that has ended starts a new one.
             "attempts": case(
                 (locked, ATTEMPTS.c.attempts),
                 (expired, 1),
@@ -126,18 +172,24 @@ def _upsert(dialect: ModuleType) -> Executable:
                 else_=ATTEMPTS.c.window_start,
             ),
         },
-    ).returning(ATTEMPTS.c.attempts, ATTEMPTS.c.locked_until)
+    ).returning(ATTEMPTS.c.attempts, ATTEMPTS.c.window_start, ATTEMPTS.c.locked_until)
     return upsert
 
 
 _UPSERT = per_dialect(_upsert)
+# The refused attempt is not counted; the window is left as it is.
 LOCK = (
     update(ATTEMPTS)
     .where(ATTEMPTS.c.key == bindparam("k"))
-    .values(locked_until=bindparam("until"), attempts=0, window_start=bindparam("now"))
+    .values(locked_until=bindparam("until"), attempts=ATTEMPTS.c.attempts - 1)
 )
+# Only within the window the attempt was counted in: a new window owes it nothing.
 GIVE_BACK = (
     update(ATTEMPTS)
-    .where(ATTEMPTS.c.key == bindparam("k"), ATTEMPTS.c.attempts > 0)
+    .where(
+        ATTEMPTS.c.key == bindparam("k"),
+        ATTEMPTS.c.window_start == bindparam("start"),
+        ATTEMPTS.c.attempts > 0,
+    )
     .values(attempts=ATTEMPTS.c.attempts - 1)
 )

@@ -1,12 +1,16 @@
 """The keys login tokens are signed with. Each gateway replica signs with an Ed25519 key of
-its own (a file only its owner reads) and publishes the public half, under a key id (``kid``),
-in the shared database; every replica verifies a token with the public key its ``kid`` names.
-Why a key per replica rather than one shared key: a private key never leaves the host that
-uses it, and the database (which every replica can read) holds nothing that signs.
+its own (a file only its owner reads) and publishes the public half, under a key id (``kid``,
+a hash of the public key), in the shared database; every replica verifies a token with the
+published key its ``kid`` names. Why a key per replica rather than one shared key: a private
+key never leaves the host that uses it, and the database (which every replica can read) holds
+nothing that signs.
 
-``python -m server.gateway rotate-key`` writes a new key for a replica and publishes it; the
-running replica starts signing with it within a second, and the key it replaces stays
-published until every token it signed has expired.
+Only a key in use verifies anything. ``python -m server.gateway rotate-key`` writes a new key
+for a replica and publishes it, retiring the old one: every replica refuses the tokens it
+signed within a reload (half a second), so a copied key is worth nothing from then on. A key
+whose replica has held no lease for a token's lifetime is retired too (every token it signed
+has expired by then; a copy of it signs nothing more), and a replica that comes back
+publishes its key again.
 """
 
 from __future__ import annotations
@@ -25,10 +29,10 @@ from types import ModuleType
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import Connection, bindparam, delete, select, update
+from sqlalchemy import Connection, bindparam, delete, exists, select, update
 from sqlalchemy.sql import Executable
 
-from server.common.db import Database, per_dialect
+from server.common.db import Database, db_now, per_dialect
 from server.common.errors import ConfigError
 from server.common.periodic import repeat
 from server.gateway.models import Base
@@ -36,6 +40,7 @@ from server.gateway.models import Base
 log = logging.getLogger(__name__)
 
 KEYS = Base.metadata.tables["token_keys"]
+REPLICAS = Base.metadata.tables["replicas"]
 REFRESH_INTERVAL = 0.5
 # Tokens with kids nobody published make the ring reload, at most this often per second.
 _RELOADS_ON_MISS_PER_SECOND = 10
@@ -96,8 +101,8 @@ def load_key(path: Path, *, create: bool) -> SigningKey:
 
 
 def publish(connection: Connection, replica: str, key: SigningKey, moment: float) -> None:
-    """Publishes KEY as REPLICA's signing key; the replica's older keys are retired (still
-    valid for the tokens they signed)."""
+    """Publishes KEY as REPLICA's signing key; the replica's older keys are retired (the
+    tokens they signed are refused from the next reload on)."""
     connection.execute(
         _PUBLISH[connection.dialect.name],
         {"b_kid": key.kid, "b_replica": replica, "b_pem": key.public_pem, "b_at": moment},
@@ -106,8 +111,8 @@ def publish(connection: Connection, replica: str, key: SigningKey, moment: float
 
 
 class KeyRing:
-    """This replica's signing key (reloaded when its file changes) and every published
-    public key (reloaded from the database)."""
+    """This replica's signing key (reloaded when its file changes) and every public key in use
+    (reloaded from the database)."""
 
     def __init__(
         self, db: Database, replica: str, path: Path, clock: Callable[[], float] = time.time
@@ -127,6 +132,7 @@ class KeyRing:
         await self.refresh()
 
     def public(self, kid: str) -> Ed25519PublicKey | None:
+        """The key KID names, if it is in use as of the last reload."""
         return self._public.get(kid)
 
     async def public_or_reload(self, kid: str) -> Ed25519PublicKey | None:
@@ -157,22 +163,28 @@ class KeyRing:
 
     async def refresh(self) -> None:
         if self._stamp() != self._file_stamp:  # rotated: sign with the new key from now on
-            self.signing = load_key(self._path, create=False)
-            self._file_stamp = self._stamp()
-            await self._publish()
-            log.info("token signing key reloaded", extra={"fields": {"kid": self.signing.kid}})
-        rows = await self._db.statements(
-            lambda c: c.execute(select(KEYS.c.kid, KEYS.c.public_key)).all()
-        )
-        public = {}
-        for kid, pem in rows:
-            key = serialization.load_pem_public_key(pem.encode())
-            if isinstance(key, Ed25519PublicKey):
-                public[kid] = key
+            await self._load_rotated_key()
+        public = await self._db.statements(_keys_in_use)
+        if self.signing.kid not in public:
+            # Retired while this replica was away (paused past the grace), or its row was
+            # deleted: it signs with this key, so it publishes it again, unless the file has
+            # just been rotated, in which case the new key is the one to publish.
+            if self._stamp() != self._file_stamp:
+                await self._load_rotated_key()
+            else:
+                await self._publish()
+            public = await self._db.statements(_keys_in_use)
         self._public = public
 
+    async def retire_unused(self, grace: float) -> None:
+        """Retires every key whose replica has held no lease for GRACE seconds."""
+        moment = self._clock()
+        await self._db.statements(
+            lambda c: c.execute(RETIRE_UNUSED, {"b_grace": grace, "b_at": moment})
+        )
+
     async def forget_retired(self, token_ttl: float) -> None:
-        """Drops keys retired longer ago than a token lives: nothing they signed is valid."""
+        """Drops keys retired longer ago than a token lives: kept that long for the record."""
         cutoff = self._clock() - token_ttl
         await self._db.statements(
             lambda c: c.execute(
@@ -182,6 +194,12 @@ class KeyRing:
 
     async def run_forever(self, interval: float = REFRESH_INTERVAL) -> None:
         await repeat(self.refresh, interval, log, "cannot reload the token keys")
+
+    async def _load_rotated_key(self) -> None:
+        self.signing = load_key(self._path, create=False)
+        self._file_stamp = self._stamp()
+        await self._publish()
+        log.info("token signing key reloaded", extra={"fields": {"kid": self.signing.kid}})
 
     async def _publish(self) -> None:
         key, moment = self.signing, self._clock()
@@ -193,6 +211,22 @@ class KeyRing:
         except OSError:
             return (0, 0)
         return (info.st_mtime_ns, info.st_ino)
+
+
+def _keys_in_use(connection: Connection) -> dict[str, Ed25519PublicKey]:
+    """Every key no replica has retired, by kid; a row whose kid is not its key's is no key."""
+    rows = connection.execute(
+        select(KEYS.c.kid, KEYS.c.public_key).where(KEYS.c.retired_at.is_(None))
+    ).all()
+    public = {}
+    for kid, pem in rows:
+        try:
+            key = serialization.load_pem_public_key(pem.encode())
+        except ValueError:
+            continue
+        if isinstance(key, Ed25519PublicKey) and key_id(key) == kid:
+            public[kid] = key
+    return public
 
 
 def _publish_statement(dialect: ModuleType) -> Executable:
@@ -210,12 +244,26 @@ def _publish_statement(dialect: ModuleType) -> Executable:
 
 
 _PUBLISH = per_dialect(_publish_statement)
+# Only this replica's other keys: every other replica's stay in use.
 RETIRE = (
     update(KEYS)
     .where(
         KEYS.c.replica == bindparam("b_replica"),
         KEYS.c.kid != bindparam("b_kid"),
         KEYS.c.retired_at.is_(None),
+    )
+    .values(retired_at=bindparam("b_at"))
+)
+# Keys of replicas that have held no lease for the grace (by the database's clock, which the
+# leases are kept in), and of names no replica has.
+RETIRE_UNUSED = (
+    update(KEYS)
+    .where(
+        KEYS.c.retired_at.is_(None),
+        ~exists().where(
+            REPLICAS.c.name == KEYS.c.replica,
+            REPLICAS.c.lease_expires_at > db_now() - bindparam("b_grace"),
+        ),
     )
     .values(retired_at=bindparam("b_at"))
 )

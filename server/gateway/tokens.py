@@ -1,13 +1,20 @@
 """Login tokens: signed JWTs (EdDSA, the signing replica's own Ed25519 key, named by ``kid``
 in the header; see ``token_keys``) bound to the client certificate that logged in (RFC 8705
 ``cnf`` with the certificate's SHA-256 thumbprint), checked against the revocations
-(logouts, disabled users) on every use."""
+(logouts, disabled users) on every use.
+
+A token is honoured only while the key that signed it is in use (a token verified once is
+checked against the keys in use on every later call too), only if it lives no longer than this
+gateway issues tokens for, and not if it claims to be issued in the future: whoever holds a
+copy of a key cannot make a token that outlives the key's rotation.
+"""
 
 from __future__ import annotations
 
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import jwt
@@ -23,7 +30,10 @@ ISSUER = "minipay-gateway"
 AUDIENCE = "minipay"
 ALGORITHM = "EdDSA"
 VERIFIED_CACHE_SIZE = 10_000
+# How far ahead of this replica's clock another replica's may be when it issues a token.
+CLOCK_SKEW = 60.0
 _NOT_VALID = "the login token is not valid: log in again"
+_KEY_NOT_IN_USE = "the login token is signed by a key no gateway uses: log in again"
 
 
 class Keys(Protocol):
@@ -31,6 +41,9 @@ class Keys(Protocol):
 
     @property
     def signing(self) -> SigningKey: ...
+
+    def public(self, kid: str) -> Ed25519PublicKey | None:
+        """The key KID names, if it is in use as of the last reload."""
 
     async def public_or_reload(self, kid: str) -> Ed25519PublicKey | None:
         """The published public key of KID, or None."""
@@ -49,8 +62,8 @@ class TokenService:
         self._ttl = ttl_seconds
         self._revocations = revocations
         # Signature checks are the costly part of every call: a token checked once is
-        # remembered (with the certificate it is bound to) until it expires.
-        self._verified: dict[str, tuple[Claims, str]] = {}
+        # remembered (with the certificate it is bound to, and its key) until it expires.
+        self._verified: dict[str, _Verified] = {}
 
     def issue(
         self, *, subject: str, role: str, bank: str, account: str, thumbprint: str
@@ -89,31 +102,34 @@ class TokenService:
     async def verify(self, token: str, thumbprint: str) -> Claims:
         """The claims of a valid token presented with the certificate it is bound to."""
         cached = self._verified.get(token)
-        if cached is not None and cached[1] == thumbprint and cached[0].expires_at > self._clock():
-            claims = cached[0]
+        if (
+            cached is not None
+            and cached.thumbprint == thumbprint
+            and cached.claims.expires_at > self._clock()
+            and self._keys.public(cached.kid) is not None  # its key still in use
+        ):
+            claims = cached.claims
         else:
-            claims = self._decode(token, thumbprint, await self._public_key(token))
+            kid, public = await self._public_key(token)
+            claims = self._decode(token, thumbprint, public)
             if len(self._verified) >= VERIFIED_CACHE_SIZE:
                 self._verified.clear()
-            self._verified[token] = (claims, thumbprint)
-        refusal = self._revocations.refusal(claims) if self._revocations else None
+            self._verified[token] = _Verified(claims, thumbprint, kid)
+        refusal = self._revocations.refusal(claims) if self._revocations is not None else None
         if refusal is not None:
             raise refusal
         return claims
 
-    async def _public_key(self, token: str) -> Ed25519PublicKey:
-        """The published key the token's header names."""
+    async def _public_key(self, token: str) -> tuple[str, Ed25519PublicKey]:
+        """The key in use that the token's header names, with its kid."""
         try:
             kid = jwt.get_unverified_header(token).get("kid")
         except jwt.InvalidTokenError:
             raise Unauthenticated(_NOT_VALID, ErrorReason.TOKEN_INVALID) from None
         key = await self._keys.public_or_reload(kid) if isinstance(kid, str) else None
-        if key is None:
-            raise Unauthenticated(
-                "the login token is signed by a key no gateway published",
-                ErrorReason.TOKEN_INVALID,
-            )
-        return key
+        if key is None or not isinstance(kid, str):
+            raise Unauthenticated(_KEY_NOT_IN_USE, ErrorReason.TOKEN_INVALID)
+        return kid, key
 
     def _decode(self, token: str, thumbprint: str, public: Ed25519PublicKey) -> Claims:
         try:
@@ -132,9 +148,13 @@ class TokenService:
             )
         except jwt.InvalidTokenError:
             raise Unauthenticated(_NOT_VALID, ErrorReason.TOKEN_INVALID) from None
-        if not isinstance(payload["iat"], int | float) or not isinstance(payload["exp"], int):
+        issued, expires = payload["iat"], payload["exp"]
+        if not isinstance(issued, int | float) or not isinstance(expires, int):
             raise Unauthenticated(_NOT_VALID, ErrorReason.TOKEN_INVALID)
-        if payload["exp"] <= self._clock():
+        # Whatever it claims, no token lives longer than this gateway issues them for.
+        if expires - issued > self._ttl or issued > self._clock() + CLOCK_SKEW:
+            raise Unauthenticated(_NOT_VALID, ErrorReason.TOKEN_INVALID)
+        if expires <= self._clock():
             raise Unauthenticated(
                 "the login token has expired: log in again", ErrorReason.TOKEN_EXPIRED
             )
@@ -149,6 +169,13 @@ class TokenService:
             bank=str(payload.get("bank", "")),
             account=str(payload.get("account", "")),
             jti=str(payload["jti"]),
-            issued_at=float(payload["iat"]),
-            expires_at=int(payload["exp"]),
+            issued_at=float(issued),
+            expires_at=expires,
         )
+
+
+@dataclass(frozen=True)
+class _Verified:
+    claims: Claims
+    thumbprint: str
+    kid: str
