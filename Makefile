@@ -17,9 +17,11 @@ BENCH_ARGS ?=
 GATEWAY_PORT ?= 50051
 CONSOLE_PORT ?= 8080
 BANK_PORT ?= 50061
-# make up: how many gateway replicas, and the PostgreSQL server they need (empty: SQLite).
+# make up: how many gateway replicas, and the PostgreSQL server they need (empty: SQLite),
+# where the databases are DATABASE_PREFIX_gateway, DATABASE_PREFIX_alpha...
 GATEWAYS ?= 1
 DATABASE_URL ?=
+DATABASE_PREFIX ?= minipay
 
 .PHONY: setup demo up console test test-unit lint bench migrate certs protos clean
 
@@ -58,13 +60,17 @@ migrate: setup
 	  $(PY) -m alembic -n bank -x url=sqlite:///$(DATA)/bank-$$bank.db upgrade head || exit 1; \
 	done
 
-demo: setup migrate
-	$(PY) -m devtools.demo
+# `exec`: the Python process replaces the recipe's shell, so the SIGTERM that make passes to
+# its child reaches it, and it stops every server (a shell would die and leave them running).
+# The demo makes its own databases in a temporary folder: no `migrate` first.
+demo: setup
+	exec $(PY) -m devtools.demo
 
 # make up GATEWAYS=3 DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432 runs replicas.
 up: setup
-	$(PY) -m devtools.cluster --data-dir $(DATA) --gateway-port $(GATEWAY_PORT) \
-	  --bank-port $(BANK_PORT) --gateways $(GATEWAYS) --database-url "$(DATABASE_URL)"
+	exec $(PY) -m devtools.cluster --data-dir "$(DATA)" --gateway-port $(GATEWAY_PORT) \
+	  --bank-port $(BANK_PORT) --gateways $(GATEWAYS) --database-url "$(DATABASE_URL)" \
+	  --database-prefix "$(DATABASE_PREFIX)"
 
 # The web console on 127.0.0.1:$(CONSOLE_PORT), for the gateway that make up runs.
 console: setup

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from minipay.client import ClientConfig
-from minipay.client.api import DEFAULT_GATEWAY, DEV_CERTS
+from minipay.client.api import DEFAULT_GATEWAY, DEV_CERTS, dev_certificate
 
 PREFIX = "MINIPAY_CONSOLE_"
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -45,11 +45,17 @@ class ConsoleSettings:
     gateway: str = setting(
         DEFAULT_GATEWAY, "the gateway's address, or several replicas' separated by commas"
     )
-    ca: Path = setting(DEV_CERTS / "services-ca.pem", "CA that signs the gateway's certificate")
-    cert: Path = setting(
-        DEV_CERTS / f"{DEFAULT_CERT_NAME}.pem", "the console's own client certificate"
+    # The dev certificates in a checkout; elsewhere they must be given.
+    ca: Path = setting(
+        dev_certificate("services-ca.pem") or Path(""), "CA that signs the gateway's certificate"
     )
-    key: Path = setting(DEV_CERTS / f"{DEFAULT_CERT_NAME}-key.pem", "the console's private key")
+    cert: Path = setting(
+        dev_certificate(f"{DEFAULT_CERT_NAME}.pem") or Path(""),
+        "the console's own client certificate",
+    )
+    key: Path = setting(
+        dev_certificate(f"{DEFAULT_CERT_NAME}-key.pem") or Path(""), "the console's private key"
+    )
     https_cert: Path = setting(Path(""), "serve HTTPS with this certificate (PEM)")
     https_key: Path = setting(Path(""), "the HTTPS certificate's private key (PEM)")
     session_lifetime: float = setting(
@@ -144,7 +150,7 @@ def _given(path: Path) -> bool:
 
 
 def _hint(path: Path) -> str:
-    if path.parent == DEV_CERTS:
+    if DEV_CERTS is not None and path.parent == DEV_CERTS:
         return " (make certs writes the dev certificates)"
     return ""
 

@@ -4,7 +4,9 @@
 Each process is the real entry point (``python -m server.bank`` / ``python -m server.gateway``)
 with its own database and log file in the data folder; readiness is the standard health check.
 ``python -m devtools.cluster`` (``make up``) keeps one running in the foreground: it restarts
-a process that dies, and stops everything on Ctrl-C or SIGTERM.
+a process that dies, and stops everything on Ctrl-C or SIGTERM, starting up included. What it
+writes in the data folder is its owner's alone (folders 0700, files 0600): the servers' output
+names users.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import secrets
 import signal
 import socket
@@ -28,6 +31,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from certificate.ca import CLIENTS_CA, SERVICES_CA
+from minipay.launch import die_interrupted
 from minipay.service_names import GATEWAY_SERVER_NAME, bank_server_name
 from server.common.errors import ConfigError
 from server.common.settings import (
@@ -61,6 +65,26 @@ DEFAULT_GATEWAY_PORT = _DEFAULT_PORTS[GATEWAY]
 DEFAULT_BANK_PORT = _DEFAULT_PORTS[DEFAULT_BANK_NAMES[0]]
 # What every settings variable starts with (server/common/settings.py makes the names).
 SETTINGS_PREFIX = "MINIPAY_"
+# make up on PostgreSQL: the databases are PREFIX_gateway, PREFIX_alpha...
+DEFAULT_DATABASE_PREFIX = "minipay"
+_DATABASE_PREFIX = re.compile(r"[a-z_][a-z0-9_]{0,40}")
+
+
+class Stopped(Exception):
+    """A stop was asked for (Ctrl-C, SIGTERM) while the cluster was starting."""
+
+
+def private_folder(path: Path) -> None:
+    """PATH as a folder only its owner can enter, whether it is new or not."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.chmod(0o700)
+
+
+def private_append(path: Path) -> int:
+    """A descriptor appending to PATH, a file only its owner can read, whether new or not."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
 
 
 # -- ports -----------------------------------------------------------------------------------
@@ -118,9 +142,11 @@ class Cluster:
     metrics_ports: dict[str, int] = field(default_factory=dict)  # Prometheus, per process
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     gateways: int = 1  # replicas: "gateway", "gateway-2", ... (they need PostgreSQL)
+    # Where each process's NAME.out stood when it was last started: what it wrote since.
+    _out_offsets: dict[str, int] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_folder(self.data_dir)
         for name in [*self.gateway_names, *self.bank_names]:
             self.ports.setdefault(name, free_port())
 
@@ -219,7 +245,8 @@ class Cluster:
         return self.log_dir / f"{self.settings(name).process_name}.log"
 
     def start_process(self, name: str, faults: str = "") -> None:
-        with self.log_path(name).open("ab") as out:
+        with os.fdopen(private_append(self.log_path(name)), "ab") as out:
+            self._out_offsets[name] = out.tell()
             self.processes[name] = subprocess.Popen(
                 self.command(name),
                 env=self.environment(name, faults),
@@ -228,11 +255,20 @@ class Cluster:
                 cwd=ROOT,
             )
 
-    def start(self, faults: dict[str, str] | None = None, timeout: float = 60.0) -> None:
+    def start(
+        self,
+        faults: dict[str, str] | None = None,
+        timeout: float = 60.0,
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """Starts every process and waits until each serves; raises Stopped as soon as
+        STOPPING() says so (the processes started so far keep running: ``stop`` ends them)."""
         for name in self.names:
+            if stopping():
+                raise Stopped
             self.start_process(name, (faults or {}).get(name, ""))
         for name in self.names:
-            self.wait_ready(name, timeout)
+            self.wait_ready(name, timeout, stopping)
 
     def _health_channel(self, name: str) -> grpc.Channel:
         # As the gateway: the one certificate every server here accepts.
@@ -255,12 +291,17 @@ class Cluster:
                 return False
         return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
 
-    def wait_ready(self, name: str, timeout: float = 60.0) -> None:
-        """Waits until the process answers its health check; fails if it exits."""
+    def wait_ready(
+        self, name: str, timeout: float = 60.0, stopping: Callable[[], bool] = lambda: False
+    ) -> None:
+        """Waits until the process answers its health check; fails if it exits, and raises
+        Stopped as soon as STOPPING() says so."""
         deadline = time.monotonic() + timeout
         with self._health_channel(name) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
+                if stopping():
+                    raise Stopped
                 process = self.processes.get(name)
                 if process is not None and process.poll() is not None:
                     raise RuntimeError(
@@ -275,10 +316,14 @@ class Cluster:
         raise TimeoutError(f"{name} did not become healthy: {self.tail(name)}")
 
     def tail(self, name: str, lines: int = 5) -> str:
+        """The last LINES lines the process wrote since its last start (not an earlier run's)."""
         try:
-            return " | ".join(self.log_path(name).read_text().splitlines()[-lines:])
+            with self.log_path(name).open("rb") as out:
+                out.seek(self._out_offsets.get(name, 0))
+                text = out.read().decode(errors="replace")
         except OSError:
             return ""
+        return " | ".join(text.splitlines()[-lines:])
 
     def kill(self, name: str) -> None:
         """kill -9: no clean-up, exactly like a crash."""
@@ -341,9 +386,9 @@ class EventLog:
     in DATA/logs/cluster.log with the time."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_folder(path.parent)
         self.path = path
-        self._file: TextIO = path.open("a", encoding="utf-8", buffering=1)
+        self._file: TextIO = os.fdopen(private_append(path), "a", encoding="utf-8", buffering=1)
 
     def __call__(self, message: str) -> None:
         """An event: on standard output with the time of day."""
@@ -432,28 +477,60 @@ def launcher_environment(
     return env, metrics_ports, warnings
 
 
-def postgres_databases(server_url: str, names: Sequence[str]) -> dict[str, str]:
-    """A database per process on the PostgreSQL server at SERVER_URL (``minipay_gateway``,
-    shared by the replicas, and ``minipay_BANK``), created if missing; their URLs."""
+def postgres_server(url: str, prefix: str) -> str:
+    """URL checked as ``make up`` takes it: a PostgreSQL server, with no database named (each
+    process gets its own, PREFIX_NAME); ConfigError saying what is wrong."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    if not _DATABASE_PREFIX.fullmatch(prefix):
+        raise ConfigError(
+            f"database prefix {prefix!r}: expected lower-case letters, digits and _, "
+            "starting with a letter or _, at most 41"
+        )
+    example = "postgresql+psycopg://USER@HOST:PORT"
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"--database-url {url!r} is not a URL like {example}") from None
+    if parsed.drivername not in ("postgresql", "postgresql+psycopg"):
+        raise ConfigError(f"--database-url must be a PostgreSQL server, like {example}")
+    if parsed.database:
+        raise ConfigError(
+            f"--database-url names a database ({parsed.database!r}): give the server alone, "
+            f"like {example}; each process gets a database of its own there, "
+            f"{prefix}_gateway, {prefix}_alpha... (the prefix: --database-prefix, "
+            "make up DATABASE_PREFIX=...)"
+        )
+    return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
+def postgres_databases(
+    url: str, names: Sequence[str], prefix: str = DEFAULT_DATABASE_PREFIX
+) -> dict[str, str]:
+    """A database per process on the PostgreSQL server at URL (``PREFIX_gateway``, shared by
+    the replicas, and ``PREFIX_BANK``), created if missing; their URLs."""
     from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
     from sqlalchemy.exc import DBAPIError
 
-    base = server_url.rstrip("/")
-    engine = create_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")
+    base = postgres_server(url, prefix)
+    engine = create_engine(server_url(base, "postgres"), isolation_level="AUTOCOMMIT")
     urls = {}
     try:
         with engine.connect() as connection:
             for name in names:
-                database = f"minipay_{name}"
+                database = f"{prefix}_{name}".replace("-", "_")
                 exists = connection.execute(
                     text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": database}
                 ).first()
                 if exists is None:
                     connection.execute(text(f'CREATE DATABASE "{database}"'))
-                urls[name] = f"{base}/{database}"
+                urls[name] = server_url(base, database)
     except DBAPIError as error:
         reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
-        raise ConfigError(f"cannot use the PostgreSQL server {base}: {reason}") from None
+        shown = make_url(base).render_as_string(hide_password=True)
+        raise ConfigError(f"cannot use the PostgreSQL server {shown}: {reason}") from None
     finally:
         engine.dispose()
     return urls
@@ -497,14 +574,29 @@ def fresh_postgres_databases(
         engine.dispose()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+class StopRequests:
+    """Ctrl-C and SIGTERM, noted rather than raised, so that a stop never interrupts the
+    launcher halfway through starting or stopping a process: it looks at ``requested``."""
+
+    def __init__(self) -> None:
+        self.signal: signal.Signals | None = None
+        signal.signal(signal.SIGTERM, self._note)
+        signal.signal(signal.SIGINT, self._note)
+
+    def _note(self, signum: int, _frame: object) -> None:
+        self.signal = self.signal or signal.Signals(signum)
+
+    def requested(self) -> bool:
+        return self.signal is not None
+
+
+def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m devtools.cluster",
         description="Run three banks and the gateway (or several replicas of it) on loopback "
-        "until Ctrl-C or SIGTERM, "
-        "restarting any that dies. Every settings variable in the environment is passed on to "
-        "the processes, except those the cluster sets for each one (data folder, addresses, "
-        "certificates).",
+        "until Ctrl-C or SIGTERM, restarting any that dies. Every settings variable in the "
+        "environment is passed on to the processes, except those the cluster sets for each "
+        "one (data folder, addresses, certificates).",
     )
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
     parser.add_argument("--gateway-port", type=int, default=DEFAULT_GATEWAY_PORT)
@@ -521,8 +613,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--database-url",
         default="",
-        help="a PostgreSQL server (postgresql+psycopg://USER@HOST:PORT): every process gets "
-        "its own database there, created if missing (default: SQLite files in the data folder)",
+        help="a PostgreSQL server, without a database (postgresql+psycopg://USER@HOST:PORT): "
+        "every process gets its own database there, created if missing (default: SQLite "
+        "files in the data folder)",
+    )
+    parser.add_argument(
+        "--database-prefix",
+        default=DEFAULT_DATABASE_PREFIX,
+        help="with --database-url: the databases are PREFIX_gateway, PREFIX_alpha...; give "
+        "each checkout sharing a PostgreSQL server its own (default: %(default)s)",
     )
     parser.add_argument(
         "--certs",
@@ -532,7 +631,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "gateway and each bank "
         "(default: %(default)s)",
     )
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    stops = StopRequests()
+    args = parse_arguments(argv)
     if args.gateways < 1 or (args.gateways > 1 and not args.database_url):
         print(
             "error: gateway replicas share one database: more than one needs --database-url "
@@ -552,7 +656,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.environ, DEFAULT_BANK_NAMES, gateways
         )
         urls = (
-            postgres_databases(args.database_url, [GATEWAY, *DEFAULT_BANK_NAMES])
+            postgres_databases(
+                args.database_url, [GATEWAY, *DEFAULT_BANK_NAMES], args.database_prefix
+            )
             if args.database_url
             else {}
         )
@@ -573,39 +679,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{key} is not passed on: the launcher sets it for each process"
         for key in sorted(env.keys() & fixed)
     ]
-    stop_requested = ""  # the signal's name, once one came
-
-    def request_stop(signum: int, _frame: object) -> None:
-        nonlocal stop_requested
-        stop_requested = signal.Signals(signum).name
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
     with contextlib.closing(EventLog(cluster.log_dir / "cluster.log")) as events:
         for warning in warnings:
             events.problem(f"warning: {warning}")
         try:
-            try:
-                cluster.start()
-            except (RuntimeError, TimeoutError, ConfigError) as error:
-                if stop_requested:  # interrupted while starting: the processes got it too
-                    return 0
-                events.problem(f"error: {error}")
+            if not run_until_stopped(cluster, events, stops):
                 return 1
-            for name in cluster.names:
-                port = cluster.settings(name).metrics_port
-                metrics = f"  metrics {LOOPBACK}:{port}" if port else ""
-                events(
-                    f"{name:<8} {cluster.address(name)}  pid {cluster.processes[name].pid:<7} "
-                    f"log {cluster.log_file(name)}{metrics}"
-                )
-            events("cluster up; a process that dies is restarted; Ctrl-C stops everything")
-            supervise(cluster, events, lambda: bool(stop_requested))
-            events(f"{stop_requested}: stopping every process")
+            events(f"{stops.signal.name if stops.signal else 'stop'}: stopping every process")
         finally:
             cluster.stop()
             events("cluster stopped")
+    if stops.signal == signal.SIGINT:
+        die_interrupted()  # as a shell expects of Ctrl-C: a script around make up stops too
     return 0
+
+
+def run_until_stopped(cluster: Cluster, events: EventLog, stops: StopRequests) -> bool:
+    """Starts the cluster, then keeps it running until a stop is requested; False when it
+    could not start."""
+    try:
+        cluster.start(stopping=stops.requested)
+    except Stopped:
+        return True
+    except (RuntimeError, TimeoutError, ConfigError) as error:
+        if stops.requested():  # Ctrl-C reached the processes too, and they exited
+            return True
+        events.problem(f"error: {error}")
+        return False
+    for name in cluster.names:
+        port = cluster.settings(name).metrics_port
+        metrics = f"  metrics {LOOPBACK}:{port}" if port else ""
+        events(
+            f"{name:<8} {cluster.address(name)}  pid {cluster.processes[name].pid:<7} "
+            f"log {cluster.log_file(name)}{metrics}"
+        )
+    events("cluster up; a process that dies is restarted; Ctrl-C stops everything")
+    supervise(cluster, events, stops.requested)
+    return True
 
 
 if __name__ == "__main__":

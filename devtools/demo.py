@@ -1,16 +1,20 @@
 """``make demo``: start a cluster in a temporary folder, run a short scripted session with
-the real admin and client command lines, print it, stop everything."""
+the real admin and client command lines, print it, stop everything. Ctrl-C or SIGTERM, at any
+moment, stops the cluster and removes the folder too."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import shlex
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from devtools.cluster import Cluster, every_process
+from devtools.cluster import Cluster, Stopped, StopRequests, every_process
+from minipay.launch import die_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,7 +76,7 @@ def run_step(
     cluster: Cluster, who: str, command: str, password: str | None, homes: Path
 ) -> tuple[int, str]:
     cert = "admin" if who == "admin" else "client-1"
-    # The command lines' own variables (see ``client/cli.py``), not server settings.
+    # The command lines' own variables (``minipay/client/api.py``), not server settings.
     env = {
         **os.environ,
         "MINIPAY_GATEWAY": cluster.gateway_address,
@@ -92,33 +96,59 @@ def run_step(
     return result.returncode, (result.stdout + result.stderr).rstrip()
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    argparse.ArgumentParser(
+        prog="python -m devtools.demo",
+        description="Start three banks and the gateway in a temporary folder on free ports, "
+        "run a scripted session with the admin and client command lines, print each command "
+        "and its answer, and stop. Ctrl-C or SIGTERM stops the cluster and removes the folder. "
+        "Exit status: 0 when every step behaved as expected, 1 when one did not.",
+    ).parse_args(argv)
+    stops = StopRequests()
+    failures = 0
     with tempfile.TemporaryDirectory(prefix="minipay-demo-") as folder:
         cluster = Cluster(Path(folder), env=every_process(log_format="json"))
-        print("== starting three banks and the gateway (mutual TLS, SQLite, 2PC)")
         try:
-            cluster.start()
-            for name in cluster.names:
-                print(f"   {name:<8} {cluster.address(name)}")
-            failures = 0
-            for index, (who, command, password, expected) in enumerate(SCRIPT):
-                print(f"\n[{who}] $ python -m {command}")
-                if index in NOTES:
-                    print(f"   # {NOTES[index]}")
-                code, output = run_step(cluster, who, command, password, Path(folder) / "home")
-                for line in output.splitlines():
-                    print(f"   {line}")
-                if code != expected:
-                    failures += 1
-                    print(f"   !! exit code {code}, expected {expected}")
+            failures = run_script(cluster, Path(folder) / "home", stops.requested)
+        except Stopped:
+            pass  # said below, once the folder is gone
+        except (RuntimeError, TimeoutError) as error:  # the cluster did not start
+            print(f"error: {error}", file=sys.stderr)
+            failures = len(SCRIPT)
         finally:
             cluster.stop()
             print("\n== cluster stopped")
+    if stops.signal is not None:
+        print(f"demo stopped by {stops.signal.name}; its temporary folder is removed")
+        die_of(stops.signal)
     if failures:
         print(f"demo FAILED: {failures} step(s) did not behave as expected")
         return 1
     print("demo finished: every step behaved as expected")
     return 0
+
+
+def run_script(cluster: Cluster, homes: Path, stopping: Callable[[], bool]) -> int:
+    """Starts CLUSTER and runs the script against it; how many steps did not behave as
+    expected. Raises Stopped as soon as STOPPING() says so."""
+    print("== starting three banks and the gateway (mutual TLS, SQLite, 2PC)")
+    cluster.start(stopping=stopping)
+    for name in cluster.names:
+        print(f"   {name:<8} {cluster.address(name)}")
+    failures = 0
+    for index, (who, command, password, expected) in enumerate(SCRIPT):
+        if stopping():
+            raise Stopped
+        print(f"\n[{who}] $ python -m {command}")
+        if index in NOTES:
+            print(f"   # {NOTES[index]}")
+        code, output = run_step(cluster, who, command, password, homes)
+        for line in output.splitlines():
+            print(f"   {line}")
+        if code != expected and not stopping():  # a step cut short by Ctrl-C is not a failure
+            failures += 1
+            print(f"   !! exit code {code}, expected {expected}")
+    return failures
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """The command lines as a user meets them. With no cluster: nothing of the servers' code is
-loaded, Ctrl-C and Ctrl-D at a real terminal's password prompt end the command at once, a
-gateway that is down is one line, every flag has help, whoami and logout work logged out,
-every amount goes through ``minipay.money``, and no expected error is a traceback. Against a
-real cluster (section 8): a payment looked up by id, the history's filters, held funds in the
-balance, JSON errors with their reason and request id, and ``--verbose`` printing that id.
+loaded, Ctrl-C and Ctrl-D at a real terminal's password prompt end the command at once,
+Ctrl-C during a call or while the command is still starting is one line and stops a shell
+loop around it, a gateway that is down is one line, every flag has help, the usage names the
+command as typed, whoami and logout work logged out, every amount and currency goes through
+``minipay.money``, and no expected error is a traceback. Against a real cluster (section 8):
+a payment looked up by id, the history's filters, held funds in the balance, JSON errors with
+their reason and request id, ``--verbose`` printing that id, a slow payment retried until it
+answers, and "log in again" said once.
 
 (The admin's and a new customer's end-to-end run is ``test_command_lines_end_to_end`` in
 ``test_identity.py``.)
@@ -19,6 +22,8 @@ import os
 import pty
 import re
 import select
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -37,17 +42,28 @@ from certificate.ca import SERVICES_CA
 from devtools.cluster import GATEWAY, Cluster
 from minipay.admin.__main__ import build_parser as admin_parser
 from minipay.client.__main__ import build_parser as client_parser
-from minipay.client.api import GatewayClient
-from minipay.client.commandline import HelpFormatter, money_fields
+from minipay.client.api import MAX_PAGE_SIZE, GatewayClient
+from minipay.client.commandline import EXIT_STATUS_HELP, HelpFormatter, money_fields
 from minipay.client.logs import describe_request
 from minipay.v1 import admin_pb2, common_pb2, gateway_pb2
+from server.gateway import servicers
 from tests.conftest import TEST_ENV
 from tests.helpers import SEED_PASSWORDS, Client, bank_state, customer, server_env, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PROMPT_TIMEOUT = 20.0  # interpreter start-up and imports, on a busy machine
-EXIT_TIMEOUT = 3.0  # from the key press to the exit
+# Interpreter start-up and imports, and the exit after a key, on a machine busy with the whole
+# suite. A command that did not stop at the key would wait far longer (a prompt that swallows
+# Ctrl-C waits forever), and one that went on instead would reach the gateway, which the tests
+# of the prompt check did not happen.
+PROMPT_TIMEOUT = 30.0
 AN_HOUR = 3600
+DIED_OF_SIGINT = -signal.SIGINT  # subprocess's return code for a process ended by SIGINT
+
+
+def default_sigint() -> None:
+    """In a child before exec: SIGINT as a terminal's shell would leave it, whatever the test
+    runner's process did with it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def free_port() -> int:
@@ -203,6 +219,7 @@ def test_help_runs_without_server_code(cli: Cli, tool: str) -> None:
 def _take_the_terminal() -> None:
     """In the child, before exec: its new session's controlling terminal is the pty, so
     getpass reads /dev/tty, and Ctrl-C at the pty is SIGINT to the child."""
+    default_sigint()
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
@@ -229,8 +246,9 @@ class Terminal:
     def type(self, keys: str) -> None:
         os.write(self.master, keys.encode())
 
-    def finish(self, timeout: float = EXIT_TIMEOUT) -> tuple[int, str]:
-        """The exit code, within TIMEOUT, and standard error."""
+    def finish(self, timeout: float = PROMPT_TIMEOUT) -> tuple[int, str]:
+        """The exit code (negative: the signal that ended it), within TIMEOUT, and standard
+        error."""
         try:
             code = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -249,6 +267,23 @@ class Terminal:
                 break
             self.seen += chunk
         return code, stderr
+
+
+@pytest.fixture
+def silent_gateway(cli: Cli) -> Iterator[socket.socket]:
+    """A "gateway" that accepts connections and never answers: a command that reaches it
+    waits in the TLS handshake, and the test sees that it was reached."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        cli.gateway = f"127.0.0.1:{listener.getsockname()[1]}"
+        yield listener
+
+
+def reached(listener: socket.socket) -> bool:
+    """Whether a command connected to LISTENER (a silent gateway) since it was opened."""
+    ready, _, _ = select.select([listener], [], [], 0)
+    return bool(ready)
 
 
 @pytest.fixture
@@ -288,14 +323,17 @@ LOGINS = [
 
 
 @pytest.mark.parametrize(("tool", "args", "prompt"), LOGINS, ids=["client", "admin"])
-def test_ctrl_c_at_the_password_prompt(terminal: Any, tool: str, args: Any, prompt: str) -> None:
+def test_ctrl_c_at_the_password_prompt(
+    terminal: Any, silent_gateway: socket.socket, tool: str, args: Any, prompt: str
+) -> None:
     term = terminal(tool, *args)
     term.read_until(prompt)
     term.type("\x03")
     code, stderr = term.finish()
-    assert code == 130
+    assert code == DIED_OF_SIGINT  # as a shell expects of Ctrl-C
     assert stderr == "error: interrupted\n"
     assert b"Traceback" not in term.seen
+    assert not reached(silent_gateway)  # it stopped at the prompt: nothing was sent
 
 
 @pytest.mark.parametrize(("tool", "args", "prompt"), LOGINS, ids=["client", "admin"])
@@ -309,15 +347,92 @@ def test_ctrl_d_at_the_password_prompt(terminal: Any, tool: str, args: Any, prom
     assert b"Traceback" not in term.seen
 
 
-def test_ctrl_c_after_typing_part_of_the_password(terminal: Any) -> None:
+def test_ctrl_c_after_typing_part_of_the_password(
+    terminal: Any, silent_gateway: socket.socket
+) -> None:
     term = terminal("client", "register", "--bank", "alpha", "--account", "A-1", "--username", "al")
     term.read_until("Password for al: ")
     term.type("half-a-pass")
     time.sleep(0.2)
     term.type("\x03")
     code, stderr = term.finish()
-    assert (code, stderr) == (130, "error: interrupted\n")
+    assert (code, stderr) == (DIED_OF_SIGINT, "error: interrupted\n")
     assert b"half-a-pass" not in term.seen  # never echoed
+    assert not reached(silent_gateway)
+
+
+def test_ctrl_c_stops_a_shell_loop_around_the_command(
+    cli: Cli, silent_gateway: socket.socket
+) -> None:
+    """The README's ``while :; do … pay …; done``: one Ctrl-C (SIGINT to the terminal's
+    foreground process group) during a call prints one line, and the loop ends with it."""
+    cli.save_session("client", AN_HOUR)
+    pay = "pay --to-bank beta --to-account B-2001 --amount 0.01 --idempotency-key loop-1"
+    loop = subprocess.Popen(
+        ["bash", "-c", f"while :; do {sys.executable} -m client {pay}; done"],
+        env=cli.env("client"),
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=default_sigint,
+    )
+    try:
+        silent_gateway.settimeout(PROMPT_TIMEOUT)
+        connection, _ = silent_gateway.accept()  # the command is in the middle of its call
+        connection.close()
+        os.killpg(loop.pid, signal.SIGINT)
+        _, stderr = loop.communicate(timeout=PROMPT_TIMEOUT)
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(loop.pid, signal.SIGKILL)
+        loop.wait()
+    assert loop.returncode == DIED_OF_SIGINT, stderr  # bash obeyed the signal: no next round
+    assert stderr.splitlines() == [
+        "error: interrupted; the payment may or may not have been made: repeat the command "
+        "with --idempotency-key loop-1 to find out (never done twice)"
+    ]
+
+
+def test_ctrl_c_while_the_command_is_starting_is_one_line(cli: Cli) -> None:
+    """Ctrl-C while the command's modules are still being imported (grpc, the library): one
+    line, no traceback, and the command ends by SIGINT. The child writes a line per import
+    (``-X importtime``) into a pipe kept small and unread, so it is held in the middle of its
+    imports when the signal comes."""
+    process = subprocess.Popen(
+        [sys.executable, "-X", "importtime", "-m", "client", "whoami"],
+        env=cli.env("client"),
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=default_sigint,
+    )
+    assert process.stderr is not None
+    fcntl.fcntl(process.stderr.fileno(), fcntl.F_SETPIPE_SZ, 4096)
+    seen = b""
+    try:
+        # The entry point is imported, and installs its handler, before the command's modules.
+        while not re.search(rb"\| +minipay\.launch\n", seen):
+            chunk = process.stderr.read1(4096)  # type: ignore[attr-defined]
+            assert chunk, seen.decode()
+            seen += chunk
+        time.sleep(0.5)  # the pipe fills up: the child waits in its imports
+        assert process.poll() is None
+        process.send_signal(signal.SIGINT)
+        stdout, rest = process.communicate(timeout=PROMPT_TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    lines = (seen + rest).decode().splitlines()
+    imported = [line.rsplit("|", 1)[-1].strip() for line in lines if line.startswith("import")]
+    assert "minipay.launch" in imported
+    assert "minipay.client.__main__" not in imported  # interrupted while importing it
+    others = [line for line in lines if not line.startswith("import time:")]
+    assert others == ["error: interrupted"], lines[-20:]
+    assert process.returncode == DIED_OF_SIGINT
+    assert stdout == b""
 
 
 CREATE_ZED = ("create-user", "--username", "zed", "--name", "Zed", "--bank", "gamma")
@@ -342,7 +457,7 @@ def test_create_user_with_the_same_password_twice_goes_on(cli: Cli, terminal: An
     term.type("zed-secret-1\n")
     term.read_until("Repeat the password for zed: ")
     term.type("zed-secret-1\n")
-    code, stderr = term.finish(timeout=15)
+    code, stderr = term.finish()
     assert code == 1  # it went on to call the gateway, where nothing listens
     assert stderr.startswith(f"error: UNAVAILABLE: cannot reach the gateway at {cli.gateway}")
 
@@ -453,6 +568,53 @@ def test_help_of_a_command(cli: Cli, tool: str) -> None:
     text = cli.ok(tool, "whoami", "--help")
     assert "exits 0 whether or not you are logged in" in " ".join(text.split()).lower()
     assert "(default: $MINIPAY_GATEWAY, else 127.0.0.1:50051)" in " ".join(text.split())
+
+
+def test_usage_names_the_command_as_typed(cli: Cli) -> None:
+    """``python -m client`` in a checkout, ``python -m minipay.client`` so typed, and the
+    installed commands ``minipay`` and ``minipay-admin`` by their names, in the usage, the
+    help and the hints alike."""
+    assert cli.ok("client", "--help").startswith("usage: python -m client ")
+    assert cli.ok("admin", "--help").startswith("usage: python -m admin ")
+    package = subprocess.run(
+        [sys.executable, "-m", "minipay.client", "login", "--help"],
+        env=cli.env("client"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert package.stdout.startswith("usage: python -m minipay.client login "), package.stderr
+    assert "('python -m minipay.client register')" in " ".join(package.stdout.split())
+    bin_folder = Path(sys.executable).parent
+    for command in ("minipay", "minipay-admin"):
+        installed = shutil.which(command, path=str(bin_folder))
+        assert installed, f"no {command} in {bin_folder}: run make setup"
+        done = subprocess.run(
+            [installed, "whoami", "--help"],
+            env=cli.env("client"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.stdout.startswith(f"usage: {command} whoami "), done.stderr
+        assert f"see '{command} --help'" in done.stdout
+    admin_help = subprocess.run(
+        [bin_folder / "minipay-admin", "create-user", "--help"],
+        env=cli.env("admin"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "('minipay register')" in " ".join(admin_help.stdout.split())
+    cli.save_session("client", -AN_HOUR)
+    expired = subprocess.run(
+        [bin_folder / "minipay", "balance"],
+        env=cli.env("client"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "log in again with 'minipay login --username alice'" in expired.stderr
 
 
 def test_login_help_says_register_first(cli: Cli) -> None:
@@ -609,7 +771,10 @@ def test_amount_errors_in_json(cli: Cli) -> None:
         ("client", ("history", "--since", "yesterday"), "not an ISO 8601 date"),
         ("client", ("history", "--until", "2024-13-01"), "not an ISO 8601 date"),
         ("client", ("payment",), "the following arguments are required: ID"),
-        ("client", (*PAY, "1", "--currency", "dollars"), "three-letter currency code"),
+        ("client", (*PAY, "1", "--currency", "dollars"), "not an ISO 4217 currency code"),
+        ("client", (*PAY, "1", "--currency", "XYZ"), "'XYZ' is not an ISO 4217 currency code"),
+        ("admin", (*DEPOSIT, "1", "--currency", "XAU"), "'XAU' is not an ISO 4217 currency code"),
+        ("client", ("history", "--page-size", "201"), "'201' is more than 200"),
         ("client", ("--attempts", "none", "balance"), "argument --attempts"),
         ("admin", ("frobnicate",), "invalid choice: 'frobnicate'"),
     ],
@@ -619,6 +784,29 @@ def test_usage_errors_are_one_line(
 ) -> None:
     result = cli.fails(tool, *args)
     assert message in result.stderr
+
+
+def test_page_sizes_are_the_gateways(cli: Cli, silent_gateway: socket.socket) -> None:
+    """The CLI takes the page sizes the gateway takes (1-200; the gateway's 0 is the CLI's
+    default, 20) and refuses the others before anything is sent."""
+    assert (MAX_PAGE_SIZE, 20) == (servicers.MAX_PAGE_SIZE, servicers.DEFAULT_PAGE_SIZE)
+    cli.save_session("client", AN_HOUR)
+    for refused in ("0", str(MAX_PAGE_SIZE + 1)):
+        cli.fails("client", "history", "--page-size", refused)
+    assert not reached(silent_gateway)
+    page_size = client_parser().parse_args(["history"]).page_size
+    assert page_size == servicers.DEFAULT_PAGE_SIZE
+    biggest = client_parser().parse_args(["history", "--page-size", str(MAX_PAGE_SIZE)])
+    assert biggest.page_size == MAX_PAGE_SIZE
+
+
+def test_the_readme_shows_the_error_line_the_clis_print() -> None:
+    """The README's "Using it by hand" gives the format of an error line: the one the CLIs'
+    --help gives and the tests below see."""
+    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    assert "An expected error prints one line, `error: CODE (REASON): message`" in readme
+    assert '"error: CODE (REASON): message"' in EXIT_STATUS_HELP
+    assert "admin-session.json" in readme
 
 
 def test_not_logged_in_is_one_line(cli: Cli) -> None:
@@ -853,3 +1041,46 @@ def test_verbose_prints_the_request_id(live: Live) -> None:
     assert (record["method"], record["code"]) == ("/minipay.v1.Payments/GetPayment", "NOT_FOUND")
     quiet = cli.fails("client", "payment", "pay_missing", exit_code=1)
     assert "request id" not in quiet.stderr
+
+
+def test_a_slow_payment_is_retried_until_its_outcome_is_known(live: Live) -> None:
+    """Each attempt may take one second, and gamma takes four to vote: the first attempts end
+    DEADLINE_EXCEEDED, and the retries (same key) wait for the payment and report it, once,
+    instead of leaving its outcome unknown (a customer would pay again without the key)."""
+    cli = live.cli
+    key = f"slow-{time.monotonic_ns()}"
+    before = cli_json(cli, "balance")["balance_minor_units"]
+    done = cli.run(
+        "client",
+        *("--timeout", "1", "--attempts", "10"),
+        *pay_to("gamma", "G-3001", "1.10"),
+        *("--idempotency-key", key),
+    )
+    assert done.returncode == 0, done.stderr
+    assert re.fullmatch(
+        r"payment pay_[0-9a-f]{32} COMMITTED: 1\.10 USD to gamma/G-3001 "
+        r"\[replayed: this key was used before\]\n",
+        done.stdout,
+    ), done.stdout
+    log = (cli.home / "logs" / "client.log").read_text().splitlines()
+    retried = [json.loads(line) for line in log if key in line and '"client_retry"' in line]
+    assert retried and {r["status"] for r in retried} == {"DEADLINE_EXCEEDED"}
+    after = cli_json(cli, "balance")["balance_minor_units"]  # delivers the decision first
+    assert before - after == 110  # paid once
+
+
+def test_log_in_again_is_said_once(live: Live) -> None:
+    """A token the gateway refuses (logged out elsewhere): one line that says to log in again
+    once, with the command to do it."""
+    cli = live.cli
+    other = Cli(cli.home.parent / "home-logged-out", cli.certs, cli.gateway, cli.extra)
+    alice = ("--username", "alice", "--password-stdin")
+    other.ok("client", "login", *alice, stdin=SEED_PASSWORDS["alice"] + "\n")
+    session = (other.home / "session.json").read_bytes()
+    other.ok("client", "logout")
+    (other.home / "session.json").write_bytes(session)  # the revoked token, kept
+    refused = other.fails("client", "balance", exit_code=1)
+    line = refused.stderr
+    assert line.startswith("error: UNAUTHENTICATED (TOKEN_REVOKED): "), line
+    assert line.count("log in again") == 1, line
+    assert line.rstrip().endswith("log in again with 'python -m client login --username alice'")

@@ -2,6 +2,9 @@
 language, on the project's own .proto files and @grpc/grpc-js, logs in over mutual TLS,
 reads the balance, pays with an idempotency key, gets the first outcome back when it sends
 the key again, and reads the ErrorInfo reason when it reuses the key for another amount.
+Amounts are written and printed as the CLIs do ("12.34 USD", each currency's exponent from
+``minipay/money.py``), and MINIPAY_GATEWAY may list several addresses, as the README's
+replicas section has one export it.
 
 Skips when node or npm is missing; installs the example's locked dependencies with
 ``npm ci`` once (the stamp in node_modules says it is done)."""
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -20,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from devtools.cluster import GATEWAY, Cluster
+from devtools.cluster import GATEWAY, Cluster, free_port
+from minipay.money import EXPONENTS, format_minor_units, to_minor_units
 from tests.helpers import (
     SEED_ACCOUNTS,
     SEED_PASSWORDS,
@@ -43,11 +48,18 @@ PAYMENT = re.compile(
     r"^pay: (?P<payment_id>pay_[0-9a-f]{32}) (?P<status>[A-Z]+)(?P<rest>.*)  " + REQUEST_ID + "$",
     re.MULTILINE,
 )
+AMOUNT = r"\d+\.\d\d USD"
 BALANCE = re.compile(
-    r"^(?P<label>balance(?: after)?): (?P<account>\S+) balance (?P<balance>\d+), "
-    r"held (?P<held>\d+), available (?P<available>\d+) \(USD minor units\)  " + REQUEST_ID + "$",
+    rf"^(?P<label>balance(?: after)?): (?P<account>\S+) balance (?P<balance>{AMOUNT}), "
+    rf"held (?P<held>{AMOUNT}), available (?P<available>{AMOUNT})  " + REQUEST_ID + "$",
     re.MULTILINE,
 )
+
+
+def cents(shown: str) -> int:
+    """ "12.34 USD" as minor units, read back with minipay.money."""
+    amount, currency = shown.split()
+    return to_minor_units(amount, currency, allow_zero=True)
 
 
 def node_version(node: str) -> tuple[int, ...]:
@@ -91,14 +103,15 @@ def node() -> str:
 
 
 def run_example(
-    node: str, cluster: Cluster, certs: Path, username: str, *args: str
+    node: str, cluster: Cluster, certs: Path, username: str, *args: str, gateway: str = ""
 ) -> subprocess.CompletedProcess[str]:
-    """Runs pay.js as USERNAME against CLUSTER's gateway with client-1's certificate, the
-    configuration in the environment as a user would set it (none of ours leaks in)."""
+    """Runs pay.js as USERNAME against CLUSTER's gateway (or the addresses GATEWAY lists) with
+    client-1's certificate, the configuration in the environment as a user would set it (none
+    of ours leaks in)."""
     files = certificate_files(certs, "client-1")
     env = {key: value for key, value in os.environ.items() if not key.startswith("MINIPAY_")}
     env.update(
-        MINIPAY_GATEWAY=cluster.gateway_address,
+        MINIPAY_GATEWAY=gateway or cluster.gateway_address,
         MINIPAY_CA=str(files.ca),
         MINIPAY_CERT=str(files.cert),
         MINIPAY_KEY=str(files.key),
@@ -123,20 +136,22 @@ def test_node_example_pays_replays_and_reads_error_reasons(
     pay = ("--to-bank", payee[0], "--to-account", payee[1], "--idempotency-key", key)
     before = balances(cluster)
 
-    first = run_example(node, cluster, certs, "alice", *pay, "--amount", "1234")
+    first = run_example(node, cluster, certs, "alice", *pay, "--amount", "12.34")
     assert first.returncode == 0, first.stdout + first.stderr
     out = first.stdout
     assert re.search(r"^login: alice \(customer\), token valid until \S+  " + REQUEST_ID, out, re.M)
     shown = {m["label"]: m for m in BALANCE.finditer(out)}
     assert shown.keys() == {"balance", "balance after"}, out
     assert shown["balance"]["account"] == "/".join(payer)
-    assert int(shown["balance"]["balance"]) == before[payer]
-    assert int(shown["balance"]["available"]) == before[payer] - int(shown["balance"]["held"])
+    assert cents(shown["balance"]["balance"]) == before[payer]
+    available, held = cents(shown["balance"]["available"]), cents(shown["balance"]["held"])
+    assert available == before[payer] - held
     # The gateway delivers the decision to the payer's bank before answering a balance read.
-    assert int(shown["balance after"]["balance"]) == before[payer] - 1234
+    assert cents(shown["balance after"]["balance"]) == before[payer] - 1234
     paid = PAYMENT.search(out)
     assert paid is not None, out
     assert paid["status"] == "COMMITTED", out
+    assert paid["rest"].startswith(": 12.34 USD to beta/B-2001,"), out
     assert "replayed" not in paid["rest"]
     payment_id = paid["payment_id"]
     # Every line carries its own request id, the one the gateway logged the call under.
@@ -150,7 +165,7 @@ def test_node_example_pays_replays_and_reads_error_reasons(
     assert ledger_entries(cluster, payment_id) == {(*payer, -1234), (*payee, 1234)}
 
     # The same key again: the first outcome, nothing paid twice.
-    again = run_example(node, cluster, certs, "alice", *pay, "--amount", "1234")
+    again = run_example(node, cluster, certs, "alice", *pay, "--amount", "12.34")
     assert again.returncode == 0, again.stdout + again.stderr
     replay = PAYMENT.search(again.stdout)
     assert replay is not None, again.stdout
@@ -162,7 +177,7 @@ def test_node_example_pays_replays_and_reads_error_reasons(
 
     # The same key for another amount: refused, and the program reads why from the
     # google.rpc.Status details in the trailers.
-    reused = run_example(node, cluster, certs, "alice", *pay, "--amount", "999")
+    reused = run_example(node, cluster, certs, "alice", *pay, "--amount", "9.99")
     assert reused.returncode == 1, reused.stdout + reused.stderr
     err = reused.stderr
     assert re.search(r"^error: Payments/Pay: INVALID_ARGUMENT: ", err, re.M), err
@@ -171,3 +186,49 @@ def test_node_example_pays_replays_and_reads_error_reasons(
     assert PAYMENT.search(reused.stdout) is None
     settle(cluster)
     assert moved(before, balances(cluster)) == {payer: -1234, payee: 1234}
+
+
+def test_node_example_takes_a_list_of_replicas(node: str, cluster: Cluster, certs: Path) -> None:
+    """MINIPAY_GATEWAY as the README's replicas section exports it: a comma-separated list,
+    balanced over, here with a replica that is down (nothing listens at the first address)."""
+    customer(cluster, certs, "alice")
+    down = f"127.0.0.1:{free_port()}"
+    payee = SEED_ACCOUNTS["carol"]
+    pay = ("--to-bank", payee[0], "--to-account", payee[1], "--amount", "0.05")
+    for gateway in (f"{down},{cluster.gateway_address}", f"{cluster.gateway_address}, {down}"):
+        done = run_example(node, cluster, certs, "alice", *pay, gateway=gateway)
+        assert done.returncode == 0, done.stdout + done.stderr
+        paid = PAYMENT.search(done.stdout)
+        assert paid is not None and paid["status"] == "COMMITTED", done.stdout
+        assert paid["rest"].startswith(": 0.05 USD to "), done.stdout
+    bad = run_example(node, cluster, certs, "alice", gateway="127.0.0.1:1,nowhere")
+    assert bad.returncode == 2, bad.stdout + bad.stderr
+    assert bad.stderr.startswith("error: --gateway: nowhere is not HOST:PORT"), bad.stderr
+
+
+def test_node_example_amounts_agree_with_minipay_money(node: str) -> None:
+    """Every ISO 4217 currency's exponent, and amounts in and out, as minipay/money.py has
+    them: the example prints 1234 minor units of USD as 12.34."""
+    samples = [(code, 1234) for code in sorted(EXPONENTS)] + [("USD", 5), ("JPY", 0)]
+    script = (
+        "const {exponent, formatMinorUnits, toMinorUnits} = require('./pay.js');"
+        "const samples = JSON.parse(require('fs').readFileSync(0, 'utf8'));"
+        "console.log(JSON.stringify(samples.map(([code, minor]) => {"
+        "  const text = formatMinorUnits(String(minor), code);"
+        "  return [code, exponent(code), text, toMinorUnits(text === '0' ? '1' : text, code)];"
+        "})));"
+    )
+    done = subprocess.run(
+        [node, "-e", script],
+        cwd=EXAMPLE,
+        input=json.dumps(samples),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+    assert done.returncode == 0, done.stderr
+    answers = json.loads(done.stdout)
+    for (code, minor), (_, places, text, back) in zip(samples, answers, strict=True):
+        assert places == EXPONENTS[code], code
+        assert text == format_minor_units(minor, code), code
+        assert back == str(to_minor_units(text if text != "0" else "1", code)), code

@@ -3,9 +3,11 @@ distribution, the repository's own pyproject.toml) lives under the one import ro
 ``minipay``, imports nothing of the servers and declares none of their dependencies.
 
 The fast tests run the client side in a subprocess whose imports of the servers' packages
-and dependencies fail, as they would where only the client is installed. The slow one
-(``MINIPAY_TEST_PACKAGING=1``, needs the package registry) builds the wheel and installs it
-into a fresh virtual environment.
+and dependencies fail, as they would where only the client is installed. The slow ones
+(``MINIPAY_TEST_PACKAGING=1``, need the package registry) build the wheel and install it
+into a fresh virtual environment: its commands name themselves ``minipay`` and
+``minipay-admin``, and the README's "Paying from a script" runs there, paying against a real
+cluster with the certificates given, and saying in one line which settings to give without.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import ast
 import importlib.metadata
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -22,6 +25,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
+from devtools.cluster import Cluster
+from tests.helpers import customer
+from tests.test_readme_examples import client_environment, readme_script
 
 REPO = Path(__file__).resolve().parents[1]
 # The installed packages' sources, and the checkout's entry points (python -m client / admin).
@@ -191,29 +198,57 @@ def test_client_distribution_declares_only_client_dependencies() -> None:
     assert not building & (SERVER_ONLY_DISTRIBUTIONS - {"grpcio-tools"})
 
 
-@pytest.mark.skipif(
+PACKAGING = pytest.mark.skipif(
     not os.environ.get("MINIPAY_TEST_PACKAGING"),
     reason="builds and installs the client wheel from the package registry (about 15 s): "
     "set MINIPAY_TEST_PACKAGING=1",
 )
-def test_wheel_installs_alone(tmp_path: Path) -> None:
-    """The wheel installs into a fresh venv without any of the servers' dependencies, puts
-    nothing but ``minipay`` in site-packages, and its CLIs run outside the repository."""
-    wheels = tmp_path / "wheels"
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The client wheel, built from a copy of the files git tracks in this checkout: what a
+    clone builds, without what the working tree holds besides (a build/ folder of an earlier
+    build would lend the wheel files that are gone)."""
+    source = tmp_path_factory.mktemp("source")
+    tracked = subprocess.run(
+        ["git", "-C", REPO, "ls-files", "-z"], capture_output=True, check=True
+    ).stdout.decode()
+    for name in filter(None, tracked.split("\0")):
+        if (REPO / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
+    wheels = tmp_path_factory.mktemp("wheels")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", wheels, REPO],
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", wheels, source],
         check=True,
         timeout=600,
     )
-    (wheel,) = wheels.glob("minipay-*.whl")
+    (built,) = wheels.glob("minipay-*.whl")
+    return built
+
+
+@pytest.fixture(scope="module")
+def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh virtual environment with only the wheel (and what it requires); its python."""
+    folder = tmp_path_factory.mktemp("venv")
+    venv.create(folder, with_pip=True)
+    python = folder / "bin" / "python"
+    subprocess.run([python, "-m", "pip", "install", "--quiet", wheel], check=True, timeout=600)
+    return python
+
+
+@PACKAGING
+def test_wheel_installs_alone(wheel: Path, installed: Path, tmp_path: Path) -> None:
+    """The wheel installs into a fresh venv without any of the servers' dependencies, puts
+    nothing but ``minipay`` in site-packages, and its CLIs run outside the repository, naming
+    themselves as installed."""
     names = zipfile.ZipFile(wheel).namelist()
     assert "minipay/v1/gateway_pb2_grpc.py" in names
     assert "minipay/v1/gateway_pb2.pyi" in names
     assert {n.split("/")[0] for n in names if not n.startswith("minipay-")} == {"minipay"}
 
-    venv.create(tmp_path / "venv", with_pip=True)
-    python = tmp_path / "venv" / "bin" / "python"
-    subprocess.run([python, "-m", "pip", "install", "--quiet", wheel], check=True, timeout=600)
+    python = installed
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     for command in ("minipay", "minipay-admin"):
@@ -221,18 +256,80 @@ def test_wheel_installs_alone(tmp_path: Path) -> None:
             [python.parent / command, "--help"], cwd=outside, capture_output=True, text=True
         )
         assert done.returncode == 0, done.stderr
-        assert "usage:" in done.stdout
+        assert done.stdout.startswith(f"usage: {command} "), done.stdout
     listed = subprocess.run(
         [python, "-m", "pip", "list", "--format=freeze"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    installed = {_name(line) for line in listed.split()}
-    assert not installed & SERVER_ONLY_DISTRIBUTIONS
-    assert CLIENT_DISTRIBUTIONS | {"minipay"} <= installed
+    installed_names = {_name(line) for line in listed.split()}
+    assert not installed_names & SERVER_ONLY_DISTRIBUTIONS
+    assert CLIENT_DISTRIBUTIONS | {"minipay"} <= installed_names
     for module in ("sqlalchemy", "server", "certificate", "client", "admin"):
         missing = subprocess.run(
             [python, "-c", f"import {module}"], cwd=outside, capture_output=True
         )
         assert missing.returncode != 0, module
+
+
+def _without_settings(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MINIPAY_")}
+    return {**env, "HOME": str(home), "MINIPAY_HOME": str(home / ".minipay")}
+
+
+@PACKAGING
+def test_readme_script_without_certificates_says_which_to_give(
+    installed: Path, tmp_path: Path
+) -> None:
+    """Installed alone, with no certificate settings: the README's script ends in one line
+    that names the settings to give (no traceback, no path inside site-packages), and so do
+    the CLIs."""
+    script = tmp_path / "pay.py"
+    script.write_text(readme_script())
+    done = subprocess.run(
+        [installed, script],
+        cwd=tmp_path,
+        env=_without_settings(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith("error: no certificate given: set MINIPAY_CA ("), line
+    for name in ("MINIPAY_CERT", "MINIPAY_KEY", "--ca", "--cert", "--key"):
+        assert name in line
+    assert "site-packages" not in line
+    cli = subprocess.run(
+        [installed.parent / "minipay", "login", "--username", "alice", "--password-stdin"],
+        input="pw\n",
+        cwd=tmp_path,
+        env=_without_settings(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cli.returncode == 2, cli.stderr
+    assert cli.stderr.startswith("error: no certificate given: set MINIPAY_CA ("), cli.stderr
+    assert "site-packages" not in cli.stderr
+
+
+@PACKAGING
+def test_readme_script_pays_from_the_wheel(
+    installed: Path, cluster: Cluster, certs: Path, tmp_path: Path
+) -> None:
+    customer(cluster, certs, "alice")
+    script = tmp_path / "pay.py"
+    script.write_text(readme_script())
+    done = subprocess.run(
+        [installed, script],
+        cwd=tmp_path,
+        env=client_environment(cluster, certs),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert re.fullmatch(r"pay_[0-9a-f]{32} COMMITTED  [0-9a-f]{32}\n", done.stdout), done.stdout

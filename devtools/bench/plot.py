@@ -7,8 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from devtools.bench.summary import Summary
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 PANELS = (
     ("committed/s", "committed payments / s"),
@@ -20,10 +24,22 @@ PANELS = (
 
 def plot(summaries: Sequence[Summary], path: Path, title: str) -> Path:
     """Draws SUMMARIES into the PNG at PATH (its folder made if missing); returns PATH."""
+    import matplotlib.pyplot as plt
+
+    figure = draw(summaries, title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def draw(summaries: Sequence[Summary], title: str) -> Figure:
+    """The figure of SUMMARIES, drawn (its tick labels are set); the caller closes it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogFormatter
 
     figure, axes = plt.subplots(2, 2, figsize=(12, 8.5))
     levels = sorted({s.concurrency for s in summaries})
@@ -51,6 +67,9 @@ def plot(summaries: Sequence[Summary], path: Path, title: str) -> Path:
         ax.set_xticks(levels, [str(level) for level in levels])
         if name.endswith("ms"):
             ax.set_yscale("log")
+            # Plain numbers (60, not 6x10^1) on the decades and on the ticks between them.
+            ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+            ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
         ax.set_xlabel("concurrent clients")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
@@ -58,7 +77,5 @@ def plot(summaries: Sequence[Summary], path: Path, title: str) -> Path:
     # One configuration per line: the settings of several do not fit across the figure.
     figure.suptitle(title.replace("; ", "\n"), fontsize="small")
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    figure.canvas.draw()
+    return figure

@@ -3,16 +3,21 @@
 // balance again; over mutual TLS, on the project's own .proto files (nothing generated).
 //
 //   MINIPAY_PASSWORD=alice-dev-pass node pay.js --username alice \
-//     --to-bank beta --to-account B-2001 --amount 1234 --idempotency-key demo-1
+//     --to-bank beta --to-account B-2001 --amount 12.34 --idempotency-key demo-1
 //
-// Every answer's x-request-id (initial metadata) is printed; an error goes to standard error
-// with its google.rpc.Status details (the grpc-status-details-bin trailer). `node pay.js
-// --help` lists the options. Exit status: 0 when every call answered (a payment may still be
-// ABORTED: that is an answer), 1 on an error from the gateway, 2 on a usage error.
+// Amounts are written and printed as the CLIs do: "12.34 USD", in the currency's own
+// decimals. MINIPAY_GATEWAY may list several replicas (host:port,host:port): calls are
+// spread over them with round robin, as the CLIs do. Every answer's x-request-id (initial
+// metadata) is printed; an error goes to standard error with its google.rpc.Status details
+// (the grpc-status-details-bin trailer). `node pay.js --help` lists the options. Exit
+// status: 0 when every call answered (a payment may still be ABORTED: that is an answer),
+// 1 on an error from the gateway, 2 on a usage error.
 "use strict";
 
 const crypto = require("node:crypto");
+const dns = require("node:dns");
 const fs = require("node:fs");
+const net = require("node:net");
 const path = require("node:path");
 const { parseArgs } = require("node:util");
 
@@ -29,13 +34,18 @@ const PROTO_ROOT = path.join(REPOSITORY, "protofiles");
 // header kept) into proto/.
 const VENDORED_PROTOS = path.join(__dirname, "proto");
 const DEV_CERTIFICATES = path.join(REPOSITORY, "certificate", "dev");
-// The DNS name the gateway's certificate proves (GATEWAY_SERVER_NAME in minipay/identity.py).
+// The DNS name the gateway's certificate proves (GATEWAY_SERVER_NAME in
+// minipay/service_names.py).
 // No certificate names an address, so TLS is told to check this name instead of the host.
 const GATEWAY_SERVER_NAME = "gateway.minipay.internal";
 
 // Each option: a flag, the variable read when the flag is absent, and the default.
 const OPTIONS = {
-  gateway: { env: "MINIPAY_GATEWAY", default: "127.0.0.1:50051", help: "host:port" },
+  gateway: {
+    env: "MINIPAY_GATEWAY",
+    default: "127.0.0.1:50051",
+    help: "host:port, or several replicas' comma separated",
+  },
   "server-name": {
     env: "MINIPAY_GATEWAY_SERVER_NAME",
     default: GATEWAY_SERVER_NAME,
@@ -59,7 +69,7 @@ const OPTIONS = {
   username: { env: "MINIPAY_USERNAME", help: "a registered customer" },
   "to-bank": { env: "MINIPAY_TO_BANK", help: "the payee's bank (no payee: no payment)" },
   "to-account": { env: "MINIPAY_TO_ACCOUNT", help: "the payee's account number" },
-  amount: { env: "MINIPAY_AMOUNT", help: "in minor units of the currency (1234 = 12.34 USD)" },
+  amount: { env: "MINIPAY_AMOUNT", help: "a plain decimal in the currency's units, e.g. 12.34" },
   currency: { env: "MINIPAY_CURRENCY", help: "ISO 4217 code (default: the account's)" },
   "idempotency-key": {
     env: "MINIPAY_IDEMPOTENCY_KEY",
@@ -111,9 +121,8 @@ function readConfig(argv, env) {
   if (payee.length !== 0 && payee.length !== 3) {
     throw new UsageError("a payment needs --to-bank, --to-account and --amount");
   }
-  // Kept as a string, which proto-loader sends as an exact int64; the gateway checks the limit.
-  if (config.amount !== undefined && !/^[1-9][0-9]{0,17}$/.test(config.amount)) {
-    throw new UsageError("--amount is a whole number of minor units, at least 1");
+  if (config.amount !== undefined && !/^[0-9]{1,16}(\.[0-9]+)?$/.test(config.amount)) {
+    throw new UsageError("--amount is a plain decimal number like 12.34");
   }
   if (!/^[0-9]+(\.[0-9]+)?$/.test(config.timeout)) throw new UsageError("--timeout is in seconds");
   config["idempotency-key"] ??= crypto.randomUUID();
@@ -128,6 +137,83 @@ function readPem(config, name) {
   } catch (error) {
     throw new UsageError(`--${name} ${config[name]}: ${error.message}`);
   }
+}
+
+// -- amounts -----------------------------------------------------------------------------
+
+// ISO 4217 exponents that are not 2 (minipay/money.py holds the whole table; a test checks
+// that this one agrees with it): 1234 minor units are 12.34 USD, 1234 JPY, 1.234 BHD.
+const EXPONENTS = {
+  ...Object.fromEntries(
+    "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF"
+      .split(" ")
+      .map((code) => [code, 0]),
+  ),
+  ...Object.fromEntries("BHD IQD JOD KWD LYD OMR TND".split(" ").map((code) => [code, 3])),
+  CLF: 4,
+  UYW: 4,
+};
+
+function exponent(currency) {
+  return EXPONENTS[currency] ?? 2;
+}
+
+// "12.34" and USD as minor units, as a decimal string (proto-loader sends it as an exact
+// int64; the gateway checks the limit). Refuses more decimals than the currency has.
+function toMinorUnits(text, currency) {
+  const places = exponent(currency);
+  const [whole, fraction = ""] = text.split(".");
+  if (fraction.length > places) {
+    throw new UsageError(`--amount ${text} has more than ${places} decimals for ${currency}`);
+  }
+  const minor = BigInt(whole + fraction.padEnd(places, "0"));
+  if (minor <= 0n) throw new UsageError("--amount must be greater than zero");
+  return minor.toString();
+}
+
+// Minor units (a decimal string or number) as "12.34": the currency's own decimals.
+function formatMinorUnits(minorUnits, currency) {
+  const places = exponent(currency);
+  const negative = String(minorUnits).startsWith("-");
+  const digits = String(minorUnits).replace(/^-/, "").padStart(places + 1, "0");
+  const whole = digits.slice(0, digits.length - places);
+  const text = places ? `${whole}.${digits.slice(digits.length - places)}` : whole;
+  return negative ? `-${text}` : text;
+}
+
+// -- the gateway's address ---------------------------------------------------------------
+
+// A gRPC target for one address, or for several replicas: "ipv4:a:p,b:q" names them all, so
+// that the channel balances over them (round robin, set in channelOptions) and skips any
+// that is down, as the CLIs do. Host names are resolved here, as the CLIs do.
+async function gatewayTarget(addresses) {
+  const listed = addresses
+    .split(",")
+    .map((part) => part.trim())
+    .filter(Boolean);
+  if (listed.length === 0) throw new UsageError("--gateway: no address given");
+  if (listed.length === 1) return listed[0];
+  const resolved = await Promise.all(listed.map(resolveAddress));
+  const families = new Set(resolved.map(({ family }) => family));
+  if (families.size > 1) throw new UsageError(`--gateway ${addresses} mixes IPv4 and IPv6`);
+  const [family] = families;
+  return `ipv${family}:` + resolved.map(({ text }) => text).join(",");
+}
+
+async function resolveAddress(address) {
+  const match = /^\[?(.+?)\]?:([0-9]+)$/.exec(address);
+  if (!match) throw new UsageError(`--gateway: ${address} is not HOST:PORT`);
+  const [, host, port] = match;
+  let ip = host;
+  if (!net.isIP(host)) {
+    try {
+      ip = (await dns.promises.lookup(host)).address;
+    } catch (error) {
+      throw new UsageError(`--gateway: cannot resolve ${host}: ${error.code ?? error.message}`);
+    }
+  }
+  const family = net.isIP(ip);
+  return { family, text: family === 6 ? `[${ip}]:${port}` : `${ip}:${port}` };
 }
 
 // -- the API -----------------------------------------------------------------------------
@@ -216,13 +302,13 @@ function when(timestamp) {
 }
 
 const account = (ref) => `${ref.bank}/${ref.account}`;
-const money = (value) => `${value.minor_units} ${value.currency}`;
+const money = (value) => `${formatMinorUnits(value.minor_units, value.currency)} ${value.currency}`;
 
 function balanceLine(label, response) {
   const { balance, held, available } = response;
   return (
-    `${label}: ${account(response.account)} balance ${balance.minor_units}, ` +
-    `held ${held.minor_units}, available ${available.minor_units} (${balance.currency} minor units)`
+    `${label}: ${account(response.account)} balance ${money(balance)}, ` +
+    `held ${money(held)}, available ${money(available)}`
   );
 }
 
@@ -274,14 +360,26 @@ async function main() {
     return 0;
   }
 
+  let target;
+  try {
+    target = await gatewayTarget(config.gateway);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    console.error(`error: ${error.message} (node pay.js --help lists the options)`);
+    return 2;
+  }
   const api = loadApi();
   const errorModel = loadErrorModel();
   // Mutual TLS: trust only the services CA for the server, present the client certificate.
   const credentials = grpc.credentials.createSsl(config.pem.ca, config.pem.key, config.pem.cert);
-  const options = { "grpc.ssl_target_name_override": config["server-name"] };
-  const auth = new api.Auth(config.gateway, credentials, options);
+  const options = {
+    "grpc.ssl_target_name_override": config["server-name"],
+    // Several replicas: one connection to each, calls spread over those that are up.
+    "grpc.service_config": JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] }),
+  };
+  const auth = new api.Auth(target, credentials, options);
   // Both clients on one channel (one connection, one TLS handshake).
-  const payments = new api.Payments(config.gateway, credentials, {
+  const payments = new api.Payments(target, credentials, {
     ...options,
     channelOverride: auth.getChannel(),
   });
@@ -301,15 +399,21 @@ async function main() {
     if (config.amount === undefined) return 0;
 
     const key = config["idempotency-key"];
+    const currency = config.currency ?? before.response.balance.currency;
+    let minorUnits;
+    try {
+      minorUnits = toMinorUnits(config.amount, currency);
+    } catch (error) {
+      if (!(error instanceof UsageError)) throw error;
+      console.error(`error: ${error.message} (node pay.js --help lists the options)`);
+      return 2;
+    }
     const paid = await call(
       payments,
       "Pay",
       {
         to: { bank: config["to-bank"], account: config["to-account"] },
-        amount: {
-          minor_units: config.amount,
-          currency: config.currency ?? before.response.balance.currency,
-        },
+        amount: { minor_units: minorUnits, currency },
         idempotency_key: key,
       },
       session,
@@ -329,12 +433,17 @@ async function main() {
   }
 }
 
-main().then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (error) => {
-    console.error(error);
-    process.exitCode = 1;
-  },
-);
+if (require.main === module) {
+  main().then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (error) => {
+      console.error(error);
+      process.exitCode = 1;
+    },
+  );
+}
+
+// For the tests: the amounts as this example writes and reads them.
+module.exports = { exponent, formatMinorUnits, toMinorUnits };

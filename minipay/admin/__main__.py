@@ -1,9 +1,5 @@
-"""python -m admin: log in as an admin, list banks, create, list, disable and enable
-users, and deposit money.
-
-The admin's session is kept apart from a customer's, in $MINIPAY_HOME/admin-session.json
-(default ~/.minipay). Amounts are plain decimals in the currency's units ("100.00"); with
---json they come as text ("balance") and as integer minor units ("balance_minor_units")."""
+"""The admin's command line (``minipay-admin``; ``python -m admin`` in a checkout): log in as
+an admin, list banks, create, list, disable and enable users, and deposit money."""
 
 from __future__ import annotations
 
@@ -18,6 +14,7 @@ from minipay.client.commandline import (
     Invocation,
     PasswordRequest,
     Tool,
+    command_name,
     currency_code,
     money_fields,
     parse,
@@ -27,12 +24,22 @@ from minipay.client.commandline import (
 )
 from minipay.money import format_minor_units, to_minor_units
 
-TOOL = Tool(prog="python -m admin", default_cert="admin", session_file="admin-session.json")
+TOOL = Tool(name="admin", default_cert="admin", session_file="admin-session.json")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    commands = Commands(TOOL, __doc__)
-    commands.add_login("log in as an admin and keep the session in $MINIPAY_HOME")
+    commands = Commands(
+        TOOL,
+        f"{command_name('admin')}: log in as an admin, list banks, create, list, disable and\n"
+        "enable users, and deposit money.\n\n"
+        "The admin's session is kept apart from a customer's, in\n"
+        "$MINIPAY_HOME/admin-session.json (MINIPAY_HOME: default ~/.minipay). Amounts are\n"
+        'plain decimals in the currency\'s units ("100.00"); with --json they come as text\n'
+        '("balance") and as integer minor units ("balance_minor_units").',
+    )
+    commands.add_login(
+        "log in as an admin and keep the session in $MINIPAY_HOME/admin-session.json"
+    )
     commands.add_logout_and_whoami()
     commands.add("list-banks", "the banks the gateway knows, and whether they answer")
 
@@ -41,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         "create a customer and their account (or, with --role admin, an admin)",
         "The new user's password is asked twice at the terminal, or read from the first\n"
         "line of standard input with --password-stdin. A customer then registers once\n"
-        "('python -m client register') before logging in.",
+        f"('{command_name('client')} register') before logging in.",
     )
     create.add_argument("--username", required=True, help="the new user's username")
     create.add_argument("--name", required=True, help="the new user's full name")
@@ -96,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     return commands.parser
 
 
-def prepare(args: argparse.Namespace) -> PasswordRequest | None:
+def check_flags(args: argparse.Namespace) -> PasswordRequest | None:
     """Checks the flags before anything is asked or sent; says which password is needed."""
     if args.command == "create-user":
         args.balance_minor_units = to_minor_units(args.balance, args.currency, allow_zero=True)
@@ -208,7 +215,7 @@ async def deposit(invocation: Invocation, client: GatewayClient) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run(TOOL, parse(build_parser(), argv), prepare, work)
+    return run(TOOL, parse(build_parser(), argv), check_flags, work)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,11 @@
 
 What a program imports::
 
-    from minipay.client import ApiError, ClientConfig, GatewayClient
+    from minipay.client import ApiError, ClientConfig, GatewayClient, MinipayError
 
 ``GatewayClient`` is the typed async API (``minipay.client.api``); the dataclasses it returns
-are in ``minipay.client.results`` and the errors it raises in ``minipay.client.errors``.
+are in ``minipay.client.results`` and the errors it raises in ``minipay.client.errors``: all of
+them are ``MinipayError`` (``ApiError`` from the gateway, ``ClientError`` from this side).
 """
 
 from minipay.client.api import (
@@ -24,6 +25,7 @@ from minipay.client.api import (
     HistoryPage,
     LoginResult,
     LogoutResult,
+    MinipayError,
     Payment,
     PaymentStatus,
     Registration,
@@ -47,6 +49,7 @@ __all__ = [
     "HistoryPage",
     "LoginResult",
     "LogoutResult",
+    "MinipayError",
     "Payment",
     "PaymentStatus",
     "Registration",

@@ -1,11 +1,5 @@
-"""python -m client: register, log in, check the balance, pay, look up a payment and read
-the history.
-
-A customer registers once (links their bank account to the gateway, with the password their
-bank gave them), then logs in; the session is kept in $MINIPAY_HOME (default ~/.minipay).
-Amounts are plain decimals in the currency's units ("12.34"); with --json they come as
-text ("amount") and as integer minor units ("amount_minor_units"). Payments' times are
-shown in UTC, as --since and --until take them back."""
+"""The customer's command line (``minipay``; ``python -m client`` in a checkout): register,
+log in, check the balance, pay, look up a payment and read the history."""
 
 from __future__ import annotations
 
@@ -16,18 +10,19 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from minipay.client.api import GatewayClient
+from minipay.client.api import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, GatewayClient
 from minipay.client.commandline import (
     Commands,
     Invocation,
     PasswordRequest,
     Tool,
+    command_name,
     currency_code,
     iso,
     money_fields,
+    page_size,
     parse,
     password_stdin,
-    positive_int,
     run,
     show,
     utc_text,
@@ -36,7 +31,7 @@ from minipay.client.results import Direction, Payment, PaymentStatus
 from minipay.money import format_minor_units, to_minor_units
 
 TOOL = Tool(
-    prog="python -m client",
+    name="client",
     default_cert="client-1",
     session_file="session.json",
     sessionless=frozenset({"register", "login"}),
@@ -78,13 +73,24 @@ def until(text: str) -> datetime:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    commands = Commands(TOOL, __doc__)
+    prog = command_name("client")
+    commands = Commands(
+        TOOL,
+        f"{prog}: register, log in, check the balance, pay, look up a payment and read the\n"
+        "history.\n\n"
+        "A customer registers once (links their bank account to the gateway, with the password\n"
+        "their bank gave them), then logs in; the session is kept in\n"
+        "$MINIPAY_HOME/session.json (MINIPAY_HOME: default ~/.minipay). Amounts are plain\n"
+        'decimals in the currency\'s units ("12.34"); with --json they come as text ("amount")\n'
+        'and as integer minor units ("amount_minor_units"). Payments\' times are shown in UTC,\n'
+        "as --since and --until take them back.",
+    )
 
     register = commands.add(
         "register",
         "link your bank account to the gateway, once, before your first login",
         "Your bank checks the username and password it gave you; the gateway then knows\n"
-        "which account is yours. Then log in with 'python -m client login'.",
+        f"which account is yours. Then log in with '{prog} login'.",
     )
     register.add_argument("--bank", required=True, help="your bank, e.g. alpha")
     register.add_argument("--account", required=True, help="your account number, e.g. A-1001")
@@ -93,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_login(
         "log in and keep the session in $MINIPAY_HOME/session.json",
-        "A customer registers once ('python -m client register') before the first login.",
+        f"A customer registers once ('{prog} register') before the first login.",
     )
     commands.add_logout_and_whoami()
     commands.add(
@@ -132,7 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     history = commands.add("history", "your payments, newest first")
     history.add_argument(
-        "--page-size", type=positive_int, default=20, metavar="N", help="payments per page"
+        "--page-size",
+        type=page_size,
+        default=DEFAULT_PAGE_SIZE,
+        metavar="N",
+        help=f"payments per page, 1-{MAX_PAGE_SIZE}",
     )
     history.add_argument(
         "--page-token",
@@ -166,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     return commands.parser
 
 
-def prepare(args: argparse.Namespace) -> PasswordRequest | None:
+def check_flags(args: argparse.Namespace) -> PasswordRequest | None:
     """Checks the flags before anything is asked or sent; says which password is needed."""
     if args.command == "register":
         return PasswordRequest(f"Password for {args.username}: ")
@@ -309,7 +319,7 @@ def history_line(payment: Payment) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run(TOOL, parse(build_parser(), argv), prepare, work)
+    return run(TOOL, parse(build_parser(), argv), check_flags, work)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
 """The client library: a mutual-TLS channel to the gateway, the saved login session, and
-typed calls that retry safely (same idempotency key and request id, exponential backoff with
-full jitter, or longer when the gateway's RetryInfo says so) on UNAVAILABLE and
-DEADLINE_EXCEEDED.
+typed calls that retry safely (same idempotency key and request id) on UNAVAILABLE and
+DEADLINE_EXCEEDED: exponential backoff with jitter (or longer when the gateway's RetryInfo
+says so), 10 attempts by default, which wait between about 7 and 14 s in all, longer than a
+gateway takes to be restarted, and never past the call's deadline (60 s by default).
 
-Calls return frozen dataclasses (``client.results``), each with the ``request_id`` of the
-call. Every call that does not succeed raises ``ApiError`` (``client.errors``: code, reason,
-message, metadata, request id, field violations, retry delay); when every attempt failed
-without the gateway ever answering, its subclass ``GatewayUnreachable``. A payment the
-gateway recorded is never an error: ``pay`` returns it, COMMITTED or ABORTED with its
+Calls return frozen dataclasses (``minipay.client.results``), each with the ``request_id`` of
+the call. Everything the library raises is a ``MinipayError`` (``minipay.client.errors``): an
+``ApiError`` for every call that does not succeed (code, reason, message, metadata, request id,
+field violations, retry delay), its subclass ``GatewayUnreachable`` when every attempt failed
+without the gateway ever answering, and a ``ClientError`` for what is found wrong on this side
+before anything is sent (a certificate setting missing, a file that cannot be read). A payment
+the gateway recorded is never an error: ``pay`` returns it, COMMITTED or ABORTED with its
 ``reason_code``. Amounts are integers in minor units (cents for USD), named
 ``<what>_minor_units`` like the API's ``Money.minor_units``; ``minipay.money`` converts them
 to and from "12.34"."""
@@ -36,6 +39,7 @@ from minipay.client.errors import (
     ApiError,
     ClientError,
     GatewayUnreachable,
+    MinipayError,
     header,
 )
 from minipay.client.logs import LOGGER, describe_request
@@ -82,6 +86,7 @@ __all__ = [
     "HistoryPage",
     "LoginResult",
     "LogoutResult",
+    "MinipayError",
     "Payment",
     "PaymentStatus",
     "Registration",
@@ -93,13 +98,38 @@ __all__ = [
 log = logging.getLogger(LOGGER)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEV_CERTS = REPO_ROOT / "certificate" / "dev"
+# The dev certificates (``make setup``) when this code runs from a checkout; an installed
+# client has none to fall back on and must be given its own.
+DEV_CERTS: Path | None = (
+    REPO_ROOT / "certificate" / "dev" if (REPO_ROOT / "certificate" / "ca.py").is_file() else None
+)
+# A payment that commits slowly ends its attempt with DEADLINE_EXCEEDED: the retry, with the
+# same idempotency key, learns its outcome instead of leaving it unknown.
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
 DEFAULT_GATEWAY = "127.0.0.1:50051"
-DEFAULT_TIMEOUT = 30.0
-DEFAULT_ATTEMPTS = 5
+DEFAULT_TIMEOUT = 30.0  # seconds, each attempt
+DEFAULT_DEADLINE = 60.0  # seconds, the whole call with its retries
+DEFAULT_ATTEMPTS = 10
+# ListHistory's page size: 1-200 (the gateway's limits; 0 there means 20).
+DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 200
+# The certificate settings: the variable, the CLIs' flag, and what the file is.
+CERTIFICATE_SETTINGS = {
+    "ca": ("MINIPAY_CA", "--ca", "the services CA that signed the gateway's certificate"),
+    "cert": ("MINIPAY_CERT", "--cert", "your client certificate"),
+    "key": ("MINIPAY_KEY", "--key", "its private key"),
+}
+
+
+def dev_certificate(name: str) -> Path | None:
+    """certificate/dev/NAME in a checkout; None where the client is installed."""
+    return DEV_CERTS / name if DEV_CERTS is not None else None
+
+
+_DEV_CA = dev_certificate("services-ca.pem")
+_DEV_CERT = dev_certificate("client-1.pem")
+_DEV_KEY = dev_certificate("client-1-key.pem")
 
 
 def _env_number(name: str, kind: type[int] | type[float], default: float) -> Any:
@@ -124,42 +154,77 @@ class ClientConfig:
     gateway: str = DEFAULT_GATEWAY
     # The name the gateway's certificate must prove, whatever address it is reached at.
     server_name: str = GATEWAY_SERVER_NAME
-    ca: Path = DEV_CERTS / "services-ca.pem"
-    cert: Path = DEV_CERTS / "client-1.pem"
-    key: Path = DEV_CERTS / "client-1-key.pem"
+    # None: not given (in a checkout, the dev certificates are the defaults).
+    ca: Path | None = _DEV_CA
+    cert: Path | None = _DEV_CERT
+    key: Path | None = _DEV_KEY
     home: Path = Path.home() / ".minipay"
-    timeout: float = DEFAULT_TIMEOUT  # seconds, per attempt
+    timeout: float = DEFAULT_TIMEOUT  # seconds, each attempt
     max_attempts: int = DEFAULT_ATTEMPTS
+    deadline: float = DEFAULT_DEADLINE  # seconds, the whole call with its retries
 
     @classmethod
     def from_env(cls, default_cert: str = "client-1", **overrides: Any) -> ClientConfig:
+        """The MINIPAY_* variables, then OVERRIDES (None: not given); DEFAULT_CERT names the
+        dev certificate used in a checkout when MINIPAY_CERT and MINIPAY_KEY are not set."""
         env = os.environ
+
+        def path(name: str, dev_name: str) -> Path | None:
+            return Path(env[name]) if env.get(name) else dev_certificate(dev_name)
+
         values: dict[str, Any] = {
             "gateway": env.get("MINIPAY_GATEWAY") or DEFAULT_GATEWAY,
             "server_name": env.get("MINIPAY_GATEWAY_SERVER_NAME") or GATEWAY_SERVER_NAME,
-            "ca": Path(env.get("MINIPAY_CA") or DEV_CERTS / "services-ca.pem"),
-            "cert": Path(env.get("MINIPAY_CERT") or DEV_CERTS / f"{default_cert}.pem"),
-            "key": Path(env.get("MINIPAY_KEY") or DEV_CERTS / f"{default_cert}-key.pem"),
+            "ca": path("MINIPAY_CA", "services-ca.pem"),
+            "cert": path("MINIPAY_CERT", f"{default_cert}.pem"),
+            "key": path("MINIPAY_KEY", f"{default_cert}-key.pem"),
             "home": Path(env.get("MINIPAY_HOME") or Path.home() / ".minipay"),
             "timeout": _env_number("MINIPAY_TIMEOUT", float, DEFAULT_TIMEOUT),
             "max_attempts": _env_number("MINIPAY_ATTEMPTS", int, DEFAULT_ATTEMPTS),
+            "deadline": _env_number("MINIPAY_DEADLINE", float, DEFAULT_DEADLINE),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
     def check_files(self) -> None:
-        """Raises ClientError unless the CA, certificate and key can be read: checked before
-        anyone is asked for a password."""
-        _read(self.ca, "CA certificate")
-        _read(self.cert, "certificate")
-        _read(self.key, "private key")
+        """Raises ClientError unless the CA, certificate and key are given and can be read:
+        checked before anyone is asked for a password."""
+        self.tls_files()
+
+    def tls_files(self) -> tuple[bytes, bytes, bytes]:
+        """The CA, certificate and key files' contents; ClientError naming the settings to
+        give when any is not given, or the file when one cannot be read."""
+        ca, cert, key = self.ca, self.cert, self.key
+        if ca is None or cert is None or key is None:
+            given = {"ca": ca, "cert": cert, "key": key}
+            raise ClientError(_missing_certificates([n for n, p in given.items() if p is None]))
+        return (
+            _read(ca, "CA certificate", "ca"),
+            _read(cert, "certificate", "cert"),
+            _read(key, "private key", "key"),
+        )
 
 
-def _read(path: Path, what: str) -> bytes:
+def _missing_certificates(missing: list[str]) -> str:
+    """Which settings to give, in one line."""
+    settings = [CERTIFICATE_SETTINGS[name] for name in missing]
+    variables = ", ".join(f"{variable} ({what})" for variable, _, what in settings)
+    flags = ", ".join(flag for _, flag, _ in settings)
+    return (
+        f"no certificate given: set {variables}, or give {flags} (in a program: ClientConfig's "
+        f"{', '.join(missing)}); only a checkout of the repository has dev certificates to fall "
+        "back on"
+    )
+
+
+def _read(path: Path, what: str, setting: str) -> bytes:
+    variable, flag, _ = CERTIFICATE_SETTINGS[setting]
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise ClientError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+        raise ClientError(
+            f"cannot read {what} {path}: {exc.strerror or exc} (set by {variable} or {flag})"
+        ) from None
 
 
 class CallLogger(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
@@ -199,10 +264,9 @@ class CallLogger(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
 
 
 def open_channel(config: ClientConfig) -> grpc.aio.Channel:
+    ca, cert, key = config.tls_files()
     credentials = grpc.ssl_channel_credentials(
-        root_certificates=_read(config.ca, "CA certificate"),
-        private_key=_read(config.key, "private key"),
-        certificate_chain=_read(config.cert, "certificate"),
+        root_certificates=ca, private_key=key, certificate_chain=cert
     )
     options = [
         *balancing.OPTIONS,  # several replicas: round robin over the healthy ones
@@ -260,14 +324,21 @@ class SavedSession:
 
 @dataclass
 class RetryPolicy:
-    max_attempts: int = 5
-    initial_backoff: float = 0.2
-    max_backoff: float = 3.0
+    """How often to try and how long to pause: the pause after attempt N is drawn between
+    half and all of INITIAL_BACKOFF * 2**(N-1), at most MAX_BACKOFF. With the defaults the
+    nine pauses of ten attempts add up to 6.9-13.75 s: a gateway killed and restarted by
+    ``make up`` is back well within that."""
+
+    max_attempts: int = DEFAULT_ATTEMPTS
+    initial_backoff: float = 0.25
+    max_backoff: float = 2.0
     sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep)
 
     def backoff(self, attempt: int) -> float:
-        # "Full jitter": spreads retries of many clients over the whole window.
-        return random.uniform(0, min(self.max_backoff, self.initial_backoff * 2 ** (attempt - 1)))
+        # Jitter spreads the retries of many clients; keeping at least half of each step
+        # keeps the whole window long enough to outlast a restart.
+        step = min(self.max_backoff, self.initial_backoff * 2 ** (attempt - 1))
+        return random.uniform(step / 2, step)
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         """The pause before the next attempt: the backoff, or longer when the gateway's
@@ -332,30 +403,34 @@ class GatewayClient:
         return bool(state != grpc.ChannelConnectivity.READY)
 
     async def _call(self, method: Any, request: Any, idempotency_key: str = "") -> Answer:
-        """Calls with retries; every attempt carries the same request id and its number.
-        Raises ApiError (GatewayUnreachable when the gateway never answered)."""
+        """Calls with retries; every attempt carries the same request id and its number, and
+        none runs past the call's deadline. Raises ApiError (GatewayUnreachable when the
+        gateway never answered)."""
         request_id = uuid.uuid4().hex
+        deadline = time.monotonic() + self.config.deadline
         attempt = 1
         while True:
             metadata = [(REQUEST_ID_HEADER, request_id), ("x-attempt", str(attempt))]
             if self.token:
                 metadata.append(("authorization", f"Bearer {self.token}"))
+            timeout = min(self.config.timeout, deadline - time.monotonic())
             try:
-                call = method(request, metadata=metadata, timeout=self.config.timeout)
+                call = method(request, metadata=metadata, timeout=timeout)
                 message = await call
                 answered = header(await call.initial_metadata(), REQUEST_ID_HEADER)
                 return Answer(message, answered or request_id)
             except grpc.aio.AioRpcError as rpc_error:
                 error = ApiError.from_rpc_error(rpc_error, request_id)
+                delay = self.retry.delay(attempt, error.retry_after)
+                last = attempt >= self.retry.max_attempts
                 if error.code not in RETRYABLE:
                     raise error from rpc_error
-                if attempt >= self.retry.max_attempts:
+                if last or time.monotonic() + delay >= deadline:
                     if self._never_connected():
                         raise GatewayUnreachable(
                             rpc_error, self.config.gateway, attempt, request_id
                         ) from rpc_error
                     raise error from rpc_error
-            delay = self.retry.delay(attempt, error.retry_after)
             self._log_retry(error, attempt, delay, idempotency_key)
             await self.retry.sleep(delay)
             attempt += 1
@@ -431,7 +506,7 @@ class GatewayClient:
 
     async def history(
         self,
-        page_size: int = 20,
+        page_size: int = DEFAULT_PAGE_SIZE,
         page_token: str = "",
         *,
         status: PaymentStatus | None = None,

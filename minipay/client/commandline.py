@@ -3,9 +3,12 @@ login, logout and whoami commands, reading passwords, printing text or JSON, and
 errors into one line and an exit code.
 
 A command runs in this order, so that nobody types a password for a command that cannot
-work: parse the flags and the amounts, check the saved session and the certificate files,
-ask for the password (before any event loop or channel exists, so Ctrl-C and Ctrl-D work at
-the prompt), then call the gateway.
+work: parse the flags, check them (amounts, currencies: each tool's ``check_flags``), check
+the saved session and the certificate files, ask for the password (before any event loop or
+channel exists, so Ctrl-C and Ctrl-D work at the prompt), then call the gateway.
+
+The tools name themselves as the user runs them: ``minipay`` and ``minipay-admin`` where
+installed, ``python -m client`` and ``python -m admin`` in a checkout.
 
 Exit status (both tools; also at the end of ``--help``):
 
@@ -15,14 +18,16 @@ Exit status (both tools; also at the end of ``--help``):
 - 2: a problem on this side, found before anything is sent: a bad flag or amount, no saved
   session, no password (Ctrl-D at the prompt, empty standard input), passwords that differ,
   a certificate that cannot be read.
-- 130: interrupted (Ctrl-C), at the password prompt or during a call.
+- Ctrl-C, at the password prompt or during a call: one line, then the command ends by SIGINT
+  (the shell reports 130), so that a shell loop around it stops as well.
 
 Output: text, or with ``--json`` one JSON object whose ``request_id`` is the id of the call
 that answered (null when nothing was sent); ``--verbose`` prints that id on standard error.
 Times in JSON are ISO 8601, in UTC.
 
-Errors are one line on standard error, ``error: CODE (REASON): message`` (just ``error:
-message`` for a problem found on this side), with ``[request id ...]`` under ``--verbose``;
+Errors are one line on standard error, ``error: CODE (REASON): message`` (``error: CODE:
+message`` when the gateway gave no reason, just ``error: message`` for a problem found on
+this side), with ``[request id ...]`` under ``--verbose``;
 with ``--json`` a JSON object is printed on standard output as well: ``{"error": {"code",
 "reason", "message", "metadata", "request_id", "field_violations", "retry_after_s"}}``.
 """
@@ -45,10 +50,13 @@ from typing import Any, NoReturn
 
 import grpc
 
+from minipay import money
 from minipay.client.api import (
     DEFAULT_ATTEMPTS,
+    DEFAULT_DEADLINE,
     DEFAULT_GATEWAY,
     DEFAULT_TIMEOUT,
+    MAX_PAGE_SIZE,
     RETRYABLE,
     ClientConfig,
     GatewayClient,
@@ -56,12 +64,12 @@ from minipay.client.api import (
 )
 from minipay.client.errors import ApiError, ClientError, GatewayUnreachable
 from minipay.client.logs import configure_client_logging
+from minipay.launch import INTERRUPTED, die_interrupted
 from minipay.money import AmountError, format_minor_units
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 EXIT_STATUS_HELP = """\
 exit status:
@@ -70,23 +78,42 @@ exit status:
        (pay: the payment was not committed)
   2    a problem on this side, found before anything was sent: a bad flag or
        amount, not logged in, no password given (Ctrl-D at the prompt)
-  130  interrupted (Ctrl-C)
+  Ctrl-C ends the command by SIGINT (the shell shows 130), so a loop stops too
 errors are one line on standard error, "error: CODE (REASON): message" (the
 request id too with --verbose); with --json also a JSON object on standard
 output: {"error": {"code", "reason", "message", "metadata", "request_id",
 "field_violations", "retry_after_s"}}"""
 
 SHARED_COMMANDS = frozenset({"login", "logout", "whoami"})
+# The tools' installed commands, by the package a checkout runs with ``python -m``.
+INSTALLED_COMMANDS = {"client": "minipay", "admin": "minipay-admin"}
+
+
+def command_name(tool: str) -> str:
+    """How the user runs TOOL ("client" or "admin"), judged by how this process started:
+    ``python -m client`` when it was started so (``python -m minipay.client`` likewise, and
+    then the admin's is ``python -m minipay.admin``), else the installed command."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    name: str = getattr(spec, "name", "") or ""
+    prefix, _, package = name.removesuffix(".__main__").rpartition(".")
+    if name.endswith(".__main__") and package in INSTALLED_COMMANDS:
+        return f"python -m {prefix + '.' if prefix else ''}{tool}"
+    return INSTALLED_COMMANDS[tool]
 
 
 @dataclass(frozen=True)
 class Tool:
     """What differs between the customer's and the admin's command line."""
 
-    prog: str  # as the user types it: "python -m client"
-    default_cert: str  # certificate/dev/<this>.pem when neither flag nor variable says
+    name: str  # "client" or "admin"
+    default_cert: str  # certificate/dev/<this>.pem in a checkout, when no flag or variable says
     session_file: str  # in MINIPAY_HOME
     sessionless: frozenset[str] = frozenset({"login"})  # commands run without a session
+
+    @property
+    def prog(self) -> str:
+        """The command as the user types it: "minipay", or "python -m client"."""
+        return command_name(self.name)
 
 
 @dataclass(frozen=True)
@@ -113,7 +140,7 @@ class Invocation:
     relogin: str = ""
 
 
-Prepare = Callable[[argparse.Namespace], PasswordRequest | None]
+CheckFlags = Callable[[argparse.Namespace], PasswordRequest | None]
 Work = Callable[[Invocation, GatewayClient], Awaitable[int]]
 
 
@@ -158,10 +185,20 @@ def positive_seconds(text: str) -> float:
 
 
 def currency_code(text: str) -> str:
-    code = text.strip().upper()
-    if not re.fullmatch(r"[A-Z]{3}", code):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a three-letter currency code like USD")
-    return code
+    """An ISO 4217 code that ``minipay.money`` knows: an unknown one is refused here, before
+    anything is sent."""
+    try:
+        return money.currency_code(text)
+    except AmountError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def page_size(text: str) -> int:
+    """1 to the gateway's largest page, as the gateway takes it."""
+    size = positive_int(text)
+    if size > MAX_PAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"{text!r} is more than {MAX_PAGE_SIZE}")
+    return size
 
 
 def _connection_flags(tool: Tool) -> _Parser:
@@ -178,27 +215,28 @@ def _connection_flags(tool: Tool) -> _Parser:
         type=Path,
         metavar="FILE",
         help="the services CA, which signed the gateway's certificate "
-        "(default: $MINIPAY_CA, else certificate/dev/services-ca.pem)",
+        "(default: $MINIPAY_CA, else in a checkout certificate/dev/services-ca.pem)",
     )
     group.add_argument(
         "--cert",
         type=Path,
         metavar="FILE",
-        help="this machine's client certificate "
-        f"(default: $MINIPAY_CERT, else certificate/dev/{tool.default_cert}.pem)",
+        help="this machine's client certificate (default: $MINIPAY_CERT, else in a checkout "
+        f"certificate/dev/{tool.default_cert}.pem)",
     )
     group.add_argument(
         "--key",
         type=Path,
         metavar="FILE",
-        help="the private key of --cert "
-        f"(default: $MINIPAY_KEY, else certificate/dev/{tool.default_cert}-key.pem)",
+        help="the private key of --cert (default: $MINIPAY_KEY, else in a checkout "
+        f"certificate/dev/{tool.default_cert}-key.pem)",
     )
     group.add_argument(
         "--attempts",
         type=positive_int,
         metavar="N",
-        help="tries per call while the gateway is unavailable, with backoff "
+        help="tries per call while the gateway is unavailable, with backoff: the default "
+        "outlasts a restart of the gateway "
         f"(default: $MINIPAY_ATTEMPTS, else {DEFAULT_ATTEMPTS})",
     )
     group.add_argument(
@@ -207,6 +245,13 @@ def _connection_flags(tool: Tool) -> _Parser:
         metavar="SECONDS",
         help=f"how long to wait for each attempt (default: $MINIPAY_TIMEOUT, else "
         f"{DEFAULT_TIMEOUT:g})",
+    )
+    group.add_argument(
+        "--deadline",
+        type=positive_seconds,
+        metavar="SECONDS",
+        help="how long the whole call may take, its retries included "
+        f"(default: $MINIPAY_DEADLINE, else {DEFAULT_DEADLINE:g})",
     )
     group.add_argument(
         "--json",
@@ -302,6 +347,7 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
         ("key", None),
         ("attempts", None),
         ("timeout", None),
+        ("deadline", None),
         ("json", False),
         ("verbose", False),
     ):
@@ -322,6 +368,7 @@ def config_from(args: argparse.Namespace, tool: Tool) -> ClientConfig:
         key=args.key,
         timeout=args.timeout,
         max_attempts=args.attempts,
+        deadline=args.deadline,
     )
 
 
@@ -516,10 +563,11 @@ def _log_out_locally(args: argparse.Namespace, session: SavedSession) -> int | N
 # -- running a command --------------------------------------------------------------------------
 
 
-def run(tool: Tool, args: argparse.Namespace, prepare: Prepare, work: Work) -> int:
-    """Runs a command; expected errors become one line on stderr and a non-zero exit.
+def run(tool: Tool, args: argparse.Namespace, check_flags: CheckFlags, work: Work) -> int:
+    """Runs a command; expected errors become one line on stderr and a non-zero exit, and
+    Ctrl-C one line before the command ends by SIGINT.
 
-    PREPARE checks the tool's own commands' flags (amounts) and says which password they
+    CHECK_FLAGS checks the tool's own commands' flags (amounts) and says which password they
     need; WORK makes their calls. Login, logout and whoami are handled here."""
     invocation: Invocation | None = None
 
@@ -528,6 +576,9 @@ def run(tool: Tool, args: argparse.Namespace, prepare: Prepare, work: Work) -> i
             return ""
         code = error.code if error is not None else None
         if code == grpc.StatusCode.UNAUTHENTICATED and invocation.relogin:
+            # The gateway's own message may already end in "log in again".
+            if error is not None and error.message.rstrip(" .").endswith("log in again"):
+                return f" with '{invocation.relogin}'"
             return f"; log in again with '{invocation.relogin}'"
         key, what = invocation.repeat_with_key, invocation.repeatable
         if not key or code not in (None, *RETRYABLE):
@@ -543,9 +594,10 @@ def run(tool: Tool, args: argparse.Namespace, prepare: Prepare, work: Work) -> i
         config = config_from(args, tool)
         configure_client_logging(config.home, args.verbose)
         invocation = Invocation(args, config, SavedSession(config.home / tool.session_file))
-        return _run(tool, invocation, prepare, work)
+        return _run(tool, invocation, check_flags, work)
     except KeyboardInterrupt:
-        return _fail(args, EXIT_INTERRUPTED, "INTERRUPTED", "interrupted" + hint(None))
+        _fail(args, EXIT_ERROR, "INTERRUPTED", INTERRUPTED + hint(None))  # then SIGINT's exit
+        die_interrupted()
     except ApiError as error:  # GatewayUnreachable too: its message says it all
         return _fail_call(args, error, hint(error))
     except (ClientError, AmountError) as error:
@@ -556,7 +608,7 @@ def run(tool: Tool, args: argparse.Namespace, prepare: Prepare, work: Work) -> i
         return EXIT_ERROR
 
 
-def _run(tool: Tool, invocation: Invocation, prepare: Prepare, work: Work) -> int:
+def _run(tool: Tool, invocation: Invocation, check_flags: CheckFlags, work: Work) -> int:
     args, session = invocation.args, invocation.session
     command: str = args.command
     if command == "whoami":
@@ -567,7 +619,7 @@ def _run(tool: Tool, invocation: Invocation, prepare: Prepare, work: Work) -> in
     if command == "login":
         request = PasswordRequest(f"Password for {args.username}: ")
     else:
-        request = prepare(args)  # amounts are checked here, before any prompt
+        request = check_flags(args)  # amounts are checked here, before any prompt
     token = ""
     if command not in tool.sessionless:
         saved = session.load()

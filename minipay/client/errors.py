@@ -1,6 +1,7 @@
-"""What the client library raises: ``ApiError`` for every call that did not succeed (the
-gateway refused it, or never answered: ``GatewayUnreachable``), and ``ClientError`` for a
-problem found on this side before anything was sent.
+"""What the client library raises. Everything derives from ``MinipayError``, so one ``except``
+catches it all: ``ApiError`` for every call that did not succeed (the gateway refused it, or
+never answered: ``GatewayUnreachable``), and ``ClientError`` for a problem found on this side
+before anything was sent (a setting missing or wrong, a file that cannot be read, no session).
 
 An ``ApiError`` carries what the gateway's ``google.rpc.Status`` details say: the stable
 upper-snake ``reason`` of its ErrorInfo (``minipay.errors.ErrorReason`` lists them), its
@@ -21,11 +22,16 @@ REQUEST_ID_HEADER = "x-request-id"
 M = TypeVar("M", bound=Message)
 
 
-class ClientError(Exception):
-    """A problem on this side (missing certificate, no session): one line for the user."""
+class MinipayError(Exception):
+    """Anything the client library raises; ``str(error)`` is one line a person reads."""
 
 
-class ApiError(Exception):
+class ClientError(MinipayError):
+    """A problem on this side, found before anything was sent (a certificate setting missing
+    or unreadable, a bad variable, no session): its message says what to set or do."""
+
+
+class ApiError(MinipayError):
     """A call that did not succeed. ``str(error)`` is one line a person reads:
     ``CODE (REASON): message [request id ...]``."""
 

@@ -1,1 +1,0 @@
-"""Generated from protofiles/minipay/v1/*.proto by ``make protos``; not committed."""
