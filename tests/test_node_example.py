@@ -1,7 +1,8 @@
 """The Node.js example (examples/node/pay.js) against a real cluster: a program in another
 language, on the project's own .proto files and @grpc/grpc-js, logs in over mutual TLS,
 reads the balance, pays with an idempotency key, gets the first outcome back when it sends
-the key again, and reads the ErrorInfo reason when it reuses the key for another amount.
+the key again, and reads the ErrorInfo reason when it reuses the key for another amount; the
+payee refunds part of the payment, then the rest, and reads why a refund of more is refused.
 
 Skips when node or npm is missing; installs the example's locked dependencies with
 ``npm ci`` once (the stamp in node_modules says it is done)."""
@@ -41,6 +42,13 @@ RUN_TIMEOUT = 60.0
 REQUEST_ID = r"\[x-request-id (?P<request_id>[0-9a-f]{32})\]"
 PAYMENT = re.compile(
     r"^pay: (?P<payment_id>pay_[0-9a-f]{32}) (?P<status>[A-Z]+)(?P<rest>.*)  " + REQUEST_ID + "$",
+    re.MULTILINE,
+)
+REFUND = re.compile(
+    r"^refund: (?P<refund_id>pay_[0-9a-f]{32}) (?P<status>[A-Z]+): (?P<amount>\d+) USD to "
+    r"(?P<payee>\S+), refund of (?P<payment_id>pay_[0-9a-f]{32}), idempotency key \S+(?P<rest>.*)  "
+    + REQUEST_ID
+    + "$",
     re.MULTILINE,
 )
 BALANCE = re.compile(
@@ -171,3 +179,48 @@ def test_node_example_pays_replays_and_reads_error_reasons(
     assert PAYMENT.search(reused.stdout) is None
     settle(cluster)
     assert moved(before, balances(cluster)) == {payer: -1234, payee: 1234}
+
+
+def test_node_example_refunds_a_payment_received(node: str, cluster: Cluster, certs: Path) -> None:
+    customer(cluster, certs, "alice")
+    customer(cluster, certs, "carol")  # registers carol's account with the gateway
+    payer, payee = SEED_ACCOUNTS["alice"], SEED_ACCOUNTS["carol"]
+    pay = ("--to-bank", payee[0], "--to-account", payee[1], "--amount", "1000")
+    paid = PAYMENT.search(run_example(node, cluster, certs, "alice", *pay).stdout)
+    assert paid is not None and paid["status"] == "COMMITTED"
+    payment_id = paid["payment_id"]
+    settle(cluster)
+    before = balances(cluster)
+
+    key = f"node-refund-{uuid.uuid4()}"
+    part = ("--refund", payment_id, "--amount", "250", "--idempotency-key", key)
+    first = run_example(node, cluster, certs, "carol", *part)
+    assert first.returncode == 0, first.stdout + first.stderr
+    refund = REFUND.search(first.stdout)
+    assert refund is not None, first.stdout
+    assert (refund["status"], refund["amount"], refund["payment_id"]) == (
+        "COMMITTED",
+        "250",
+        payment_id,
+    )
+    assert refund["payee"] == "/".join(payer)
+    shown = {m["label"]: m for m in BALANCE.finditer(first.stdout)}
+    assert int(shown["balance after"]["balance"]) == before[payee] - 250
+    again = REFUND.search(run_example(node, cluster, certs, "carol", *part).stdout)
+    assert again is not None and again["refund_id"] == refund["refund_id"]
+    assert "replayed: this key was used before" in again["rest"]
+
+    rest = run_example(node, cluster, certs, "carol", "--refund", payment_id)
+    assert rest.returncode == 0, rest.stdout + rest.stderr
+    whole = REFUND.search(rest.stdout)
+    assert whole is not None and (whole["status"], whole["amount"]) == ("COMMITTED", "750")
+    settle(cluster)
+    assert moved(before, balances(cluster)) == {payer: 1000, payee: -1000}
+    assert ledger_entries(cluster, whole["refund_id"]) == {(*payee, -750), (*payer, 750)}
+
+    over = run_example(node, cluster, certs, "carol", "--refund", payment_id, "--amount", "1")
+    assert over.returncode == 1, over.stdout + over.stderr
+    err = over.stderr
+    assert re.search(r"^error: Payments/Refund: FAILED_PRECONDITION: ", err, re.M), err
+    assert re.search(r"^  reason: REFUND_EXCEEDS_PAYMENT \(domain minipay\.v1\)", err, re.M), err
+    assert '"refundable_minor_units":"0"' in err, err

@@ -1,9 +1,12 @@
 #!/usr/bin/env node
-// minipay from Node.js: log in, read the balance, pay with an idempotency key, read the
-// balance again; over mutual TLS, on the project's own .proto files (nothing generated).
+// minipay from Node.js: log in, read the balance, pay (or refund a payment received) with an
+// idempotency key, read the balance again; over mutual TLS, on the project's own .proto files
+// (nothing generated).
 //
 //   MINIPAY_PASSWORD=alice-dev-pass node pay.js --username alice \
 //     --to-bank beta --to-account B-2001 --amount 1234 --idempotency-key demo-1
+//   MINIPAY_PASSWORD=carol-dev-pass node pay.js --username carol \
+//     --refund pay_... [--amount 500] --idempotency-key demo-refund-1
 //
 // Every answer's x-request-id (initial metadata) is printed; an error goes to standard error
 // with its google.rpc.Status details (the grpc-status-details-bin trailer). `node pay.js
@@ -59,7 +62,14 @@ const OPTIONS = {
   username: { env: "MINIPAY_USERNAME", help: "a registered customer" },
   "to-bank": { env: "MINIPAY_TO_BANK", help: "the payee's bank (no payee: no payment)" },
   "to-account": { env: "MINIPAY_TO_ACCOUNT", help: "the payee's account number" },
-  amount: { env: "MINIPAY_AMOUNT", help: "in minor units of the currency (1234 = 12.34 USD)" },
+  amount: {
+    env: "MINIPAY_AMOUNT",
+    help: "in minor units of the currency (1234 = 12.34 USD); with --refund: how much to give back",
+  },
+  refund: {
+    env: "MINIPAY_REFUND",
+    help: "refund this payment you received (default amount: all that is left to refund)",
+  },
   currency: { env: "MINIPAY_CURRENCY", help: "ISO 4217 code (default: the account's)" },
   "idempotency-key": {
     env: "MINIPAY_IDEMPOTENCY_KEY",
@@ -71,6 +81,7 @@ const OPTIONS = {
 function usage() {
   const lines = [
     "usage: node pay.js --username NAME [--to-bank BANK --to-account ACCOUNT --amount N] [...]",
+    "       node pay.js --username NAME --refund PAYMENT_ID [--amount N] [...]",
     "",
   ];
   for (const [name, option] of Object.entries(OPTIONS)) {
@@ -108,7 +119,11 @@ function readConfig(argv, env) {
     throw new UsageError("give the password in MINIPAY_PASSWORD or with --password-stdin");
   }
   const payee = ["to-bank", "to-account", "amount"].filter((name) => config[name] !== undefined);
-  if (payee.length !== 0 && payee.length !== 3) {
+  if (config.refund !== undefined) {
+    if (config["to-bank"] !== undefined || config["to-account"] !== undefined) {
+      throw new UsageError("--refund gives back a payment: it takes no --to-bank or --to-account");
+    }
+  } else if (payee.length !== 0 && payee.length !== 3) {
     throw new UsageError("a payment needs --to-bank, --to-account and --amount");
   }
   // Kept as a string, which proto-loader sends as an exact int64; the gateway checks the limit.
@@ -237,6 +252,17 @@ function paymentLine(response, key) {
   );
 }
 
+function refundLine(response, key) {
+  const refund = response.refund;
+  const status = refund.status.replace(/^PAYMENT_STATUS_/, "");
+  const reason = refund.reason_code ? ` (${refund.reason_code}: ${refund.reason})` : "";
+  const replayed = response.replayed ? ", replayed: this key was used before" : "";
+  return (
+    `refund: ${refund.payment_id} ${status}${reason}: ${money(refund.amount)} to ` +
+    `${account(refund.payee)}, refund of ${refund.refund_of}, idempotency key ${key}${replayed}`
+  );
+}
+
 function printError(error, errorModel) {
   console.error(`error: ${error.message}`);
   console.error(`  x-request-id: ${error.requestId ?? "(none)"}`);
@@ -298,23 +324,20 @@ async function main() {
 
     const before = await call(payments, "GetBalance", {}, session);
     console.log(tagged(balanceLine("balance", before.response), before.requestId));
-    if (config.amount === undefined) return 0;
-
     const key = config["idempotency-key"];
-    const paid = await call(
-      payments,
-      "Pay",
-      {
-        to: { bank: config["to-bank"], account: config["to-account"] },
-        amount: {
-          minor_units: config.amount,
-          currency: config.currency ?? before.response.balance.currency,
-        },
-        idempotency_key: key,
-      },
-      session,
-    );
-    console.log(tagged(paymentLine(paid.response, key), paid.requestId));
+    if (config.refund !== undefined) {
+      const request = { payment_id: config.refund, idempotency_key: key };
+      if (config.amount !== undefined) {
+        const currency = config.currency ?? before.response.balance.currency;
+        request.amount = { minor_units: config.amount, currency };
+      }
+      const refunded = await call(payments, "Refund", request, session);
+      console.log(tagged(refundLine(refunded.response, key), refunded.requestId));
+    } else if (config.amount === undefined) {
+      return 0;
+    } else {
+      await pay(payments, config, before, key, session, tagged);
+    }
 
     const after = await call(payments, "GetBalance", {}, session);
     console.log(tagged(balanceLine("balance after", after.response), after.requestId));
@@ -327,6 +350,23 @@ async function main() {
     auth.close();
     payments.close();
   }
+}
+
+async function pay(payments, config, before, key, session, tagged) {
+  const paid = await call(
+    payments,
+    "Pay",
+    {
+      to: { bank: config["to-bank"], account: config["to-account"] },
+      amount: {
+        minor_units: config.amount,
+        currency: config.currency ?? before.response.balance.currency,
+      },
+      idempotency_key: key,
+    },
+    session,
+  );
+  console.log(tagged(paymentLine(paid.response, key), paid.requestId));
 }
 
 main().then(
