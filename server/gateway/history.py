@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from minipay.errors import ErrorReason
 from server.common import validation
-from server.common.errors import InvalidArgument
+from server.common.errors import InvalidArgument, NotFound
 from server.common.vocabulary import Status
 from server.gateway.models import Payment
 from server.gateway.payment_log import view
@@ -52,6 +52,15 @@ class HistoryQuery:
     created_from: float | None = None  # inclusive, seconds since the epoch
     created_before: float | None = None  # exclusive
     kind: PaymentKind | None = None  # payments and refunds
+
+
+def not_found(payment_id: str) -> NotFound:
+    """Someone else's payment is answered exactly like one that does not exist."""
+    return NotFound(
+        "no payment with this id that you made or received",
+        ErrorReason.PAYMENT_NOT_FOUND,
+        metadata={"payment_id": payment_id},
+    )
 
 
 def visible_to(payment: PaymentView, bank: str, account: str) -> bool:

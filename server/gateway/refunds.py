@@ -14,18 +14,11 @@ from server.common.errors import (
     FailedPrecondition,
     InvalidArgument,
     MinipayError,
-    NotFound,
     PermissionDenied,
 )
 from server.common.vocabulary import Status
+from server.gateway.history import not_found
 from server.gateway.payment_state import PaymentOrder, PaymentView, status_of
-
-NOT_FOUND = "no payment with this id that you made or received"
-
-
-def not_found(payment_id: str) -> NotFound:
-    """Someone else's payment is answered exactly like one that does not exist."""
-    return NotFound(NOT_FOUND, ErrorReason.PAYMENT_NOT_FOUND, metadata={"payment_id": payment_id})
 
 
 def check_customer_may_refund(

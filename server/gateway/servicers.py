@@ -164,7 +164,7 @@ class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
             )
         payment = await _payment(self._db, payment_id)
         if payment is None or not history.visible_to(payment, claims.bank, claims.account):
-            raise refunds.not_found(payment_id)
+            raise history.not_found(payment_id)
         shown = [
             refund
             for refund in await _refunds_of(self._db, payment)
@@ -423,7 +423,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
         payment_id, amount, currency, key = _refund_fields(request)
         original = await _payment(self._db, payment_id)
         if original is None:
-            raise refunds.not_found(payment_id)
+            raise history.not_found(payment_id)
         if request.HasField("payee") and (request.payee.bank, request.payee.account) != (
             original.to_bank,
             original.to_account,
@@ -445,7 +445,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
         payment_id = validation.payment_id(request.payment_id)
         payment = await _payment(self._db, payment_id)
         if payment is None:
-            raise refunds.not_found(payment_id)
+            raise history.not_found(payment_id)
         return admin_pb2.AdminGetPaymentResponse(
             payment=admin_payment_message(payment),
             refunds=[admin_payment_message(r) for r in await _refunds_of(self._db, payment)],
