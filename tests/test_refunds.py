@@ -25,6 +25,7 @@ from typing import Any
 
 import grpc
 import pytest
+from sqlalchemy import create_engine, select
 
 from certificate.ca import SERVICES_CA
 from devtools.cluster import GATEWAY, Cluster
@@ -37,6 +38,7 @@ from minipay.client.api import (
     PaymentKind,
     PaymentStatus,
 )
+from server.bank.models import LedgerEntry
 from server.common.settings import GatewaySettings, environment
 from tests.conftest import ClusterFactory
 from tests.helpers import (
@@ -48,8 +50,10 @@ from tests.helpers import (
     Client,
     admin,
     assert_atomic,
+    assert_books_balance,
     assert_refunds_within_payments,
     balances,
+    bank_url,
     client_config,
     customer,
     gateway_payments,
@@ -58,6 +62,7 @@ from tests.helpers import (
     refund_counts,
     settle,
     total_money,
+    wait_until,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -195,6 +200,56 @@ def test_a_refund_the_payee_cannot_fund_aborts_and_can_be_made_again(
     assert part.status == COMMITTED
     assert carol.payment(paid.payment_id).refundable_minor_units == 3_000
     check_books(cluster, money)
+
+
+def test_a_refund_reaches_the_payee_s_bank_after_the_payment_it_gives_back(
+    make_cluster: ClusterFactory, certs: Path
+) -> None:
+    """The gateway sends no decision on its own (withheld): the payment carol refunds is
+    committed but its credit has not reached her bank when she asks. The refund delivers it
+    first, so her bank applies the credit before the refund's debit, which it can fund only
+    from that credit."""
+    cluster = make_cluster(faults={GATEWAY: "withhold_decisions"})
+    alice, carol = customer(cluster, certs, "alice"), customer(cluster, certs, "carol")
+    money = total_money(cluster)
+    # Carol has nothing but what alice pays her (the balance read delivers her payment).
+    assert carol.pay(*SEED_ACCOUNTS["dave"], carol.balance().available_minor_units).status == (
+        COMMITTED
+    )
+    paid = alice.pay(*CAROL, 4_000)
+    refund = carol.refund(paid.payment_id, idempotency_key=key())
+    assert (refund.status, refund.reason_code) == (COMMITTED, ""), refund
+    carol.balance()  # delivers the refund's decision too
+    entries = bank_entries(cluster, "beta", CAROL[1])
+    assert [payment for payment, _ in entries[-2:]] == [paid.payment_id, refund.payment_id]
+    # Nothing is delivered but by asking: the banks learn the rest once in doubt; the
+    # gateway never hears their acknowledgements, so it is not settled, and need not be.
+    wait_until(lambda: banks_settled(cluster), 30, "the banks to ask and apply every decision")
+    assert total_money(cluster) == money
+    assert_refunds_within_payments(cluster)
+
+
+def banks_settled(cluster: Cluster) -> bool:
+    try:
+        assert_books_balance(cluster)
+    except AssertionError:
+        return False
+    return True
+
+
+def bank_entries(cluster: Cluster, bank: str, account: str) -> list[tuple[str, int]]:
+    """The account's ledger, in the order its bank wrote it: (payment id, amount)."""
+    engine = create_engine(bank_url(cluster, bank))
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                select(LedgerEntry.payment_id, LedgerEntry.amount)
+                .where(LedgerEntry.account_number == account)
+                .order_by(LedgerEntry.id)
+            )
+            return [(str(row.payment_id), int(row.amount)) for row in rows]
+    finally:
+        engine.dispose()
 
 
 # -- concurrent refunds over replicas -----------------------------------------------------------
