@@ -153,17 +153,20 @@ class PaymentsQuery:
 def all_payments(session: Session, query: PaymentsQuery) -> tuple[list[PaymentView], str]:
     """Every payment QUERY asks for, newest first, keyset-paginated, each page reading at
     most SCAN_ROWS rows of each index it reads: an account's payments along its two
-    (bank, account, created_at) indexes, anything else along (created_at, id). Filters no
-    index serves are checked on the rows read; a page they leave short ends where the reading
-    stopped, and its token reads on from there."""
+    (bank, account, created_at) indexes, refunds along their own (created_at, id) index,
+    anything else along (created_at, id). Filters no index serves are checked on the rows
+    read; a page they leave short ends where the reading stopped, and its token reads on
+    from there."""
+    checks = _row_checks(query)
     if query.bank is not None and query.account is not None:
         sources = [
             and_(Payment.from_bank == query.bank, Payment.from_account == query.account),
             and_(Payment.to_bank == query.bank, Payment.to_account == query.account),
         ]
+    elif query.kind is PaymentKind.REFUND:
+        sources = [_of_kind(PaymentKind.REFUND)]  # the refunds' own (created_at, id) index
     else:
         sources = [true()]
-    checks = _row_checks(query)
     window = max(SCAN_ROWS, query.page_size + 1) if checks else query.page_size + 1
     found: list[Payment] = []
     frontier: tuple[float, str] | None = None  # the newest place a full window stopped at

@@ -132,13 +132,21 @@ class Payment(Base):
             sqlite_where=text("idempotency_key IS NOT NULL"),
             postgresql_where=text("idempotency_key IS NOT NULL"),
         ),
-        # Every payment newest first (Admin/ListPayments), and a payment's refunds (only the
-        # refunds are in it: an ordinary payment's insert does not touch it).
+        # Every payment newest first (Admin/ListPayments); a payment's refunds, and every
+        # refund newest first (only refunds are in these two: an ordinary payment's insert
+        # does not touch them).
         Index("ix_payments_created", "created_at", "id"),
         Index(
             "ix_payments_refund_of",
             "refund_of",
             "created_at",
+            sqlite_where=text("refund_of IS NOT NULL"),
+            postgresql_where=text("refund_of IS NOT NULL"),
+        ),
+        Index(
+            "ix_payments_refunds_created",
+            "created_at",
+            "id",
             sqlite_where=text("refund_of IS NOT NULL"),
             postgresql_where=text("refund_of IS NOT NULL"),
         ),

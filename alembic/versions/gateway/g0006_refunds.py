@@ -1,6 +1,6 @@
 """refunds: a refund is a payment linked to the one it gives back (refund_of); a payment
 counts its refunds reserved (committed or in flight) and committed, within its amount;
-indexes for a payment's refunds and for every payment newest first
+indexes for a payment's refunds, for every refund and for every payment newest first
 
 PostgreSQL adds the columns without rewriting the table; SQLite rebuilds it (seconds per
 million payments).
@@ -43,11 +43,19 @@ def upgrade() -> None:
         sqlite_where=refunds_only,
         postgresql_where=refunds_only,
     )
+    op.create_index(
+        "ix_payments_refunds_created",
+        "payments",
+        ["created_at", "id"],
+        sqlite_where=refunds_only,
+        postgresql_where=refunds_only,
+    )
     op.create_index("ix_payments_created", "payments", ["created_at", "id"])
 
 
 def downgrade() -> None:
     op.drop_index("ix_payments_created", table_name="payments")
+    op.drop_index("ix_payments_refunds_created", table_name="payments")
     op.drop_index("ix_payments_refund_of", table_name="payments")
     with op.batch_alter_table("payments") as batch_op:
         for name in CHECKS:
