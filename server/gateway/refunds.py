@@ -100,11 +100,15 @@ def refused(order: PaymentOrder, original: PaymentView | None) -> MinipayError:
     except FailedPrecondition as error:
         return error
     left = original.refundable
-    asked = "all that is left" if order.whole_rest else f"{order.amount} minor units"
-    already = "it is refunded in full already" if left == 0 else f"{left} minor units are left"
+    asked = "all that is left" if order.whole_rest else _minor_units(order.amount)
+    already = "it is refunded in full already" if left == 0 else f"{_minor_units(left)} left"
     return FailedPrecondition(
         f"a refund of {asked} is more than what is left to refund of payment {original.id}: "
         f"{already} (its amount less every refund committed or in flight)",
         ErrorReason.REFUND_EXCEEDS_PAYMENT,
         metadata={"payment_id": original.id, "refundable_minor_units": str(left)},
     )
+
+
+def _minor_units(amount: int) -> str:
+    return f"{amount} minor unit" + ("" if amount == 1 else "s")
