@@ -65,7 +65,7 @@ def payment_event(payment: Payment) -> ServerSentEvent:
         "id": payment.payment_id,
         "url": f"/payments/{payment.payment_id}",
         "created_at": payment.created_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
-        "direction": payment.direction.value,
+        "direction": payment.direction.value if payment.direction else "",
         "counterparty": str(payment.counterparty),
         "amount": f"{format_minor_units(payment.amount_minor_units, payment.currency)} "
         f"{payment.currency}",

@@ -47,6 +47,7 @@ class ErrorReason(enum.StrEnum):
     TOO_MANY_REQUESTS = "TOO_MANY_REQUESTS"
     PAYMENT_NOT_REFUNDABLE = "PAYMENT_NOT_REFUNDABLE"
     REFUND_EXCEEDS_PAYMENT = "REFUND_EXCEEDS_PAYMENT"
+    REFUND_NOT_ALLOWED = "REFUND_NOT_ALLOWED"
     RATE_LIMITED = "RATE_LIMITED"
     CURSOR_EXPIRED = "CURSOR_EXPIRED"
     WATCHER_TOO_SLOW = "WATCHER_TOO_SLOW"
@@ -141,13 +142,18 @@ EXPLANATIONS: dict[ErrorReason, Explanation] = {
         "FAILED_PRECONDITION",
         "the payment cannot be refunded: it is not committed (pending or aborted), or it is a "
         "refund itself",
-        "payment_id",
+        "payment_id, status",
     ),
     R.REFUND_EXCEEDS_PAYMENT: Explanation(
         "FAILED_PRECONDITION",
         "the refund is more than what is left to refund of the payment (its amount less every "
         "refund committed or in flight)",
         "payment_id, refundable_minor_units",
+    ),
+    R.REFUND_NOT_ALLOWED: Explanation(
+        "PERMISSION_DENIED",
+        "only a payment's payee (or an admin on their behalf) can refund it; the payer cannot",
+        "payment_id",
     ),
     R.RATE_LIMITED: Explanation(
         "RESOURCE_EXHAUSTED",

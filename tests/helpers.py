@@ -268,6 +268,47 @@ def assert_atomic(cluster: Cluster, money_before: int) -> None:
     assert total_money(cluster) == money_before
 
 
+def refund_counts(cluster: Cluster) -> dict[str, tuple[int, int, int]]:
+    """(amount, reserved for refunds, refunded) of every payment that is not a refund."""
+    engine = create_engine(gateway_url(cluster))
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                select(Payment.id, Payment.amount, Payment.refund_reserved, Payment.refunded).where(
+                    Payment.refund_of.is_(None)
+                )
+            )
+            return {row.id: (row.amount, row.refund_reserved, row.refunded) for row in rows}
+    finally:
+        engine.dispose()
+
+
+def assert_refunds_within_payments(cluster: Cluster) -> None:
+    """No payment refunded beyond its amount: what each payment reserves for its refunds is
+    what its refunds committed or in flight add up to, what it counts as refunded what they
+    committed, and neither is more than its amount."""
+    engine = create_engine(gateway_url(cluster))
+    try:
+        with engine.connect() as connection:
+            refunds = connection.execute(
+                select(Payment.refund_of, Payment.amount, Payment.state).where(
+                    Payment.refund_of.is_not(None)
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    reserved: Counter[str] = Counter()
+    refunded: Counter[str] = Counter()
+    for original, amount, state in refunds:
+        if state is not CoordinatorState.ABORTING and state is not CoordinatorState.ABORTED:
+            reserved[original] += amount
+        if state in (CoordinatorState.COMMITTING, CoordinatorState.COMMITTED):
+            refunded[original] += amount
+    for payment_id, (amount, kept, counted) in refund_counts(cluster).items():
+        assert 0 <= counted <= kept <= amount, (payment_id, amount, kept, counted)
+        assert (kept, counted) == (reserved[payment_id], refunded[payment_id]), payment_id
+
+
 # -- clients -------------------------------------------------------------------------------
 
 

@@ -166,6 +166,21 @@ BASES: dict[str, Callable[[int], Message]] = {
         payment_id="pay_" + "0" * 32
     ),
     "/minipay.v1.Payments/ListHistory": lambda n: gateway_pb2.ListHistoryRequest(page_size=5),
+    "/minipay.v1.Payments/Refund": lambda n: gateway_pb2.RefundRequest(
+        payment_id="pay_" + "0" * 32, amount=usd(1), idempotency_key=f"edge-{n}"
+    ),
+    "/minipay.v1.Admin/Refund": lambda n: admin_pb2.AdminRefundRequest(
+        payment_id="pay_" + "0" * 32,
+        payee=ref("beta", "B-2001"),
+        amount=usd(1),
+        idempotency_key=f"edge-{n}",
+    ),
+    "/minipay.v1.Admin/GetPayment": lambda n: admin_pb2.AdminGetPaymentRequest(
+        payment_id="pay_" + "0" * 32
+    ),
+    "/minipay.v1.Admin/ListPayments": lambda n: admin_pb2.ListPaymentsRequest(
+        page_size=5, bank="beta", account="B-2001"
+    ),
     "/minipay.v1.Admin/CreateUser": lambda n: admin_pb2.CreateUserRequest(
         username=f"edge{n}",
         name="Edge Case",

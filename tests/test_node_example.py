@@ -1,7 +1,8 @@
 """The Node.js example (examples/node/pay.js) against a real cluster: a program in another
 language, on the project's own .proto files and @grpc/grpc-js, logs in over mutual TLS,
 reads the balance, pays with an idempotency key, gets the first outcome back when it sends
-the key again, and reads the ErrorInfo reason when it reuses the key for another amount.
+the key again, and reads the ErrorInfo reason when it reuses the key for another amount; the
+payee refunds part of the payment, then the rest, and reads why a refund of more is refused.
 Amounts are written and printed as the CLIs do ("12.34 USD", each currency's exponent from
 ``minipay/money.py``), and MINIPAY_GATEWAY may list several addresses, as the README's
 replicas section has one export it.
@@ -49,6 +50,13 @@ PAYMENT = re.compile(
     re.MULTILINE,
 )
 AMOUNT = r"\d+\.\d\d USD"
+REFUND = re.compile(
+    r"^refund: (?P<refund_id>pay_[0-9a-f]{32}) (?P<status>[A-Z]+): (?P<amount>\d+\.\d\d) USD to "
+    r"(?P<payee>\S+), refund of (?P<payment_id>pay_[0-9a-f]{32}), idempotency key \S+(?P<rest>.*)  "
+    + REQUEST_ID
+    + "$",
+    re.MULTILINE,
+)
 BALANCE = re.compile(
     rf"^(?P<label>balance(?: after)?): (?P<account>\S+) balance (?P<balance>{AMOUNT}), "
     rf"held (?P<held>{AMOUNT}), available (?P<available>{AMOUNT})  " + REQUEST_ID + "$",
@@ -232,3 +240,48 @@ def test_node_example_amounts_agree_with_minipay_money(node: str) -> None:
         assert places == EXPONENTS[code], code
         assert text == format_minor_units(minor, code), code
         assert back == str(to_minor_units(text if text != "0" else "1", code)), code
+
+
+def test_node_example_refunds_a_payment_received(node: str, cluster: Cluster, certs: Path) -> None:
+    customer(cluster, certs, "alice")
+    customer(cluster, certs, "carol")  # registers carol's account with the gateway
+    payer, payee = SEED_ACCOUNTS["alice"], SEED_ACCOUNTS["carol"]
+    pay = ("--to-bank", payee[0], "--to-account", payee[1], "--amount", "10.00")
+    paid = PAYMENT.search(run_example(node, cluster, certs, "alice", *pay).stdout)
+    assert paid is not None and paid["status"] == "COMMITTED"
+    payment_id = paid["payment_id"]
+    settle(cluster)
+    before = balances(cluster)
+
+    key = f"node-refund-{uuid.uuid4()}"
+    part = ("--refund", payment_id, "--amount", "2.50", "--idempotency-key", key)
+    first = run_example(node, cluster, certs, "carol", *part)
+    assert first.returncode == 0, first.stdout + first.stderr
+    refund = REFUND.search(first.stdout)
+    assert refund is not None, first.stdout
+    assert (refund["status"], refund["amount"], refund["payment_id"]) == (
+        "COMMITTED",
+        "2.50",
+        payment_id,
+    )
+    assert refund["payee"] == "/".join(payer)
+    shown = {m["label"]: m for m in BALANCE.finditer(first.stdout)}
+    assert shown["balance after"]["balance"] == f"{format_minor_units(before[payee] - 250)} USD"
+    again = REFUND.search(run_example(node, cluster, certs, "carol", *part).stdout)
+    assert again is not None and again["refund_id"] == refund["refund_id"]
+    assert "replayed: this key was used before" in again["rest"]
+
+    rest = run_example(node, cluster, certs, "carol", "--refund", payment_id)
+    assert rest.returncode == 0, rest.stdout + rest.stderr
+    whole = REFUND.search(rest.stdout)
+    assert whole is not None and (whole["status"], whole["amount"]) == ("COMMITTED", "7.50")
+    settle(cluster)
+    assert moved(before, balances(cluster)) == {payer: 1000, payee: -1000}
+    assert ledger_entries(cluster, whole["refund_id"]) == {(*payee, -750), (*payer, 750)}
+
+    over = run_example(node, cluster, certs, "carol", "--refund", payment_id, "--amount", "0.01")
+    assert over.returncode == 1, over.stdout + over.stderr
+    err = over.stderr
+    assert re.search(r"^error: Payments/Refund: FAILED_PRECONDITION: ", err, re.M), err
+    assert re.search(r"^  reason: REFUND_EXCEEDS_PAYMENT \(domain minipay\.v1\)", err, re.M), err
+    assert '"refundable_minor_units":"0"' in err, err

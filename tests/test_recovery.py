@@ -1,6 +1,6 @@
 """Crash recovery: kill -9 at every named step of a payment, restart, and check the payment
 ended atomically; then a randomized "bank" workload (after Jepsen) with a nemesis killing
-and restarting banks and the gateway while clients pay."""
+and restarting banks and the gateway while clients pay and refund."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import signal
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from tests.helpers import (
     SEED_BALANCES,
     aio_channel,
     assert_atomic,
+    assert_refunds_within_payments,
     balances,
     bank_state,
     client_config,
@@ -48,6 +50,7 @@ from tests.helpers import (
     log_in_everyone,
     moved,
     postgres_available,
+    refund_counts,
     server_env,
     total_money,
     wait_until,
@@ -181,17 +184,29 @@ def test_bank_in_doubt_learns_the_decision_by_asking(
 # -- the randomized bank test ---------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Ask:
+    """One request of the workload: WHO pays PAYEE, or (REFUND_OF set) refunds that payment
+    they received; AMOUNT None refunds all that is left."""
+
+    who: str
+    amount: int | None
+    payee: tuple[str, str] = ("", "")
+    refund_of: str = ""
+
+
 class Workload:
-    """Clients paying random amounts between random seed accounts, remembering outcomes.
-    With several gateway replicas, a payment goes round all of them, or to one, or (the
-    same key) to two at once."""
+    """Clients paying random amounts between random seed accounts, and refunding, in full or
+    in part, payments they received; remembering outcomes. With several gateway replicas, a
+    request goes round all of them, or to one, or (the same key) to two at once."""
 
     def __init__(self, cluster: Cluster, certs: Path, rng: random.Random) -> None:
         self.cluster = cluster
         self.certs = certs
         self.rng = rng
         self.outcomes: dict[str, tuple[str, PaymentStatus]] = {}  # key -> (payment_id, status)
-        self.unknown: dict[str, tuple[str, tuple[str, str], int]] = {}  # key -> request
+        self.unknown: dict[str, Ask] = {}  # key -> request whose outcome is not known yet
+        self.received: dict[str, list[str]] = defaultdict(list)  # payee -> committed payments
 
     def config(self, gateway: str = "") -> ClientConfig:
         return client_config(
@@ -199,7 +214,7 @@ class Workload:
         )
 
     def targets(self) -> list[str]:
-        """Where one payment goes: every replica (round robin), one replica, or two."""
+        """Where one request goes: every replica (round robin), one replica, or two."""
         replicas = [self.cluster.address(name) for name in self.cluster.gateway_names]
         if len(replicas) == 1:
             return [replicas[0]]
@@ -210,33 +225,42 @@ class Workload:
             return [self.rng.choice(replicas)]
         return self.rng.sample(replicas, 2)
 
+    def next_ask(self) -> Ask:
+        """A payment, or one time in four a refund of something the refunder received."""
+        people = list(SEED_ACCOUNTS)
+        who = self.rng.choice(people)
+        if self.received[who] and self.rng.random() < 0.25:
+            amount = None if self.rng.random() < 0.3 else self.rng.randint(1, 3000)
+            return Ask(who, amount, refund_of=self.rng.choice(self.received[who]))
+        payee = self.rng.choice([p for p in people if p != who])
+        return Ask(who, self.rng.randint(1, 5000), payee=SEED_ACCOUNTS[payee])
+
     async def worker(self, tokens: dict[str, str], stop: float) -> None:
-        payers = list(SEED_ACCOUNTS)
         while time.monotonic() < stop:
-            payer = self.rng.choice(payers)
-            payee = self.rng.choice([p for p in payers if p != payer])
-            amount = self.rng.randint(1, 5000)
-            key = str(uuid.uuid4())
-            request = (payer, SEED_ACCOUNTS[payee], amount)
+            ask, key = self.next_ask(), str(uuid.uuid4())
             answers = await asyncio.gather(
-                *(self.pay(target, tokens[payer], key, request) for target in self.targets())
+                *(self.ask(target, tokens[ask.who], key, ask) for target in self.targets())
             )
             settled = [a for a in answers if a is not None and a.status in (COMMITTED, ABORTED)]
             if settled:
                 assert len({(a.payment_id, a.status) for a in settled}) == 1, (key, settled)
-                self.outcomes[key] = (settled[0].payment_id, settled[0].status)
+                self.remember(key, ask, settled[0])
             else:
-                self.unknown[key] = request
+                self.unknown[key] = ask
 
-    async def pay(
-        self, target: str, token: str, key: str, request: tuple[str, tuple[str, str], int]
-    ) -> Payment | None:
-        """The answer, or None when the outcome is unknown (to be asked again later)."""
-        _, payee, amount = request
+    def remember(self, key: str, ask: Ask, answer: Payment) -> None:
+        self.outcomes[key] = (answer.payment_id, answer.status)
+        if answer.status == COMMITTED and not ask.refund_of:
+            payee = next(name for name, account in SEED_ACCOUNTS.items() if account == ask.payee)
+            self.received[payee].append(answer.payment_id)
+
+    async def ask(self, target: str, token: str, key: str, ask: Ask) -> Payment | None:
+        """The answer, or None when the outcome is unknown (to be asked again later), or the
+        request was refused before anything was recorded (a refund of more than is left)."""
         retry = RetryPolicy(max_attempts=6, initial_backoff=0.2, max_backoff=1.0)
         async with GatewayClient(self.config(target), token, retry) as client:
             try:
-                return await client.pay(*payee, amount, idempotency_key=key)
+                return await self.send(client, key, ask)
             except ApiError as error:
                 if error.code in (
                     grpc.StatusCode.UNAVAILABLE,
@@ -248,18 +272,30 @@ class Workload:
                     raise
                 return None
 
+    @staticmethod
+    async def send(client: GatewayClient, key: str, ask: Ask) -> Payment:
+        if ask.refund_of:
+            return await client.refund(ask.refund_of, ask.amount, idempotency_key=key)
+        assert ask.amount is not None
+        return await client.pay(*ask.payee, ask.amount, idempotency_key=key)
+
     async def resolve_unknown(self, tokens: dict[str, str]) -> None:
-        """A client's retry with the same key, once the system is whole again."""
-        for key, (payer, payee, amount) in self.unknown.items():
+        """A client's retry with the same key, once the system is whole again. A refund that
+        was never recorded may be refused now (nothing left to refund): it made nothing."""
+        for key, ask in self.unknown.items():
             deadline = time.monotonic() + 30
-            async with GatewayClient(self.config(), tokens[payer]) as client:
+            async with GatewayClient(self.config(), tokens[ask.who]) as client:
                 while True:
-                    answer = await client.pay(*payee, amount, idempotency_key=key)
+                    try:
+                        answer = await self.send(client, key, ask)
+                    except ApiError as error:
+                        assert ask.refund_of and error.reason == "REFUND_EXCEEDS_PAYMENT", error
+                        break
                     if answer.status in (COMMITTED, ABORTED) or time.monotonic() > deadline:
+                        assert answer.status in (COMMITTED, ABORTED), (key, answer)
+                        self.remember(key, ask, answer)
                         break
                     await asyncio.sleep(0.2)
-            assert answer.status in (COMMITTED, ABORTED), (key, answer)
-            self.outcomes[key] = (answer.payment_id, answer.status)
 
 
 def nemesis(
@@ -287,9 +323,11 @@ def nemesis(
 
 
 def check_the_books(cluster: Cluster, workload: Workload, before: int) -> None:
-    """Money conserved, balances equal to ledgers, nothing in doubt, every payment a client
-    saw committed applied once at both banks, and one payment per key."""
+    """Money conserved, balances equal to ledgers, nothing in doubt, every payment (and
+    refund) a client saw committed applied once at both banks, one payment per key, and no
+    payment refunded beyond its amount."""
     assert_atomic(cluster, before)
+    assert_refunds_within_payments(cluster)
     entries = ledger_counts(cluster)
     for key, (payment_id, status) in workload.outcomes.items():
         expected = 2 if status == COMMITTED else 0
@@ -322,8 +360,9 @@ def play_and_judge(
     assert workload.outcomes, "no payment was made"
     check_the_books(cluster, workload, before)
     committed = sum(1 for _, s in workload.outcomes.values() if s == COMMITTED)
+    refunds = sum(1 for counts in refund_counts(cluster).values() if counts[1])
     print(
-        f"{len(workload.outcomes)} payments, {committed} committed, "
+        f"{len(workload.outcomes)} payments, {committed} committed, {refunds} refunded, "
         f"{len(workload.unknown)} resolved by retry, nemesis struck {struck}"
     )
 

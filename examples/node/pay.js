@@ -1,9 +1,12 @@
 #!/usr/bin/env node
-// minipay from Node.js: log in, read the balance, pay with an idempotency key, read the
-// balance again; over mutual TLS, on the project's own .proto files (nothing generated).
+// minipay from Node.js: log in, read the balance, pay (or refund a payment received) with an
+// idempotency key, read the balance again; over mutual TLS, on the project's own .proto files
+// (nothing generated).
 //
 //   MINIPAY_PASSWORD=alice-dev-pass node pay.js --username alice \
 //     --to-bank beta --to-account B-2001 --amount 12.34 --idempotency-key demo-1
+//   MINIPAY_PASSWORD=carol-dev-pass node pay.js --username carol \
+//     --refund pay_... [--amount 5.00] --idempotency-key demo-refund-1
 //
 // Amounts are written and printed as the CLIs do: "12.34 USD", in the currency's own
 // decimals. MINIPAY_GATEWAY may list several replicas (host:port,host:port): calls are
@@ -69,7 +72,14 @@ const OPTIONS = {
   username: { env: "MINIPAY_USERNAME", help: "a registered customer" },
   "to-bank": { env: "MINIPAY_TO_BANK", help: "the payee's bank (no payee: no payment)" },
   "to-account": { env: "MINIPAY_TO_ACCOUNT", help: "the payee's account number" },
-  amount: { env: "MINIPAY_AMOUNT", help: "a plain decimal in the currency's units, e.g. 12.34" },
+  amount: {
+    env: "MINIPAY_AMOUNT",
+    help: "a plain decimal in the currency's units, e.g. 12.34; with --refund: how much to give back",
+  },
+  refund: {
+    env: "MINIPAY_REFUND",
+    help: "refund this payment you received (default amount: all that is left to refund)",
+  },
   currency: { env: "MINIPAY_CURRENCY", help: "ISO 4217 code (default: the account's)" },
   "idempotency-key": {
     env: "MINIPAY_IDEMPOTENCY_KEY",
@@ -81,6 +91,7 @@ const OPTIONS = {
 function usage() {
   const lines = [
     "usage: node pay.js --username NAME [--to-bank BANK --to-account ACCOUNT --amount N] [...]",
+    "       node pay.js --username NAME --refund PAYMENT_ID [--amount N] [...]",
     "",
   ];
   for (const [name, option] of Object.entries(OPTIONS)) {
@@ -118,7 +129,11 @@ function readConfig(argv, env) {
     throw new UsageError("give the password in MINIPAY_PASSWORD or with --password-stdin");
   }
   const payee = ["to-bank", "to-account", "amount"].filter((name) => config[name] !== undefined);
-  if (payee.length !== 0 && payee.length !== 3) {
+  if (config.refund !== undefined) {
+    if (config["to-bank"] !== undefined || config["to-account"] !== undefined) {
+      throw new UsageError("--refund gives back a payment: it takes no --to-bank or --to-account");
+    }
+  } else if (payee.length !== 0 && payee.length !== 3) {
     throw new UsageError("a payment needs --to-bank, --to-account and --amount");
   }
   if (config.amount !== undefined && !/^[0-9]{1,16}(\.[0-9]+)?$/.test(config.amount)) {
@@ -323,6 +338,17 @@ function paymentLine(response, key) {
   );
 }
 
+function refundLine(response, key) {
+  const refund = response.refund;
+  const status = refund.status.replace(/^PAYMENT_STATUS_/, "");
+  const reason = refund.reason_code ? ` (${refund.reason_code}: ${refund.reason})` : "";
+  const replayed = response.replayed ? ", replayed: this key was used before" : "";
+  return (
+    `refund: ${refund.payment_id} ${status}${reason}: ${money(refund.amount)} to ` +
+    `${account(refund.payee)}, refund of ${refund.refund_of}, idempotency key ${key}${replayed}`
+  );
+}
+
 function printError(error, errorModel) {
   console.error(`error: ${error.message}`);
   console.error(`  x-request-id: ${error.requestId ?? "(none)"}`);
@@ -396,29 +422,36 @@ async function main() {
 
     const before = await call(payments, "GetBalance", {}, session);
     console.log(tagged(balanceLine("balance", before.response), before.requestId));
-    if (config.amount === undefined) return 0;
-
     const key = config["idempotency-key"];
     const currency = config.currency ?? before.response.balance.currency;
     let minorUnits;
     try {
-      minorUnits = toMinorUnits(config.amount, currency);
+      minorUnits = config.amount === undefined ? undefined : toMinorUnits(config.amount, currency);
     } catch (error) {
       if (!(error instanceof UsageError)) throw error;
       console.error(`error: ${error.message} (node pay.js --help lists the options)`);
       return 2;
     }
-    const paid = await call(
-      payments,
-      "Pay",
-      {
-        to: { bank: config["to-bank"], account: config["to-account"] },
-        amount: { minor_units: minorUnits, currency },
-        idempotency_key: key,
-      },
-      session,
-    );
-    console.log(tagged(paymentLine(paid.response, key), paid.requestId));
+    if (config.refund !== undefined) {
+      const request = { payment_id: config.refund, idempotency_key: key };
+      if (minorUnits !== undefined) request.amount = { minor_units: minorUnits, currency };
+      const refunded = await call(payments, "Refund", request, session);
+      console.log(tagged(refundLine(refunded.response, key), refunded.requestId));
+    } else if (minorUnits === undefined) {
+      return 0;
+    } else {
+      const paid = await call(
+        payments,
+        "Pay",
+        {
+          to: { bank: config["to-bank"], account: config["to-account"] },
+          amount: { minor_units: minorUnits, currency },
+          idempotency_key: key,
+        },
+        session,
+      );
+      console.log(tagged(paymentLine(paid.response, key), paid.requestId));
+    }
 
     const after = await call(payments, "GetBalance", {}, session);
     console.log(tagged(balanceLine("balance after", after.response), after.requestId));

@@ -1,5 +1,10 @@
 """The admin's command line (``minipay-admin``; ``python -m admin`` in a checkout): log in as
-an admin, list banks, create, list, disable and enable users, and deposit money."""
+an admin, list banks, create, list, disable and enable users, deposit money, look at every
+payment and refund one on its payee's behalf.
+
+The admin's session is kept apart from a customer's, in $MINIPAY_HOME/admin-session.json
+(default ~/.minipay). Amounts are plain decimals in the currency's units ("100.00"); with
+--json they come as text ("balance") and as integer minor units ("balance_minor_units")."""
 
 from __future__ import annotations
 
@@ -8,7 +13,17 @@ import sys
 import uuid
 from collections.abc import Sequence
 
-from minipay.client.api import ClientError, GatewayClient, User
+from minipay.client.__main__ import (
+    KINDS,
+    STATUSES,
+    payment_details,
+    payment_fields,
+    payment_json,
+    show_outcome,
+    since,
+    until,
+)
+from minipay.client.api import ClientError, GatewayClient, Payment, User
 from minipay.client.commandline import (
     Commands,
     Invocation,
@@ -19,8 +34,10 @@ from minipay.client.commandline import (
     money_fields,
     parse,
     password_stdin,
+    positive_int,
     run,
     show,
+    utc_text,
 )
 from minipay.money import format_minor_units, to_minor_units
 
@@ -100,6 +117,83 @@ def build_parser() -> argparse.ArgumentParser:
         help="any unique text; running the command again with the same key deposits once "
         "(default: a new random key)",
     )
+
+    payments = commands.add(
+        "payments",
+        "every payment and refund, newest first, filtered",
+        "A page may hold fewer payments than --page-size when few pass the filters, and\n"
+        "still end with 'more: --page-token ...': reading on costs the same each time.",
+    )
+    payments.add_argument(
+        "--bank", default="", help="only payments from or to this bank (default: any)"
+    )
+    payments.add_argument(
+        "--account",
+        default="",
+        help="with --bank: only payments from or to this account (default: any)",
+    )
+    payments.add_argument(
+        "--status", choices=sorted(STATUSES), help="only payments with this status (default: any)"
+    )
+    payments.add_argument(
+        "--kind", choices=sorted(KINDS), help="only payments or only refunds (default: both)"
+    )
+    payments.add_argument(
+        "--since",
+        type=since,
+        metavar="WHEN",
+        help="only payments made at or after WHEN, an ISO 8601 date or date-time, UTC unless "
+        "it has an offset (default: no limit)",
+    )
+    payments.add_argument(
+        "--until",
+        type=until,
+        metavar="WHEN",
+        help="only payments made before WHEN (a date: up to the end of that day) "
+        "(default: no limit)",
+    )
+    payments.add_argument(
+        "--page-size", type=positive_int, default=20, metavar="N", help="payments per page"
+    )
+    payments.add_argument(
+        "--page-token",
+        default="",
+        metavar="TOKEN",
+        help="the page to show, as printed after 'more:', with the same filters "
+        "(default: the newest payments)",
+    )
+
+    payment = commands.add("payment", "any payment by its id, all of it, with all its refunds")
+    payment.add_argument("payment_id", metavar="ID", help="the payment's id, e.g. pay_3f2a...")
+
+    refund = commands.add(
+        "refund",
+        "refund a committed payment on its payee's behalf, in full or in part",
+        "The money goes from the payee's account back to the payer's, as if the payee had\n"
+        "refunded it (the same rules); the idempotency key is the admin's own. Exits 0\n"
+        "when the refund is committed, 1 when it is not.",
+    )
+    refund.add_argument(
+        "payment_id", metavar="PAYMENT_ID", help="the payment to give back, e.g. pay_3f2a..."
+    )
+    refund.add_argument(
+        "--amount",
+        help="how much, a plain decimal in the payment's currency such as 5.00 "
+        "(default: all that is left to refund)",
+    )
+    refund.add_argument(
+        "--currency",
+        type=currency_code,
+        default="USD",
+        help="the payment's currency, with --amount",
+    )
+    refund.add_argument(
+        "--idempotency-key",
+        default="",
+        metavar="KEY",
+        help="any unique text; running the command again with the same key refunds once "
+        "(default: a new random key, shown with --json)",
+    )
     return commands.parser
 
 
@@ -115,6 +209,11 @@ def check_flags(args: argparse.Namespace) -> PasswordRequest | None:
         )
     if args.command == "deposit":
         args.amount_minor_units = to_minor_units(args.amount, args.currency)
+    if args.command == "refund":
+        amount = args.amount
+        args.amount_minor_units = None if amount is None else to_minor_units(amount, args.currency)
+    if args.command == "payments" and args.account and not args.bank:
+        raise ClientError("--account needs --bank: the account's bank")
     return None
 
 
@@ -186,7 +285,59 @@ async def work(invocation: Invocation, client: GatewayClient) -> int:
         show(args, user_fields(user), user_line(user), user.request_id)
     elif command == "deposit":
         await deposit(invocation, client)
+    elif command == "payments":
+        await payments(args, client)
+    elif command == "payment":
+        found = await client.admin_payment(args.payment_id)
+        show(args, payment_json(found), "\n".join(payment_details(found)), found.request_id)
+    elif command == "refund":
+        return await refund(invocation, client)
     return 0
+
+
+async def payments(args: argparse.Namespace, client: GatewayClient) -> None:
+    page = await client.list_payments(
+        args.page_size,
+        args.page_token,
+        bank=args.bank,
+        account=args.account,
+        status=STATUSES[args.status] if args.status else None,
+        kind=KINDS[args.kind] if args.kind else None,
+        created_from=args.since,
+        created_before=args.until,
+    )
+    lines = [listing_line(p) for p in page.payments] or ["no payments on this page"]
+    if page.next_page_token:
+        lines.append(f"more: --page-token {page.next_page_token}")
+    show(
+        args,
+        {
+            "payments": [payment_fields(p) for p in page.payments],
+            "next_page_token": page.next_page_token,
+        },
+        "\n".join(lines),
+        page.request_id,
+    )
+
+
+def listing_line(payment: Payment) -> str:
+    amount = format_minor_units(payment.amount_minor_units, payment.currency)
+    refund = f"refund of {payment.refund_of}" if payment.refund_of else ""
+    extras = " ".join(text for text in (payment.reason_code, refund) if text)
+    return (
+        f"{utc_text(payment.created_at)}  {payment.payment_id}  {amount:>12} "
+        f"{payment.currency}  {payment.payer!s:<14} -> {payment.payee!s:<14} "
+        f"{payment.status:<9} {extras}"
+    ).rstrip()
+
+
+async def refund(invocation: Invocation, client: GatewayClient) -> int:
+    args = invocation.args
+    key = args.idempotency_key or str(uuid.uuid4())
+    invocation.repeat_with_key, invocation.repeatable = key, "refund"
+    minor_units: int | None = args.amount_minor_units
+    done = await client.admin_refund(args.payment_id, minor_units, args.currency, key)
+    return show_outcome(args, done, key)
 
 
 async def deposit(invocation: Invocation, client: GatewayClient) -> None:

@@ -1,5 +1,12 @@
 """The customer's command line (``minipay``; ``python -m client`` in a checkout): register,
-log in, check the balance, pay, look up a payment and read the history."""
+log in, check the balance, pay, refund a payment received, look up a payment and read the
+history.
+
+A customer registers once (links their bank account to the gateway, with the password their
+bank gave them), then logs in; the session is kept in $MINIPAY_HOME (default ~/.minipay).
+Amounts are plain decimals in the currency's units ("12.34"); with --json they come as
+text ("amount") and as integer minor units ("amount_minor_units"). Payments' times are
+shown in UTC, as --since and --until take them back."""
 
 from __future__ import annotations
 
@@ -27,7 +34,7 @@ from minipay.client.commandline import (
     show,
     utc_text,
 )
-from minipay.client.results import Direction, Payment, PaymentStatus
+from minipay.client.results import Direction, Payment, PaymentKind, PaymentStatus
 from minipay.money import format_minor_units, to_minor_units
 
 TOOL = Tool(
@@ -38,6 +45,7 @@ TOOL = Tool(
 )
 DIRECTIONS = {"in": Direction.INCOMING, "out": Direction.OUTGOING}
 STATUSES = {status.lower(): status for status in PaymentStatus}
+KINDS = {kind.value: kind for kind in PaymentKind}
 
 
 def moment(text: str, *, whole_day_until: bool = False) -> datetime:
@@ -129,10 +137,42 @@ def build_parser() -> argparse.ArgumentParser:
         "outcome and never pays twice (default: a new random key, shown with --json)",
     )
 
+    refund = commands.add(
+        "refund",
+        "give back a payment you received, in full or in part",
+        "A refund is a payment of its own, from your account back to the payer's, linked to\n"
+        "the payment it gives back; the refunds of a payment never add up to more than it.\n"
+        "Prints the refund: COMMITTED, or ABORTED with its reason code and reason (then\n"
+        "nothing moved and the amount may be refunded again). Exits 0 when the refund is\n"
+        "committed, 1 when it is not.",
+    )
+    refund.add_argument(
+        "payment_id", metavar="PAYMENT_ID", help="the payment to give back, e.g. pay_3f2a..."
+    )
+    refund.add_argument(
+        "--amount",
+        help="how much, as a plain decimal in the payment's currency, e.g. 5.00 "
+        "(default: all that is left to refund)",
+    )
+    refund.add_argument(
+        "--currency",
+        type=currency_code,
+        default="USD",
+        help="the payment's currency, with --amount",
+    )
+    refund.add_argument(
+        "--idempotency-key",
+        default="",
+        metavar="KEY",
+        help="any unique text; running the command again with the same key returns the first "
+        "outcome and never refunds twice (default: a new random key, shown with --json)",
+    )
+
     payment = commands.add(
         "payment",
-        "one payment you made or received, by its id",
-        "A payee sees a payment once it committed, and never why a payment was aborted.",
+        "one payment you made or received, by its id, with its refunds",
+        "A payee sees a payment once it committed, and never why a payment was aborted.\n"
+        "Shows what was refunded of it and, to its payee, what is left to refund.",
     )
     payment.add_argument("payment_id", metavar="ID", help="the payment's id, e.g. pay_3f2a...")
 
@@ -173,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="only payments made before WHEN (a date: up to the end of that day), same forms "
         "as --since (default: no limit)",
     )
+    history.add_argument(
+        "--kind", choices=sorted(KINDS), help="only payments or only refunds (default: both)"
+    )
     return commands.parser
 
 
@@ -182,6 +225,9 @@ def check_flags(args: argparse.Namespace) -> PasswordRequest | None:
         return PasswordRequest(f"Password for {args.username}: ")
     if args.command == "pay":
         args.amount_minor_units = to_minor_units(args.amount, args.currency)
+    if args.command == "refund":
+        amount = args.amount
+        args.amount_minor_units = None if amount is None else to_minor_units(amount, args.currency)
     return None
 
 
@@ -189,7 +235,7 @@ def payment_fields(payment: Payment) -> dict[str, Any]:
     """A payment for --json: amounts as text and minor units, times in ISO 8601."""
     return {
         "payment_id": payment.payment_id,
-        "direction": payment.direction.value,
+        "direction": payment.direction.value if payment.direction else "",
         "payer": {"bank": payment.payer.bank, "account": payment.payer.account},
         "payee": {"bank": payment.payee.bank, "account": payment.payee.account},
         **money_fields("amount", payment.amount_minor_units, payment.currency),
@@ -198,20 +244,55 @@ def payment_fields(payment: Payment) -> dict[str, Any]:
         "reason": payment.reason,
         "created_at": iso(payment.created_at),
         "decided_at": iso(payment.decided_at),
+        "kind": payment.kind.value,
+        "refund_of": payment.refund_of or None,
+        "refunded": format_minor_units(payment.refunded_minor_units, payment.currency),
+        "refunded_minor_units": payment.refunded_minor_units,
+        "refundable": format_minor_units(payment.refundable_minor_units, payment.currency),
+        "refundable_minor_units": payment.refundable_minor_units,
     }
 
 
 def payment_line(payment: Payment) -> str:
-    """ "payment pay_... ABORTED: 12.34 USD to beta/B-2001 (INSUFFICIENT_FUNDS: ...)"."""
+    """ "payment pay_... ABORTED: 12.34 USD to beta/B-2001 (INSUFFICIENT_FUNDS: ...)", or
+    "refund pay_... COMMITTED: 5.00 USD to alpha/A-1001, refund of pay_..." for a refund."""
     amount = format_minor_units(payment.amount_minor_units, payment.currency)
-    towards = "to" if payment.direction is Direction.OUTGOING else "from"
+    if payment.direction is None:  # an admin's view: both sides
+        parties = f"from {payment.payer} to {payment.payee}"
+    else:
+        towards = "from" if payment.direction is Direction.INCOMING else "to"
+        parties = f"{towards} {payment.counterparty}"
     text = (
-        f"payment {payment.payment_id} {payment.status}: {amount} {payment.currency} "
-        f"{towards} {payment.counterparty}"
+        f"{payment.kind} {payment.payment_id} {payment.status}: {amount} {payment.currency} "
+        f"{parties}"
     )
+    if payment.refund_of:
+        text += f", refund of {payment.refund_of}"
     if payment.reason_code:
         text += f" ({payment.reason_code}: {payment.reason})"
     return text
+
+
+def payment_details(payment: Payment) -> list[str]:
+    """PAYMENT's line, its times, what was refunded of it and its refunds."""
+    lines = [payment_line(payment), f"created {utc_text(payment.created_at)}"]
+    if payment.decided_at is not None:
+        lines.append(f"decided {utc_text(payment.decided_at)}")
+    if payment.kind is PaymentKind.PAYMENT and payment.status is PaymentStatus.COMMITTED:
+        currency = payment.currency
+        refunded = format_minor_units(payment.refunded_minor_units, currency)
+        line = f"refunded {refunded} {currency}"
+        if payment.direction is not Direction.OUTGOING:
+            left = format_minor_units(payment.refundable_minor_units, currency)
+            line += f", refundable {left} {currency}"
+        lines.append(line)
+    lines += [f"  {payment_line(refund)}" for refund in payment.refunds]
+    return lines
+
+
+def payment_json(payment: Payment) -> dict[str, Any]:
+    """A payment looked up by id for --json: with its refunds."""
+    return {**payment_fields(payment), "refunds": [payment_fields(r) for r in payment.refunds]}
 
 
 async def work(invocation: Invocation, client: GatewayClient) -> int:
@@ -222,6 +303,8 @@ async def work(invocation: Invocation, client: GatewayClient) -> int:
         return await balance(args, client)
     if args.command == "pay":
         return await pay(invocation, client)
+    if args.command == "refund":
+        return await refund(invocation, client)
     if args.command == "payment":
         return await payment(args, client)
     if args.command == "history":
@@ -268,20 +351,31 @@ async def pay(invocation: Invocation, client: GatewayClient) -> int:
     invocation.repeat_with_key, invocation.repeatable = key, "payment"
     minor_units: int = args.amount_minor_units
     paid = await client.pay(args.to_bank, args.to_account, minor_units, args.currency, key)
-    text = payment_line(paid)
-    if paid.replayed:
+    return show_outcome(args, paid, key)
+
+
+async def refund(invocation: Invocation, client: GatewayClient) -> int:
+    args = invocation.args
+    key = args.idempotency_key or str(uuid.uuid4())
+    invocation.repeat_with_key, invocation.repeatable = key, "refund"
+    minor_units: int | None = args.amount_minor_units
+    done = await client.refund(args.payment_id, minor_units, args.currency, key)
+    return show_outcome(args, done, key)
+
+
+def show_outcome(args: argparse.Namespace, done: Payment, key: str) -> int:
+    """A payment or refund just asked for: exit 0 when it committed, 1 when it did not."""
+    text = payment_line(done)
+    if done.replayed:
         text += " [replayed: this key was used before]"
-    data = {**payment_fields(paid), "replayed": paid.replayed, "idempotency_key": key}
-    show(args, data, text, paid.request_id)
-    return 0 if paid.status is PaymentStatus.COMMITTED else 1
+    data = {**payment_fields(done), "replayed": done.replayed, "idempotency_key": key}
+    show(args, data, text, done.request_id)
+    return 0 if done.status is PaymentStatus.COMMITTED else 1
 
 
 async def payment(args: argparse.Namespace, client: GatewayClient) -> int:
     found = await client.payment(args.payment_id)
-    lines = [payment_line(found), f"created {utc_text(found.created_at)}"]
-    if found.decided_at is not None:
-        lines.append(f"decided {utc_text(found.decided_at)}")
-    show(args, payment_fields(found), "\n".join(lines), found.request_id)
+    show(args, payment_json(found), "\n".join(payment_details(found)), found.request_id)
     return 0
 
 
@@ -293,6 +387,7 @@ async def history(args: argparse.Namespace, client: GatewayClient) -> int:
         direction=DIRECTIONS[args.direction] if args.direction else None,
         created_from=args.since,
         created_before=args.until,
+        kind=KINDS[args.kind] if args.kind else None,
     )
     lines = [history_line(p) for p in page.payments] or ["no payments"]
     if page.next_page_token:
@@ -311,10 +406,12 @@ async def history(args: argparse.Namespace, client: GatewayClient) -> int:
 
 def history_line(payment: Payment) -> str:
     amount = format_minor_units(payment.amount_minor_units, payment.currency)
+    refund = f"refund of {payment.refund_of}" if payment.refund_of else ""
+    extras = " ".join(text for text in (payment.reason_code, refund) if text)
     return (
-        f"{utc_text(payment.created_at)}  {payment.direction:<8} {amount:>12} "
+        f"{utc_text(payment.created_at)}  {payment.direction or '':<8} {amount:>12} "
         f"{payment.currency}  {payment.counterparty!s:<18} {payment.status:<9} "
-        f"{payment.payment_id} {payment.reason_code}"
+        f"{payment.payment_id} {extras}"
     ).rstrip()
 
 

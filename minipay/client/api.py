@@ -45,6 +45,7 @@ from minipay.client.errors import (
 from minipay.client.logs import LOGGER, describe_request
 from minipay.client.results import (
     DIRECTION_OF_MESSAGE,
+    KIND_OF_MESSAGE,
     STATUS_OF_MESSAGE,
     AccountRef,
     Balance,
@@ -56,6 +57,7 @@ from minipay.client.results import (
     LoginResult,
     LogoutResult,
     Payment,
+    PaymentKind,
     PaymentStatus,
     Registration,
     User,
@@ -88,6 +90,7 @@ __all__ = [
     "LogoutResult",
     "MinipayError",
     "Payment",
+    "PaymentKind",
     "PaymentStatus",
     "Registration",
     "RetryPolicy",
@@ -355,6 +358,7 @@ class Answer(NamedTuple):
 
 _MESSAGE_OF_STATUS = {status: value for value, status in STATUS_OF_MESSAGE.items()}
 _MESSAGE_OF_DIRECTION = {direction: value for value, direction in DIRECTION_OF_MESSAGE.items()}
+_MESSAGE_OF_KIND = {kind: value for value, kind in KIND_OF_MESSAGE.items()}
 
 
 def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
@@ -499,10 +503,30 @@ class GatewayClient:
         return Payment.from_message(message.payment, request_id, replayed=message.replayed)
 
     async def payment(self, payment_id: str) -> Payment:
-        """One payment the caller made, or received once it committed."""
+        """One payment the caller made, or received once it committed, with the refunds of
+        it the caller may see (``refunds``, oldest first)."""
         request = gateway_pb2.GetPaymentRequest(payment_id=payment_id)
         message, request_id = await self._call(self.payments.GetPayment, request)
-        return Payment.from_message(message.payment, request_id)
+        return Payment.from_message(message.payment, request_id, refunds=message.refunds)
+
+    async def refund(
+        self,
+        payment_id: str,
+        amount_minor_units: int | None = None,
+        currency: str = "USD",
+        idempotency_key: str = "",
+    ) -> Payment:
+        """Gives back a committed payment the caller received: AMOUNT_MINOR_UNITS in the
+        payment's CURRENCY, or (None) all that is left to refund. Returns the refund, a
+        payment of its own (``kind`` REFUND, ``refund_of`` PAYMENT_ID), COMMITTED or ABORTED
+        with its reason (then nothing moved and the amount may be refunded again). The same
+        IDEMPOTENCY_KEY (default: a new UUID) returns the first outcome."""
+        key = idempotency_key or str(uuid.uuid4())
+        request = gateway_pb2.RefundRequest(payment_id=payment_id, idempotency_key=key)
+        if amount_minor_units is not None:
+            request.amount.CopyFrom(_money(amount_minor_units, currency))
+        message, request_id = await self._call(self.payments.Refund, request, idempotency_key=key)
+        return Payment.from_message(message.refund, request_id, replayed=message.replayed)
 
     async def history(
         self,
@@ -513,10 +537,12 @@ class GatewayClient:
         direction: Direction | None = None,
         created_from: datetime | None = None,
         created_before: datetime | None = None,
+        kind: PaymentKind | None = None,
     ) -> HistoryPage:
         """The caller's payments, newest first, PAGE_SIZE (1-200) at a time; PAGE_TOKEN is a
         previous page's next_page_token, with the same filters. Times are aware datetimes
-        (a naive one is taken as UTC): CREATED_FROM inclusive, CREATED_BEFORE exclusive."""
+        (a naive one is taken as UTC): CREATED_FROM inclusive, CREATED_BEFORE exclusive.
+        KIND picks payments or refunds."""
         request = gateway_pb2.ListHistoryRequest(page_size=page_size, page_token=page_token)
         if status is not None:
             request.status = _MESSAGE_OF_STATUS[status]
@@ -526,6 +552,8 @@ class GatewayClient:
             request.created_from.CopyFrom(_timestamp(created_from))
         if created_before is not None:
             request.created_before.CopyFrom(_timestamp(created_before))
+        if kind is not None:
+            request.kind = _MESSAGE_OF_KIND[kind]
         message, request_id = await self._call(self.payments.ListHistory, request)
         return HistoryPage.from_message(message, request_id)
 
@@ -591,3 +619,58 @@ class GatewayClient:
         message, request_id = await self._call(self.admin.Deposit, request, idempotency_key=key)
         balance = message.balance.minor_units
         return Deposit(bank, account, amount_minor_units, currency, balance, key, request_id)
+
+    async def admin_refund(
+        self,
+        payment_id: str,
+        amount_minor_units: int | None = None,
+        currency: str = "USD",
+        idempotency_key: str = "",
+        payee: AccountRef | None = None,
+    ) -> Payment:
+        """Refunds a committed payment on its payee's behalf (the money comes from the
+        payee's account), with the same rules as ``refund``; IDEMPOTENCY_KEY is the admin's
+        own. PAYEE, if given, must be the payment's payee."""
+        key = idempotency_key or str(uuid.uuid4())
+        request = admin_pb2.AdminRefundRequest(payment_id=payment_id, idempotency_key=key)
+        if amount_minor_units is not None:
+            request.amount.CopyFrom(_money(amount_minor_units, currency))
+        if payee is not None:
+            request.payee.CopyFrom(_account(payee.bank, payee.account))
+        message, request_id = await self._call(self.admin.Refund, request, idempotency_key=key)
+        return Payment.from_message(message.refund, request_id, replayed=message.replayed)
+
+    async def admin_payment(self, payment_id: str) -> Payment:
+        """Any payment, all of it (reasons included), with all its refunds."""
+        request = admin_pb2.AdminGetPaymentRequest(payment_id=payment_id)
+        message, request_id = await self._call(self.admin.GetPayment, request)
+        return Payment.from_message(message.payment, request_id, refunds=message.refunds)
+
+    async def list_payments(
+        self,
+        page_size: int = 20,
+        page_token: str = "",
+        *,
+        bank: str = "",
+        account: str = "",
+        status: PaymentStatus | None = None,
+        kind: PaymentKind | None = None,
+        created_from: datetime | None = None,
+        created_before: datetime | None = None,
+    ) -> HistoryPage:
+        """Every payment, newest first, PAGE_SIZE (1-200) at most per page: those paid from
+        or to BANK (and ACCOUNT there), with STATUS, of KIND, in the time range. A page may
+        hold fewer (even none) and still name a next page: follow next_page_token."""
+        request = admin_pb2.ListPaymentsRequest(
+            page_size=page_size, page_token=page_token, bank=bank, account=account
+        )
+        if status is not None:
+            request.status = _MESSAGE_OF_STATUS[status]
+        if kind is not None:
+            request.kind = _MESSAGE_OF_KIND[kind]
+        if created_from is not None:
+            request.created_from.CopyFrom(_timestamp(created_from))
+        if created_before is not None:
+            request.created_before.CopyFrom(_timestamp(created_before))
+        message, request_id = await self._call(self.admin.ListPayments, request)
+        return HistoryPage.from_message(message, request_id)

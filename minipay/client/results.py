@@ -9,6 +9,7 @@ are timezone-aware UTC datetimes. A result about one account names it with ``ban
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -30,6 +31,11 @@ class Direction(enum.StrEnum):
     INCOMING = "incoming"  # the caller was paid
 
 
+class PaymentKind(enum.StrEnum):
+    PAYMENT = "payment"  # money paid
+    REFUND = "refund"  # money given back: a payment of its own, linked to the one it refunds
+
+
 STATUS_OF_MESSAGE = {
     gateway_pb2.PAYMENT_STATUS_PENDING: PaymentStatus.PENDING,
     gateway_pb2.PAYMENT_STATUS_COMMITTED: PaymentStatus.COMMITTED,
@@ -38,6 +44,10 @@ STATUS_OF_MESSAGE = {
 DIRECTION_OF_MESSAGE = {
     gateway_pb2.DIRECTION_OUTGOING: Direction.OUTGOING,
     gateway_pb2.DIRECTION_INCOMING: Direction.INCOMING,
+}
+KIND_OF_MESSAGE = {
+    gateway_pb2.PAYMENT_KIND_PAYMENT: PaymentKind.PAYMENT,
+    gateway_pb2.PAYMENT_KIND_REFUND: PaymentKind.REFUND,
 }
 
 
@@ -56,10 +66,16 @@ class AccountRef:
 
 @dataclass(frozen=True)
 class Payment:
-    """A payment as one side of it sees it; the payee never sees why it was aborted."""
+    """A payment as one side of it sees it; the payee never sees why it was aborted. An
+    admin sees all of it, from neither side (``direction`` None).
+
+    A refund is a payment too (``kind`` REFUND, ``refund_of`` the payment it gives back),
+    paid by the original's payee to its payer. A payment counts its committed refunds
+    (``refunded_minor_units``) and, for its payee or an admin, what may still be refunded
+    (``refundable_minor_units``); ``GatewayClient.payment`` also lists its ``refunds``."""
 
     payment_id: str
-    direction: Direction
+    direction: Direction | None
     payer: AccountRef
     payee: AccountRef
     amount_minor_units: int
@@ -69,21 +85,31 @@ class Payment:
     reason: str  # the same in words
     created_at: datetime
     decided_at: datetime | None  # None while pending
-    replayed: bool  # Pay only: the outcome of an earlier request with the same key
+    replayed: bool  # Pay and Refund only: the outcome of an earlier request with the same key
     request_id: str
+    kind: PaymentKind = PaymentKind.PAYMENT
+    refund_of: str = ""  # a refund: the payment it gives back
+    refunded_minor_units: int = 0  # committed refunds of this payment
+    refundable_minor_units: int = 0  # what its payee may still refund (0 for the payer)
+    refunds: tuple[Payment, ...] = ()  # from GatewayClient.payment: its refunds, oldest first
 
     @property
     def counterparty(self) -> AccountRef:
-        """The other side: the payee of an outgoing payment, the payer of an incoming one."""
-        return self.payee if self.direction is Direction.OUTGOING else self.payer
+        """The other side: the payee of an outgoing payment, the payer of an incoming one
+        (the payee, for an admin)."""
+        return self.payer if self.direction is Direction.INCOMING else self.payee
 
     @classmethod
     def from_message(
-        cls, message: gateway_pb2.Payment, request_id: str, replayed: bool = False
+        cls,
+        message: gateway_pb2.Payment,
+        request_id: str,
+        replayed: bool = False,
+        refunds: Iterable[gateway_pb2.Payment] = (),
     ) -> Payment:
         return cls(
             payment_id=message.payment_id,
-            direction=DIRECTION_OF_MESSAGE[message.direction],
+            direction=DIRECTION_OF_MESSAGE.get(message.direction),
             payer=AccountRef(message.payer.bank, message.payer.account),
             payee=AccountRef(message.payee.bank, message.payee.account),
             amount_minor_units=message.amount.minor_units,
@@ -95,17 +121,29 @@ class Payment:
             decided_at=utc(message.decided_at) if message.HasField("decided_at") else None,
             replayed=replayed,
             request_id=request_id,
+            kind=KIND_OF_MESSAGE.get(message.kind, PaymentKind.PAYMENT),
+            refund_of=message.refund_of,
+            refunded_minor_units=message.refunded.minor_units,
+            refundable_minor_units=message.refundable.minor_units,
+            refunds=tuple(cls.from_message(refund, request_id) for refund in refunds),
         )
 
 
 @dataclass(frozen=True)
 class HistoryPage:
+    """A page of payments: a customer's history, or an admin's list of every payment. An
+    admin's page may hold fewer than asked for (even none) and still have a next page."""
+
     payments: tuple[Payment, ...]  # newest first
     next_page_token: str  # "" on the last page
     request_id: str
 
     @classmethod
-    def from_message(cls, message: gateway_pb2.ListHistoryResponse, request_id: str) -> HistoryPage:
+    def from_message(
+        cls,
+        message: gateway_pb2.ListHistoryResponse | admin_pb2.ListPaymentsResponse,
+        request_id: str,
+    ) -> HistoryPage:
         return cls(
             payments=tuple(Payment.from_message(p, request_id) for p in message.payments),
             next_page_token=message.next_page_token,

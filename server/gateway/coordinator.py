@@ -9,6 +9,10 @@ before any bank hears it; ``delivery`` then brings it to the banks (riding on th
 round's Prepares when it can). A caller does not wait for the banks to apply the decision:
 its outcome is final once stored.
 
+A refund is a payment too (from the original's payee back to its payer), in the same rounds:
+``_record`` reserves its amount on the payment it gives back or refuses it, and ``_store``
+releases the reservation if it aborts (``payment_log``).
+
 Exactly one live replica drives a payment: the one whose fencing token the payment carries.
 Every write for a payment is conditional on that token, so a replica that was paused and lost
 the payment to a survivor can no longer change it; it answers its caller from the row. A
@@ -42,7 +46,7 @@ from server.common.faults import Faults
 from server.common.logs import REQUEST_ID, event
 from server.common.metrics import IN_DOUBT, PAYMENTS, PHASE_SECONDS
 from server.common.vocabulary import Leg, Reason, Status
-from server.gateway import payment_log
+from server.gateway import payment_log, refunds
 from server.gateway.delivery import Delivery, Recipients
 from server.gateway.payment_log import Deciding, RecordKind
 from server.gateway.payment_state import (
@@ -208,6 +212,8 @@ class Coordinator:
                             KEY_REUSED, ErrorReason.IDEMPOTENCY_KEY_REUSED, field="idempotency_key"
                         ),
                     )
+                elif result.kind is RecordKind.REFUSED:
+                    _fail(asked.answer, refunds.refused(asked.order, result.original))
                 elif result.kind is RecordKind.REPLAY and result.payment is not None:
                     self._answer_later(asked, self._replay(result.payment, asked.wait))
                 elif result.payment is not None:

@@ -250,10 +250,12 @@ class Delivery:
         completed, self._completed = self._completed, []
         return completed
 
-    async def deliver_before_read(self, bank: str, account: str) -> None:
-        """Delivers, before a balance is read, every decision on the account's payments that
-        its bank may not have applied yet, whichever replica made it: commits and aborts."""
+    async def deliver_before_read(self, bank: str, account: str) -> set[str]:
+        """Delivers, before a balance is read (or a refund takes money back), every decision
+        on the account's payments that its bank may not have applied yet, whichever replica
+        made it: commits and aborts. Returns the ids of those the bank did not acknowledge."""
         pending = await self._db.statements(lambda c: payment_log.undelivered(c, bank, account))
+        missing: set[str] = set()
         for commit in (True, False):
             ids = [p.id for p in pending if (p.state is CoordinatorState.COMMITTING) == commit]
             for start in range(0, len(ids), MAX_PER_CALL):
@@ -261,6 +263,8 @@ class Delivery:
                 # The reader's own request id: this call is theirs, not a queued one.
                 answer = await self._send(bank, commit, sent, (REQUEST_ID.get(),))
                 self._acknowledged_elsewhere(bank, sent, answer.acknowledged)
+                missing.update(set(sent) - answer.acknowledged)
+        return missing
 
     def _acknowledged_elsewhere(
         self, bank: str, sent: Sequence[str], acknowledged: set[str]

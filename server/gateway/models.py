@@ -5,7 +5,17 @@ coordinator state, decision, idempotency key and owner (the coordinator's durabl
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Enum, Float, Index, Integer, String, UniqueConstraint, text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Enum,
+    Float,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from server.common.clock import now
@@ -143,9 +153,36 @@ class Payment(Base):
             sqlite_where=text("idempotency_key IS NOT NULL"),
             postgresql_where=text("idempotency_key IS NOT NULL"),
         ),
+        # Every payment newest first (Admin/ListPayments); a payment's refunds, and every
+        # refund newest first (only refunds are in these two: an ordinary payment's insert
+        # does not touch them).
+        Index("ix_payments_created", "created_at", "id"),
+        Index(
+            "ix_payments_refund_of",
+            "refund_of",
+            "created_at",
+            sqlite_where=text("refund_of IS NOT NULL"),
+            postgresql_where=text("refund_of IS NOT NULL"),
+        ),
+        Index(
+            "ix_payments_refunds_created",
+            "created_at",
+            "id",
+            sqlite_where=text("refund_of IS NOT NULL"),
+            postgresql_where=text("refund_of IS NOT NULL"),
+        ),
+        # Never more refunded than paid, whatever a bug in the code would do.
+        CheckConstraint(
+            "refund_reserved >= 0 AND refund_reserved <= amount", name="ck_payments_refund_reserved"
+        ),
+        CheckConstraint(
+            "refunded >= 0 AND refunded <= refund_reserved", name="ck_payments_refunded"
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Who asked for it, and whose idempotency key it is: the paying customer, or for a
+    # refund the payee refunding or an admin on their behalf.
     payer: Mapped[str] = mapped_column(String(64))
     from_bank: Mapped[str] = mapped_column(String(64))
     from_account: Mapped[str] = mapped_column(String(34))
@@ -169,3 +206,10 @@ class Payment(Base):
     # that decided it.
     owner_token: Mapped[int | None] = mapped_column(BigInteger)
     decided_by: Mapped[int | None] = mapped_column(BigInteger)
+    # A refund: the payment it gives back (its payer is that payment's payee, and ``payer``
+    # the principal who asked: the payee, or an admin on their behalf).
+    refund_of: Mapped[str | None] = mapped_column(String(64))
+    # A payment: its refunds committed or still in flight (reserved when a refund is
+    # recorded, released when it aborts), and those committed.
+    refund_reserved: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    refunded: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")

@@ -1,7 +1,13 @@
 """The coordinator's durable log: payments, their decisions and idempotency keys, in the
 gateway's database. Plain functions over a connection or session; each round of a phase is
 one call here, so one transaction covers every payment in the round. What an account may read
-of it (history, one payment) is ``history``'s."""
+of it (history, one payment) is ``history``'s.
+
+A refund is a payment like any other, with ``refund_of`` naming the payment it gives back.
+The transaction that records it reserves its amount on that payment (``refund_reserved``),
+with one conditional UPDATE the database decides, or deletes it again and answers REFUSED;
+the transaction that decides it releases the reservation (an abort) or counts it as refunded
+(a commit), once: only for the payments that transaction decided."""
 
 from __future__ import annotations
 
@@ -35,12 +41,16 @@ class RecordKind(enum.Enum):
     NEW = "new"  # recorded now, as PREPARING
     REPLAY = "replay"  # the key made this payment before, with the same parameters
     KEY_REUSED = "key_reused"  # the key made another payment: refused
+    REFUSED = "refused"  # a refund whose amount could not be reserved: nothing was recorded
 
 
 @dataclasses.dataclass(frozen=True)
 class Recorded:
     kind: RecordKind
-    payment: PaymentView | None  # None for KEY_REUSED: the other payment is not shown
+    payment: PaymentView | None  # None for KEY_REUSED and REFUSED: nothing to show
+    # REFUSED: the payment the refund would give back, as the refusing transaction saw it
+    # (None if there is none).
+    original: PaymentView | None = None
 
 
 # Core table: each round reads and writes in set-based statements.
@@ -77,7 +87,7 @@ def record(
     """
     created_at = now()
     fresh: dict[tuple[str, str], PaymentView] = {}
-    fingerprints: dict[tuple[str, str], str] = {}
+    first: dict[tuple[str, str], PaymentOrder] = {}
     values: list[Any] = []
     # Rows go in key order: two replicas inserting the same keys then lock them in the same
     # order, so they never deadlock.
@@ -86,7 +96,7 @@ def record(
         if key in fresh:
             continue  # the same key twice in one round: the later ones refer to the first
         payment = fresh[key] = _new_payment(order, created_at, timeout, owner)
-        fingerprints[key] = order.fingerprint
+        first[key] = order
         values.extend(_row_of(payment))
         values.extend((order.idempotency_key, order.fingerprint))
     inserted = {
@@ -94,8 +104,14 @@ def record(
     }
     taken = [key for key, payment in fresh.items() if payment.id not in inserted]
     known = _by_keys(connection, taken) if taken else {}
+    new_refunds = [
+        (first[key], payment)
+        for key, payment in fresh.items()
+        if payment.id in inserted and first[key].refund_of is not None
+    ]
+    reserved, refused = _reserve_refunds(connection, new_refunds) if new_refunds else ({}, {})
     known.update(
-        (key, (payment, fingerprints[key]))
+        (key, (reserved.get(payment.id, payment), first[key].fingerprint))
         for key, payment in fresh.items()
         if payment.id in inserted
     )
@@ -105,12 +121,59 @@ def record(
         payment, fingerprint = known[key]
         if fingerprint != order.fingerprint:
             results.append(Recorded(RecordKind.KEY_REUSED, None))
+        elif payment.id in refused:
+            results.append(Recorded(RecordKind.REFUSED, None, refused[payment.id]))
         elif payment.id in inserted:
             results.append(Recorded(RecordKind.NEW, payment))
             inserted.discard(payment.id)  # a repeat of the key later in this round replays it
         else:
             results.append(Recorded(RecordKind.REPLAY, payment))
     return results
+
+
+def _reserve_refunds(
+    connection: Connection, refunds: Sequence[tuple[PaymentOrder, PaymentView]]
+) -> tuple[dict[str, PaymentView], dict[str, PaymentView | None]]:
+    """Reserves each new refund's amount on the payment it gives back, or deletes the refund
+    (nobody saw it: this transaction inserted it). Returns the refunds reserved (by id, with
+    the amount found for a refund of all that is left) and, for those refused, the payment
+    they would give back as it stands (None if there is none)."""
+    reserved: dict[str, PaymentView] = {}
+    refused: dict[str, str] = {}  # refund id -> the payment it would give back
+    # In the order of the payments given back: the rows are locked in the same order by
+    # every transaction, last in each, so two rounds never wait for each other in a circle.
+    for order, refund in sorted(refunds, key=lambda item: (item[0].refund_of, item[1].id)):
+        original = order.refund_of or ""
+        amount = order.amount
+        if order.whole_rest:
+            # Locked (PostgreSQL) until the transaction ends, so what is left stays left.
+            rows = fastsql.execute(connection, LEFT_TO_REFUND, [original])
+            amount = int(rows[0][0]) if rows else 0
+        parameters = [amount, original, order.from_bank, order.from_account, order.currency]
+        if amount <= 0 or not fastsql.execute(connection, RESERVE_REFUND, [*parameters, amount]):
+            refused[refund.id] = original
+            continue
+        if order.whole_rest:
+            fastsql.execute(connection, SET_AMOUNT, [amount, refund.id])
+        reserved[refund.id] = dataclasses.replace(refund, amount=amount)
+    if not refused:
+        return reserved, {}
+    fastsql.execute(connection, DELETE_PAYMENTS, list(refused), len(refused))
+    originals = by_ids(connection, list(refused.values()))
+    return reserved, {refund: originals.get(original) for refund, original in refused.items()}
+
+
+def _settle_refunds(connection: Connection, decided: Sequence[PaymentView]) -> None:
+    """For each refund among DECIDED (decided in this transaction, so once): its amount
+    released on the payment it gives back if it aborted, counted as refunded if it
+    committed."""
+    changes: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # id -> [release, refunded]
+    for refund in decided:
+        if refund.refund_of is not None:
+            committed = refund.state is CoordinatorState.COMMITTING
+            changes[refund.refund_of][1 if committed else 0] += refund.amount
+    rows = [(release, refunded, pid) for pid, (release, refunded) in sorted(changes.items())]
+    fastsql.execute_many(connection, SETTLE_REFUND, rows)
 
 
 def _new_payment(order: PaymentOrder, created_at: float, timeout: float, owner: int) -> PaymentView:
@@ -129,6 +192,7 @@ def _new_payment(order: PaymentOrder, created_at: float, timeout: float, owner: 
         deadline=created_at + timeout,
         created_at=created_at,
         owner_token=owner,
+        refund_of=order.refund_of,
     )
 
 
@@ -189,6 +253,7 @@ def store_decisions(connection: Connection, decisions: Sequence[Deciding]) -> li
         for row in fastsql.execute(connection, STORE_DECISION, parameters, len(ids)):
             stored = _view_of(row)
             decided_now[stored.id] = dataclasses.replace(stored, decided_now=True)
+    _settle_refunds(connection, list(decided_now.values()))
     current = by_ids(
         connection, [d.payment_id for d in decisions if d.payment_id not in decided_now]
     )
@@ -274,6 +339,23 @@ COMPLETE = (
     "UPDATE payments SET completed_at = ?, "
     "state = CASE state WHEN 'COMMITTING' THEN 'COMMITTED' ELSE 'ABORTED' END "
     "WHERE id IN ({in}) AND state IN ('COMMITTING', 'ABORTING') AND owner_token = ?"
+)
+DELETE_PAYMENTS = "DELETE FROM payments WHERE id IN ({in})"
+# The reservation: granted only while the payment is committed (a decided commit never goes
+# back), not a refund, paid to the refunder's account in the refund's currency, and has at
+# least the amount left. PostgreSQL re-checks the WHERE on the newest row once a concurrent
+# reservation commits, so concurrent refunds never reserve more than the amount together.
+RESERVE_REFUND = (
+    "UPDATE payments SET refund_reserved = refund_reserved + ? "
+    "WHERE id = ? AND refund_of IS NULL AND state IN ('COMMITTING', 'COMMITTED') "
+    "AND to_bank = ? AND to_account = ? AND currency = ? AND amount - refund_reserved >= ? "
+    "RETURNING refund_reserved"
+)
+LEFT_TO_REFUND = "SELECT amount - refund_reserved FROM payments WHERE id = ?{for_update}"
+SET_AMOUNT = "UPDATE payments SET amount = ? WHERE id = ?"
+SETTLE_REFUND = (
+    "UPDATE payments SET refund_reserved = refund_reserved - ?, refunded = refunded + ? "
+    "WHERE id = ?"
 )
 # Both sides of the account, each served by its (bank, account, created_at) index.
 SELECT_UNDELIVERED = (

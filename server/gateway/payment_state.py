@@ -15,6 +15,11 @@ from dataclasses import dataclass
 from server.common.vocabulary import Leg, Reason, Side, Status
 
 
+class PaymentKind(enum.StrEnum):
+    PAYMENT = "payment"  # money paid
+    REFUND = "refund"  # money given back: a payment of its own, from the payee to the payer
+
+
 class CoordinatorState(enum.StrEnum):
     """Where the coordinator is with a payment (the banks keep a ``ParticipantState``)."""
 
@@ -51,10 +56,19 @@ class PaymentOrder:
     amount: int  # minor units
     currency: str
     idempotency_key: str
+    # A refund: the payment it gives back. Its payee pays (``from_``) its payer (``to_``).
+    refund_of: str | None = None
+    # A refund of all that is left to refund: AMOUNT is found when it is recorded.
+    whole_rest: bool = False
 
     @property
     def fingerprint(self) -> str:
-        text = f"{self.to_bank}|{self.to_account}|{self.amount}|{self.currency}"
+        """The request as sent, to tell a replay from a key reused for something else."""
+        if self.refund_of is None:
+            text = f"{self.to_bank}|{self.to_account}|{self.amount}|{self.currency}"
+        else:
+            amount = "rest" if self.whole_rest else str(self.amount)
+            text = f"refund|{self.refund_of}|{amount}|{self.currency}"
         return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -78,6 +92,9 @@ class PaymentView:
     owner_token: int | None = None  # the fencing token of the replica driving it
     decided_by: int | None = None  # ... and of the one that decided it
     decided_at: float | None = None
+    refund_of: str | None = None  # a refund: the payment it gives back
+    refund_reserved: int = 0  # a payment: its refunds committed or in flight
+    refunded: int = 0  # ... and those committed
     decided_now: bool = False  # set by ``payment_log.store_decisions`` when it stored this one
 
     @property
@@ -90,6 +107,19 @@ class PaymentView:
     def banks(self) -> list[str]:
         """Every bank the payment asks to hold a leg, the payer's first."""
         return list(legs_by_bank(self))
+
+    @property
+    def kind(self) -> PaymentKind:
+        return PaymentKind.PAYMENT if self.refund_of is None else PaymentKind.REFUND
+
+    @property
+    def refundable(self) -> int:
+        """What its payee may still refund: the amount less every refund committed or in
+        flight, once the payment is committed (a decided commit never goes back); nothing
+        of a payment not committed, nor of a refund."""
+        if self.refund_of is not None or status_of(self.state) is not Status.COMMITTED:
+            return 0
+        return max(self.amount - self.refund_reserved, 0)
 
     @property
     def reason_enum(self) -> Reason | None:

@@ -1,6 +1,6 @@
 """The gateway's gRPC servicers. Thin: check and translate the request, call the identity
 service, the coordinator or a bank, translate the answer. The caller's account always comes
-from their token, never from the request."""
+from their token, never from the request (an admin's refund: from the payment refunded)."""
 
 from __future__ import annotations
 
@@ -10,17 +10,23 @@ import hashlib
 import grpc
 from google.protobuf import timestamp_pb2
 
-from minipay.errors import ErrorReason
 from minipay.v1 import admin_pb2, admin_pb2_grpc, common_pb2, gateway_pb2, gateway_pb2_grpc
 from server.common import validation
 from server.common.db import Database
-from server.common.errors import InvalidArgument, NotFound
+from server.common.errors import InvalidArgument, Unavailable
 from server.common.principal import current_claims, current_principal
 from server.common.vocabulary import Status
-from server.gateway import history, payment_log, users
+from server.gateway import history, payment_log, refunds, users
 from server.gateway.banks import BankDirectory, CustomerInfo, NewCustomer
 from server.gateway.coordinator import Coordinator
-from server.gateway.payment_state import PaymentOrder, PaymentView, status_of
+from server.gateway.payment_state import (
+    CoordinatorState,
+    Outcome,
+    PaymentKind,
+    PaymentOrder,
+    PaymentView,
+    status_of,
+)
 
 _STATUS = {
     Status.PENDING: gateway_pb2.PAYMENT_STATUS_PENDING,
@@ -32,6 +38,11 @@ _DIRECTION_FILTER = {
     gateway_pb2.DIRECTION_OUTGOING: history.Direction.OUTGOING,
     gateway_pb2.DIRECTION_INCOMING: history.Direction.INCOMING,
 }
+_KIND = {
+    PaymentKind.PAYMENT: gateway_pb2.PAYMENT_KIND_PAYMENT,
+    PaymentKind.REFUND: gateway_pb2.PAYMENT_KIND_REFUND,
+}
+_KIND_FILTER = {value: kind for kind, value in _KIND.items()}
 MAX_PAYMENT_ID_LENGTH = 64
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 200
 
@@ -151,28 +162,24 @@ class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
             raise InvalidArgument(
                 f"payment_id must be 1-{MAX_PAYMENT_ID_LENGTH} characters", field="payment_id"
             )
-        found = await self._db.statements(lambda c: payment_log.by_ids(c, [payment_id]))
-        payment = found.get(payment_id)
+        payment = await _payment(self._db, payment_id)
         if payment is None or not history.visible_to(payment, claims.bank, claims.account):
-            # Someone else's payment is answered exactly like one that does not exist.
-            raise NotFound(
-                "no payment with this id that you made or received",
-                ErrorReason.PAYMENT_NOT_FOUND,
-                metadata={"payment_id": payment_id},
-            )
+            raise history.not_found(payment_id)
+        shown = [
+            refund
+            for refund in await _refunds_of(self._db, payment)
+            if history.visible_to(refund, claims.bank, claims.account)
+        ]
         return gateway_pb2.GetPaymentResponse(
-            payment=payment_message(payment, claims.bank, claims.account)
+            payment=payment_message(payment, claims.bank, claims.account),
+            refunds=[payment_message(refund, claims.bank, claims.account) for refund in shown],
         )
 
     async def ListHistory(
         self, request: gateway_pb2.ListHistoryRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.ListHistoryResponse:
         claims = current_claims()
-        if not 0 <= request.page_size <= MAX_PAGE_SIZE:
-            raise InvalidArgument(
-                f"page_size must be 0 to {MAX_PAGE_SIZE} (0: {DEFAULT_PAGE_SIZE})",
-                field="page_size",
-            )
+        _check_page_size(request.page_size)
         query = history.HistoryQuery(
             bank=claims.bank,
             account=claims.account,
@@ -186,6 +193,7 @@ class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
             created_before=(
                 _seconds(request.created_before) if request.HasField("created_before") else None
             ),
+            kind=_KIND_FILTER.get(request.kind),
         )
         payments, next_token = await self._db.transaction(lambda s: history.history(s, query))
         return gateway_pb2.ListHistoryResponse(
@@ -193,22 +201,107 @@ class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
             next_page_token=next_token,
         )
 
+    async def Refund(
+        self, request: gateway_pb2.RefundRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.RefundResponse:
+        claims = current_claims()
+        payment_id, amount, currency, key = _refund_fields(request)
+        original = refunds.check_customer_may_refund(
+            await _payment(self._db, payment_id), payment_id, claims.bank, claims.account
+        )
+        order = refunds.refund_order(original, claims.subject, key, amount, currency)
+        outcome = await _refund(self._coordinator, original, order, context)
+        return gateway_pb2.RefundResponse(
+            refund=payment_message(outcome.payment, claims.bank, claims.account),
+            replayed=outcome.replayed,
+        )
+
+
+async def _payment(db: Database, payment_id: str) -> PaymentView | None:
+    """The payment with this id, if there is one."""
+    found = await db.statements(lambda c: payment_log.by_ids(c, [payment_id]))
+    return found.get(payment_id)
+
+
+async def _refunds_of(db: Database, payment: PaymentView) -> list[PaymentView]:
+    if payment.kind is PaymentKind.REFUND:
+        return []
+    return await db.transaction(lambda s: history.refunds_of(s, payment.id))
+
+
+def _refund_fields(
+    request: gateway_pb2.RefundRequest | admin_pb2.AdminRefundRequest,
+) -> tuple[str, int | None, str, str]:
+    """(payment id, amount or None for all that is left, its currency, idempotency key)."""
+    payment_id = validation.payment_id(request.payment_id)
+    amount, currency = None, ""
+    if request.HasField("amount"):
+        amount = validation.positive_amount(request.amount.minor_units)
+        currency = validation.currency(request.amount.currency)
+    return payment_id, amount, currency, validation.idempotency_key(request.idempotency_key)
+
+
+async def _refund(
+    coordinator: Coordinator,
+    original: PaymentView,
+    order: PaymentOrder,
+    context: grpc.aio.ServicerContext,
+) -> Outcome:
+    """Runs the refund ORDER of ORIGINAL: recorded (its amount reserved) or refused, then
+    decided in a round like any payment."""
+    if original.state is CoordinatorState.COMMITTING:
+        # The refund's debit must never reach the payee's bank before the original's credit.
+        missing = await coordinator.delivery.deliver_before_read(
+            original.to_bank, original.to_account
+        )
+        if original.id in missing:
+            raise Unavailable(
+                f"payment {original.id} has not reached the payee's bank yet; try again",
+                metadata={"bank": original.to_bank},
+            )
+    remaining = context.time_remaining()
+    return await coordinator.pay(order, wait=remaining - 0.5 if remaining else None)
+
 
 def payment_message(payment: PaymentView, bank: str, account: str) -> gateway_pb2.Payment:
     """PAYMENT as the owner of BANK/ACCOUNT sees it: the payee never learns why the payer's
-    side failed."""
+    side failed, and only the payee how much is left to refund."""
     outgoing = (payment.from_bank, payment.from_account) == (bank, account)
+    return _message(
+        payment,
+        gateway_pb2.DIRECTION_OUTGOING if outgoing else gateway_pb2.DIRECTION_INCOMING,
+        reasons=outgoing,
+        refundable=not outgoing,
+    )
+
+
+def admin_payment_message(payment: PaymentView) -> gateway_pb2.Payment:
+    """PAYMENT as an admin sees it: all of it, from neither side."""
+    return _message(payment, gateway_pb2.DIRECTION_UNSPECIFIED, reasons=True, refundable=True)
+
+
+def _message(
+    payment: PaymentView,
+    direction: gateway_pb2.Direction,
+    *,
+    reasons: bool,
+    refundable: bool,
+) -> gateway_pb2.Payment:
     status = status_of(payment.state)
     message = gateway_pb2.Payment(
         payment_id=payment.id,
-        direction=gateway_pb2.DIRECTION_OUTGOING if outgoing else gateway_pb2.DIRECTION_INCOMING,
+        direction=direction,
         payer=common_pb2.AccountRef(bank=payment.from_bank, account=payment.from_account),
         payee=common_pb2.AccountRef(bank=payment.to_bank, account=payment.to_account),
         amount=money(payment.amount, payment.currency),
         status=_STATUS[status],
-        reason_code=payment.reason_code if outgoing else "",
-        reason=payment.reason if outgoing else "",
+        reason_code=payment.reason_code if reasons else "",
+        reason=payment.reason if reasons else "",
         created_at=timestamp(payment.created_at),
+        kind=_KIND[payment.kind],
+        refund_of=payment.refund_of or "",
+        refunded=money(payment.refunded, payment.currency),
+        refundable=money(payment.refundable if refundable else 0, payment.currency),
     )
     if status is not Status.PENDING and payment.decided_at is not None:
         message.decided_at.CopyFrom(timestamp(payment.decided_at))
@@ -237,9 +330,17 @@ class CoordinatorService(gateway_pb2_grpc.CoordinatorServicer):  # type: ignore[
 
 
 class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
-    def __init__(self, banks: BankDirectory, identities: users.UserService) -> None:
+    def __init__(
+        self,
+        banks: BankDirectory,
+        identities: users.UserService,
+        db: Database,
+        coordinator: Coordinator,
+    ) -> None:
         self._banks = banks
         self._identities = identities
+        self._db = db
+        self._coordinator = coordinator
 
     async def ListBanks(
         self, request: admin_pb2.ListBanksRequest, context: grpc.aio.ServicerContext
@@ -318,6 +419,74 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
             "admin-" + hashlib.sha256(scope).hexdigest()[:48],
         )
         return admin_pb2.DepositResponse(balance=money(info.balance, info.currency))
+
+    async def Refund(
+        self, request: admin_pb2.AdminRefundRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.AdminRefundResponse:
+        payment_id, amount, currency, key = _refund_fields(request)
+        original = await _payment(self._db, payment_id)
+        if original is None:
+            raise history.not_found(payment_id)
+        if request.HasField("payee") and (request.payee.bank, request.payee.account) != (
+            original.to_bank,
+            original.to_account,
+        ):
+            raise InvalidArgument(
+                f"payee is not the payee of payment {payment_id}; leave it unset", field="payee"
+            )
+        refunds.check_refundable(original)
+        # On the payee's behalf, with the admin's own idempotency keys.
+        order = refunds.refund_order(original, current_claims().subject, key, amount, currency)
+        outcome = await _refund(self._coordinator, original, order, context)
+        return admin_pb2.AdminRefundResponse(
+            refund=admin_payment_message(outcome.payment), replayed=outcome.replayed
+        )
+
+    async def GetPayment(
+        self, request: admin_pb2.AdminGetPaymentRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.AdminGetPaymentResponse:
+        payment_id = validation.payment_id(request.payment_id)
+        payment = await _payment(self._db, payment_id)
+        if payment is None:
+            raise history.not_found(payment_id)
+        return admin_pb2.AdminGetPaymentResponse(
+            payment=admin_payment_message(payment),
+            refunds=[admin_payment_message(r) for r in await _refunds_of(self._db, payment)],
+        )
+
+    async def ListPayments(
+        self, request: admin_pb2.ListPaymentsRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListPaymentsResponse:
+        _check_page_size(request.page_size)
+        if request.account and not request.bank:
+            raise InvalidArgument("account needs bank: the account's bank", field="account")
+        if request.bank:
+            self._banks.get(request.bank)  # NOT_FOUND for an unknown bank
+        query = history.PaymentsQuery(
+            page_size=request.page_size or DEFAULT_PAGE_SIZE,
+            page_token=request.page_token,
+            bank=request.bank or None,
+            account=validation.account_number(request.account) if request.account else None,
+            status=_STATUS_FILTER.get(request.status),
+            kind=_KIND_FILTER.get(request.kind),
+            created_from=_seconds(request.created_from)
+            if request.HasField("created_from")
+            else None,
+            created_before=(
+                _seconds(request.created_before) if request.HasField("created_before") else None
+            ),
+        )
+        payments, next_token = await self._db.transaction(lambda s: history.all_payments(s, query))
+        return admin_pb2.ListPaymentsResponse(
+            payments=[admin_payment_message(p) for p in payments], next_page_token=next_token
+        )
+
+
+def _check_page_size(page_size: int) -> None:
+    if not 0 <= page_size <= MAX_PAGE_SIZE:
+        raise InvalidArgument(
+            f"page_size must be 0 to {MAX_PAGE_SIZE} (0: {DEFAULT_PAGE_SIZE})", field="page_size"
+        )
 
 
 def _user(bank: str, info: CustomerInfo) -> admin_pb2.User:

@@ -14,7 +14,7 @@ from server.common.errors import InvalidArgument
 from server.common.vocabulary import Reason, Status
 from server.gateway import history
 from server.gateway.history import Direction, HistoryQuery
-from server.gateway.payment_state import COMMIT, abort
+from server.gateway.payment_state import COMMIT, PaymentKind, PaymentView, abort
 from tests.unit.test_payment_log import ORDER, decide, record
 
 
@@ -117,3 +117,117 @@ def test_a_page_token_this_server_never_gave_is_refused(gateway_db: Database) ->
     with pytest.raises(InvalidArgument) as refused:
         gateway_db.run_sync(functools.partial(history.history, query=query))
     assert refused.value.field == "page_token"
+
+
+# -- every payment, as an admin reads them ------------------------------------------------------
+
+
+def listed_ids(db: Database, page_size: int, **filters: Any) -> tuple[list[str], int]:
+    """Every page's payments, and how many pages it took."""
+    ids: list[str] = []
+    token, pages = "", 0
+    while True:
+        query = history.PaymentsQuery(page_size, token, **filters)
+        page, token = db.run_sync(functools.partial(history.all_payments, query=query))
+        pages += 1
+        assert len(page) <= page_size
+        ids += [payment.id for payment in page]
+        if not token:
+            return ids, pages
+
+
+def test_every_payment_pages_newest_first_with_bounded_reads(
+    gateway_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    orders = [
+        dataclasses.replace(
+            ORDER,
+            idempotency_key=f"k{i}",
+            from_account=f"A-{i % 3}",
+            to_bank="beta" if i % 2 else "gamma",
+        )
+        for i in range(30)
+    ]
+    # Two rounds: two creation times, and many payments sharing each.
+    recorded = [*record(gateway_db, *orders[:10]), *record(gateway_db, *orders[10:])]
+    made: list[PaymentView] = [r.payment for r in recorded if r.payment is not None]
+    ids = {p.id: p for p in made}
+    committed = list(ids)[::4]
+    decide(gateway_db, *((pid, COMMIT) for pid in committed))
+    # Each page reads at most 4 rows of an index: filtered pages come back short, never
+    # wrong, and together they hold every payment that passes, once.
+    monkeypatch.setattr(history, "SCAN_ROWS", 4)
+    everything, _ = listed_ids(gateway_db, 7)
+    assert sorted(everything) == sorted(ids)
+    newest_first = sorted(made, key=lambda p: (p.created_at, p.id), reverse=True)
+    assert everything == [p.id for p in newest_first]
+    cases: list[tuple[dict[str, Any], set[str]]] = [
+        ({"status": Status.COMMITTED}, set(committed)),
+        ({"status": Status.PENDING}, set(ids) - set(committed)),
+        ({"bank": "gamma"}, {pid for pid, p in ids.items() if p.to_bank == "gamma"}),
+        (
+            {"bank": "alpha", "account": "A-1"},
+            {pid for pid, p in ids.items() if p.from_account == "A-1"},
+        ),
+        (
+            {"bank": "beta", "account": "B-1", "status": Status.COMMITTED},
+            {pid for pid in committed if ids[pid].to_bank == "beta"},
+        ),
+        ({"kind": PaymentKind.REFUND}, set()),
+        ({"kind": PaymentKind.PAYMENT}, set(ids)),
+    ]
+    for filters, expected in cases:
+        found, pages = listed_ids(gateway_db, 2, **filters)
+        assert sorted(found) == sorted(expected), filters
+        assert pages >= len(expected) // 2, filters
+
+
+def test_every_payment_within_a_time_range(gateway_db: Database) -> None:
+    early = record(gateway_db, ORDER)[0].payment
+    late = record(gateway_db, dataclasses.replace(ORDER, idempotency_key="later"))[0].payment
+    assert early is not None and late is not None
+    between = (early.created_at + late.created_at) / 2
+    assert listed_ids(gateway_db, 5, created_before=between)[0] == [early.id]
+    assert listed_ids(gateway_db, 5, created_from=between)[0] == [late.id]
+    assert listed_ids(gateway_db, 5, created_from=late.created_at + 1)[0] == []
+
+
+def test_a_page_token_not_given_out_is_refused(gateway_db: Database) -> None:
+    query = history.PaymentsQuery(5, "nonsense")
+    with pytest.raises(InvalidArgument):
+        gateway_db.run_sync(functools.partial(history.all_payments, query=query))
+
+
+def test_an_account_s_payments_both_ways_page_once_each(
+    gateway_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paid and received, read along two indexes that stop at different places: a page
+    never goes past what one of them has not read yet."""
+    back = dataclasses.replace(
+        ORDER,
+        payer="carol",
+        from_bank="beta",
+        from_account="B-1",
+        to_bank="alpha",
+        to_account="A-1",
+    )
+    made: list[PaymentView] = []
+    for round_ in range(6):
+        orders = [
+            dataclasses.replace(order, idempotency_key=f"{round_}-{i}")
+            for i, order in enumerate(
+                (ORDER, ORDER, ORDER, back) if round_ % 2 else (back, back, ORDER)
+            )
+        ]
+        made += [r.payment for r in record(gateway_db, *orders) if r.payment is not None]
+    committed = [p.id for p in made[::3]]
+    decide(gateway_db, *((pid, COMMIT) for pid in committed))
+    monkeypatch.setattr(history, "SCAN_ROWS", 4)
+    newest_first = [p.id for p in sorted(made, key=lambda p: (p.created_at, p.id), reverse=True)]
+    for page_size in (1, 2, 3, 5):
+        found, _ = listed_ids(
+            gateway_db, page_size, bank="alpha", account="A-1", status=Status.COMMITTED
+        )
+        assert found == [pid for pid in newest_first if pid in committed], page_size
+        everything, _ = listed_ids(gateway_db, page_size, bank="alpha", account="A-1")
+        assert everything == newest_first, page_size
