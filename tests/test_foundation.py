@@ -63,6 +63,7 @@ GATEWAY_SERVICES = (
     "minipay.v1.Payments",
     "minipay.v1.Coordinator",
     "minipay.v1.Admin",
+    "minipay.v1.Events",
 )
 BANK_SERVICES = ("minipay.v1.Participant", "minipay.v1.Accounts")
 SERVICES = {GATEWAY: GATEWAY_SERVICES, "alpha": BANK_SERVICES, "beta": BANK_SERVICES}
