@@ -22,6 +22,7 @@ import pytest
 from devtools.cluster import GATEWAY, Cluster
 from minipay.client.api import (
     ApiError,
+    BatchItem,
     ClientConfig,
     GatewayClient,
     Payment,
@@ -182,9 +183,10 @@ def test_bank_in_doubt_learns_the_decision_by_asking(
 
 
 class Workload:
-    """Clients paying random amounts between random seed accounts, remembering outcomes.
-    With several gateway replicas, a payment goes round all of them, or to one, or (the
-    same key) to two at once."""
+    """Clients paying random amounts between random seed accounts, remembering outcomes:
+    one payment per call, or (one call in four) a batch of two to eight. With several
+    gateway replicas, a call goes round all of them, or to one, or (the same keys) to two at
+    once."""
 
     def __init__(self, cluster: Cluster, certs: Path, rng: random.Random) -> None:
         self.cluster = cluster
@@ -214,19 +216,32 @@ class Workload:
         payers = list(SEED_ACCOUNTS)
         while time.monotonic() < stop:
             payer = self.rng.choice(payers)
-            payee = self.rng.choice([p for p in payers if p != payer])
-            amount = self.rng.randint(1, 5000)
-            key = str(uuid.uuid4())
-            request = (payer, SEED_ACCOUNTS[payee], amount)
+            count = self.rng.randint(2, 8) if self.rng.random() < 0.25 else 1
+            requests: dict[str, tuple[str, tuple[str, str], int]] = {}
+            for _ in range(count):
+                payee = self.rng.choice([p for p in payers if p != payer])
+                requests[str(uuid.uuid4())] = (
+                    payer,
+                    SEED_ACCOUNTS[payee],
+                    self.rng.randint(1, 5000),
+                )
+            token = tokens[payer]
             answers = await asyncio.gather(
-                *(self.pay(target, tokens[payer], key, request) for target in self.targets())
+                *(self.call(target, token, requests) for target in self.targets())
             )
-            settled = [a for a in answers if a is not None and a.status in (COMMITTED, ABORTED)]
-            if settled:
-                assert len({(a.payment_id, a.status) for a in settled}) == 1, (key, settled)
-                self.outcomes[key] = (settled[0].payment_id, settled[0].status)
-            else:
-                self.unknown[key] = request
+            for key, request in requests.items():
+                self.remember(key, request, [answer.get(key) for answer in answers])
+
+    def remember(
+        self, key: str, request: tuple[str, tuple[str, str], int], answers: list[Payment | None]
+    ) -> None:
+        """The outcome every answer with a final one agrees on, or the request for later."""
+        settled = [a for a in answers if a is not None and a.status in (COMMITTED, ABORTED)]
+        if settled:
+            assert len({(a.payment_id, a.status) for a in settled}) == 1, (key, settled)
+            self.outcomes[key] = (settled[0].payment_id, settled[0].status)
+        else:
+            self.unknown[key] = request
 
     async def pay(
         self, target: str, token: str, key: str, request: tuple[str, tuple[str, str], int]
@@ -247,6 +262,40 @@ class Workload:
                 if error.code != grpc.StatusCode.FAILED_PRECONDITION:
                     raise
                 return None
+
+    async def call(
+        self, target: str, token: str, requests: dict[str, tuple[str, tuple[str, str], int]]
+    ) -> dict[str, Payment | None]:
+        """Pay for one request, PayBatch for several; each key's answer (see those)."""
+        if len(requests) == 1:
+            [(key, request)] = requests.items()
+            return {key: await self.pay(target, token, key, request)}
+        return await self.pay_batch(target, token, requests)
+
+    async def pay_batch(
+        self, target: str, token: str, requests: dict[str, tuple[str, tuple[str, str], int]]
+    ) -> dict[str, Payment | None]:
+        """Each item's payment, or None when its outcome is unknown (the call failed, or the
+        item was refused: asked again later, one by one)."""
+        retry = RetryPolicy(max_attempts=6, initial_backoff=0.2, max_backoff=1.0)
+        items = [
+            BatchItem(*payee, amount, idempotency_key=key)
+            for key, (_, payee, amount) in requests.items()
+        ]
+        async with GatewayClient(self.config(target), token, retry) as client:
+            try:
+                results = await client.pay_batch(items)
+            except ApiError as error:
+                if error.code not in (
+                    grpc.StatusCode.UNAVAILABLE,
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    grpc.StatusCode.ABORTED,
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                ):
+                    raise
+                return dict.fromkeys(requests)
+        assert [r.idempotency_key for r in results] == list(requests), "in the items' order"
+        return {r.idempotency_key: r.payment for r in results}
 
     async def resolve_unknown(self, tokens: dict[str, str]) -> None:
         """A client's retry with the same key, once the system is whole again."""
