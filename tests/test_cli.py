@@ -1176,6 +1176,32 @@ def test_pay_batch_refuses_a_file_it_cannot_read_in_one_line(cli: Cli, tmp_path:
     assert not list(tmp_path.glob("*.results.csv"))
 
 
+def test_pay_batch_stops_at_a_call_that_fails_and_says_what_became_of_each_row(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """Nothing listens at the gateway's address: the first call fails. Its rows are UNKNOWN in
+    the results, the rows after it NOT_SENT, and the error says to run the file again."""
+    cli.save_session("client", AN_HOUR)
+    payroll = write(
+        tmp_path / "big.csv",
+        "bank,account,amount",
+        *(f"beta,B-2001,{1 + i % 50}.00" for i in range(1500)),
+    )
+    result = cli.run("client", "pay-batch", str(payroll), "--json")
+    assert result.returncode == 1, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: UNAVAILABLE: cannot reach the gateway"), line
+    assert line.endswith(
+        "; 1000 rows sent without an answer and 500 not sent: run the same command again to "
+        "learn and send them (the rows already paid replay, nothing is paid twice)"
+    ), line
+    summary = json.loads(result.stdout)
+    assert (summary["unknown"], summary["not_sent"], summary["calls"]) == (1000, 500, 0)
+    assert summary["error"]["code"] == "UNAVAILABLE"
+    statuses = [r["status"] for r in read_results(tmp_path / "big.results.csv")]
+    assert statuses == ["UNKNOWN"] * 1000 + ["NOT_SENT"] * 500
+
+
 def read_results(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as handle:
         return list(csv.DictReader(handle))

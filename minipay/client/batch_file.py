@@ -66,8 +66,10 @@ RESULT_COLUMNS = (
     "replayed",
 )
 # A row's status in the results file besides a payment's: refused by the gateway before
-# anything was recorded (an ItemError), or not sent because a call failed first.
-REFUSED, NOT_SENT = "REFUSED", "NOT_SENT"
+# anything was recorded (an ItemError); sent in a call that never answered; or not sent
+# because a call failed before.
+REFUSED, UNKNOWN, NOT_SENT = "REFUSED", "UNKNOWN", "NOT_SENT"
+Outcome = BatchResult | str  # a result, or UNKNOWN or NOT_SENT
 
 
 @dataclass(frozen=True)
@@ -306,8 +308,8 @@ def _shown(text: str) -> str:
 # -- results -------------------------------------------------------------------------------------
 
 
-def result_row(row: Row, result: BatchResult | None) -> dict[str, str]:
-    """ROW's line in the results file: its outcome, or NOT_SENT when RESULT is None."""
+def result_row(row: Row, result: Outcome) -> dict[str, str]:
+    """ROW's line in the results file: its outcome."""
     fields = {
         "line": str(row.line),
         "bank": row.bank,
@@ -315,13 +317,13 @@ def result_row(row: Row, result: BatchResult | None) -> dict[str, str]:
         "amount": money.format_minor_units(row.minor_units, row.currency),
         "currency": row.currency,
         "idempotency_key": row.idempotency_key,
-        "status": NOT_SENT,
+        "status": result if isinstance(result, str) else "",
         "payment_id": "",
         "reason_code": "",
         "reason": "",
         "replayed": "",
     }
-    if result is not None and result.payment is not None:
+    if isinstance(result, BatchResult) and result.payment is not None:
         payment = result.payment
         fields.update(
             status=payment.status.value,
@@ -330,7 +332,7 @@ def result_row(row: Row, result: BatchResult | None) -> dict[str, str]:
             reason=payment.reason,
             replayed="yes" if payment.replayed else "no",
         )
-    elif result is not None and result.error is not None:
+    elif isinstance(result, BatchResult) and result.error is not None:
         error = result.error
         fields.update(status=REFUSED, reason_code=error.reason, reason=error.message)
     return fields
@@ -352,7 +354,7 @@ class ResultsFile:
         self._writer = csv.DictWriter(self._handle, RESULT_COLUMNS)
         self._writer.writeheader()
 
-    def write(self, row: Row, result: BatchResult | None) -> None:
+    def write(self, row: Row, result: Outcome) -> None:
         self._writer.writerow(result_row(row, result))
 
     def close(self) -> None:
@@ -368,14 +370,17 @@ class Summary:
     committed: int = 0
     replayed: int = 0  # of all the rows with a payment: paid by an earlier run
     pending: int = 0
+    unknown: int = 0  # sent in a call that never answered
     not_sent: int = 0
     aborted: Counter[str] = field(default_factory=Counter)  # by reason code
     refused: Counter[str] = field(default_factory=Counter)  # by reason
     moved: Counter[str] = field(default_factory=Counter)  # committed minor units by currency
 
-    def add(self, row: Row, result: BatchResult | None) -> None:
+    def add(self, row: Row, result: Outcome) -> None:
         self.rows += 1
-        if result is None:
+        if result == UNKNOWN:
+            self.unknown += 1
+        elif not isinstance(result, BatchResult):
             self.not_sent += 1
         elif result.error is not None:
             self.refused[result.error.reason or result.error.code] += 1

@@ -4,9 +4,9 @@ row's outcome written to the results file as its call answers, and the summary.
 
 The progress bar is tqdm's, when tqdm is installed (``pip install "minipay[progress]"``; a
 checkout has it) and standard error is a terminal; otherwise the command is quiet until the
-summary. A call that fails after the library's retries stops the run: the rows after it are
-NOT_SENT in the results, and running the same command again is safe (every row has the
-same key again: those paid replay, the rest are paid)."""
+summary. A call that fails after the library's retries stops the run: its rows are UNKNOWN
+in the results and the rows after it NOT_SENT, and running the same command again is safe
+(every row has the same key again: those paid replay, the rest are paid)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,16 @@ from typing import Any, TypeVar
 import grpc
 
 from minipay.client.api import MAX_BATCH_ITEMS, GatewayClient
-from minipay.client.batch_file import ResultsFile, Row, Summary, check, results_path, rows
+from minipay.client.batch_file import (
+    NOT_SENT,
+    UNKNOWN,
+    ResultsFile,
+    Row,
+    Summary,
+    check,
+    results_path,
+    rows,
+)
 from minipay.client.commandline import Invocation, error_fields, money_fields, show
 from minipay.client.errors import ApiError, ClientError
 from minipay.client.results import BatchResults
@@ -59,12 +68,14 @@ async def pay_batch(invocation: Invocation, client: GatewayClient) -> int:
     with _progress(args.rows, args.file.name) as bar:
         try:
             for chunk in _chunks(rows(args.file, args.currency), MAX_BATCH_ITEMS):
-                answered: Sequence[Any] = [None] * len(chunk)
+                # Rows after a failed call are not sent; the failed call's are UNKNOWN.
+                answered: Sequence[Any] = [NOT_SENT] * len(chunk)
                 if failure is None:
                     try:
                         answer = await _send(client, chunk)
                     except ApiError as error:
                         failure = error
+                        answered = [UNKNOWN] * len(chunk)
                     else:
                         request_ids.append(answer.request_id)
                         answered = answer.results
@@ -82,8 +93,9 @@ async def pay_batch(invocation: Invocation, client: GatewayClient) -> int:
         )
         return 0 if summary.all_committed else 1
     hint = (
-        f"; {summary.not_sent} rows not sent: run the same command again to send them (the "
-        "rows already paid replay, nothing is paid twice)"
+        f"; {summary.unknown} rows sent without an answer and {summary.not_sent} not sent: run "
+        "the same command again to learn and send them (the rows already paid replay, nothing "
+        "is paid twice)"
     )
     if args.json:
         data["error"] = error_fields(failure.code.name, failure.message + hint, failure)
@@ -142,6 +154,8 @@ def _summary_text(args: argparse.Namespace, summary: Summary, calls: int, elapse
     ]
     if summary.pending:
         lines.append(f"  pending   {summary.pending:>7}   not decided yet: run the file again")
+    if summary.unknown:
+        lines.append(f"  unknown   {summary.unknown:>7}   sent, no answer: run the file again")
     if summary.not_sent:
         lines.append(f"  not sent  {summary.not_sent:>7}")
     if summary.replayed:
@@ -165,6 +179,7 @@ def _summary_fields(
         "aborted": dict(summary.aborted),
         "refused": dict(summary.refused),
         "pending": summary.pending,
+        "unknown": summary.unknown,
         "not_sent": summary.not_sent,
         "replayed": summary.replayed,
         "moved": [
