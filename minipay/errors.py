@@ -45,6 +45,7 @@ class ErrorReason(enum.StrEnum):
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     LOGIN_THROTTLED = "LOGIN_THROTTLED"
     TOO_MANY_REQUESTS = "TOO_MANY_REQUESTS"
+    REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
     PAYMENT_NOT_REFUNDABLE = "PAYMENT_NOT_REFUNDABLE"
     REFUND_EXCEEDS_PAYMENT = "REFUND_EXCEEDS_PAYMENT"
     REFUND_NOT_ALLOWED = "REFUND_NOT_ALLOWED"
@@ -137,6 +138,12 @@ EXPLANATIONS: dict[ErrorReason, Explanation] = {
     R.TOO_MANY_REQUESTS: Explanation(
         "RESOURCE_EXHAUSTED",
         "too many password checks in flight from this certificate; RetryInfo says when",
+    ),
+    R.REQUEST_TOO_LARGE: Explanation(
+        "RESOURCE_EXHAUSTED",
+        "the request's bytes are more than the method takes (64 KiB; PayBatch 512 KiB), refused "
+        "unread; send less per call",
+        "limit_bytes, method",
     ),
     R.PAYMENT_NOT_REFUNDABLE: Explanation(
         "FAILED_PRECONDITION",

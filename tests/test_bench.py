@@ -1,6 +1,7 @@
 """The benchmark (``make bench``) in small: the echo baseline, a tiny run on SQLite that
 prints its ratio to the echo, a preload that keeps the books balanced and whose keys
-replay, replicas on PostgreSQL, the failover timeline, the plot, and the one-line errors."""
+replay, replicas on PostgreSQL, the failover timeline, the plot, the one-line errors, and a
+run in PayBatch calls."""
 
 from __future__ import annotations
 
@@ -49,6 +50,18 @@ def test_echo_baseline_measures_a_positive_rate() -> None:
     assert result.rpc_per_s > 0
     assert result.calls > 0
     assert 0.9 < result.seconds < 3
+
+
+def test_a_tiny_run_in_batches_pays_with_pay_batch() -> None:
+    """--batch 10: the same load in PayBatch calls of 10 (the last one shorter), the books
+    checked as for single payments, latencies per call."""
+    report = bench_json(*TINY, "--payments", "55", "--batch", "10")
+    [run] = report["runs"]
+    assert (run["batch"], run["payments"], run["committed"]) == (10, 55, 55), run
+    assert run["conserved"] and run["balances_match"] and not run["problems"], run
+    assert run["payments_x_echo"] > 0
+    done = bench(*TINY, "--batch", "1001")
+    assert done.returncode == 2 and "at most 1000" in done.stderr, done.stderr
 
 
 def test_tiny_run_on_sqlite_prints_its_ratio_to_the_echo() -> None:

@@ -6,7 +6,9 @@ command as typed, whoami and logout work logged out, every amount and currency g
 ``minipay.money``, and no expected error is a traceback. Against a real cluster (section 8):
 a payment looked up by id, the history's filters, held funds in the balance, JSON errors with
 their reason and request id, ``--verbose`` printing that id, a slow payment retried until it
-answers, and "log in again" said once.
+answers, and "log in again" said once. ``pay-batch`` (section 9): a file's bad rows listed and
+nothing sent, files it cannot read refused in one line, a file paid once, an edited row paid
+alone, the results file, and the progress bar on a terminal.
 
 (The admin's and a new customer's end-to-end run is ``test_command_lines_end_to_end`` in
 ``test_identity.py``.)
@@ -15,6 +17,7 @@ answers, and "log in again" said once.
 from __future__ import annotations
 
 import argparse
+import csv
 import fcntl
 import inspect
 import json
@@ -1084,3 +1087,243 @@ def test_log_in_again_is_said_once(live: Live) -> None:
     assert line.startswith("error: UNAUTHENTICATED (TOKEN_REVOKED): "), line
     assert line.count("log in again") == 1, line
     assert line.rstrip().endswith("log in again with 'python -m client login --username alice'")
+
+
+# -- 9. pay-batch: a CSV file of payments ---------------------------------------------------------
+
+
+def write(path: Path, *lines: str) -> Path:
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def test_pay_batch_lists_every_bad_row_and_sends_nothing(cli: Cli, tmp_path: Path) -> None:
+    """Every row is checked first; the bad ones are listed by line (after the one error
+    line) and nothing is sent: here the gateway's address has nothing listening, so a call
+    would end in "cannot reach the gateway" instead."""
+    cli.save_session("client", AN_HOUR)
+    payroll = write(
+        tmp_path / "payroll.csv",
+        "Bank, Account ,amount,idempotency_key",
+        "beta,B-2001,12.50,k1",
+        "",
+        "Beta,B-2001,1,k2",
+        "beta,B 2001,1,k3",
+        "beta,B-2001,1.001,k4",
+        "beta,B-2001,0,k5",
+        "beta,B-2001,1,k1",
+        "beta,B-2001",
+        "beta,B-2001,2,",
+        'beta,B-2001,"3,k9',
+    )
+    result = cli.run("client", "pay-batch", str(payroll))
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"error: {payroll}: 7 bad rows; nothing was sent"
+    assert lines[1:] == [
+        "  line 4: bank 'Beta' is not a bank's name (like beta)",
+        "  line 5: account 'B 2001' is not 1-34 letters, digits or '-'",
+        "  line 6: amount '1.001' has more than 2 decimals for USD",
+        "  line 7: amount must be greater than zero",
+        "  line 8: idempotency_key repeats line 2's: each row needs its own",
+        "  line 9: 2 values; the header names 4 columns",
+        "  line 11: not CSV: unexpected end of data",
+    ]
+    error = json.loads(cli.run("client", "pay-batch", str(payroll), "--json").stdout)["error"]
+    assert (error["code"], error["request_id"]) == ("CLIENT_ERROR", None)
+    assert [v["field"] for v in error["field_violations"]] == [
+        f"line {n}" for n in (4, 5, 6, 7, 8, 9, 11)
+    ]
+    assert not (tmp_path / "payroll.results.csv").exists()
+
+
+def test_pay_batch_refuses_a_file_it_cannot_read_in_one_line(cli: Cli, tmp_path: Path) -> None:
+    cli.save_session("client", AN_HOUR)
+    payroll = write(tmp_path / "ok.csv", "bank,account,amount", "beta,B-2001,1.00")
+    huge = tmp_path / "huge.csv"
+    with huge.open("wb") as handle:
+        handle.truncate(100 * 1024 * 1024)  # 100 MB, sparse: refused before it is read
+    many = tmp_path / "many.csv"
+    with many.open("w") as handle:
+        handle.write("bank,account,amount\n")
+        handle.writelines(f"beta,B-2001,{i % 90 + 1}.00\n" for i in range(100_001))
+    cases = {
+        "empty": (write(tmp_path / "empty.csv"), "is empty: its first line must be the header"),
+        "no header": (
+            write(tmp_path / "rows.csv", "beta,B-2001,1.00"),
+            "line 1 must be the header bank,account,amount[,currency][,idempotency_key]",
+        ),
+        "unknown column": (
+            write(tmp_path / "typo.csv", "bank,account,amount,idempotency key", "beta,B-1,1,k"),
+            "unknown column(s) 'idempotency key'",
+        ),
+        "missing column": (write(tmp_path / "two.csv", "bank,account"), "missing column(s)"),
+        "header only": (write(tmp_path / "header.csv", "bank,account,amount"), "no rows"),
+        "missing file": (tmp_path / "nowhere.csv", "cannot read"),
+        "too large": (huge, "is 104.9 MB; pay-batch reads files of at most 50 MiB"),
+        "too many rows": (many, "has more than 100000 rows; split it"),
+    }
+    for name, (path, words) in cases.items():
+        result = cli.fails("client", "pay-batch", str(path))
+        assert words in result.stderr, (name, result.stderr)
+    atomic = cli.fails("client", "pay-batch", str(payroll), "--atomic")
+    assert "--atomic (every row one split payment, all or nothing) is not available yet" in (
+        atomic.stderr
+    )
+    same = cli.fails("client", "pay-batch", str(payroll), "--results", str(payroll))
+    assert "is the input file" in same.stderr
+    assert not list(tmp_path.glob("*.results.csv"))
+
+
+def test_pay_batch_stops_at_a_call_that_fails_and_says_what_became_of_each_row(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """Nothing listens at the gateway's address: the first call fails. Its rows are UNKNOWN in
+    the results, the rows after it NOT_SENT, and the error says to run the file again."""
+    cli.save_session("client", AN_HOUR)
+    payroll = write(
+        tmp_path / "big.csv",
+        "bank,account,amount",
+        *(f"beta,B-2001,{1 + i % 50}.00" for i in range(1500)),
+    )
+    result = cli.run("client", "pay-batch", str(payroll), "--json")
+    assert result.returncode == 1, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: UNAVAILABLE: cannot reach the gateway"), line
+    assert line.endswith(
+        "; 1000 rows sent without an answer and 500 not sent: run the same command again to "
+        "learn and send them (the rows already paid replay, nothing is paid twice)"
+    ), line
+    summary = json.loads(result.stdout)
+    assert (summary["unknown"], summary["not_sent"], summary["calls"]) == (1000, 500, 0)
+    assert summary["error"]["code"] == "UNAVAILABLE"
+    statuses = [r["status"] for r in read_results(tmp_path / "big.results.csv")]
+    assert statuses == ["UNKNOWN"] * 1000 + ["NOT_SENT"] * 500
+
+
+def read_results(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_pay_batch_pays_a_file_once_and_an_edited_row_alone(live: Live) -> None:
+    cli, cluster = live.cli, live.cluster
+    folder = cli.home.parent / "batch"
+    folder.mkdir(exist_ok=True)
+    rows = [
+        "beta,B-2001,1.10",
+        "beta,B-2002,2.20,USD",
+        "alpha,A-1002,3.30,usd",  # the same bank; a currency in lower case is fine
+        "beta,B-2001,1.10",  # the same payment twice: two rows, two payments
+    ]
+    payroll = write(folder / "payroll.csv", "bank,account,amount,currency", *rows)
+    before = bank_state(cluster, "alpha")["accounts"]["A-1001"][0]
+
+    first = cli.run("client", "pay-batch", str(payroll))
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines() == [
+        f"{payroll}: 4 rows in 1 call, " + first.stdout.split(", ")[1].split("\n")[0],
+        "  committed       4   moved 7.70 USD",
+        "  aborted         0",
+        "  refused         0",
+        f"results: {folder / 'payroll.results.csv'}",
+    ]
+    results = read_results(folder / "payroll.results.csv")
+    assert [(r["line"], r["status"], r["replayed"]) for r in results] == [
+        (str(n), "COMMITTED", "no") for n in (2, 3, 4, 5)
+    ]
+    assert [r["amount"] for r in results] == ["1.10", "2.20", "3.30", "1.10"]
+    assert all(r["payment_id"].startswith("pay_") for r in results)
+    keys = [r["idempotency_key"] for r in results]
+    assert len(set(keys)) == 4 and all(k.startswith("csv1-") for k in keys)
+    wait_until(lambda: bank_state(cluster, "alpha")["accounts"]["A-1001"][0] == before - 770, 10)
+
+    # The same file again: every row replays, nothing is paid twice.
+    again = json.loads(cli.ok("client", "pay-batch", str(payroll), "--json"))
+    assert (again["rows"], again["committed"], again["replayed"]) == (4, 4, 4)
+    assert again["moved"] == [{"amount": "7.70", "amount_minor_units": 770, "currency": "USD"}]
+    assert again["request_id"] == again["request_ids"][-1]
+    replayed = read_results(folder / "payroll.results.csv")
+    assert [r["payment_id"] for r in replayed] == [r["payment_id"] for r in results]
+    assert {r["replayed"] for r in replayed} == {"yes"}
+
+    # One row edited, one added elsewhere: those two pay, and only those.
+    edited = write(
+        folder / "payroll.csv",
+        "bank,account,amount,currency",
+        "beta,B-2003,0.05,USD",  # added at the top: the other rows keep their keys
+        rows[0],
+        "beta,B-2002,2.25,USD",  # was 2.20
+        *rows[2:],
+    )
+    third = json.loads(cli.ok("client", "pay-batch", str(edited), "--json"))
+    assert (third["rows"], third["committed"], third["replayed"]) == (5, 5, 3)
+    paid_now = [r for r in read_results(folder / "payroll.results.csv") if r["replayed"] == "no"]
+    assert [(r["line"], r["account"], r["amount"]) for r in paid_now] == [
+        ("2", "B-2003", "0.05"),
+        ("4", "B-2002", "2.25"),
+    ]
+    wait_until(
+        lambda: bank_state(cluster, "alpha")["accounts"]["A-1001"][0] == before - 770 - 230, 10
+    )
+
+    # A row the banks refuse: its reason in the summary and the results, and exit 1.
+    refused = write(
+        folder / "refused.csv",
+        "bank,account,amount",
+        "beta,B-404,1.00",
+        "omega,O-1,1.00",
+        "beta,B-2001,0.01",
+    )
+    done = cli.run("client", "pay-batch", str(refused))
+    assert done.returncode == 1, done.stderr
+    assert "  aborted         1   ACCOUNT_NOT_FOUND 1" in done.stdout.splitlines()
+    assert "  refused         1   BANK_NOT_FOUND 1" in done.stdout.splitlines()
+    outcomes = read_results(folder / "refused.results.csv")
+    assert [(r["status"], r["reason_code"]) for r in outcomes] == [
+        ("ABORTED", "ACCOUNT_NOT_FOUND"),
+        ("REFUSED", "BANK_NOT_FOUND"),
+        ("COMMITTED", ""),
+    ]
+    assert outcomes[1]["payment_id"] == "" and "omega" in outcomes[1]["reason"]
+
+
+def test_pay_batch_shows_a_progress_bar_on_a_terminal(live: Live) -> None:
+    """tqdm's bar on standard error when it is a terminal; the summary on standard output."""
+    cli = live.cli
+    folder = cli.home.parent / "batch"
+    folder.mkdir(exist_ok=True)
+    payroll = write(
+        folder / "terminal.csv",
+        "bank,account,amount",
+        *(f"beta,B-2003,0.{i:02d}" for i in range(1, 31)),
+    )
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, b"\x18\x00\x78\x00\x00\x00\x00\x00")  # 24 x 120
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "client", "pay-batch", str(payroll)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            env=cli.env("client"),
+            cwd=REPO_ROOT,
+        )
+        os.close(slave)
+        out, _ = process.communicate(timeout=60)
+        seen = b""
+        while select.select([master], [], [], 0.5)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(master)
+    assert process.returncode == 0, seen
+    bar = seen.decode(errors="replace")
+    assert "terminal.csv: 100%" in bar and "30/30" in bar and "payments/s" in bar, bar
+    assert out.decode().splitlines()[1] == "  committed      30   moved 4.65 USD"

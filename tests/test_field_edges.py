@@ -162,6 +162,13 @@ BASES: dict[str, Callable[[int], Message]] = {
     "/minipay.v1.Payments/Pay": lambda n: gateway_pb2.PayRequest(
         to=ref("beta", "B-2001"), amount=usd(1), idempotency_key=f"edge-{n}"
     ),
+    "/minipay.v1.Payments/PayBatch": lambda n: gateway_pb2.PayBatchRequest(
+        items=[
+            gateway_pb2.PayBatchItem(
+                to=ref("beta", "B-2001"), amount=usd(1), idempotency_key=f"edge-{n}"
+            )
+        ]
+    ),
     "/minipay.v1.Payments/GetPayment": lambda n: gateway_pb2.GetPaymentRequest(
         payment_id="pay_" + "0" * 32
     ),

@@ -2,7 +2,8 @@
 language, on the project's own .proto files and @grpc/grpc-js, logs in over mutual TLS,
 reads the balance, pays with an idempotency key, gets the first outcome back when it sends
 the key again, and reads the ErrorInfo reason when it reuses the key for another amount; the
-payee refunds part of the payment, then the rest, and reads why a refund of more is refused.
+payee refunds part of the payment, then the rest, and reads why a refund of more is refused;
+and it pays several payees in one PayBatch call, each item with its own outcome.
 Amounts are written and printed as the CLIs do ("12.34 USD", each currency's exponent from
 ``minipay/money.py``), and MINIPAY_GATEWAY may list several addresses, as the README's
 replicas section has one export it.
@@ -194,6 +195,49 @@ def test_node_example_pays_replays_and_reads_error_reasons(
     assert PAYMENT.search(reused.stdout) is None
     settle(cluster)
     assert moved(before, balances(cluster)) == {payer: -1234, payee: 1234}
+
+
+BATCH_LINE = re.compile(
+    r"^batch\[(?P<index>\d+)\]: (?:(?P<payment_id>pay_[0-9a-f]{32}) (?P<status>[A-Z]+)"
+    r"|refused (?P<code>[A-Z_]+) \((?P<reason>[A-Z_]+)\))(?P<rest>.*)$",
+    re.MULTILINE,
+)
+
+
+def test_node_example_pays_a_batch(node: str, cluster: Cluster, certs: Path) -> None:
+    """One PayBatch call: each item its own payment, or refused alone; the same command
+    again replays every item; and nothing is paid twice."""
+    customer(cluster, certs, "alice")
+    payer, carol, erin = SEED_ACCOUNTS["alice"], SEED_ACCOUNTS["carol"], SEED_ACCOUNTS["erin"]
+    key = f"node-batch-{uuid.uuid4()}"
+    batch = "beta/B-2001=1.00,omega/O-1=5.00,gamma/G-3001=2.50"
+    before = balances(cluster)
+
+    first = run_example(node, cluster, certs, "alice", "--batch", batch, "--idempotency-key", key)
+    assert first.returncode == 0, first.stdout + first.stderr
+    lines = {int(m["index"]): m for m in BATCH_LINE.finditer(first.stdout)}
+    assert sorted(lines) == [1, 2, 3], first.stdout
+    assert (lines[1]["status"], lines[3]["status"]) == ("COMMITTED", "COMMITTED")
+    assert lines[1]["rest"] == f": 1.00 USD to beta/B-2001, idempotency key {key}-1"
+    assert lines[3]["rest"] == f": 2.50 USD to gamma/G-3001, idempotency key {key}-3"
+    assert (lines[2]["code"], lines[2]["reason"]) == ("NOT_FOUND", "BANK_NOT_FOUND")
+    assert re.search(
+        r"^batch: 3 items, 2 committed, 0 aborted, 1 refused  " + REQUEST_ID, first.stdout, re.M
+    ), first.stdout
+    settle(cluster)
+    assert moved(before, balances(cluster)) == {payer: -350, carol: 100, erin: 250}
+
+    again = run_example(node, cluster, certs, "alice", "--batch", batch, "--idempotency-key", key)
+    assert again.returncode == 0, again.stdout + again.stderr
+    replays = {int(m["index"]): m for m in BATCH_LINE.finditer(again.stdout)}
+    for index in (1, 3):
+        assert replays[index]["payment_id"] == lines[index]["payment_id"]
+        assert replays[index]["rest"].endswith(", replayed: this key was used before")
+    settle(cluster)
+    assert moved(before, balances(cluster)) == {payer: -350, carol: 100, erin: 250}
+    bad = run_example(node, cluster, certs, "alice", "--batch", "beta/B-2001")
+    assert bad.returncode == 2, bad.stdout + bad.stderr
+    assert bad.stderr.startswith("error: --batch: beta/B-2001 is not BANK/ACCOUNT=AMOUNT")
 
 
 def test_node_example_takes_a_list_of_replicas(node: str, cluster: Cluster, certs: Path) -> None:

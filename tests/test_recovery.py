@@ -23,6 +23,7 @@ import pytest
 from devtools.cluster import GATEWAY, Cluster
 from minipay.client.api import (
     ApiError,
+    BatchItem,
     ClientConfig,
     GatewayClient,
     Payment,
@@ -197,8 +198,9 @@ class Ask:
 
 class Workload:
     """Clients paying random amounts between random seed accounts, and refunding, in full or
-    in part, payments they received; remembering outcomes. With several gateway replicas, a
-    request goes round all of them, or to one, or (the same key) to two at once."""
+    in part, payments they received; remembering outcomes. One payment per call, or (one call
+    in four) a batch of two to eight payments in one PayBatch. With several gateway replicas,
+    a call goes round all of them, or to one, or (the same keys) to two at once."""
 
     def __init__(self, cluster: Cluster, certs: Path, rng: random.Random) -> None:
         self.cluster = cluster
@@ -214,7 +216,7 @@ class Workload:
         )
 
     def targets(self) -> list[str]:
-        """Where one request goes: every replica (round robin), one replica, or two."""
+        """Where one call goes: every replica (round robin), one replica, or two."""
         replicas = [self.cluster.address(name) for name in self.cluster.gateway_names]
         if len(replicas) == 1:
             return [replicas[0]]
@@ -225,28 +227,43 @@ class Workload:
             return [self.rng.choice(replicas)]
         return self.rng.sample(replicas, 2)
 
-    def next_ask(self) -> Ask:
-        """A payment, or one time in four a refund of something the refunder received."""
+    def next_asks(self) -> dict[str, Ask]:
+        """The requests of one call, by key: a payment, a batch of two to eight payments of
+        one payer, or one time in four a refund of something the refunder received."""
         people = list(SEED_ACCOUNTS)
         who = self.rng.choice(people)
         if self.received[who] and self.rng.random() < 0.25:
             amount = None if self.rng.random() < 0.3 else self.rng.randint(1, 3000)
-            return Ask(who, amount, refund_of=self.rng.choice(self.received[who]))
-        payee = self.rng.choice([p for p in people if p != who])
-        return Ask(who, self.rng.randint(1, 5000), payee=SEED_ACCOUNTS[payee])
+            return {
+                str(uuid.uuid4()): Ask(who, amount, refund_of=self.rng.choice(self.received[who]))
+            }
+        count = self.rng.randint(2, 8) if self.rng.random() < 0.25 else 1
+        asks = {}
+        for _ in range(count):
+            payee = self.rng.choice([p for p in people if p != who])
+            asks[str(uuid.uuid4())] = Ask(
+                who, self.rng.randint(1, 5000), payee=SEED_ACCOUNTS[payee]
+            )
+        return asks
 
     async def worker(self, tokens: dict[str, str], stop: float) -> None:
         while time.monotonic() < stop:
-            ask, key = self.next_ask(), str(uuid.uuid4())
+            asks = self.next_asks()
+            token = tokens[next(iter(asks.values())).who]
             answers = await asyncio.gather(
-                *(self.ask(target, tokens[ask.who], key, ask) for target in self.targets())
+                *(self.call(target, token, asks) for target in self.targets())
             )
-            settled = [a for a in answers if a is not None and a.status in (COMMITTED, ABORTED)]
-            if settled:
-                assert len({(a.payment_id, a.status) for a in settled}) == 1, (key, settled)
-                self.remember(key, ask, settled[0])
-            else:
-                self.unknown[key] = ask
+            for key, ask in asks.items():
+                settled = [
+                    a
+                    for answer in answers
+                    if (a := answer.get(key)) is not None and a.status in (COMMITTED, ABORTED)
+                ]
+                if settled:
+                    assert len({(a.payment_id, a.status) for a in settled}) == 1, (key, settled)
+                    self.remember(key, ask, settled[0])
+                else:
+                    self.unknown[key] = ask
 
     def remember(self, key: str, ask: Ask, answer: Payment) -> None:
         self.outcomes[key] = (answer.payment_id, answer.status)
@@ -254,23 +271,35 @@ class Workload:
             payee = next(name for name, account in SEED_ACCOUNTS.items() if account == ask.payee)
             self.received[payee].append(answer.payment_id)
 
-    async def ask(self, target: str, token: str, key: str, ask: Ask) -> Payment | None:
-        """The answer, or None when the outcome is unknown (to be asked again later), or the
-        request was refused before anything was recorded (a refund of more than is left)."""
+    async def call(
+        self, target: str, token: str, asks: dict[str, Ask]
+    ) -> dict[str, Payment | None]:
+        """Each key's answer, or None when its outcome is unknown (to be asked again later),
+        or the request was refused before anything was recorded (a refund of more than is
+        left, an item of a batch): Pay or Refund for one request, PayBatch for several."""
         retry = RetryPolicy(max_attempts=6, initial_backoff=0.2, max_backoff=1.0)
+        unknown = (
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            grpc.StatusCode.ABORTED,
+            grpc.StatusCode.FAILED_PRECONDITION,
+        )
         async with GatewayClient(self.config(target), token, retry) as client:
             try:
-                return await self.send(client, key, ask)
+                if len(asks) == 1:
+                    [(key, ask)] = asks.items()
+                    return {key: await self.send(client, key, ask)}
+                items = [
+                    BatchItem(*ask.payee, ask.amount or 0, idempotency_key=key)
+                    for key, ask in asks.items()
+                ]
+                results = await client.pay_batch(items)
             except ApiError as error:
-                if error.code in (
-                    grpc.StatusCode.UNAVAILABLE,
-                    grpc.StatusCode.DEADLINE_EXCEEDED,
-                    grpc.StatusCode.ABORTED,
-                ):
-                    return None
-                if error.code != grpc.StatusCode.FAILED_PRECONDITION:
+                if error.code not in unknown:
                     raise
-                return None
+                return dict.fromkeys(asks)
+        assert [r.idempotency_key for r in results] == list(asks), "in the items' order"
+        return {r.idempotency_key: r.payment for r in results}
 
     @staticmethod
     async def send(client: GatewayClient, key: str, ask: Ask) -> Payment:

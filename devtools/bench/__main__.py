@@ -21,6 +21,7 @@ from devtools.bench.load import seed_customers
 from devtools.bench.report import Report, progress, render_all, render_json
 from devtools.bench.run import ensure_certificates, run_config
 from devtools.bench.summary import summarize
+from minipay.client.api import MAX_BATCH_ITEMS
 from minipay.client.errors import ApiError
 from server.common.errors import ConfigError
 from server.common.settings import GatewaySettings, variable
@@ -42,6 +43,13 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def batch_size(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_BATCH_ITEMS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_BATCH_ITEMS} (PayBatch's limit)")
+    return value
+
+
 def positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -60,8 +68,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--payments",
         type=positive_int,
-        default=2000,
-        help="measured payments per run (default: %(default)s)",
+        default=None,
+        help="measured payments per run (default: 2000, or with --batch N enough for 20 calls "
+        "per client: 20 x concurrency x N)",
+    )
+    parser.add_argument(
+        "--batch",
+        type=batch_size,
+        default=1,
+        metavar="N",
+        help="payments per call: 1 pays with one Pay call each; 2-1000, with PayBatch calls "
+        "of N payments of one payer (latencies are then per call) (default: %(default)s)",
     )
     parser.add_argument(
         "--concurrency",
@@ -87,8 +104,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--warmup",
         type=non_negative_int,
-        default=100,
-        help="unmeasured payments first (default: %(default)s)",
+        default=None,
+        help="unmeasured payments first (default: 100, or with --batch N one call per "
+        "client: concurrency x N)",
     )
     parser.add_argument(
         "--per-channel",
@@ -228,13 +246,19 @@ def setups(args: argparse.Namespace) -> list[Setup]:
 
 
 def config_for(args: argparse.Namespace, setup: Setup, concurrency: int, round_: int) -> Config:
+    batched = args.batch > 1
+    payments = args.payments or (20 * concurrency * args.batch if batched else 2000)
+    warmup = (
+        args.warmup if args.warmup is not None else concurrency * args.batch if batched else 100
+    )
     return Config(
-        payments=args.payments,
+        payments=payments,
+        batch=args.batch,
         concurrency=concurrency,
         batch_max=args.batch_max,
         txn_timeout=args.txn_timeout,
         seed=args.seed,
-        warmup=args.warmup,
+        warmup=warmup,
         per_channel=args.per_channel,
         log_level=args.log_level,
         setup=setup,

@@ -70,6 +70,7 @@ class Config:
     preload: int = 0  # finished payments written straight into the databases first
     probes: int = 300  # history pages and replays timed after a preload
     round: int = 1  # which repetition of this configuration (--repeat)
+    batch: int = 1  # payments per call: 1, one Pay each; more, PayBatch calls of that many
 
     def cluster_env(self) -> dict[str, str]:
         env = every_process(bcrypt_rounds=BCRYPT_ROUNDS)
@@ -138,3 +139,4 @@ class Result:
     log_mb: dict[str, float]
     pids: dict[str, int]
     probes: dict[str, Any] | None = None  # after a preload: history pages and replays
+    batch: int = 1  # payments per call (PayBatch when more than 1); latencies are per call

@@ -1,7 +1,10 @@
 """The load: the seed customers, logging them in and topping them up, the random plan of
 cross-bank payments, the concurrent clients that run it (for a number of payments, or for a
 time while something is done to the cluster), learning afterwards the outcomes they did not
-see, and the latency percentiles."""
+see, and the latency percentiles.
+
+A client's call pays one payment (``Pay``) or, with ``Config.batch`` N above 1, N payments
+of one payer in one ``PayBatch`` call; latencies are per call either way."""
 
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from devtools.bench.processes import cpu_snapshot
 from devtools.cluster import Cluster
 from minipay.client.api import ClientConfig, GatewayClient, RetryPolicy
 from minipay.client.errors import ApiError
-from minipay.client.results import PaymentStatus
+from minipay.client.results import BatchItem, BatchResult, Payment, PaymentStatus
 from server.common.settings import DEFAULT_SEED
 
 ADMIN = ("admin", "admin-dev-pass")
@@ -44,6 +47,7 @@ class Customer:
 
 
 Order = tuple[int, int, int]  # payer index, payee index, amount in minor units
+Call = list[Order]  # the payments of one call: one Pay, or a PayBatch (one payer's)
 Unsettled = tuple[Order, str]  # an order whose outcome the client did not learn, and its key
 
 
@@ -158,19 +162,42 @@ async def top_up(
 # -- the load --------------------------------------------------------------------------------
 
 
-def random_orders(customers: Sequence[Customer], rng: random.Random) -> Iterator[Order]:
-    """Endless random cross-bank payments: payer and payee always at different banks."""
-    elsewhere = [
+def _elsewhere(customers: Sequence[Customer]) -> list[list[int]]:
+    """For each customer, the customers at other banks."""
+    return [
         [i for i, other in enumerate(customers) if other.bank != customer.bank]
         for customer in customers
     ]
+
+
+def random_orders(customers: Sequence[Customer], rng: random.Random) -> Iterator[Order]:
+    """Endless random cross-bank payments: payer and payee always at different banks."""
+    elsewhere = _elsewhere(customers)
     while True:
         payer = rng.randrange(len(customers))
         yield payer, rng.choice(elsewhere[payer]), rng.randint(*AMOUNT_RANGE)
 
 
-def make_plan(customers: Sequence[Customer], count: int, rng: random.Random) -> list[Order]:
-    return list(itertools.islice(random_orders(customers, rng), count))
+def random_calls(customers: Sequence[Customer], rng: random.Random, size: int) -> Iterator[Call]:
+    """Endless calls of SIZE random cross-bank payments each, every call one payer's."""
+    orders = random_orders(customers, rng)
+    elsewhere = _elsewhere(customers)
+    while True:
+        payer, payee, amount = next(orders)
+        call = [(payer, payee, amount)]
+        for _ in range(size - 1):
+            call.append((payer, rng.choice(elsewhere[payer]), rng.randint(*AMOUNT_RANGE)))
+        yield call
+
+
+def make_plan(
+    customers: Sequence[Customer], count: int, rng: random.Random, size: int = 1
+) -> list[Call]:
+    """Calls of SIZE payments, COUNT payments in all (the last call may have fewer)."""
+    calls = list(itertools.islice(random_calls(customers, rng, size), math.ceil(count / size)))
+    if calls and count % size:
+        calls[-1] = calls[-1][: count % size]
+    return calls
 
 
 def record_move(
@@ -183,51 +210,84 @@ def record_move(
 async def drive(
     clients: Sequence[Sequence[GatewayClient]],
     customers: Sequence[Customer],
-    orders: Iterator[Order],
+    calls: Iterator[Call],
     concurrency: int,
     per_channel: int,
     until: float | None = None,
 ) -> tuple[Samples, float]:
-    """Runs ``orders`` with ``concurrency`` workers, until they run out or the clock
+    """Runs ``calls`` with ``concurrency`` workers, until they run out or the clock
     (``time.perf_counter``) reaches UNTIL; returns what the workers saw and the wall time."""
     samples = Samples()
     clock = time.perf_counter
-    committed = PaymentStatus.COMMITTED
-    aborted = PaymentStatus.ABORTED
     begun = clock()
 
     async def worker(sessions: Sequence[GatewayClient]) -> None:
-        for order in orders:  # shared: each worker takes the next order
-            payer_index, payee_index, amount = order
-            payer, payee = customers[payer_index], customers[payee_index]
-            key = str(uuid.uuid4())  # ours, so that an unknown outcome can be asked again
+        for call in calls:  # shared: each worker takes the next call
+            session = sessions[call[0][0]]
+            # Our keys, so that an unknown outcome can be asked again.
+            keys = [str(uuid.uuid4()) for _ in call]
             started = clock()
             try:
-                answer = await sessions[payer_index].pay(
-                    payee.bank, payee.account, amount, idempotency_key=key
-                )
+                answers = await _pay(session, customers, call, keys)
             except ApiError as error:
-                samples.errors[error.code.name] += 1
+                samples.errors[error.code.name] += len(call)
                 samples.errors_at.append(clock() - begun)
-                samples.unsettled.append((order, key))
+                samples.unsettled.extend(zip(call, keys, strict=True))
             else:
                 finished = clock()
                 samples.latencies.append(finished - started)
-                if answer.status is committed:
-                    samples.committed += 1
-                    samples.committed_at.append(finished - begun)
-                    record_move(samples.moved, payer, payee, amount)
-                elif answer.status is aborted:
-                    samples.aborted += 1
-                    samples.abort_reasons[answer.reason_code or "unknown"] += 1
-                else:
-                    samples.pending += 1
-                    samples.unsettled.append((order, key))
+                for order, key, answer in zip(call, keys, answers, strict=True):
+                    _count(samples, customers, order, key, answer, finished - begun)
             if until is not None and clock() >= until:
                 return
 
     await asyncio.gather(*(worker(clients[i // per_channel]) for i in range(concurrency)))
     return samples, clock() - begun
+
+
+async def _pay(
+    session: GatewayClient, customers: Sequence[Customer], call: Call, keys: list[str]
+) -> list[Payment | BatchResult]:
+    """One Pay for one order, one PayBatch for several."""
+    if len(call) == 1:
+        [(_, payee_index, amount)], [key] = call, keys
+        payee = customers[payee_index]
+        return [await session.pay(payee.bank, payee.account, amount, idempotency_key=key)]
+    items = [
+        BatchItem(customers[payee].bank, customers[payee].account, amount, idempotency_key=key)
+        for (_, payee, amount), key in zip(call, keys, strict=True)
+    ]
+    return list(await session.pay_batch(items))
+
+
+def _count(
+    samples: Samples,
+    customers: Sequence[Customer],
+    order: Order,
+    key: str,
+    answer: Payment | BatchResult,
+    at: float,
+) -> None:
+    """One payment's answer into SAMPLES (an item the gateway refused is an error)."""
+    if isinstance(answer, BatchResult):
+        if answer.payment is None:
+            assert answer.error is not None
+            samples.errors[answer.error.reason or answer.error.code] += 1
+            samples.errors_at.append(at)
+            samples.unsettled.append((order, key))
+            return
+        answer = answer.payment
+    payer_index, payee_index, amount = order
+    if answer.status is PaymentStatus.COMMITTED:
+        samples.committed += 1
+        samples.committed_at.append(at)
+        record_move(samples.moved, customers[payer_index], customers[payee_index], amount)
+    elif answer.status is PaymentStatus.ABORTED:
+        samples.aborted += 1
+        samples.abort_reasons[answer.reason_code or "unknown"] += 1
+    else:
+        samples.pending += 1
+        samples.unsettled.append((order, key))
 
 
 async def _disrupt(disruption: Disruption, begun: float) -> None:
@@ -264,10 +324,10 @@ async def load(
     """Warm-up, then the measured run: ``config.payments`` payments, or DISRUPTION's
     duration with its action done meanwhile; ``cpu_before`` gets the CPU clocks at its start."""
     rng = random.Random(config.seed)
-    warmup_plan = make_plan(customers, config.warmup, rng)
-    orders = random_orders(customers, rng)
+    warmup_plan = make_plan(customers, config.warmup, rng, config.batch)
+    calls = random_calls(customers, rng, config.batch)
     if disruption is None:
-        orders = iter(make_plan(customers, config.payments, rng))
+        calls = iter(make_plan(customers, config.payments, rng, config.batch))
     channels = math.ceil(config.concurrency / config.per_channel)
     bases = [
         GatewayClient(client_config(cluster, CUSTOMER_CERT), retry=RetryPolicy())
@@ -282,7 +342,7 @@ async def load(
         cpu_before["at"] = cpu_snapshot(cluster)
         if disruption is None:
             samples, elapsed = await drive(
-                clients, customers, orders, config.concurrency, config.per_channel
+                clients, customers, calls, config.concurrency, config.per_channel
             )
         else:
             begun = time.perf_counter()
@@ -290,7 +350,7 @@ async def load(
             samples, elapsed = await drive(
                 clients,
                 customers,
-                orders,
+                calls,
                 config.concurrency,
                 config.per_channel,
                 until=begun + disruption.duration,

@@ -142,6 +142,7 @@ def run_config(
     client_log.addHandler(retries)
     label = config.setup.label
     name = f"{label.replace(':', '-')}-c{config.concurrency}-b{config.effective_batch_max}"
+    name += f"-n{config.batch}" if config.batch > 1 else ""
     name += f"-r{config.round}"
     backend = backends.describe(config.setup, config.database_url)
     try:
@@ -153,9 +154,10 @@ def run_config(
             needed = (config.payments + config.warmup) * AMOUNT_RANGE[1]
             asyncio.run(top_up(cluster, customers, tokens, needed))
             before = books.wait_idle(cluster, IDLE_TIMEOUT)
+            calls = f" in PayBatch calls of {config.batch}" if config.batch > 1 else ""
             progress(
                 f"  {len(customers)} customers logged in; warm-up {config.warmup}, "
-                f"then {config.payments} payments"
+                f"then {config.payments} payments{calls}"
             )
             cpu_start: dict[str, dict[str, float]] = {}
             warm, samples, elapsed = asyncio.run(
@@ -250,4 +252,5 @@ def summarize(config: Config, m: Measured) -> Result:
         log_mb=m.logs,
         pids=m.pids,
         probes=m.probes,
+        batch=config.batch,
     )

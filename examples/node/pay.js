@@ -1,12 +1,17 @@
 #!/usr/bin/env node
-// minipay from Node.js: log in, read the balance, pay (or refund a payment received) with an
-// idempotency key, read the balance again; over mutual TLS, on the project's own .proto files
-// (nothing generated).
+// minipay from Node.js: log in, read the balance, pay with an idempotency key (one payee,
+// or several in one PayBatch call) or refund a payment received, read the balance again;
+// over mutual TLS, on the project's own .proto files (nothing generated).
 //
 //   MINIPAY_PASSWORD=alice-dev-pass node pay.js --username alice \
 //     --to-bank beta --to-account B-2001 --amount 12.34 --idempotency-key demo-1
+//   MINIPAY_PASSWORD=alice-dev-pass node pay.js --username alice \
+//     --batch beta/B-2001=1.50,gamma/G-3001=2.25 --idempotency-key payroll-1
 //   MINIPAY_PASSWORD=carol-dev-pass node pay.js --username carol \
 //     --refund pay_... [--amount 5.00] --idempotency-key demo-refund-1
+//
+// A batch's items are each a payment of their own, keyed <idempotency-key>-1, -2...: the
+// same command again replays every item's first outcome.
 //
 // Amounts are written and printed as the CLIs do: "12.34 USD", in the currency's own
 // decimals. MINIPAY_GATEWAY may list several replicas (host:port,host:port): calls are
@@ -81,6 +86,10 @@ const OPTIONS = {
     help: "refund this payment you received (default amount: all that is left to refund)",
   },
   currency: { env: "MINIPAY_CURRENCY", help: "ISO 4217 code (default: the account's)" },
+  batch: {
+    env: "MINIPAY_BATCH",
+    help: "several payees in one PayBatch call: BANK/ACCOUNT=AMOUNT,BANK/ACCOUNT=AMOUNT...",
+  },
   "idempotency-key": {
     env: "MINIPAY_IDEMPOTENCY_KEY",
     help: "the same key again replays the first outcome (default: a new UUID)",
@@ -90,7 +99,8 @@ const OPTIONS = {
 
 function usage() {
   const lines = [
-    "usage: node pay.js --username NAME [--to-bank BANK --to-account ACCOUNT --amount N] [...]",
+    "usage: node pay.js --username NAME [--to-bank BANK --to-account ACCOUNT --amount N]",
+    "                   [--batch BANK/ACCOUNT=AMOUNT,...] [...]",
     "       node pay.js --username NAME --refund PAYMENT_ID [--amount N] [...]",
     "",
   ];
@@ -140,10 +150,22 @@ function readConfig(argv, env) {
     throw new UsageError("--amount is a plain decimal number like 12.34");
   }
   if (!/^[0-9]+(\.[0-9]+)?$/.test(config.timeout)) throw new UsageError("--timeout is in seconds");
+  config.batch = config.batch === undefined ? undefined : parseBatch(config.batch);
   config["idempotency-key"] ??= crypto.randomUUID();
   const files = ["ca", "cert", "key"];
   config.pem = Object.fromEntries(files.map((name) => [name, readPem(config, name)]));
   return config;
+}
+
+// "beta/B-2001=1.50,gamma/G-3001=2.25" as [{bank, account, amount}], amounts still text.
+function parseBatch(text) {
+  const items = text.split(",").map((entry) => {
+    const match = /^\s*([^/\s]+)\/([^=\s]+)=([0-9]{1,16}(\.[0-9]+)?)\s*$/.exec(entry);
+    if (!match) throw new UsageError(`--batch: ${entry.trim()} is not BANK/ACCOUNT=AMOUNT`);
+    return { bank: match[1], account: match[2], amount: match[3] };
+  });
+  if (items.length > 1000) throw new UsageError("--batch: at most 1000 payees in one call");
+  return items;
 }
 
 function readPem(config, name) {
@@ -240,6 +262,7 @@ function loadApi() {
     longs: String, // int64 (Money.minor_units, Timestamp.seconds) as exact decimal strings
     enums: String, // "PAYMENT_STATUS_COMMITTED" rather than 2
     defaults: true,
+    oneofs: true, // PayBatchResult.outcome: "payment" or "error"
   });
   return grpc.loadPackageDefinition(definition).minipay.v1;
 }
@@ -349,6 +372,16 @@ function refundLine(response, key) {
   );
 }
 
+// One line per item of a batch: its payment, or the error that refused it (an ItemError:
+// what Pay would have answered for that item alone).
+function batchLine(index, result, key) {
+  if (result.outcome === "error") {
+    const { code, reason, message } = result.error;
+    return `batch[${index}]: refused ${code} (${reason}): ${message}, idempotency key ${key}`;
+  }
+  return paymentLine(result, key).replace(/^pay:/, `batch[${index}]:`);
+}
+
 function printError(error, errorModel) {
   console.error(`error: ${error.message}`);
   console.error(`  x-request-id: ${error.requestId ?? "(none)"}`);
@@ -422,11 +455,20 @@ async function main() {
 
     const before = await call(payments, "GetBalance", {}, session);
     console.log(tagged(balanceLine("balance", before.response), before.requestId));
+    if (config.amount === undefined && config.batch === undefined && config.refund === undefined) {
+      return 0;
+    }
+
     const key = config["idempotency-key"];
     const currency = config.currency ?? before.response.balance.currency;
-    let minorUnits;
+    let minorUnits, batch;
     try {
-      minorUnits = config.amount === undefined ? undefined : toMinorUnits(config.amount, currency);
+      if (config.amount !== undefined) minorUnits = toMinorUnits(config.amount, currency);
+      batch = config.batch?.map((item, index) => ({
+        to: { bank: item.bank, account: item.account },
+        amount: { minor_units: toMinorUnits(item.amount, currency), currency },
+        idempotency_key: `${key}-${index + 1}`,
+      }));
     } catch (error) {
       if (!(error instanceof UsageError)) throw error;
       console.error(`error: ${error.message} (node pay.js --help lists the options)`);
@@ -437,9 +479,7 @@ async function main() {
       if (minorUnits !== undefined) request.amount = { minor_units: minorUnits, currency };
       const refunded = await call(payments, "Refund", request, session);
       console.log(tagged(refundLine(refunded.response, key), refunded.requestId));
-    } else if (minorUnits === undefined) {
-      return 0;
-    } else {
+    } else if (minorUnits !== undefined) {
       const paid = await call(
         payments,
         "Pay",
@@ -451,6 +491,20 @@ async function main() {
         session,
       );
       console.log(tagged(paymentLine(paid.response, key), paid.requestId));
+    }
+    if (batch !== undefined) {
+      // Each item is its own payment with its own outcome; the results come in order.
+      const paid = await call(payments, "PayBatch", { items: batch }, session);
+      const { results } = paid.response;
+      results.forEach((result, index) => {
+        console.log(batchLine(index + 1, result, batch[index].idempotency_key));
+      });
+      const count = (status) => results.filter((r) => r.payment?.status === status).length;
+      const refused = results.filter((r) => r.outcome === "error").length;
+      const line =
+        `batch: ${results.length} items, ${count("PAYMENT_STATUS_COMMITTED")} committed, ` +
+        `${count("PAYMENT_STATUS_ABORTED")} aborted, ${refused} refused`;
+      console.log(tagged(line, paid.requestId));
     }
 
     const after = await call(payments, "GetBalance", {}, session);

@@ -1,6 +1,6 @@
 """The customer's command line (``minipay``; ``python -m client`` in a checkout): register,
-log in, check the balance, pay, refund a payment received, look up a payment and read the
-history.
+log in, check the balance, pay (one payee, or every row of a CSV file), refund a payment
+received, look up a payment and read the history.
 
 A customer registers once (links their bank account to the gateway, with the password their
 bank gave them), then logs in; the session is kept in $MINIPAY_HOME (default ~/.minipay).
@@ -15,9 +15,11 @@ import sys
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from minipay.client.api import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, GatewayClient
+from minipay.client import batch_file, pay_batch
+from minipay.client.api import DEFAULT_PAGE_SIZE, MAX_BATCH_ITEMS, MAX_PAGE_SIZE, GatewayClient
 from minipay.client.commandline import (
     Commands,
     Invocation,
@@ -84,8 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     prog = command_name("client")
     commands = Commands(
         TOOL,
-        f"{prog}: register, log in, check the balance, pay, look up a payment and read the\n"
-        "history.\n\n"
+        f"{prog}: register, log in, check the balance, pay (one payee, or every row of a CSV\n"
+        "file), look up a payment and read the history.\n\n"
         "A customer registers once (links their bank account to the gateway, with the password\n"
         "their bank gave them), then logs in; the session is kept in\n"
         "$MINIPAY_HOME/session.json (MINIPAY_HOME: default ~/.minipay). Amounts are plain\n"
@@ -168,6 +170,40 @@ def build_parser() -> argparse.ArgumentParser:
         "outcome and never refunds twice (default: a new random key, shown with --json)",
     )
 
+    batch = commands.add(
+        "pay-batch",
+        f"pay every row of a CSV file, in calls of up to {MAX_BATCH_ITEMS}",
+        f"FILE's first line is a header naming its columns, in any order:\n"
+        f"  {batch_file.HEADER}\n"
+        "(no other columns). Each row is a payment of its own, with its own outcome. Every\n"
+        "row is checked before anything is sent: bad rows are listed with their line\n"
+        "numbers and nothing is paid. A row without an idempotency_key gets one derived\n"
+        "from its bank, account, amount and currency and how many rows before it have the\n"
+        "same: the same file again pays nothing twice (for 24 hours), and a row edited\n"
+        "pays that row alone. Shows a progress bar on a terminal (with tqdm installed),\n"
+        "then a summary, and writes each row's outcome to FILE.results.csv beside it.\n"
+        f"At most {batch_file.MAX_ROWS} rows and {batch_file.MAX_FILE_BYTES // 2**20} MiB.\n"
+        "Exits 0 when every row is committed, 1 when not.",
+    )
+    batch.add_argument("file", metavar="FILE.csv", type=Path, help="the payments, one per row")
+    batch.add_argument(
+        "--currency",
+        type=currency_code,
+        default="USD",
+        help="the currency of rows without one (no currency column, or an empty cell)",
+    )
+    batch.add_argument(
+        "--results",
+        type=Path,
+        metavar="FILE",
+        help="where to write each row's outcome (default: FILE.results.csv, beside FILE.csv)",
+    )
+    batch.add_argument(
+        "--atomic",
+        action="store_true",
+        help="every row a payee of one split payment, all or nothing (not available yet)",
+    )
+
     payment = commands.add(
         "payment",
         "one payment you made or received, by its id, with its refunds",
@@ -228,6 +264,8 @@ def check_flags(args: argparse.Namespace) -> PasswordRequest | None:
     if args.command == "refund":
         amount = args.amount
         args.amount_minor_units = None if amount is None else to_minor_units(amount, args.currency)
+    if args.command == "pay-batch":
+        pay_batch.check_file(args)
     return None
 
 
@@ -305,6 +343,8 @@ async def work(invocation: Invocation, client: GatewayClient) -> int:
         return await pay(invocation, client)
     if args.command == "refund":
         return await refund(invocation, client)
+    if args.command == "pay-batch":
+        return await pay_batch.pay_batch(invocation, client)
     if args.command == "payment":
         return await payment(args, client)
     if args.command == "history":

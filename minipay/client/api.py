@@ -24,7 +24,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -51,9 +51,13 @@ from minipay.client.results import (
     Balance,
     Bank,
     BankList,
+    BatchItem,
+    BatchResult,
+    BatchResults,
     Deposit,
     Direction,
     HistoryPage,
+    ItemError,
     LoginResult,
     LogoutResult,
     Payment,
@@ -79,6 +83,9 @@ __all__ = [
     "Balance",
     "Bank",
     "BankList",
+    "BatchItem",
+    "BatchResult",
+    "BatchResults",
     "ClientConfig",
     "ClientError",
     "Deposit",
@@ -86,6 +93,7 @@ __all__ = [
     "GatewayClient",
     "GatewayUnreachable",
     "HistoryPage",
+    "ItemError",
     "LoginResult",
     "LogoutResult",
     "MinipayError",
@@ -117,6 +125,8 @@ DEFAULT_DEADLINE = 60.0  # seconds, the whole call with its retries
 DEFAULT_ATTEMPTS = 10
 # ListHistory's page size: 1-200 (the gateway's limits; 0 there means 20).
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 200
+# PayBatch's items per call (the gateway's limit).
+MAX_BATCH_ITEMS = 1000
 # The certificate settings: the variable, the CLIs' flag, and what the file is.
 CERTIFICATE_SETTINGS = {
     "ca": ("MINIPAY_CA", "--ca", "the services CA that signed the gateway's certificate"),
@@ -501,6 +511,41 @@ class GatewayClient:
         )
         message, request_id = await self._call(self.payments.Pay, request, idempotency_key=key)
         return Payment.from_message(message.payment, request_id, replayed=message.replayed)
+
+    async def pay_batch(self, items: Sequence[BatchItem]) -> BatchResults:
+        """Pays 1 to MAX_BATCH_ITEMS ITEMS in one call, each its own payment with its own
+        outcome, exactly as ``pay`` would pay it alone; returns their results in the items'
+        order. An item the gateway refused (a bad field, a key reused for another payment)
+        is a result with its ``error``, not an exception: the others were paid all the same.
+
+        An item without a key gets a new UUID (see ``BatchResult.idempotency_key``). A retry
+        after UNAVAILABLE or DEADLINE_EXCEEDED sends every item again with the same keys: no
+        item's outcome is known until the answer comes, and a key already recorded replays
+        its first outcome, so nothing is paid twice. To repeat a batch yourself (say, after
+        GatewayUnreachable), send the same items with the same keys."""
+        keyed = [item.idempotency_key or str(uuid.uuid4()) for item in items]
+        request = gateway_pb2.PayBatchRequest(
+            items=[
+                gateway_pb2.PayBatchItem(
+                    to=_account(item.to_bank, item.to_account),
+                    amount=_money(item.amount_minor_units, item.currency),
+                    idempotency_key=key,
+                )
+                for item, key in zip(items, keyed, strict=True)
+            ]
+        )
+        message, request_id = await self._call(self.payments.PayBatch, request)
+        if len(message.results) != len(keyed):  # never from a gateway that keeps the API
+            raise ClientError(
+                f"the gateway answered {len(message.results)} results for {len(keyed)} items"
+            )
+        return BatchResults(
+            tuple(
+                BatchResult.from_message(result, key, request_id)
+                for result, key in zip(message.results, keyed, strict=True)
+            ),
+            request_id,
+        )
 
     async def payment(self, payment_id: str) -> Payment:
         """One payment the caller made, or received once it committed, with the refunds of

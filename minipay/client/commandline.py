@@ -27,7 +27,8 @@ Times in JSON are ISO 8601, in UTC.
 
 Errors are one line on standard error, ``error: CODE (REASON): message`` (``error: CODE:
 message`` when the gateway gave no reason, just ``error: message`` for a problem found on
-this side), with ``[request id ...]`` under ``--verbose``;
+this side), with ``[request id ...]`` under ``--verbose``; a file's bad rows (``pay-batch``)
+follow it, one per line (``  line N: what is wrong``), and are its ``field_violations``;
 with ``--json`` a JSON object is printed on standard output as well: ``{"error": {"code",
 "reason", "message", "metadata", "request_id", "field_violations", "retry_after_s"}}``.
 """
@@ -601,7 +602,8 @@ def run(tool: Tool, args: argparse.Namespace, check_flags: CheckFlags, work: Wor
     except ApiError as error:  # GatewayUnreachable too: its message says it all
         return _fail_call(args, error, hint(error))
     except (ClientError, AmountError) as error:
-        return _fail(args, EXIT_USAGE, "CLIENT_ERROR", str(error))
+        violations = getattr(error, "field_violations", [])
+        return _fail(args, EXIT_USAGE, "CLIENT_ERROR", str(error), violations)
     except BrokenPipeError:
         # The reader went away (| head): stop quietly, without a second error at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -642,9 +644,20 @@ def _run(tool: Tool, invocation: Invocation, check_flags: CheckFlags, work: Work
     return asyncio.run(call())
 
 
-def _fail(args: argparse.Namespace, exit_code: int, code: str, message: str) -> int:
-    """A problem on this side: CODE is CLIENT_ERROR, USAGE or INTERRUPTED."""
-    return _report(args, exit_code, message, error_fields(code, message, None))
+def _fail(
+    args: argparse.Namespace,
+    exit_code: int,
+    code: str,
+    message: str,
+    violations: Sequence[tuple[str, str]] = (),
+) -> int:
+    """A problem on this side: CODE is CLIENT_ERROR, USAGE or INTERRUPTED. VIOLATIONS, what
+    is wrong where (a file's bad rows), follow the error's line, one per line, and are the
+    JSON error's field_violations."""
+    fields = error_fields(code, message, None)
+    fields["field_violations"] = [{"field": f, "description": d} for f, d in violations]
+    details = [f"  {where}: {' '.join(what.split())}" for where, what in violations]
+    return _report(args, exit_code, message, fields, details)
 
 
 def _fail_call(args: argparse.Namespace, error: ApiError, hint: str) -> int:
@@ -658,11 +671,20 @@ def _fail_call(args: argparse.Namespace, error: ApiError, hint: str) -> int:
     )
 
 
-def _report(args: argparse.Namespace, exit_code: int, line: str, fields: dict[str, Any]) -> int:
-    """LINE on stderr as "error: ..." (and FIELDS as the JSON error with --json)."""
+def _report(
+    args: argparse.Namespace,
+    exit_code: int,
+    line: str,
+    fields: dict[str, Any],
+    details: Sequence[str] = (),
+) -> int:
+    """LINE on stderr as "error: ..." and DETAILS after it (and FIELDS as the JSON error with
+    --json)."""
     if getattr(args, "json", False):
         print(json.dumps({"error": fields}))
     print("error: " + " ".join(line.split()), file=sys.stderr)  # one line, whatever was sent
+    for detail in details:
+        print(detail, file=sys.stderr)
     return exit_code
 
 

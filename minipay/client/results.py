@@ -9,7 +9,7 @@ are timezone-aware UTC datetimes. A result about one account names it with ``ban
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -127,6 +127,71 @@ class Payment:
             refundable_minor_units=message.refundable.minor_units,
             refunds=tuple(cls.from_message(refund, request_id) for refund in refunds),
         )
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One payment of a batch: to whom, how much, and its own idempotency key (the same key
+    in a later call replays its first outcome; "" lets ``pay_batch`` make a UUID)."""
+
+    to_bank: str
+    to_account: str
+    amount_minor_units: int
+    currency: str = "USD"
+    idempotency_key: str = ""
+
+
+@dataclass(frozen=True)
+class ItemError:
+    """Why the gateway refused one item of a batch before recording anything for it: what
+    ``pay`` would have raised for that item alone (as ``ApiError`` has it)."""
+
+    code: str  # the gRPC status code's name, e.g. INVALID_ARGUMENT
+    reason: str  # e.g. IDEMPOTENCY_KEY_REUSED, INVALID_FIELD, BANK_NOT_FOUND
+    message: str
+    metadata: dict[str, str]  # e.g. field
+
+    def headline(self) -> str:
+        """``CODE (REASON): message``, as an ApiError's."""
+        return f"{self.code} ({self.reason}): {self.message}" if self.reason else self.message
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """One item's outcome: its payment (COMMITTED, ABORTED with a reason, or PENDING), or the
+    error that refused it; ``idempotency_key`` is the key it was sent with."""
+
+    idempotency_key: str
+    payment: Payment | None
+    error: ItemError | None
+
+    @classmethod
+    def from_message(
+        cls, message: gateway_pb2.PayBatchResult, key: str, request_id: str
+    ) -> BatchResult:
+        if message.HasField("payment"):
+            payment = Payment.from_message(message.payment, request_id, message.replayed)
+            return cls(key, payment, None)
+        error = message.error
+        refused = ItemError(error.code, error.reason, error.message, dict(error.metadata))
+        return cls(key, None, refused)
+
+
+@dataclass(frozen=True)
+class BatchResults:
+    """A batch's outcomes, one per item, in the items' order."""
+
+    results: tuple[BatchResult, ...]
+    request_id: str
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __iter__(self) -> Iterator[BatchResult]:
+        return iter(self.results)
+
+    def __getitem__(self, index: int) -> BatchResult:
+        return self.results[index]
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,10 @@ class MinipayError(Exception):
         self.metadata = dict(metadata or {})
         self.retry_after = retry_after
 
+    # Whether the same request may succeed later (RESOURCE_EXHAUSTED and UNAVAILABLE then
+    # carry a RetryInfo even when the error names no delay).
+    waiting_helps = True
+
 
 class InvalidArgument(MinipayError):
     """The request is malformed or breaks a rule about its fields."""
@@ -77,6 +81,14 @@ class Throttled(MinipayError):
     """Too many attempts; ``retry_after`` says how many seconds to wait."""
 
     reason = ErrorReason.LOGIN_THROTTLED
+
+
+class RequestTooLarge(MinipayError):
+    """The request's bytes are more than the method takes: refused unread. The same request
+    is refused again however long one waits."""
+
+    reason = ErrorReason.REQUEST_TOO_LARGE
+    waiting_helps = False
 
 
 class Unavailable(MinipayError):

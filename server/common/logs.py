@@ -84,6 +84,9 @@ def describe_request(request: Any) -> dict[str, Any]:
     to = getattr(request, "to", None)
     if to is not None and hasattr(to, "bank") and request.HasField("to"):
         fields["to"] = bounded(f"{to.bank}/{to.account}")
+    items = getattr(request, "items", None)
+    if items is not None and not callable(items):  # a batch: how many, not each
+        fields["items"] = len(items)
     ids = getattr(request, "payment_ids", None)
     if ids:
         fields["payment_ids"] = [bounded(pid) for pid in ids]

@@ -172,6 +172,45 @@ class Coordinator:
         # Shielded: a caller that goes away does not stop the round its payment is in.
         return await asyncio.shield(answer)
 
+    async def pay_many(
+        self, orders: Sequence[PaymentOrder], wait: float | None = None
+    ) -> list[Outcome | Exception]:
+        """Each order's outcome, or the error that refused it (a reused key), in order: each
+        as if ``pay`` were called for it alone. They join the rounds together, and this waits
+        for nothing but them. An order whose key an earlier one in ORDERS has is asked once
+        that one's outcome is known: it is then a replay of it (or KEY_REUSED), in order."""
+        self.start()
+        loop = asyncio.get_running_loop()
+        request_id = REQUEST_ID.get()
+        answers: list[asyncio.Future[Outcome]] = []
+        first_of_key: dict[tuple[str, str], asyncio.Future[Outcome]] = {}
+        for order in orders:
+            answer: asyncio.Future[Outcome] = loop.create_future()
+            answers.append(answer)
+            asked = Asked(order, request_id, wait, answer)
+            earlier = first_of_key.setdefault((order.payer, order.idempotency_key), answer)
+            if earlier is answer:
+                self._asked.append(asked)
+            else:
+                self._ask_after(earlier, asked)
+        self._arrived.set()
+        # Shielded, as in ``pay``; every answer ends (a failed round fails its own).
+        done = await asyncio.shield(asyncio.gather(*answers, return_exceptions=True))
+        return [_settled(result) for result in done]
+
+    def _ask_after(self, earlier: asyncio.Future[Outcome], asked: Asked) -> None:
+        async def ask() -> None:
+            try:
+                await asyncio.wait([earlier])
+            except asyncio.CancelledError:  # stopping: the caller is told it was cancelled
+                asked.answer.cancel()
+                raise
+            self._asked.append(asked)
+            self._arrived.set()
+
+        self._rounds.add(task := asyncio.create_task(ask()))
+        task.add_done_callback(self._rounds.discard)
+
     async def _round_loop(self) -> None:
         round_done = asyncio.Event()
         last_start = 0.0
@@ -454,3 +493,10 @@ def _vote_word(vote: Vote) -> str:
 
 def _decision_word(payment: PaymentView) -> str:
     return "commit" if status_of(payment.state) is Status.COMMITTED else payment.reason_code
+
+
+def _settled(result: Outcome | BaseException) -> Outcome | Exception:
+    """An item's outcome or its error; a cancellation (the server stopping) is not an item's."""
+    if isinstance(result, Exception | Outcome):
+        return result
+    raise result

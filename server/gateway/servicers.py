@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
+import uuid
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -13,7 +15,7 @@ from google.protobuf import timestamp_pb2
 from minipay.v1 import admin_pb2, admin_pb2_grpc, common_pb2, gateway_pb2, gateway_pb2_grpc
 from server.common import validation
 from server.common.db import Database
-from server.common.errors import InvalidArgument, Unavailable
+from server.common.errors import Internal, InvalidArgument, MinipayError, Unavailable
 from server.common.principal import current_claims, current_principal
 from server.common.vocabulary import Status
 from server.gateway import history, payment_log, refunds, users
@@ -27,6 +29,9 @@ from server.gateway.payment_state import (
     PaymentView,
     status_of,
 )
+from server.interceptors.status import status_of as status_code_of
+
+log = logging.getLogger(__name__)
 
 _STATUS = {
     Status.PENDING: gateway_pb2.PAYMENT_STATUS_PENDING,
@@ -45,6 +50,7 @@ _KIND = {
 _KIND_FILTER = {value: kind for kind, value in _KIND.items()}
 MAX_PAYMENT_ID_LENGTH = 64
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 200
+MAX_BATCH_ITEMS = 1000
 
 
 def money(minor_units: int, currency: str) -> common_pb2.Money:
@@ -132,7 +138,48 @@ class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
             replayed=outcome.replayed,
         )
 
-    def _order(self, request: gateway_pb2.PayRequest) -> PaymentOrder:
+    async def PayBatch(
+        self, request: gateway_pb2.PayBatchRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.PayBatchResponse:
+        items = request.items
+        if not 1 <= len(items) <= MAX_BATCH_ITEMS:
+            raise InvalidArgument(
+                f"a batch has 1 to {MAX_BATCH_ITEMS} items, not {len(items)}", field="items"
+            )
+        # RATE LIMITS (issue 22): the per-customer limiter is consulted here, for the call as
+        # a whole, at a cost of len(items) payments, before anything is recorded.
+        checked: list[PaymentOrder | MinipayError] = []
+        for item in items:
+            try:
+                checked.append(self._order(item))
+            except MinipayError as error:  # this item only: the others go on
+                checked.append(error)
+        orders = [order for order in checked if isinstance(order, PaymentOrder)]
+        remaining = context.time_remaining()
+        outcomes = iter(
+            await self._coordinator.pay_many(orders, wait=remaining - 0.5 if remaining else None)
+        )
+        claims = current_claims()
+        unexpected: dict[int, Internal] = {}  # one reference per failure, however many items
+        results = []
+        for order in checked:
+            outcome = next(outcomes) if isinstance(order, PaymentOrder) else order
+            if isinstance(outcome, Outcome):
+                results.append(
+                    gateway_pb2.PayBatchResult(
+                        payment=payment_message(outcome.payment, claims.bank, claims.account),
+                        replayed=outcome.replayed,
+                    )
+                )
+                continue
+            if not isinstance(outcome, MinipayError):
+                if id(outcome) not in unexpected:
+                    unexpected[id(outcome)] = _internal(outcome)
+                outcome = unexpected[id(outcome)]
+            results.append(gateway_pb2.PayBatchResult(error=item_error(outcome)))
+        return gateway_pb2.PayBatchResponse(results=results)
+
+    def _order(self, request: gateway_pb2.PayRequest | gateway_pb2.PayBatchItem) -> PaymentOrder:
         claims = current_claims()
         if not request.HasField("to") or not request.to.bank or not request.to.account:
             raise InvalidArgument("to.bank and to.account are required", field="to")
@@ -306,6 +353,27 @@ def _message(
     if status is not Status.PENDING and payment.decided_at is not None:
         message.decided_at.CopyFrom(timestamp(payment.decided_at))
     return message
+
+
+def item_error(error: MinipayError) -> gateway_pb2.ItemError:
+    """The error Pay would have raised for one item alone, as a batch reports it."""
+    metadata = dict(error.metadata)
+    if error.field:
+        metadata.setdefault("field", error.field)
+    return gateway_pb2.ItemError(
+        code=status_code_of(error).name,
+        reason=error.reason.value,
+        message=error.message,
+        metadata=metadata,
+    )
+
+
+def _internal(error: Exception) -> Internal:
+    """An item that failed for no reason of its own (a round's database transaction, say):
+    INTERNAL with a reference to quote, its traceback logged under that reference."""
+    reference = uuid.uuid4().hex[:12]
+    log.error("batch_items_failed", exc_info=error, extra={"fields": {"reference": reference}})
+    return Internal(f"internal error (reference {reference})", metadata={"reference": reference})
 
 
 class CoordinatorService(gateway_pb2_grpc.CoordinatorServicer):  # type: ignore[misc]

@@ -3,11 +3,16 @@ servicer context (peer certificate, metadata) is only available inside the call.
 
 Registered handlers never change while a server runs, so each interceptor wraps a method's
 handler once and reuses it for every call (``WrappedHandlers``).
+
+A method may be given a request size limit (``limit``): the request bytes are measured before
+they are parsed, and bytes over the limit are never parsed at all. A server's own
+``grpc.max_receive_message_length`` is one limit for every method; this one is per method.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +20,7 @@ import grpc
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 Wrapper = Callable[[Behavior, Any, grpc.aio.ServicerContext], Awaitable[Any]]
+Parse = Callable[[bytes], Any]
 
 
 @dataclass(frozen=True)
@@ -26,15 +32,25 @@ class Malformed:
     problem: str
 
 
+@dataclass(frozen=True)
+class Oversized:
+    """Stands for request bytes longer than the method's limit: counted, never parsed."""
+
+    size: int
+    limit: int
+
+
 def wrap_unary(
     handler: grpc.RpcMethodHandler,
     wrapper: Wrapper,
     *,
     on_malformed: Callable[[bytes], Malformed] | None = None,
+    limit: int | None = None,
 ) -> grpc.RpcMethodHandler:
     """A handler whose unary behaviour runs inside ``wrapper``; streaming ones are unchanged.
     With ``on_malformed``, bytes that do not parse reach ``wrapper`` as the ``Malformed`` it
-    makes of them, instead of failing inside gRPC, where no interceptor sees them."""
+    makes of them, instead of failing inside gRPC, where no interceptor sees them. With
+    ``limit``, more bytes than that reach it as an ``Oversized``, unparsed."""
     if handler is None or handler.unary_unary is None:
         return handler
     inner: Behavior = handler.unary_unary
@@ -45,6 +61,8 @@ def wrap_unary(
     deserializer = handler.request_deserializer
     if on_malformed is not None and deserializer is not None:
         deserializer = _tolerant(deserializer, on_malformed)
+    if limit is not None and deserializer is not None:
+        deserializer = _bounded(deserializer, limit)
     return grpc.unary_unary_rpc_method_handler(
         behavior,
         request_deserializer=deserializer,
@@ -52,9 +70,54 @@ def wrap_unary(
     )
 
 
-def _tolerant(
-    parse: Callable[[bytes], Any], on_malformed: Callable[[bytes], Malformed]
-) -> Callable[[bytes], Any]:
+def bound_streams(
+    handler: grpc.RpcMethodHandler,
+    limit: int,
+    refuse: Callable[[Oversized, grpc.aio.ServicerContext], Awaitable[None]],
+) -> grpc.RpcMethodHandler:
+    """A streaming handler whose request messages longer than ``limit`` bytes are refused
+    unparsed (``refuse`` ends the call with a status); a unary one is returned unchanged.
+    Its behaviour may yield its responses or write them (``context.write``), and read its
+    requests from the iterator it is given."""
+    if handler is None or handler.unary_unary is not None or handler.request_deserializer is None:
+        return handler
+    kind = "unary_stream" if handler.unary_stream is not None else None
+    kind = kind or ("stream_unary" if handler.stream_unary is not None else "stream_stream")
+    inner = getattr(handler, kind)
+
+    async def checked(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+        async for request in requests:
+            if isinstance(request, Oversized):
+                await refuse(request, context)
+            yield request
+
+    async def first(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if kind != "unary_stream":
+            return checked(request, context)
+        if isinstance(request, Oversized):
+            await refuse(request, context)
+        return request
+
+    if inspect.isasyncgenfunction(inner):
+
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async for response in inner(await first(request, context), context):
+                yield response
+
+    else:
+
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:  # type: ignore[misc]
+            return await inner(await first(request, context), context)
+
+    make = getattr(grpc, f"{kind}_rpc_method_handler")
+    return make(
+        behavior,
+        request_deserializer=_bounded(handler.request_deserializer, limit),
+        response_serializer=handler.response_serializer,
+    )
+
+
+def _tolerant(parse: Parse, on_malformed: Callable[[bytes], Malformed]) -> Parse:
     def parse_or_mark(data: bytes) -> Any:
         try:
             return parse(data)
@@ -62,6 +125,15 @@ def _tolerant(
             return on_malformed(data)
 
     return parse_or_mark
+
+
+def _bounded(parse: Parse, limit: int) -> Parse:
+    def parse_within(data: bytes) -> Any:
+        if len(data) > limit:
+            return Oversized(len(data), limit)
+        return parse(data)
+
+    return parse_within
 
 
 class WrappedHandlers:

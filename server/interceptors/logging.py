@@ -16,21 +16,29 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 from google.protobuf.json_format import MessageToDict
 
 from minipay.errors import ErrorReason
-from server.common.errors import InvalidArgument, MinipayError
+from server.common.errors import InvalidArgument, MinipayError, RequestTooLarge
 from server.common.log_sampling import RefusalSampler
 from server.common.logs import REQUEST_ID, describe_request
 from server.common.metrics import CALL_SECONDS, CALLS, RETRIES
 from server.common.principal import peek_principal
 from server.common.tls import peer_common_name
 from server.interceptors.fields import check_request, malformed_reader
-from server.interceptors.handlers import Behavior, Malformed, WrappedHandlers, wrap_unary
+from server.interceptors.handlers import (
+    Behavior,
+    Malformed,
+    Oversized,
+    WrappedHandlers,
+    bound_streams,
+    wrap_unary,
+)
 from server.interceptors.status import internal_status, rich_status, status_of
 
 log = logging.getLogger("minipay.calls")
@@ -47,13 +55,37 @@ _SERVER_FAILURES = {
 }
 
 
+@dataclass(frozen=True)
+class RequestLimits:
+    """The most request bytes each method takes: ``by_method`` (full method names), else
+    ``default``. Checked on the bytes, before they are parsed or anyone is authenticated."""
+
+    default: int
+    by_method: Mapping[str, int] = field(default_factory=dict)
+
+    def of(self, method: str) -> int:
+        return self.by_method.get(method, self.default)
+
+    @property
+    def largest(self) -> int:
+        """What the server as a whole must let in (gRPC's own limit, before any of this)."""
+        return max([self.default, *self.by_method.values()])
+
+
 class LoggingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, component: str, answer_request_id: bool = False) -> None:
+    def __init__(
+        self,
+        component: str,
+        answer_request_id: bool = False,
+        request_limits: RequestLimits | None = None,
+    ) -> None:
         """ANSWER_REQUEST_ID: send every caller its request id in the initial metadata (the
         public API does; between servers the caller already has it, and the extra message
-        per call is not free)."""
+        per call is not free). REQUEST_LIMITS: each method's most request bytes (none: only
+        the server's own limit)."""
         self._component = component
         self._answer_request_id = answer_request_id
+        self._limits = request_limits
         self._handlers = WrappedHandlers(self._logged)
         # The metrics' children, looked up once per method (and code), not per call.
         self._calls = functools.lru_cache(maxsize=1024)(
@@ -73,6 +105,14 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return self._handlers.get(details.method, handler)
 
     def _logged(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        limit = self._limits.of(method) if self._limits is not None else None
+        if handler is not None and handler.unary_unary is None:
+            if limit is None:
+                return handler
+            return bound_streams(
+                handler, limit, lambda request, context: _refuse_stream(method, request, context)
+            )
+
         async def logged(inner: Behavior, request: Any, context: grpc.aio.ServicerContext) -> Any:
             request_id, attempt = _request_id_and_attempt(context)
             if not _REQUEST_ID.fullmatch(request_id):
@@ -96,6 +136,8 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             message = ""
             failure = None
             try:
+                if isinstance(request, Oversized):
+                    raise _too_large(method, request)
                 if isinstance(request, Malformed):
                     raise InvalidArgument(
                         f"the request is not a valid message for this method: {request.problem}",
@@ -143,7 +185,7 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 _record_identity(fields, context)
                 self._log_call(fields, code, failure)
 
-        return wrap_unary(handler, logged, on_malformed=malformed_reader(method))
+        return wrap_unary(handler, logged, on_malformed=malformed_reader(method), limit=limit)
 
     def _log_call(self, fields: dict[str, Any], code: grpc.StatusCode, failure: Any) -> None:
         if code == grpc.StatusCode.INTERNAL:
@@ -154,6 +196,23 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             _peer_key(fields), fields["method"], code.name
         ):
             log.info("call", extra={"fields": fields})
+
+
+def _too_large(method: str, request: Oversized) -> RequestTooLarge:
+    return RequestTooLarge(
+        f"the request is {request.size} bytes; {method} takes at most {request.limit} bytes: "
+        "send less in one call",
+        metadata={"limit_bytes": str(request.limit), "method": method},
+    )
+
+
+async def _refuse_stream(
+    method: str, request: Oversized, context: grpc.aio.ServicerContext
+) -> None:
+    """Ends a streaming call whose request is over its method's limit."""
+    error = _too_large(method, request)
+    status = rich_status(error)
+    await context.abort(status.code, error.message, trailing_metadata=status.trailing_metadata)
 
 
 def _request_id_and_attempt(context: grpc.aio.ServicerContext) -> tuple[str, str]:

@@ -23,6 +23,7 @@ STATUS_OF_ERROR: dict[type[errors.MinipayError], grpc.StatusCode] = {
     errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     errors.Throttled: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.RequestTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.Internal: grpc.StatusCode.INTERNAL,
 }
@@ -52,7 +53,7 @@ def rich_status(error: errors.MinipayError) -> grpc.Status:
         )
         details.append(error_details_pb2.BadRequest(field_violations=[violation]))
     retry_after = error.retry_after or DEFAULT_RETRY_AFTER.get(code, 0.0)
-    if retry_after > 0:
+    if retry_after > 0 and error.waiting_helps:
         seconds = math.ceil(retry_after)
         details.append(
             error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=seconds))

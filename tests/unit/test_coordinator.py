@@ -180,6 +180,88 @@ def test_payments_waiting_together_share_a_round(gateway_db: Database, replica: 
     assert max(len(legs) for legs in to_alpha) <= 16, "never more than batch_max per round"
 
 
+def keyed(key: str, **changes: object) -> PaymentOrder:
+    return dataclasses.replace(ORDER, idempotency_key=key, **changes)  # type: ignore[arg-type]
+
+
+def test_many_orders_at_once_answer_in_order_over_several_rounds(
+    gateway_db: Database, replica: Replica
+) -> None:
+    banks = FakeBanks()
+    banks.votes["beta"] = no_vote(Reason.ACCOUNT_NOT_FOUND)
+    orders = [keyed(f"k{i}", to_bank="alpha" if i % 3 else "beta") for i in range(40)]
+    outcomes = run(gateway_db, replica, banks, lambda c: c.pay_many(orders))
+    assert len(outcomes) == 40
+    for index, outcome in enumerate(outcomes):
+        assert isinstance(outcome, Outcome), outcome
+        assert outcome.payment.to_bank == orders[index].to_bank
+        expected = Status.COMMITTED if index % 3 else Status.ABORTED
+        assert outcome.status is expected, index
+    rounds = [{leg.payment_id for leg in legs} for bank, legs in banks.prepared if bank == "alpha"]
+    assert max(map(len, rounds)) <= 16, "never more than batch_max per round"
+    assert len(rounds) >= 3, "40 orders at once fill several rounds"
+
+
+def test_one_key_twice_in_many_orders_pays_once_or_is_refused(
+    gateway_db: Database, replica: Replica
+) -> None:
+    banks = FakeBanks()
+    # Far apart, so that the repeat could land in a later round than the first.
+    orders = [keyed("same"), *(keyed(f"k{i}") for i in range(30)), keyed("same")]
+    orders += [keyed("other"), keyed("other", amount=1)]
+    outcomes = run(gateway_db, replica, banks, lambda c: c.pay_many(orders))
+    first, repeat = outcomes[0], outcomes[31]
+    assert isinstance(first, Outcome) and isinstance(repeat, Outcome)
+    assert (first.replayed, repeat.replayed) == (False, True), "the later one is the replay"
+    assert repeat.payment_id == first.payment_id and repeat.status is Status.COMMITTED
+    kept, refused = outcomes[32], outcomes[33]
+    assert isinstance(kept, Outcome) and kept.status is Status.COMMITTED and not kept.replayed
+    assert isinstance(refused, InvalidArgument) and "already used" in refused.message
+    assert sum(len(legs) for bank, legs in banks.prepared if bank == "alpha") == 32, "32 payments"
+
+
+def test_many_orders_wait_for_nothing_but_themselves(
+    gateway_db: Database, replica: Replica
+) -> None:
+    """A slow payment asked alone does not hold up a batch asked after it, in a later round."""
+    banks = FakeBanks()
+
+    async def go(c: Coordinator) -> float:
+        banks.prepare_delay["beta"] = 0.5
+        slow = asyncio.create_task(c.pay(keyed("slow")))
+        await asyncio.sleep(0.1)  # its round is waiting on beta
+        banks.prepare_delay["beta"] = 0.0
+        started = asyncio.get_running_loop().time()
+        outcomes = await c.pay_many([keyed(f"k{i}", to_bank="alpha") for i in range(5)])
+        took = asyncio.get_running_loop().time() - started
+        assert all(isinstance(o, Outcome) and o.status is Status.COMMITTED for o in outcomes)
+        assert not slow.done(), "the batch finished first"
+        await slow
+        return took
+
+    assert run(gateway_db, replica, banks, go) < 0.35
+
+
+def test_a_failing_round_fails_only_its_own_orders(gateway_db: Database, replica: Replica) -> None:
+    banks = FakeBanks()
+
+    async def go(c: Coordinator) -> list[Outcome | Exception]:
+        original = c._db
+
+        class Broken:
+            async def statements(self, work: object) -> object:
+                raise RuntimeError("disk full")
+
+        c._db = Broken()  # type: ignore[assignment]
+        failed = await c.pay_many([keyed("a"), keyed("b")])
+        assert all(isinstance(o, RuntimeError) for o in failed), failed
+        c._db = original
+        return await c.pay_many([keyed("a"), keyed("b")])
+
+    again = run(gateway_db, replica, banks, go)
+    assert all(isinstance(o, Outcome) and o.status is Status.COMMITTED for o in again)
+
+
 def test_a_decision_rides_on_the_next_prepare_to_its_bank(
     gateway_db: Database, replica: Replica
 ) -> None:

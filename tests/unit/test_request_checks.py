@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import grpc
 import pytest
 from google.protobuf import struct_pb2, timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
@@ -13,7 +14,8 @@ from google.rpc import error_details_pb2, status_pb2
 from minipay.money import EXPONENTS
 from minipay.v1 import admin_pb2, bank_pb2, common_pb2, gateway_pb2
 from server.common import validation
-from server.common.errors import InvalidArgument
+from server.common.errors import InvalidArgument, RequestTooLarge
+from server.gateway.app import REQUEST_LIMITS
 from server.interceptors.fields import (
     MAX_NANOS,
     MAX_SECONDS,
@@ -22,6 +24,7 @@ from server.interceptors.fields import (
     check_request,
     malformed_reader,
 )
+from server.interceptors.handlers import Oversized, wrap_unary
 from server.interceptors.status import rich_status
 
 
@@ -164,3 +167,55 @@ def test_a_payment_id_is_printable_ascii(value: str) -> None:
     with pytest.raises(InvalidArgument):
         validation.payment_id(value)
     assert validation.payment_id("pay_" + "0" * 32) == "pay_" + "0" * 32
+
+
+# -- request sizes -------------------------------------------------------------------------------
+
+
+def test_bytes_over_a_method_s_limit_are_never_parsed() -> None:
+    parsed: list[bytes] = []
+
+    def parse(data: bytes) -> bytes:
+        parsed.append(data)
+        return data
+
+    async def behavior(request: Any, context: Any) -> Any:
+        return request
+
+    async def wrapper(inner: Any, request: Any, context: Any) -> Any:
+        return await inner(request, context)
+
+    handler = grpc.unary_unary_rpc_method_handler(behavior, request_deserializer=parse)
+    bounded = wrap_unary(handler, wrapper, limit=10).request_deserializer
+    assert bounded(b"x" * 10) == b"x" * 10
+    assert bounded(b"x" * 11) == Oversized(11, 10)
+    assert parsed == [b"x" * 10], "the bytes over the limit were not read"
+
+
+def worst_case_batch(items: int) -> gateway_pb2.PayBatchRequest:
+    """ITEMS valid items, each as long as every field's own rule lets it be."""
+    item = gateway_pb2.PayBatchItem(
+        to=common_pb2.AccountRef(bank="b" * 63, account="A" * 34),
+        amount=common_pb2.Money(minor_units=10**15, currency="USD"),
+        idempotency_key="k" * validation.MAX_IDEMPOTENCY_KEY_LENGTH,
+    )
+    return gateway_pb2.PayBatchRequest(items=[item] * items)
+
+
+def test_the_batch_method_alone_takes_a_thousand_of_the_largest_items() -> None:
+    limits = REQUEST_LIMITS
+    batch = "/minipay.v1.Payments/PayBatch"
+    assert worst_case_batch(1000).ByteSize() <= limits.of(batch)
+    assert limits.of("/minipay.v1.Payments/Pay") == 64 * 1024
+    assert limits.of("/minipay.v1.Auth/Login") == 64 * 1024
+    assert limits.largest == limits.of(batch), "the server as a whole lets the batch in"
+
+
+def test_a_request_too_large_says_the_limit_and_no_retry_helps() -> None:
+    error = RequestTooLarge("too large", metadata={"limit_bytes": "65536", "method": "/m"})
+    status = status_pb2.Status.FromString(
+        dict(rich_status(error).trailing_metadata)["grpc-status-details-bin"]
+    )
+    assert status.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    kinds = [detail.type_url.rsplit(".", 1)[-1] for detail in status.details]
+    assert kinds == ["ErrorInfo"], "no RetryInfo: the same request is refused again"
