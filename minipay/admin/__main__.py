@@ -1,5 +1,5 @@
 """python -m admin: log in as an admin, list banks, create, list, disable and enable
-users, and deposit money.
+users, deposit money, and read any payment's story (trace).
 
 The admin's session is kept apart from a customer's, in $MINIPAY_HOME/admin-session.json
 (default ~/.minipay). Amounts are plain decimals in the currency's units ("100.00"); with
@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from minipay.client.api import ClientError, GatewayClient, User
 from minipay.client.commandline import (
+    TRACE_DETAILS,
     Commands,
     Invocation,
     PasswordRequest,
@@ -24,6 +25,7 @@ from minipay.client.commandline import (
     password_stdin,
     run,
     show,
+    show_trace,
 )
 from minipay.money import format_minor_units, to_minor_units
 
@@ -93,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="any unique text; running the command again with the same key deposits once "
         "(default: a new random key)",
     )
+    trace_command = commands.add(
+        "trace",
+        "any payment's story, step by step: every step of its two-phase commit",
+        TRACE_DETAILS,
+    )
+    trace_command.add_argument("payment_id", metavar="ID", help="the payment's id")
     return commands.parser
 
 
@@ -179,6 +187,8 @@ async def work(invocation: Invocation, client: GatewayClient) -> int:
         show(args, user_fields(user), user_line(user), user.request_id)
     elif command == "deposit":
         await deposit(invocation, client)
+    elif command == "trace":
+        show_trace(args, await client.admin_payment_trace(args.payment_id))
     return 0
 
 

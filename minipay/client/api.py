@@ -1,7 +1,10 @@
 """The client library: a mutual-TLS channel to the gateway, the saved login session, and
 typed calls that retry safely (same idempotency key and request id, exponential backoff with
 full jitter, or longer when the gateway's RetryInfo says so) on UNAVAILABLE and
-DEADLINE_EXCEEDED.
+DEADLINE_EXCEEDED. A call refused for the customer's rate limit (RATE_LIMITED) waits what its
+RetryInfo says, plus jitter, and is sent again without counting as an attempt, as long as the
+waiting stays within the call's timeout; each wait is logged (on standard error with the
+CLIs' --verbose).
 
 Calls return frozen dataclasses (``client.results``), each with the ``request_id`` of the
 call. Every call that does not succeed raises ``ApiError`` (``client.errors``: code, reason,
@@ -58,6 +61,8 @@ from minipay.client.results import (
     UserList,
     utc,
 )
+from minipay.client.trace import PaymentTrace
+from minipay.errors import ErrorReason
 from minipay.service_names import GATEWAY_SERVER_NAME
 from minipay.v1 import (
     admin_pb2,
@@ -84,6 +89,7 @@ __all__ = [
     "LogoutResult",
     "Payment",
     "PaymentStatus",
+    "PaymentTrace",
     "Registration",
     "RetryPolicy",
     "User",
@@ -274,6 +280,11 @@ class RetryPolicy:
         RetryInfo asked for longer."""
         return max(self.backoff(attempt), retry_after or 0.0)
 
+    def rate_limit_wait(self, retry_after: float) -> float:
+        """The pause before sending a rate-limited call again: what the gateway asked for,
+        and up to a tenth more (at least a few ms), so that clients do not come back at once."""
+        return retry_after + random.uniform(0, retry_after / 10 + 0.005)
+
 
 class Answer(NamedTuple):
     """A call's response message and the request id the gateway answered with."""
@@ -336,6 +347,7 @@ class GatewayClient:
         Raises ApiError (GatewayUnreachable when the gateway never answered)."""
         request_id = uuid.uuid4().hex
         attempt = 1
+        waited = 0.0  # for the rate limit, within the call's timeout
         while True:
             metadata = [(REQUEST_ID_HEADER, request_id), ("x-attempt", str(attempt))]
             if self.token:
@@ -347,6 +359,11 @@ class GatewayClient:
                 return Answer(message, answered or request_id)
             except grpc.aio.AioRpcError as rpc_error:
                 error = ApiError.from_rpc_error(rpc_error, request_id)
+                pause = self._rate_limited(error, waited)
+                if pause is not None:
+                    waited += pause
+                    await self.retry.sleep(pause)
+                    continue
                 if error.code not in RETRYABLE:
                     raise error from rpc_error
                 if attempt >= self.retry.max_attempts:
@@ -359,6 +376,24 @@ class GatewayClient:
             self._log_retry(error, attempt, delay, idempotency_key)
             await self.retry.sleep(delay)
             attempt += 1
+
+    def _rate_limited(self, error: ApiError, waited: float) -> float | None:
+        """How long to wait before sending a call the rate limit refused again; None when
+        the error is another, or the wait would go past the call's timeout."""
+        if error.reason != ErrorReason.RATE_LIMITED or not error.retry_after:
+            return None
+        pause = self.retry.rate_limit_wait(error.retry_after)
+        if waited + pause > self.config.timeout:
+            return None
+        fields = {
+            "event": "rate_limited",
+            "message": f"rate limited: waiting {pause:.3f} s, then sending the call again",
+            "request_id": error.request_id,
+            "waiting_s": round(pause, 3),
+            "waited_s": round(waited, 3),
+        }
+        log.warning("rate limited", extra={"fields": fields})
+        return pause
 
     def _log_retry(self, error: ApiError, attempt: int, delay: float, idempotency_key: str) -> None:
         fields = {
@@ -429,6 +464,13 @@ class GatewayClient:
         message, request_id = await self._call(self.payments.GetPayment, request)
         return Payment.from_message(message.payment, request_id)
 
+    async def payment_trace(self, payment_id: str) -> PaymentTrace:
+        """The story of one payment the caller made (every step) or received once it
+        committed (without the payer's bank's votes and the payer's request details)."""
+        request = gateway_pb2.GetPaymentTraceRequest(payment_id=payment_id)
+        message, request_id = await self._call(self.payments.GetPaymentTrace, request)
+        return PaymentTrace.from_message(message, request_id)
+
     async def history(
         self,
         page_size: int = 20,
@@ -484,6 +526,12 @@ class GatewayClient:
         )
         message, request_id = await self._call(self.admin.CreateUser, request)
         return User.from_message(message.user, request_id)
+
+    async def admin_payment_trace(self, payment_id: str) -> PaymentTrace:
+        """Any payment's story, every step (an admin's call)."""
+        request = admin_pb2.AdminGetPaymentTraceRequest(payment_id=payment_id)
+        message, request_id = await self._call(self.admin.GetPaymentTrace, request)
+        return PaymentTrace.from_message(message, request_id)
 
     async def list_users(self, bank: str = "") -> UserList:
         """The customers of BANK, or of every bank."""

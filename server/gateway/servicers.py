@@ -6,21 +6,25 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Callable
 
 import grpc
 from google.protobuf import timestamp_pb2
+from sqlalchemy import Connection
 
 from minipay.errors import ErrorReason
+from minipay.service_names import bank_of
 from minipay.v1 import admin_pb2, admin_pb2_grpc, common_pb2, gateway_pb2, gateway_pb2_grpc
 from server.common import validation
 from server.common.db import Database
 from server.common.errors import InvalidArgument, NotFound
 from server.common.principal import current_claims, current_principal
 from server.common.vocabulary import Status
-from server.gateway import history, payment_log, users
+from server.gateway import history, payment_log, trace, users
 from server.gateway.banks import BankDirectory, CustomerInfo, NewCustomer
 from server.gateway.coordinator import Coordinator
 from server.gateway.payment_state import PaymentOrder, PaymentView, status_of
+from server.gateway.rate_limit import RateLimiter
 
 _STATUS = {
     Status.PENDING: gateway_pb2.PAYMENT_STATUS_PENDING,
@@ -89,10 +93,17 @@ class AuthService(gateway_pb2_grpc.AuthServicer):  # type: ignore[misc]
 
 
 class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
-    def __init__(self, db: Database, banks: BankDirectory, coordinator: Coordinator) -> None:
+    def __init__(
+        self,
+        db: Database,
+        banks: BankDirectory,
+        coordinator: Coordinator,
+        limiter: RateLimiter,
+    ) -> None:
         self._db = db
         self._banks = banks
         self._coordinator = coordinator
+        self._limiter = limiter
 
     async def GetBalance(
         self, request: gateway_pb2.GetBalanceRequest, context: grpc.aio.ServicerContext
@@ -112,6 +123,7 @@ class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
         self, request: gateway_pb2.PayRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.PayResponse:
         order = self._order(request)
+        self._limiter.take(order.payer)  # RATE_LIMITED: nothing recorded
         # A repeat of a key being decided elsewhere waits for it, within the caller's deadline.
         remaining = context.time_remaining()
         outcome = await self._coordinator.pay(order, wait=remaining - 0.5 if remaining else None)
@@ -164,6 +176,24 @@ class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
             payment=payment_message(payment, claims.bank, claims.account)
         )
 
+    async def GetPaymentTrace(
+        self, request: gateway_pb2.GetPaymentTraceRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.GetPaymentTraceResponse:
+        claims = current_claims()
+        payment_id = _payment_id(request.payment_id)
+
+        def viewer(payment: PaymentView) -> trace.Viewer | None:
+            if not history.visible_to(payment, claims.bank, claims.account):
+                return None
+            outgoing = (payment.from_bank, payment.from_account) == (claims.bank, claims.account)
+            return trace.Viewer.PAYER if outgoing else trace.Viewer.PAYEE
+
+        payment, steps = await _story(self._db, payment_id, viewer)
+        return gateway_pb2.GetPaymentTraceResponse(
+            payment=payment_message(payment, claims.bank, claims.account),
+            steps=[trace_step_message(step) for step in steps],
+        )
+
     async def ListHistory(
         self, request: gateway_pb2.ListHistoryRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.ListHistoryResponse:
@@ -194,6 +224,53 @@ class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
         )
 
 
+def _payment_id(text: str) -> str:
+    if not 1 <= len(text) <= MAX_PAYMENT_ID_LENGTH:
+        raise InvalidArgument(
+            f"payment_id must be 1-{MAX_PAYMENT_ID_LENGTH} characters", field="payment_id"
+        )
+    return text
+
+
+async def _story(
+    db: Database, payment_id: str, viewer_of: Callable[[PaymentView], trace.Viewer | None]
+) -> tuple[PaymentView, list[trace.Step]]:
+    """The payment and what its viewer (VIEWER_OF the payment; None: not theirs to see, which
+    is answered exactly like a payment that does not exist) may see of its story."""
+
+    def read(connection: Connection) -> tuple[PaymentView, list[trace.Step]] | None:
+        payment = payment_log.by_ids(connection, [payment_id]).get(payment_id)
+        viewer = viewer_of(payment) if payment is not None else None
+        if payment is None or viewer is None:
+            return None
+        return payment, trace.visible_steps(trace.read(connection, payment_id), viewer, payment)
+
+    found = await db.statements(read)
+    if found is None:
+        raise NotFound(
+            "no payment with this id that you made or received",
+            ErrorReason.PAYMENT_NOT_FOUND,
+            metadata={"payment_id": payment_id},
+        )
+    return found
+
+
+def trace_step_message(step: trace.Step) -> gateway_pb2.TraceStep:
+    message = gateway_pb2.TraceStep(
+        kind=f"TRACE_STEP_KIND_{step.kind.value}",
+        replica=step.replica,
+        bank=step.bank,
+        round=step.round,
+        outcome=step.outcome,
+        detail=step.detail,
+        attributes=dict(step.attributes),
+    )
+    message.at.FromMilliseconds(step.at_ms)
+    if step.sent_ms is not None:
+        message.sent_at.FromMilliseconds(step.sent_ms)
+    return message
+
+
 def payment_message(payment: PaymentView, bank: str, account: str) -> gateway_pb2.Payment:
     """PAYMENT as the owner of BANK/ACCOUNT sees it: the payee never learns why the payer's
     side failed."""
@@ -222,7 +299,8 @@ class CoordinatorService(gateway_pb2_grpc.CoordinatorServicer):  # type: ignore[
     async def GetDecision(
         self, request: gateway_pb2.GetDecisionRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.GetDecisionResponse:
-        answers = await self._coordinator.statuses(list(request.payment_ids))
+        asking = bank_of(current_principal().peer.spiffe_id) or ""
+        answers = await self._coordinator.statuses(list(request.payment_ids), asking)
         values = {
             Status.PENDING: gateway_pb2.DECISION_PENDING,
             Status.COMMITTED: gateway_pb2.DECISION_COMMIT,
@@ -237,9 +315,22 @@ class CoordinatorService(gateway_pb2_grpc.CoordinatorServicer):  # type: ignore[
 
 
 class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
-    def __init__(self, banks: BankDirectory, identities: users.UserService) -> None:
+    def __init__(self, banks: BankDirectory, identities: users.UserService, db: Database) -> None:
         self._banks = banks
         self._identities = identities
+        self._db = db
+
+    async def GetPaymentTrace(
+        self, request: admin_pb2.AdminGetPaymentTraceRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.AdminGetPaymentTraceResponse:
+        payment, steps = await _story(
+            self._db, _payment_id(request.payment_id), lambda _: trace.Viewer.ADMIN
+        )
+        return admin_pb2.AdminGetPaymentTraceResponse(
+            # As its payer sees it: the whole payment, its reason included.
+            payment=payment_message(payment, payment.from_bank, payment.from_account),
+            steps=[trace_step_message(step) for step in steps],
+        )
 
     async def ListBanks(
         self, request: admin_pb2.ListBanksRequest, context: grpc.aio.ServicerContext
