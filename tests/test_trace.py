@@ -16,7 +16,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -253,3 +252,228 @@ class TraceCli:
         result = self.run(tool, token, *args)
         assert result.returncode == 0, result.stderr
         return result.stdout
+
+
+# -- aborted, for each cause ---------------------------------------------------------------------
+
+
+def assert_aborted_views(traces: dict[str, PaymentTrace | ApiError], payment_id: str) -> None:
+    """An aborted payment: the payer and the admin see the same whole story, with the
+    reason; the payee and the stranger are told there is no such payment."""
+    payer, admin_view = traces["payer"], traces["admin"]
+    assert isinstance(payer, PaymentTrace) and isinstance(admin_view, PaymentTrace)
+    assert admin_view.steps == payer.steps
+    assert payer.status.value == "ABORTED" and payer.reason_code
+    assert_sane_times(payer)
+    assert_not_found(traces["payee"], payment_id)
+    assert_not_found(traces["stranger"], payment_id)
+
+
+def test_aborted_by_a_no_vote(make_cluster: ClusterFactory, certs: Path) -> None:
+    cluster = make_cluster()
+    readers = Readers(cluster, certs)
+    payment = paid(readers.payer, 10**9)  # far more than alice has
+    assert (payment.status, payment.reason_code) == (ABORTED, "INSUFFICIENT_FUNDS")
+    settle(cluster)
+    traces = readers.traces(payment.payment_id)
+    assert_aborted_views(traces, payment.payment_id)
+    payer = traces["payer"]
+    assert_story(
+        payer,
+        ("RECORDED", "", ""),
+        ("VOTED", "alpha", "INSUFFICIENT_FUNDS"),
+        ("VOTED", "beta", "YES"),
+        ("DECIDED", "", "ABORT"),
+        ("ACKNOWLEDGED", "alpha", "ABORT"),
+        ("ACKNOWLEDGED", "beta", "ABORT"),
+        ("FINISHED", "", ""),
+    )
+    assert steps_of(payer, "VOTED", "alpha")[0].detail  # the bank's words
+    assert steps_of(payer, "DECIDED")[0].detail == "alpha voted no: INSUFFICIENT_FUNDS"
+
+
+def test_aborted_by_the_timeout(make_cluster: ClusterFactory, certs: Path) -> None:
+    timeout = 2.0
+    cluster = make_cluster(
+        env=server_env(txn_timeout=timeout), faults={"beta": f"delay_prepare={timeout + 1}"}
+    )
+    readers = Readers(cluster, certs)
+    payment = paid(readers.payer, 500)
+    assert (payment.status, payment.reason_code) == (ABORTED, "TIMEOUT")
+    settle(cluster)
+    traces = readers.traces(payment.payment_id)
+    assert_aborted_views(traces, payment.payment_id)
+    payer = traces["payer"]
+    print(render_text(payer))
+    told = story(payer)
+    assert told[:4] == [
+        ("RECORDED", "", ""),
+        ("VOTED", "alpha", "YES"),
+        ("VOTED", "beta", "TIMEOUT"),
+        ("DECIDED", "", "ABORT"),
+    ], told
+    assert told[-1] == ("FINISHED", "", "")
+    assert ("ACKNOWLEDGED", "alpha", "ABORT") in told and ("ACKNOWLEDGED", "beta", "ABORT") in told
+    [late] = steps_of(payer, "VOTED", "beta")
+    assert late.sent_at is not None
+    waited = (late.at - late.sent_at).total_seconds()
+    assert timeout - 0.2 <= waited <= timeout + 1, waited
+    assert late.detail == f"no vote in {round(waited * 1000)} ms"
+    assert steps_of(payer, "DECIDED")[0].detail == "beta did not vote within the timeout"
+
+
+def test_aborted_as_a_bank_could_not_be_reached(make_cluster: ClusterFactory, certs: Path) -> None:
+    cluster = make_cluster()
+    readers = Readers(cluster, certs)
+    cluster.kill("beta")
+    payment = paid(readers.payer, 700)
+    assert (payment.status, payment.reason_code) == (ABORTED, "BANK_UNAVAILABLE")
+    time.sleep(1.0)  # the Abort to beta goes unacknowledged, and is sent again, and again
+    cluster.start_process("beta")
+    cluster.wait_ready("beta")
+    settle(cluster)
+    traces = readers.traces(payment.payment_id)
+    assert_aborted_views(traces, payment.payment_id)
+    payer = traces["payer"]
+    print(render_text(payer))
+    assert_story(
+        payer,
+        ("RECORDED", "", ""),
+        ("VOTED", "alpha", "YES"),
+        ("VOTED", "beta", "BANK_UNAVAILABLE"),
+        ("DECIDED", "", "ABORT"),
+        ("ACKNOWLEDGED", "alpha", "ABORT"),
+        ("NOT_ACKNOWLEDGED", "beta", "ABORT"),  # once: later failures are only counted
+        ("ACKNOWLEDGED", "beta", "ABORT"),
+        ("FINISHED", "", ""),
+    )
+    assert steps_of(payer, "DECIDED")[0].detail == "beta could not be reached"
+    resent = steps_of(payer, "ACKNOWLEDGED", "beta")[0]
+    assert int(resent.attributes["attempts"]) >= 2, resent
+    missing = steps_of(payer, "NOT_ACKNOWLEDGED", "beta")[0]
+    assert missing.sent_at is not None and missing.at < resent.at
+
+
+# -- recovered: banks ask after the gateway was killed --------------------------------------------
+
+
+def test_recovered_after_the_gateway_was_killed(make_cluster: ClusterFactory, certs: Path) -> None:
+    """The gateway dies once its decision is stored, before any bank hears it. Back (and, to
+    be sure the banks must ask, keeping its decisions to itself), it takes its payment over
+    after the restart; the banks, in doubt, ask it and commit. Back once more as usual, it
+    delivers the decision and the payment finishes."""
+    cluster = make_cluster(env=server_env(txn_timeout=1))
+    readers = Readers(cluster, certs)
+    before = total_money(cluster)
+    cluster.restart(GATEWAY, faults="crash_after_decision")
+    with pytest.raises(ApiError):
+        paid(readers.payer, 900)
+    assert cluster.wait_exit(GATEWAY) == 97
+    cluster.start_process(GATEWAY, faults="withhold_decisions")
+    cluster.wait_ready(GATEWAY)
+    asked = {"alpha", "beta"}
+    wait_until(
+        lambda: all(log_has(cluster, bank, "recovered_commit") for bank in asked),
+        20,
+        "both banks to ask and commit",
+    )
+    time.sleep(0.5)  # the questions' steps wait for a write: the completion loop's
+    cluster.restart(GATEWAY)
+    assert_atomic(cluster, before)
+    [payment_id] = payments_of(readers.payer)
+    traces = readers.traces(payment_id)
+    payer = traces["payer"]
+    assert isinstance(payer, PaymentTrace)
+    print(render_text(payer))
+    assert payer.status.value == "COMMITTED"
+    told = story(payer)
+    assert told[:4] == [
+        ("RECORDED", "", ""),
+        ("VOTED", "alpha", "YES"),
+        ("VOTED", "beta", "YES"),
+        ("DECIDED", "", "COMMIT"),
+    ], told
+    assert ("ASKED", "alpha", "COMMIT") in told and ("ASKED", "beta", "COMMIT") in told
+    taken = steps_of(payer, "TAKEN_OVER")
+    assert len(taken) == 2 and all(s.attributes == {"from_replica": GATEWAY} for s in taken)
+    assert told[-3:] == sorted(told[-3:], key=lambda s: s[0] == "FINISHED")
+    assert sorted(told[-3:]) == [
+        ("ACKNOWLEDGED", "alpha", "COMMIT"),
+        ("ACKNOWLEDGED", "beta", "COMMIT"),
+        ("FINISHED", "", ""),
+    ]
+    assert_payee_view(payer, traces["payee"])
+    assert_not_found(traces["stranger"], payment_id)
+    admin_view = traces["admin"]
+    assert isinstance(admin_view, PaymentTrace) and admin_view.steps == payer.steps
+
+
+def log_has(cluster: Cluster, name: str, *words: str) -> bool:
+    text = cluster.log_file(name).read_text()
+    return any(all(word in line for word in words) for line in text.splitlines())
+
+
+def payments_of(client: Client) -> list[str]:
+    return [p.payment_id for p in client.history(page_size=50).payments]
+
+
+# -- taken over by another replica -----------------------------------------------------------------
+
+SECOND = "gateway-2"
+LEASE = 1.5
+
+
+@pytest.mark.skipif(not postgres_available(), reason="replicas need PostgreSQL")
+@pytest.mark.parametrize(
+    ("fault", "outcome"),
+    [("crash_after_record", ABORTED), ("crash_after_decision", COMMITTED)],
+    ids=["undecided", "decided"],
+)
+def test_taken_over_by_another_replica(
+    make_cluster: ClusterFactory, certs: Path, fault: str, outcome: Any
+) -> None:
+    """The owner is killed (-9) mid-way: after recording (the survivor presumes abort) or
+    after deciding (the survivor delivers the decision)."""
+    cluster = make_cluster(
+        "postgres",
+        env=environment(GatewaySettings, lease=LEASE),
+        gateways=2,
+        faults={GATEWAY: fault},
+    )
+    readers = Readers(cluster, certs, gateway=SECOND)
+    key = str(uuid.uuid4())
+    owner = Client(cluster, certs, token=readers.payer.token, gateway=cluster.address(GATEWAY))
+    with pytest.raises(ApiError):
+        paid(owner, 2500, key)
+    assert cluster.wait_exit(GATEWAY) == 97
+    wait_until(lambda: paid(readers.payer, 2500, key).status == outcome, 30, "the take-over")
+    settle(cluster)
+    [payment_id] = payments_of(readers.payer)
+    traces = readers.traces(payment_id)
+    payer = traces["payer"]
+    assert isinstance(payer, PaymentTrace)
+    print(render_text(payer))
+    [taken] = steps_of(payer, "TAKEN_OVER")
+    assert (taken.replica, taken.attributes) == (SECOND, {"from_replica": GATEWAY})
+    at = payer.steps.index(taken)
+    assert {s.kind for s in payer.steps if s.replica == GATEWAY} <= {"RECORDED", "VOTED", "DECIDED"}
+    assert all(s.replica == GATEWAY for s in payer.steps[:at] if s.kind != "REPLAYED")
+    assert all(s.replica == SECOND for s in payer.steps[at:])
+    decided = steps_of(payer, "DECIDED")[0]
+    if outcome == ABORTED:
+        assert (decided.replica, decided.outcome) == (SECOND, "ABORT")
+        assert decided.detail == "presumed abort after a take-over"
+        assert not steps_of(payer, "VOTED")  # no Prepare was ever sent
+        assert_not_found(traces["payee"], payment_id)
+    else:
+        assert (decided.replica, decided.outcome) == (GATEWAY, "COMMIT")
+        assert [s.kind for s in payer.steps[:4]] == ["RECORDED", "VOTED", "VOTED", "DECIDED"]
+        assert_payee_view(payer, traces["payee"])
+    for bank in ("alpha", "beta"):
+        [ack] = steps_of(payer, "ACKNOWLEDGED", bank)
+        assert (ack.replica, ack.outcome) == (SECOND, decided.outcome)
+    finished = payer.steps[-1]
+    assert (finished.kind, finished.replica) == ("FINISHED", SECOND)
+    assert_not_found(traces["stranger"], payment_id)
+    admin_view = traces["admin"]
+    assert isinstance(admin_view, PaymentTrace) and admin_view.steps == payer.steps
