@@ -304,6 +304,7 @@ def test_aborted_by_the_timeout(make_cluster: ClusterFactory, certs: Path) -> No
     traces = readers.traces(payment.payment_id)
     assert_aborted_views(traces, payment.payment_id)
     payer = traces["payer"]
+    assert isinstance(payer, PaymentTrace)
     print(render_text(payer))
     told = story(payer)
     assert told[:4] == [
@@ -335,6 +336,7 @@ def test_aborted_as_a_bank_could_not_be_reached(make_cluster: ClusterFactory, ce
     traces = readers.traces(payment.payment_id)
     assert_aborted_views(traces, payment.payment_id)
     payer = traces["payer"]
+    assert isinstance(payer, PaymentTrace)
     print(render_text(payer))
     assert_story(
         payer,

@@ -30,6 +30,7 @@ from server.common.errors import Throttled
 # Buckets kept; the least recently used goes first (a bucket untouched for burst/rate seconds
 # is full again, so forgetting it loses nothing).
 MAX_BUCKETS = 100_000
+_EPSILON = 1e-9
 
 
 @dataclass
@@ -82,8 +83,8 @@ class RateLimiter:
             elapsed = max(moment - bucket.updated, 0.0)
             bucket.tokens = min(capacity, bucket.tokens + elapsed * rate)
             bucket.updated = moment
-        if bucket.tokens >= cost_now:
-            bucket.tokens -= cost_now
+        if bucket.tokens >= cost_now - _EPSILON:  # a clock's rounding is no reason to refuse
+            bucket.tokens = max(bucket.tokens - cost_now, 0.0)
             return
         wait = (cost_now - bucket.tokens) / rate
         raise Throttled(
