@@ -166,6 +166,12 @@ BASES: dict[str, Callable[[int], Message]] = {
         payment_id="pay_" + "0" * 32
     ),
     "/minipay.v1.Payments/ListHistory": lambda n: gateway_pb2.ListHistoryRequest(page_size=5),
+    "/minipay.v1.Payments/GetPaymentTrace": lambda n: gateway_pb2.GetPaymentTraceRequest(
+        payment_id="pay_" + "0" * 32
+    ),
+    "/minipay.v1.Admin/GetPaymentTrace": lambda n: admin_pb2.AdminGetPaymentTraceRequest(
+        payment_id="pay_" + "0" * 32
+    ),
     "/minipay.v1.Admin/CreateUser": lambda n: admin_pb2.CreateUserRequest(
         username=f"edge{n}",
         name="Edge Case",

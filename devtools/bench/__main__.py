@@ -15,7 +15,8 @@ from types import FrameType
 import grpc
 
 from devtools.bench import echo
-from devtools.bench.config import SWEEP, BenchError, Config, Setup, parse_setups
+from devtools.bench.config import SWEEP, WITHOUT, BenchError, Config, Setup, parse_setups
+from devtools.bench.costs import costs
 from devtools.bench.failover import run_failover
 from devtools.bench.load import seed_customers
 from devtools.bench.report import Report, progress, render_all, render_json
@@ -186,6 +187,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=3.0,
         help="how long the echo baseline runs at each concurrency (default: %(default)s)",
     )
+    parser.add_argument(
+        "--costs",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run each configuration again without the trace (MINIPAY_TRACE=off) and without "
+        "the rate limit (MINIPAY_PAY_RATE=inf), at --concurrency, and print what each costs "
+        "[default: on, off with --sweep, --failover or --preload]",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument(
         "--data-dir",
@@ -227,7 +236,9 @@ def setups(args: argparse.Namespace) -> list[Setup]:
     return chosen
 
 
-def config_for(args: argparse.Namespace, setup: Setup, concurrency: int, round_: int) -> Config:
+def config_for(
+    args: argparse.Namespace, setup: Setup, concurrency: int, round_: int, without: str = ""
+) -> Config:
     return Config(
         payments=args.payments,
         concurrency=concurrency,
@@ -242,6 +253,7 @@ def config_for(args: argparse.Namespace, setup: Setup, concurrency: int, round_:
         preload=args.preload,
         probes=args.probes,
         round=round_,
+        without=without,
     )
 
 
@@ -274,6 +286,21 @@ def measure(args: argparse.Namespace, chosen: list[Setup], report: Report) -> No
                     report.runs.append(
                         run_config(config, customers, baselines[level], args.data_dir)
                     )
+            if measure_costs(args):  # interleaved with the runs as built, round by round
+                for feature in WITHOUT:
+                    config = config_for(args, setup, args.concurrency, round_, feature)
+                    echo_baseline = baselines.get(args.concurrency) or next(
+                        iter(baselines.values())
+                    )
+                    report.variants.append(
+                        run_config(config, customers, echo_baseline, args.data_dir)
+                    )
+
+
+def measure_costs(args: argparse.Namespace) -> bool:
+    if args.costs is not None:
+        return bool(args.costs)
+    return not (args.sweep or args.failover or args.preload)
 
 
 def draw(args: argparse.Namespace, report: Report) -> None:
@@ -326,10 +353,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress(f"error: {message}")
         status = 1
     report.summaries = summarize(report.runs)
+    report.costs = costs(report.runs, report.variants)
     draw(args, report)
     if report.runs or report.failovers:
         print(render_json(report) if args.json else render_all(report))
-    problems = [r.problems for r in report.runs] + [f.problems for f in report.failovers]
+    problems = [r.problems for r in [*report.runs, *report.variants]]
+    problems += [f.problems for f in report.failovers]
     return status or (0 if not any(problems) else 1)
 
 
