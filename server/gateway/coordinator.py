@@ -254,7 +254,7 @@ class Coordinator:
         token = self._owner.token
         orders = [asked.order for asked in batch]
 
-        def write(connection: Connection, waiting: list[trace.Step]) -> list[payment_log.Recorded]:
+        def write(connection: Connection, waiting: list[trace.Row]) -> list[payment_log.Recorded]:
             recorded = payment_log.record(connection, orders, self._timeout, token)
             trace.write(connection, [*waiting, *self._recorded_steps(batch, recorded)])
             return recorded
@@ -263,8 +263,8 @@ class Coordinator:
 
     def _recorded_steps(
         self, batch: list[Asked], recorded: list[payment_log.Recorded]
-    ) -> list[trace.Step | None]:
-        steps: list[trace.Step | None] = []
+    ) -> list[trace.Row | None]:
+        steps: list[trace.Row | None] = []
         for asked, result in zip(batch, recorded, strict=True):
             if result.payment is None:  # a key reused: no payment of the caller's
                 continue
@@ -275,7 +275,7 @@ class Coordinator:
             steps.append(step)
         return steps
 
-    async def _write(self, work: Callable[[Connection, list[trace.Step]], T]) -> T:
+    async def _write(self, work: Callable[[Connection, list[trace.Row]], T]) -> T:
         """WORK in one transaction, with the trace's steps that wait for a write (put back
         to wait again if the transaction fails)."""
         waiting = self.trace.take()
@@ -310,7 +310,7 @@ class Coordinator:
     async def _store(
         self,
         decisions: list[Deciding],
-        steps: Sequence[trace.Step] = (),
+        steps: Sequence[trace.Row] = (),
         causes: Mapping[str, str] | None = None,
         round_id: str = "",
     ) -> list[PaymentView]:
@@ -322,7 +322,7 @@ class Coordinator:
         completed = self.delivery.take_completions()
         why = causes or {}
 
-        def write(connection: Connection, waiting: list[trace.Step]) -> list[PaymentView]:
+        def write(connection: Connection, waiting: list[trace.Row]) -> list[PaymentView]:
             payment_log.complete(connection, completed)
             stored = payment_log.store_decisions(connection, decisions)
             decided = [
@@ -337,7 +337,7 @@ class Coordinator:
 
     async def _votes(
         self, fresh: list[tuple[Asked, PaymentView]], round_id: str
-    ) -> tuple[dict[str, list[Vote]], list[trace.Step], dict[str, str]]:
+    ) -> tuple[dict[str, list[Vote]], list[trace.Row], dict[str, str]]:
         """Every bank's votes on the round's payments, one Prepare per bank, at once; the
         VOTED steps; and why each payment that got a no will be aborted."""
         by_bank: dict[str, list[Leg]] = defaultdict(list)
@@ -354,7 +354,7 @@ class Coordinator:
             )
         )
         votes: dict[str, list[Vote]] = defaultdict(list)
-        steps: list[trace.Step] = []
+        steps: list[trace.Row] = []
         causes: dict[str, str] = {}
         for bank, (answer, sent_ms, at_ms) in zip(by_bank, answers, strict=True):
             for payment_id, vote in answer.items():
@@ -460,12 +460,12 @@ class Coordinator:
         self.start()
         token = self._owner.token
 
-        def claim(connection: Connection, waiting: list[trace.Step]) -> list[PaymentView]:
+        def claim(connection: Connection, waiting: list[trace.Row]) -> list[PaymentView]:
             previous: dict[str, int | None] = {}
             claimed = payment_log.claim_orphans(
                 connection, token, payment_ids, previous_owners=previous
             )
-            steps: list[trace.Step | None] = list(waiting)
+            steps: list[trace.Row | None] = list(waiting)
             if claimed and self.trace.enabled:
                 names = trace.replica_names(connection, previous.values())
                 for payment in claimed:

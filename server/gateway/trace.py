@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import itertools
 import json
 import logging
 import time
@@ -74,10 +75,20 @@ YES, COMMIT, ABORT = "YES", "COMMIT", "ABORT"
 VIA_PREPARE = "prepare"
 
 
+# A step as it is written: the values of the columns ``_COLUMNS`` names, in that order (the
+# writer makes these straight away: a payment's steps cost a few tuples, not objects).
+Row = tuple[str, str, int, int | None, str, str, str, str, str, str | None]
+
+
+def _attributes(values: Mapping[str, str]) -> str:
+    """Attributes as stored: compact JSON, each value cut to _VALUE_MAX."""
+    return json.dumps({k: v[:_VALUE_MAX] for k, v in values.items()}, separators=(",", ":"))
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One step: AT (and for a message and its answer, SENT: when the message left) in
-    milliseconds since the epoch of REPLICA's clock."""
+    """One step as read back: AT (and for a message and its answer, SENT: when the message
+    left) in milliseconds since the epoch of REPLICA's clock."""
 
     payment_id: str
     kind: Kind
@@ -90,25 +101,19 @@ class Step:
     detail: str = ""  # words a person reads
     attributes: Mapping[str, str] = field(default_factory=dict)
 
-    def row(self) -> tuple[object, ...]:
-        attributes = (
-            json.dumps(
-                {k: v[:_VALUE_MAX] for k, v in self.attributes.items()}, separators=(",", ":")
-            )
-            if self.attributes
-            else None
-        )
-        return (
+    def row(self) -> Row:
+        """The step as it is written."""
+        return _row(
             self.payment_id,
             self.kind.value,
             self.at_ms,
-            self.sent_ms,
             self.replica,
+            self.sent_ms,
             self.bank,
             self.round,
             self.outcome,
-            self.detail[:_VALUE_MAX],
-            attributes,
+            self.detail,
+            self.attributes,
         )
 
 
@@ -146,15 +151,15 @@ ROUND_LOST = "presumed abort: its round was lost"
 
 
 class Trace:
-    """This replica's trace writer: it makes the steps (named for this replica) and keeps
-    those that wait for a transaction. Off (``enabled`` False, a benchmark's switch) it makes
-    and keeps nothing."""
+    """This replica's trace writer: it makes the steps (named for this replica), as rows, and
+    keeps those that wait for a transaction. Off (``enabled`` False, a benchmark's switch) it
+    makes and keeps nothing."""
 
     def __init__(self, replica: str, enabled: bool = True, limit: int = BUFFER_LIMIT) -> None:
         self.replica = replica
         self.enabled = enabled
         self._limit = limit
-        self._waiting: list[Step] = []
+        self._waiting: list[Row] = []
         self.dropped = 0  # steps the full buffer turned away
         self._repeats: OrderedDict[tuple[str, Kind], int] = OrderedDict()
         self._on_waiting: list[Callable[[], None]] = []
@@ -170,31 +175,31 @@ class Trace:
     def waiting(self) -> int:
         return len(self._waiting)
 
-    def keep(self, steps: Iterable[Step]) -> None:
-        """STEPS wait for the next write (any transaction of this replica)."""
+    def keep(self, rows: Iterable[Row]) -> None:
+        """ROWS wait for the next write (any transaction of this replica)."""
         if not self.enabled:
             return
-        room = self._limit - len(self._waiting)
-        added = list(steps)
+        added = list(rows)
+        room = max(self._limit - len(self._waiting), 0)
         if len(added) > room:
-            self.dropped += len(added) - max(room, 0)
-            if self.dropped == len(added) - max(room, 0):  # log the first loss, not each one
+            if not self.dropped:  # the first loss is logged, not each one
                 event(log, "trace_buffer_full", limit=self._limit)
-            added = added[: max(room, 0)]
+            self.dropped += len(added) - room
+            added = added[:room]
         if added:
             self._waiting.extend(added)
             for callback in self._on_waiting:
                 callback()
 
-    def take(self) -> list[Step]:
+    def take(self) -> list[Row]:
         """Every waiting step, for a transaction to write (``put_back`` if it fails)."""
         taken, self._waiting = self._waiting, []
         return taken
 
-    def put_back(self, steps: Sequence[Step]) -> None:
-        """Steps a failed transaction did not write: they wait for the next one."""
-        if steps:
-            self._waiting[:0] = steps[: max(self._limit - len(self._waiting), 0)]
+    def put_back(self, rows: Sequence[Row]) -> None:
+        """Steps a failed transaction did not write: they wait for the next one, first."""
+        if rows:
+            self._waiting[:0] = rows[: max(self._limit - len(self._waiting), 0)]
 
     def _repeat_allowed(self, payment_id: str, kind: Kind) -> bool:
         key = (payment_id, kind)
@@ -209,17 +214,17 @@ class Trace:
 
     # -- the steps
 
-    def recorded(self, payment: PaymentView, request_id: str, certificate: str) -> Step | None:
+    def recorded(self, payment: PaymentView, request_id: str, certificate: str) -> Row | None:
         if not self.enabled:
             return None
         attributes = {"request_id": request_id} if request_id else {}
         if certificate:
             attributes["certificate"] = certificate
-        return Step(
-            payment.id, Kind.RECORDED, ms(payment.created_at), self.replica, attributes=attributes
+        return _row(
+            payment.id, _RECORDED, ms(payment.created_at), self.replica, attributes=attributes
         )
 
-    def replayed(self, payment: PaymentView, request_id: str) -> Step | None:
+    def replayed(self, payment: PaymentView, request_id: str) -> Row | None:
         if not self.enabled or not self._repeat_allowed(payment.id, Kind.REPLAYED):
             return None
         outcome = {
@@ -228,44 +233,28 @@ class Trace:
             CoordinatorState.COMMITTED: "COMMITTED",
         }.get(payment.state, "ABORTED")
         attributes = {"request_id": request_id} if request_id else {}
-        return Step(
-            payment.id,
-            Kind.REPLAYED,
-            now_ms(),
-            self.replica,
-            outcome=outcome,
-            attributes=attributes,
+        return _row(
+            payment.id, _REPLAYED, now_ms(), self.replica, outcome=outcome, attributes=attributes
         )
 
     def voted(
         self, payment_id: str, bank: str, round_id: str, sent_ms: int, at_ms: int, vote: Vote
-    ) -> Step:
-        outcome = vote_outcome(vote)
-        detail = ""
-        if outcome == "TIMEOUT":
-            detail = f"no vote in {at_ms - sent_ms} ms"
-        elif not vote.yes:
-            detail = vote.reason
-        return Step(
-            payment_id, Kind.VOTED, at_ms, self.replica, sent_ms, bank, round_id, outcome, detail
+    ) -> Row:
+        outcome, detail = YES, ""
+        if not vote.yes:
+            outcome = vote_outcome(vote)
+            detail = f"no vote in {at_ms - sent_ms} ms" if outcome == "TIMEOUT" else vote.reason
+        return _row(
+            payment_id, _VOTED, at_ms, self.replica, sent_ms, bank, round_id, outcome, detail
         )
 
-    def decided(self, payment: PaymentView, why: str, round_id: str = "") -> Step | None:
+    def decided(self, payment: PaymentView, why: str, round_id: str = "") -> Row | None:
         """The decision stored for PAYMENT just now (``decided_now``), and WHY."""
         if not self.enabled or not payment.decided_now:
             return None
-        committed = status_of(payment.state) is Status.COMMITTED
-        at = payment.decided_at if payment.decided_at is not None else time.time()
-        outcome = COMMIT if committed else ABORT
-        return Step(
-            payment.id,
-            Kind.DECIDED,
-            ms(at),
-            self.replica,
-            round=round_id,
-            outcome=outcome,
-            detail=why,
-        )
+        outcome = COMMIT if status_of(payment.state) is Status.COMMITTED else ABORT
+        at = ms(payment.decided_at if payment.decided_at is not None else time.time())
+        return _row(payment.id, _DECIDED, at, self.replica, None, "", round_id, outcome, why)
 
     def answered(
         self,
@@ -283,20 +272,21 @@ class Trace:
         if not self.enabled or not decisions:
             return
         at = now_ms()
-        steps = []
+        plain = {"via": via} if via else {}
+        rows: list[Row] = []
         for payment_id, commit, failed in decisions:
-            attributes = {"via": via} if via else {}
+            attributes = plain
             if payment_id in acknowledged:
-                kind = Kind.ACKNOWLEDGED
+                kind = _ACKNOWLEDGED
                 if failed:
-                    attributes["attempts"] = str(failed + 1)
+                    attributes = {**plain, "attempts": str(failed + 1)}
             elif failed == 0:
-                kind = Kind.NOT_ACKNOWLEDGED
+                kind = _NOT_ACKNOWLEDGED
             else:
                 continue
             outcome = COMMIT if commit else ABORT
-            steps.append(
-                Step(
+            rows.append(
+                _row(
                     payment_id,
                     kind,
                     at,
@@ -309,7 +299,7 @@ class Trace:
                     attributes,
                 )
             )
-        self.keep(steps)
+        self.keep(rows)
 
     def asked(self, bank: str, answers: Mapping[str, str], sent_ms: int) -> None:
         """BANK asked for the decision on payments this gateway knows, asked at SENT_MS;
@@ -318,27 +308,58 @@ class Trace:
             return
         at = now_ms()
         self.keep(
-            Step(payment_id, Kind.ASKED, at, self.replica, sent_ms, bank, outcome=answer)
+            _row(payment_id, _ASKED, at, self.replica, sent_ms, bank, outcome=answer)
             for payment_id, answer in answers.items()
             if self._repeat_allowed(payment_id, Kind.ASKED)
         )
 
-    def taken_over(self, payment_id: str, from_replica: str) -> Step | None:
+    def taken_over(self, payment_id: str, from_replica: str) -> Row | None:
         if not self.enabled:
             return None
         attributes = {"from_replica": from_replica} if from_replica else {}
-        return Step(payment_id, Kind.TAKEN_OVER, now_ms(), self.replica, attributes=attributes)
+        return _row(payment_id, _TAKEN_OVER, now_ms(), self.replica, attributes=attributes)
 
-    def refund(self, payment_id: str, refund_id: str, amount: int, status: str) -> Step | None:
+    def refund(self, payment_id: str, refund_id: str, amount: int, status: str) -> Row | None:
         """A refund REFUND_ID of AMOUNT minor units of PAYMENT_ID was recorded (status
         PENDING), committed or aborted: a step of the refunded payment's story, for the
         refund's own record or decision transaction to write (``write``)."""
         if not self.enabled:
             return None
         attributes = {"refund_id": refund_id, "amount_minor_units": str(amount)}
-        return Step(
-            payment_id, Kind.REFUND, now_ms(), self.replica, outcome=status, attributes=attributes
+        return _row(
+            payment_id, _REFUND, now_ms(), self.replica, outcome=status, attributes=attributes
         )
+
+
+def _row(
+    payment_id: str,
+    kind: str,
+    at_ms: int,
+    replica: str,
+    sent_ms: int | None = None,
+    bank: str = "",
+    round_id: str = "",
+    outcome: str = "",
+    detail: str = "",
+    attributes: Mapping[str, str] | None = None,
+) -> Row:
+    return (
+        payment_id,
+        kind,
+        at_ms,
+        sent_ms,
+        replica,
+        bank,
+        round_id,
+        outcome,
+        detail[:_VALUE_MAX],
+        _attributes(attributes) if attributes else None,
+    )
+
+
+_RECORDED, _REPLAYED, _VOTED, _DECIDED = "RECORDED", "REPLAYED", "VOTED", "DECIDED"
+_ACKNOWLEDGED, _NOT_ACKNOWLEDGED, _ASKED = "ACKNOWLEDGED", "NOT_ACKNOWLEDGED", "ASKED"
+_TAKEN_OVER, _REFUND = "TAKEN_OVER", "REFUND"
 
 
 # -- writing and reading ----------------------------------------------------------------------
@@ -353,12 +374,14 @@ def _insert(count: int) -> str:
     return f"INSERT INTO payment_steps ({_COLUMNS}) VALUES " + ", ".join([_ROW_MARKS] * count)
 
 
-def write(connection: Connection, steps: Sequence[Step | None]) -> None:
-    """Writes STEPS (None: a step not taken) in the caller's transaction, in one INSERT."""
-    rows = [step.row() for step in steps if step is not None]
-    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-        chunk = rows[start : start + _ROWS_PER_STATEMENT]
-        fastsql.execute(connection, _insert(len(chunk)), [value for row in chunk for value in row])
+def write(connection: Connection, rows: Sequence[Row | None]) -> None:
+    """Writes the steps ROWS (None: a step not taken) in the caller's transaction, in one
+    INSERT (a chunk of _ROWS_PER_STATEMENT at a time, past that)."""
+    kept = [row for row in rows if row is not None]
+    for start in range(0, len(kept), _ROWS_PER_STATEMENT):
+        chunk = kept[start : start + _ROWS_PER_STATEMENT]
+        values = list(itertools.chain.from_iterable(chunk))
+        fastsql.execute(connection, _insert(len(chunk)), values)
 
 
 def replica_names(connection: Connection, tokens: Iterable[int | None]) -> dict[int, str]:

@@ -226,8 +226,8 @@ def test_the_story_needs_no_transaction_of_its_own(
 # -- the buffer ---------------------------------------------------------------------------------
 
 
-def step(payment_id: str = "pay_1", kind: Kind = Kind.ACKNOWLEDGED, at: int = 1) -> Step:
-    return Step(payment_id, kind, at, "unit", at - 1, "alpha", "", "COMMIT")
+def step(payment_id: str = "pay_1", kind: Kind = Kind.ACKNOWLEDGED, at: int = 1) -> trace.Row:
+    return Step(payment_id, kind, at, "unit", at - 1, "alpha", "", "COMMIT").row()
 
 
 def test_the_buffer_keeps_steps_for_the_next_write_within_its_bound() -> None:
@@ -239,10 +239,10 @@ def test_the_buffer_keeps_steps_for_the_next_write_within_its_bound() -> None:
     assert buffer.waiting == 3 and buffer.dropped == 1
     assert told_waiting == [2, 3]
     taken = buffer.take()
-    assert [s.at_ms for s in taken] == [1, 2, 3] and buffer.waiting == 0
+    assert [row[2] for row in taken] == [1, 2, 3] and buffer.waiting == 0
     buffer.keep([step(at=5)])
     buffer.put_back(taken)  # a write that failed: they wait again, first
-    assert [s.at_ms for s in buffer.take()] == [1, 2, 5]
+    assert [row[2] for row in buffer.take()] == [1, 2, 5]
 
 
 def test_off_it_keeps_and_makes_nothing() -> None:
@@ -259,7 +259,7 @@ def test_steps_are_written_in_order_and_go_with_their_payment(gateway_db: Databa
     gateway_db.run_statements(lambda c: trace.write(c, [*many, None]))
     first = read(gateway_db, "pay_1")
     assert [s.at_ms for s in first] == list(range(1, trace.MAX_STEPS + 1))
-    assert first[0] == many[0]
+    assert first[0].row() == many[0]
     gone = gateway_db.run_statements(lambda c: trace.forget(c, ["pay_1"]))
     assert gone == 3499
     assert read(gateway_db, "pay_1") == [] and len(read(gateway_db, "pay_2")) == 1
@@ -332,7 +332,7 @@ def test_the_payee_sees_no_votes_questions_replays_or_requests_of_the_payers_sid
 
 
 def test_every_stored_step_survives_the_round_trip(gateway_db: Database) -> None:
-    gateway_db.run_statements(lambda c: trace.write(c, STORY[:-1]))
+    gateway_db.run_statements(lambda c: trace.write(c, [s.row() for s in STORY[:-1]]))
     stored = read(gateway_db, "pay_1")
     assert stored == STORY[:-1]  # no FINISHED: the payment has no row here
 
