@@ -158,20 +158,12 @@ class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
         self, request: gateway_pb2.GetPaymentRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.GetPaymentResponse:
         claims = current_claims()
-        payment_id = request.payment_id
-        if not 1 <= len(payment_id) <= MAX_PAYMENT_ID_LENGTH:
-            raise InvalidArgument(
-                f"payment_id must be 1-{MAX_PAYMENT_ID_LENGTH} characters", field="payment_id"
-            )
+        payment_id = _payment_id(request.payment_id)
         found = await self._db.statements(lambda c: payment_log.by_ids(c, [payment_id]))
         payment = found.get(payment_id)
         if payment is None or not history.visible_to(payment, claims.bank, claims.account):
             # Someone else's payment is answered exactly like one that does not exist.
-            raise NotFound(
-                "no payment with this id that you made or received",
-                ErrorReason.PAYMENT_NOT_FOUND,
-                metadata={"payment_id": payment_id},
-            )
+            raise _not_found(payment_id)
         return gateway_pb2.GetPaymentResponse(
             payment=payment_message(payment, claims.bank, claims.account)
         )
@@ -188,7 +180,7 @@ class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
             outgoing = (payment.from_bank, payment.from_account) == (claims.bank, claims.account)
             return trace.Viewer.PAYER if outgoing else trace.Viewer.PAYEE
 
-        payment, steps = await _story(self._db, payment_id, viewer)
+        payment, steps = await _story(self._db, payment_id, viewer, _not_found(payment_id))
         return gateway_pb2.GetPaymentTraceResponse(
             payment=payment_message(payment, claims.bank, claims.account),
             steps=[trace_step_message(step) for step in steps],
@@ -232,11 +224,22 @@ def _payment_id(text: str) -> str:
     return text
 
 
+def _not_found(payment_id: str, words: str = "that you made or received") -> NotFound:
+    return NotFound(
+        f"no payment with this id {words}".strip(),
+        ErrorReason.PAYMENT_NOT_FOUND,
+        metadata={"payment_id": payment_id},
+    )
+
+
 async def _story(
-    db: Database, payment_id: str, viewer_of: Callable[[PaymentView], trace.Viewer | None]
+    db: Database,
+    payment_id: str,
+    viewer_of: Callable[[PaymentView], trace.Viewer | None],
+    missing: NotFound,
 ) -> tuple[PaymentView, list[trace.Step]]:
     """The payment and what its viewer (VIEWER_OF the payment; None: not theirs to see, which
-    is answered exactly like a payment that does not exist) may see of its story."""
+    is answered exactly like a payment that does not exist: MISSING) may see of its story."""
 
     def read(connection: Connection) -> tuple[PaymentView, list[trace.Step]] | None:
         payment = payment_log.by_ids(connection, [payment_id]).get(payment_id)
@@ -247,11 +250,7 @@ async def _story(
 
     found = await db.statements(read)
     if found is None:
-        raise NotFound(
-            "no payment with this id that you made or received",
-            ErrorReason.PAYMENT_NOT_FOUND,
-            metadata={"payment_id": payment_id},
-        )
+        raise missing
     return found
 
 
@@ -323,8 +322,10 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
     async def GetPaymentTrace(
         self, request: admin_pb2.AdminGetPaymentTraceRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.AdminGetPaymentTraceResponse:
+        payment_id = _payment_id(request.payment_id)
+        admin = trace.Viewer.ADMIN
         payment, steps = await _story(
-            self._db, _payment_id(request.payment_id), lambda _: trace.Viewer.ADMIN
+            self._db, payment_id, lambda _: admin, _not_found(payment_id, "")
         )
         return admin_pb2.AdminGetPaymentTraceResponse(
             # As its payer sees it: the whole payment, its reason included.

@@ -24,6 +24,7 @@ import functools
 import itertools
 import json
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -161,7 +162,10 @@ class Trace:
         self._limit = limit
         self._waiting: list[Row] = []
         self.dropped = 0  # steps the full buffer turned away
+        # Counted from the event loop (questions) and a database thread (replays, made in the
+        # record transaction): hence the lock.
         self._repeats: OrderedDict[tuple[str, Kind], int] = OrderedDict()
+        self._repeats_lock = threading.Lock()
         self._on_waiting: list[Callable[[], None]] = []
 
     # -- the buffer
@@ -203,11 +207,12 @@ class Trace:
 
     def _repeat_allowed(self, payment_id: str, kind: Kind) -> bool:
         key = (payment_id, kind)
-        count = self._repeats.get(key, 0) + 1
-        self._repeats[key] = count
-        self._repeats.move_to_end(key)
-        if len(self._repeats) > _REPEATS_TRACKED:
-            self._repeats.popitem(last=False)
+        with self._repeats_lock:
+            count = self._repeats.get(key, 0) + 1
+            self._repeats[key] = count
+            self._repeats.move_to_end(key)
+            if len(self._repeats) > _REPEATS_TRACKED:
+                self._repeats.popitem(last=False)
         if count == REPEATS_KEPT + 1:
             event(log, "trace_repeats_not_kept", payment_id=payment_id, kind=kind.value)
         return count <= REPEATS_KEPT
