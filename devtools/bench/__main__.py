@@ -269,32 +269,39 @@ def measure(args: argparse.Namespace, chosen: list[Setup], report: Report) -> No
             progress(f"  {echo.describe(baselines[level])}")
             report.echoes.append(baselines[level])
         for setup in chosen:
-            for level in levels:
-                config = config_for(args, setup, level, round_)
-                if args.failover:
-                    report.failovers.append(
-                        run_failover(
-                            config,
-                            customers,
-                            baselines[level],
-                            args.data_dir,
-                            args.failover_seconds,
-                            args.kill_at,
+            for without in _order(args, round_):
+                if without:  # the same configuration without a feature, to see its cost
+                    config = config_for(args, setup, args.concurrency, round_, without)
+                    baseline = baselines.get(args.concurrency) or next(iter(baselines.values()))
+                    report.variants.append(run_config(config, customers, baseline, args.data_dir))
+                    continue
+                for level in levels:
+                    config = config_for(args, setup, level, round_)
+                    if args.failover:
+                        report.failovers.append(
+                            run_failover(
+                                config,
+                                customers,
+                                baselines[level],
+                                args.data_dir,
+                                args.failover_seconds,
+                                args.kill_at,
+                            )
                         )
-                    )
-                else:
-                    report.runs.append(
-                        run_config(config, customers, baselines[level], args.data_dir)
-                    )
-            if measure_costs(args):  # interleaved with the runs as built, round by round
-                for feature in WITHOUT:
-                    config = config_for(args, setup, args.concurrency, round_, feature)
-                    echo_baseline = baselines.get(args.concurrency) or next(
-                        iter(baselines.values())
-                    )
-                    report.variants.append(
-                        run_config(config, customers, echo_baseline, args.data_dir)
-                    )
+                    else:
+                        report.runs.append(
+                            run_config(config, customers, baselines[level], args.data_dir)
+                        )
+
+
+def _order(args: argparse.Namespace, round_: int) -> list[str]:
+    """The runs of a round, "" for the one as built: with --costs, also one without each
+    feature, in an order that turns round by round (so that no run always comes first)."""
+    if not measure_costs(args):
+        return [""]
+    runs = ["", *WITHOUT]
+    turn = (round_ - 1) % len(runs)
+    return runs[turn:] + runs[:turn]
 
 
 def measure_costs(args: argparse.Namespace) -> bool:
