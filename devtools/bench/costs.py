@@ -16,26 +16,24 @@ TRACE_MAX_COST = 0.10  # of the committed payments per second
 
 @dataclass(frozen=True)
 class Cost:
-    """What FEATURE costs in one configuration at one concurrency, medians over the runs."""
+    """What FEATURE costs in one configuration at one concurrency. Each round runs the
+    configuration as built and without the feature one after the other (in turns), so each
+    round gives a pair; the figures are the medians over the pairs, with their range: on a
+    machine that runs other work too, the pairs differ far less than the rounds do."""
 
     feature: str
     config: str
     concurrency: int
-    runs: int
-    with_per_s: float  # committed payments a second, as built
+    runs: int  # pairs
+    with_per_s: float  # committed payments a second as built (median of the runs)
     without_per_s: float  # ... with the feature left out
-    share: float  # of the throughput: (without - with) / without; negative: noise
-    cpu_ms_with: float  # cluster CPU per payment
+    share: float  # of the throughput: 1 - with/without, median over the pairs
+    share_low: float
+    share_high: float
+    cpu_ms_with: float  # cluster CPU per payment (median of the runs)
     cpu_ms_without: float
+    cpu_share: float  # the extra CPU per payment over what it takes without, median of pairs
     limit: float | None  # the most it may cost, where the issue sets one
-
-    @property
-    def cpu_share(self) -> float:
-        """The extra cluster CPU per payment, as a share of what it takes without: steadier
-        than the throughput on a machine that runs other work too."""
-        if not self.cpu_ms_without:
-            return 0.0
-        return (self.cpu_ms_with - self.cpu_ms_without) / self.cpu_ms_without
 
     @property
     def met(self) -> bool | None:
@@ -43,60 +41,59 @@ class Cost:
 
 
 def costs(runs: Sequence[Result], variants: Sequence[Result]) -> list[Cost]:
-    """Each feature left out in VARIANTS against the RUNS as built of the same configuration
-    and concurrency."""
+    """Each feature left out in VARIANTS against the RUNS as built of the same configuration,
+    concurrency and round."""
+    built = {(r.config, r.concurrency, r.round): r for r in runs}
     found = []
     for feature in WITHOUT:
-        groups = {(v.config, v.concurrency) for v in variants if v.without == feature}
-        for config, concurrency in sorted(groups):
-            built = [r for r in runs if (r.config, r.concurrency) == (config, concurrency)]
-            left_out = [
-                v
-                for v in variants
-                if (v.config, v.concurrency, v.without) == (config, concurrency, feature)
+        pairs: dict[tuple[str, int], list[tuple[Result, Result]]] = {}
+        for variant in variants:
+            key = (variant.config, variant.concurrency, variant.round)
+            if variant.without == feature and key in built:
+                pairs.setdefault(key[:2], []).append((built[key], variant))
+        for (config, concurrency), both in pairs.items():
+            shares = [
+                1 - a.committed_per_s / b.committed_per_s for a, b in both if b.committed_per_s
             ]
-            if not built:
-                continue
-            with_per_s = statistics.median(r.committed_per_s for r in built)
-            without_per_s = statistics.median(v.committed_per_s for v in left_out)
-            share = (without_per_s - with_per_s) / without_per_s if without_per_s else 0.0
+            cpu = [(_cpu(a) - _cpu(b)) / _cpu(b) for a, b in both if _cpu(b)]
             found.append(
                 Cost(
                     feature=feature,
                     config=config,
                     concurrency=concurrency,
-                    runs=min(len(built), len(left_out)),
-                    with_per_s=round(with_per_s, 1),
-                    without_per_s=round(without_per_s, 1),
-                    share=round(share, 4),
-                    cpu_ms_with=_cpu(built),
-                    cpu_ms_without=_cpu(left_out),
+                    runs=len(both),
+                    with_per_s=round(statistics.median(a.committed_per_s for a, _ in both), 1),
+                    without_per_s=round(statistics.median(b.committed_per_s for _, b in both), 1),
+                    share=round(statistics.median(shares), 4) if shares else 0.0,
+                    share_low=round(min(shares), 4) if shares else 0.0,
+                    share_high=round(max(shares), 4) if shares else 0.0,
+                    cpu_ms_with=round(statistics.median(_cpu(a) for a, _ in both), 3),
+                    cpu_ms_without=round(statistics.median(_cpu(b) for _, b in both), 3),
+                    cpu_share=round(statistics.median(cpu), 4) if cpu else 0.0,
                     limit=TRACE_MAX_COST if feature == "trace" else None,
                 )
             )
     return found
 
 
-def _cpu(results: Sequence[Result]) -> float:
-    values = [r.cpu_ms_per_payment.get("cluster", 0.0) for r in results]
-    return round(statistics.median(values), 3) if values else 0.0
+def _cpu(result: Result) -> float:
+    return result.cpu_ms_per_payment.get("cluster", 0.0)
 
 
 def render_costs(found: Sequence[Cost]) -> str:
-    lines = ["== what the always-on features cost (median of each side's runs)"]
+    lines = ["== what the always-on features cost (medians over rounds run both ways)"]
     for cost in found:
         verdict = ""
         if cost.limit is not None:
             verdict = f" (at most {cost.limit:.0%}: {'MET' if cost.met else 'MISSED'})"
         lines += [
             f"   {cost.feature:<10} {cost.config} at {cost.concurrency} clients, "
-            f"{cost.runs} run(s) each way",
+            f"{cost.runs} round(s) each run both ways",
             f"     with    {cost.with_per_s:>8.1f} committed/s   cluster cpu "
             f"{cost.cpu_ms_with:.2f} ms/payment",
             f"     without {cost.without_per_s:>8.1f} committed/s   cluster cpu "
             f"{cost.cpu_ms_without:.2f} ms/payment",
-            f"     cost    {cost.share:>8.1%} of the throughput{verdict}   "
-            f"{cost.cpu_ms_with - cost.cpu_ms_without:+.2f} ms cluster cpu/payment "
-            f"({cost.cpu_share:+.1%})",
+            f"     cost    {cost.share:>8.1%} of the throughput [{cost.share_low:.1%} to "
+            f"{cost.share_high:.1%}]{verdict};  {cost.cpu_share:+.1%} cluster cpu per payment",
         ]
     return "\n".join(lines)
