@@ -317,7 +317,7 @@ def render_json(report: Report) -> str:
         "summary": [asdict(s) for s in report.summaries],
         "failover": [asdict(f) for f in report.failovers],
         "without": [asdict(r) for r in report.variants],
-        "costs": [asdict(c) | {"met": c.met} for c in report.costs],
+        "costs": [asdict(c) | {"met": c.met, "steady": c.steady} for c in report.costs],
         "targets": targets(report.runs),
         "plot": report.plot or None,
     }
