@@ -82,8 +82,10 @@ Row = tuple[str, str, int, int | None, str, str, str, str, str, str | None]
 
 
 def _attributes(values: Mapping[str, str]) -> str:
-    """Attributes as stored: compact JSON, each value cut to _VALUE_MAX."""
-    return json.dumps({k: v[:_VALUE_MAX] for k, v in values.items()}, separators=(",", ":"))
+    """Attributes as stored: compact JSON, each value cut to _VALUE_MAX (empty ones left
+    out)."""
+    kept = {key: value[:_VALUE_MAX] for key, value in values.items() if value}
+    return json.dumps(kept, separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,33 +278,22 @@ class Trace:
         time (later failures only count). The steps wait for a transaction."""
         if not self.enabled or not decisions:
             return
-        at = now_ms()
-        plain = {"via": via} if via else {}
+        at, me = now_ms(), self.replica
+        plain = _attributes({"via": via}) if via else None  # the common case, serialized once
         rows: list[Row] = []
         for payment_id, commit, failed in decisions:
             attributes = plain
             if payment_id in acknowledged:
                 kind = _ACKNOWLEDGED
                 if failed:
-                    attributes = {**plain, "attempts": str(failed + 1)}
+                    attributes = _attributes({"via": via, "attempts": str(failed + 1)})
             elif failed == 0:
                 kind = _NOT_ACKNOWLEDGED
             else:
                 continue
             outcome = COMMIT if commit else ABORT
             rows.append(
-                _row(
-                    payment_id,
-                    kind,
-                    at,
-                    self.replica,
-                    sent_ms,
-                    bank,
-                    round_id,
-                    outcome,
-                    "",
-                    attributes,
-                )
+                (payment_id, kind, at, sent_ms, me, bank, round_id, outcome, "", attributes)
             )
         self.keep(rows)
 
@@ -362,9 +353,15 @@ def _row(
     )
 
 
-_RECORDED, _REPLAYED, _VOTED, _DECIDED = "RECORDED", "REPLAYED", "VOTED", "DECIDED"
-_ACKNOWLEDGED, _NOT_ACKNOWLEDGED, _ASKED = "ACKNOWLEDGED", "NOT_ACKNOWLEDGED", "ASKED"
-_TAKEN_OVER, _REFUND = "TAKEN_OVER", "REFUND"
+# The kinds as plain strings, as the database drivers take them.
+_RECORDED, _REPLAYED, _VOTED, _DECIDED = (
+    Kind.RECORDED.value,
+    Kind.REPLAYED.value,
+    Kind.VOTED.value,
+    Kind.DECIDED.value,
+)
+_ACKNOWLEDGED, _NOT_ACKNOWLEDGED = Kind.ACKNOWLEDGED.value, Kind.NOT_ACKNOWLEDGED.value
+_ASKED, _TAKEN_OVER, _REFUND = Kind.ASKED.value, Kind.TAKEN_OVER.value, Kind.REFUND.value
 
 
 # -- writing and reading ----------------------------------------------------------------------
