@@ -64,12 +64,17 @@ def test_a_tiny_run_in_batches_pays_with_pay_batch() -> None:
     assert done.returncode == 2 and "at most 1000" in done.stderr, done.stderr
 
 
-def test_tiny_run_on_sqlite_prints_its_ratio_to_the_echo() -> None:
-    done = bench(*TINY)
+def test_tiny_run_on_sqlite_prints_its_ratio_to_the_echo_and_its_costs() -> None:
+    done = bench(*TINY, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "x echo)" in done.stdout
     assert "SQLite WAL, synchronous=FULL" in done.stdout
     assert "cpu ms/pay" in done.stdout
+    # The same configuration again without the trace, and without the rate limit.
+    assert "== what the always-on features cost" in done.stdout
+    for feature in ("trace", "rate limit"):
+        assert f"   {feature} " in done.stdout
+    assert "of the throughput" in done.stdout
 
 
 def test_preload_keeps_the_books_balanced_and_its_keys_replay() -> None:
@@ -87,7 +92,7 @@ def test_preload_keeps_the_books_balanced_and_its_keys_replay() -> None:
 
 @needs_postgres
 def test_two_replicas_on_postgres_complete() -> None:
-    report = bench_json(*TINY, "--gateways", "2", "--database-url", POSTGRES_URL)
+    report = bench_json(*TINY, "--gateways", "2", "--database-url", POSTGRES_URL, "--no-costs")
     run = report["runs"][0]
     assert run["config"] == "postgres:2"
     assert run["problems"] == []

@@ -188,6 +188,12 @@ BASES: dict[str, Callable[[int], Message]] = {
     "/minipay.v1.Admin/ListPayments": lambda n: admin_pb2.ListPaymentsRequest(
         page_size=5, bank="beta", account="B-2001"
     ),
+    "/minipay.v1.Payments/GetPaymentTrace": lambda n: gateway_pb2.GetPaymentTraceRequest(
+        payment_id="pay_" + "0" * 32
+    ),
+    "/minipay.v1.Admin/GetPaymentTrace": lambda n: admin_pb2.AdminGetPaymentTraceRequest(
+        payment_id="pay_" + "0" * 32
+    ),
     "/minipay.v1.Admin/CreateUser": lambda n: admin_pb2.CreateUserRequest(
         username=f"edge{n}",
         name="Edge Case",

@@ -15,7 +15,8 @@ from types import FrameType
 import grpc
 
 from devtools.bench import echo
-from devtools.bench.config import SWEEP, BenchError, Config, Setup, parse_setups
+from devtools.bench.config import SWEEP, WITHOUT, BenchError, Config, Setup, parse_setups
+from devtools.bench.costs import costs
 from devtools.bench.failover import run_failover
 from devtools.bench.load import seed_customers
 from devtools.bench.report import Report, progress, render_all, render_json
@@ -204,6 +205,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=3.0,
         help="how long the echo baseline runs at each concurrency (default: %(default)s)",
     )
+    parser.add_argument(
+        "--costs",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run each configuration again without the trace (MINIPAY_TRACE=off) and without "
+        "the rate limit (MINIPAY_PAY_RATE=inf), at --concurrency, and print what each costs "
+        "[default: on, off with --sweep, --failover or --preload]",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument(
         "--data-dir",
@@ -245,7 +254,9 @@ def setups(args: argparse.Namespace) -> list[Setup]:
     return chosen
 
 
-def config_for(args: argparse.Namespace, setup: Setup, concurrency: int, round_: int) -> Config:
+def config_for(
+    args: argparse.Namespace, setup: Setup, concurrency: int, round_: int, without: str = ""
+) -> Config:
     batched = args.batch > 1
     payments = args.payments or (20 * concurrency * args.batch if batched else 2000)
     warmup = (
@@ -266,6 +277,7 @@ def config_for(args: argparse.Namespace, setup: Setup, concurrency: int, round_:
         preload=args.preload,
         probes=args.probes,
         round=round_,
+        without=without,
     )
 
 
@@ -281,23 +293,45 @@ def measure(args: argparse.Namespace, chosen: list[Setup], report: Report) -> No
             progress(f"  {echo.describe(baselines[level])}")
             report.echoes.append(baselines[level])
         for setup in chosen:
-            for level in levels:
-                config = config_for(args, setup, level, round_)
-                if args.failover:
-                    report.failovers.append(
-                        run_failover(
-                            config,
-                            customers,
-                            baselines[level],
-                            args.data_dir,
-                            args.failover_seconds,
-                            args.kill_at,
+            for without in _order(args, round_):
+                if without:  # the same configuration without a feature, to see its cost
+                    config = config_for(args, setup, args.concurrency, round_, without)
+                    baseline = baselines.get(args.concurrency) or next(iter(baselines.values()))
+                    report.variants.append(run_config(config, customers, baseline, args.data_dir))
+                    continue
+                for level in levels:
+                    config = config_for(args, setup, level, round_)
+                    if args.failover:
+                        report.failovers.append(
+                            run_failover(
+                                config,
+                                customers,
+                                baselines[level],
+                                args.data_dir,
+                                args.failover_seconds,
+                                args.kill_at,
+                            )
                         )
-                    )
-                else:
-                    report.runs.append(
-                        run_config(config, customers, baselines[level], args.data_dir)
-                    )
+                    else:
+                        report.runs.append(
+                            run_config(config, customers, baselines[level], args.data_dir)
+                        )
+
+
+def _order(args: argparse.Namespace, round_: int) -> list[str]:
+    """The runs of a round, "" for the one as built: with --costs, also one without each
+    feature, in an order that turns round by round (so that no run always comes first)."""
+    if not measure_costs(args):
+        return [""]
+    runs = ["", *WITHOUT]
+    turn = (round_ - 1) % len(runs)
+    return runs[turn:] + runs[:turn]
+
+
+def measure_costs(args: argparse.Namespace) -> bool:
+    if args.costs is not None:
+        return bool(args.costs)
+    return not (args.sweep or args.failover or args.preload)
 
 
 def draw(args: argparse.Namespace, report: Report) -> None:
@@ -350,10 +384,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress(f"error: {message}")
         status = 1
     report.summaries = summarize(report.runs)
+    report.costs = costs(report.runs, report.variants)
     draw(args, report)
     if report.runs or report.failovers:
         print(render_json(report) if args.json else render_all(report))
-    problems = [r.problems for r in report.runs] + [f.problems for f in report.failovers]
+    problems = [r.problems for r in [*report.runs, *report.variants]]
+    problems += [f.problems for f in report.failovers]
     return status or (0 if not any(problems) else 1)
 
 

@@ -4,6 +4,7 @@ settings that follow from it), and the ``Result`` it measured."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,12 @@ from server.common.settings import GatewaySettings, environment
 SWEEP = (1, 2, 4, 8, 16, 32, 64)  # clients, for --sweep
 BACKENDS = ("sqlite", "postgres")
 BCRYPT_ROUNDS = 4  # logging in every customer fast; the bench measures payments
+# The always-on features a run may leave out, to measure what they cost, and the gateway
+# settings (a benchmark's switches) that leave each out.
+WITHOUT = {
+    "trace": environment(GatewaySettings, trace=False),
+    "rate limit": environment(GatewaySettings, pay_rate=math.inf),
+}
 
 
 class BenchError(Exception):
@@ -71,9 +78,12 @@ class Config:
     probes: int = 300  # history pages and replays timed after a preload
     round: int = 1  # which repetition of this configuration (--repeat)
     batch: int = 1  # payments per call: 1, one Pay each; more, PayBatch calls of that many
+    without: str = ""  # a feature of WITHOUT left out, to measure its cost; "": as built
 
     def cluster_env(self) -> dict[str, str]:
         env = every_process(bcrypt_rounds=BCRYPT_ROUNDS)
+        if self.without:
+            env.update(WITHOUT[self.without])
         if self.batch_max is not None:
             env.update(environment(GatewaySettings, batch_max=self.batch_max))
         if self.txn_timeout is not None:
@@ -140,3 +150,4 @@ class Result:
     pids: dict[str, int]
     probes: dict[str, Any] | None = None  # after a preload: history pages and replays
     batch: int = 1  # payments per call (PayBatch when more than 1); latencies are per call
+    without: str = ""  # the feature left out (Config.without); "": as built

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from devtools.bench.config import Result
+from devtools.bench.costs import Cost, render_costs
 from devtools.bench.summary import Spread, Summary
 
 if TYPE_CHECKING:
@@ -42,6 +43,8 @@ class Report:
     runs: list[Result] = field(default_factory=list)
     summaries: list[Summary] = field(default_factory=list)
     failovers: list[FailoverResult] = field(default_factory=list)
+    variants: list[Result] = field(default_factory=list)  # runs without a feature (--costs)
+    costs: list[Cost] = field(default_factory=list)
     plot: str = ""  # the PNG written, if any
 
 
@@ -293,6 +296,11 @@ def render_all(report: Report) -> str:
         parts.append(render_summary(report.summaries, report.runs))
     if any(s.runs > 1 for s in report.summaries):
         parts.append(render_repeats(report.summaries))
+    if report.costs:
+        parts.append(render_costs(report.costs))
+    problems = [f"   !! without the {r.without}: {p}" for r in report.variants for p in r.problems]
+    if problems:
+        parts.append("\n".join(["== problems of the runs without a feature", *problems]))
     checks = targets(report.runs)
     if checks:
         parts.append(
@@ -325,6 +333,8 @@ def render_json(report: Report) -> str:
         "runs": [asdict(r) for r in report.runs],
         "summary": [asdict(s) for s in report.summaries],
         "failover": [asdict(f) for f in report.failovers],
+        "without": [asdict(r) for r in report.variants],
+        "costs": [asdict(c) | {"met": c.met, "steady": c.steady} for c in report.costs],
         "targets": targets(report.runs),
         "plot": report.plot or None,
     }

@@ -143,11 +143,14 @@ def run_config(
     label = config.setup.label
     name = f"{label.replace(':', '-')}-c{config.concurrency}-b{config.effective_batch_max}"
     name += f"-n{config.batch}" if config.batch > 1 else ""
-    name += f"-r{config.round}"
+    name += f"-r{config.round}" + (
+        f"-without-{config.without.replace(' ', '-')}" if config.without else ""
+    )
     backend = backends.describe(config.setup, config.database_url)
     try:
         with new_cluster(config, data_dir, name) as cluster:
-            start(cluster, f"{label} c={config.concurrency} round {config.round}")
+            without = f" without the {config.without}" if config.without else ""
+            start(cluster, f"{label} c={config.concurrency} round {config.round}{without}")
             preloaded = fill(cluster, config, customers) if config.preload else None
             pids = {name: process.pid for name, process in cluster.processes.items()}
             tokens = asyncio.run(log_in_everyone(cluster, customers))
@@ -253,4 +256,5 @@ def summarize(config: Config, m: Measured) -> Result:
         pids=m.pids,
         probes=m.probes,
         batch=config.batch,
+        without=config.without,
     )

@@ -1,6 +1,6 @@
 """The admin's command line (``minipay-admin``; ``python -m admin`` in a checkout): log in as
 an admin, list banks, create, list, disable and enable users, deposit money, look at every
-payment and refund one on its payee's behalf.
+payment, read any payment's story (trace) and refund one on its payee's behalf.
 
 The admin's session is kept apart from a customer's, in $MINIPAY_HOME/admin-session.json
 (default ~/.minipay). Amounts are plain decimals in the currency's units ("100.00"); with
@@ -25,6 +25,7 @@ from minipay.client.__main__ import (
 )
 from minipay.client.api import ClientError, GatewayClient, Payment, User
 from minipay.client.commandline import (
+    TRACE_DETAILS,
     Commands,
     Invocation,
     PasswordRequest,
@@ -37,6 +38,7 @@ from minipay.client.commandline import (
     positive_int,
     run,
     show,
+    show_trace,
     utc_text,
 )
 from minipay.money import format_minor_units, to_minor_units
@@ -194,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="any unique text; running the command again with the same key refunds once "
         "(default: a new random key, shown with --json)",
     )
+    trace_command = commands.add(
+        "trace",
+        "any payment's story, step by step: every step of its two-phase commit",
+        TRACE_DETAILS,
+    )
+    trace_command.add_argument("payment_id", metavar="ID", help="the payment's id")
     return commands.parser
 
 
@@ -292,6 +300,8 @@ async def work(invocation: Invocation, client: GatewayClient) -> int:
         show(args, payment_json(found), "\n".join(payment_details(found)), found.request_id)
     elif command == "refund":
         return await refund(invocation, client)
+    elif command == "trace":
+        show_trace(args, await client.admin_payment_trace(args.payment_id))
     return 0
 
 

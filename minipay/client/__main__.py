@@ -1,6 +1,6 @@
 """The customer's command line (``minipay``; ``python -m client`` in a checkout): register,
 log in, check the balance, pay (one payee, or every row of a CSV file), refund a payment
-received, look up a payment and read the history.
+received, look up a payment, read its story (trace) and read the history.
 
 A customer registers once (links their bank account to the gateway, with the password their
 bank gave them), then logs in; the session is kept in $MINIPAY_HOME (default ~/.minipay).
@@ -21,6 +21,7 @@ from typing import Any
 from minipay.client import batch_file, pay_batch
 from minipay.client.api import DEFAULT_PAGE_SIZE, MAX_BATCH_ITEMS, MAX_PAGE_SIZE, GatewayClient
 from minipay.client.commandline import (
+    TRACE_DETAILS,
     Commands,
     Invocation,
     PasswordRequest,
@@ -34,6 +35,7 @@ from minipay.client.commandline import (
     password_stdin,
     run,
     show,
+    show_trace,
     utc_text,
 )
 from minipay.client.results import Direction, Payment, PaymentKind, PaymentStatus
@@ -212,6 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     payment.add_argument("payment_id", metavar="ID", help="the payment's id, e.g. pay_3f2a...")
 
+    trace_command = commands.add(
+        "trace",
+        "one payment's story, step by step: a timeline of its two-phase commit",
+        TRACE_DETAILS + "\nA payee sees a payment's story once it committed, without the\n"
+        "payer's bank's votes.",
+    )
+    trace_command.add_argument("payment_id", metavar="ID", help="the payment's id")
+
     history = commands.add("history", "your payments, newest first")
     history.add_argument(
         "--page-size",
@@ -349,6 +359,8 @@ async def work(invocation: Invocation, client: GatewayClient) -> int:
         return await payment(args, client)
     if args.command == "history":
         return await history(args, client)
+    if args.command == "trace":
+        show_trace(args, await client.payment_trace(args.payment_id))
     return 0
 
 

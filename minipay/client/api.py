@@ -2,7 +2,10 @@
 typed calls that retry safely (same idempotency key and request id) on UNAVAILABLE and
 DEADLINE_EXCEEDED: exponential backoff with jitter (or longer when the gateway's RetryInfo
 says so), 10 attempts by default, which wait between about 7 and 14 s in all, longer than a
-gateway takes to be restarted, and never past the call's deadline (60 s by default).
+gateway takes to be restarted, and never past the call's deadline (60 s by default). A call
+refused for the customer's rate limit (RATE_LIMITED) waits what its RetryInfo says, plus
+jitter, and is sent again without counting as an attempt, as long as the waiting stays
+within the call's deadline; each wait is logged (on standard error with the CLIs' --verbose).
 
 Calls return frozen dataclasses (``minipay.client.results``), each with the ``request_id`` of
 the call. Everything the library raises is a ``MinipayError`` (``minipay.client.errors``): an
@@ -68,6 +71,8 @@ from minipay.client.results import (
     UserList,
     utc,
 )
+from minipay.client.trace import PaymentTrace
+from minipay.errors import ErrorReason
 from minipay.service_names import GATEWAY_SERVER_NAME
 from minipay.v1 import (
     admin_pb2,
@@ -100,6 +105,7 @@ __all__ = [
     "Payment",
     "PaymentKind",
     "PaymentStatus",
+    "PaymentTrace",
     "Registration",
     "RetryPolicy",
     "User",
@@ -358,6 +364,11 @@ class RetryPolicy:
         RetryInfo asked for longer."""
         return max(self.backoff(attempt), retry_after or 0.0)
 
+    def rate_limit_wait(self, retry_after: float) -> float:
+        """The pause before sending a rate-limited call again: what the gateway asked for,
+        and up to a tenth more (at least a few ms), so that clients do not come back at once."""
+        return retry_after + random.uniform(0, retry_after / 10 + 0.005)
+
 
 class Answer(NamedTuple):
     """A call's response message and the request id the gateway answered with."""
@@ -435,6 +446,10 @@ class GatewayClient:
                 return Answer(message, answered or request_id)
             except grpc.aio.AioRpcError as rpc_error:
                 error = ApiError.from_rpc_error(rpc_error, request_id)
+                pause = self._rate_limited(error, deadline)
+                if pause is not None:
+                    await self.retry.sleep(pause)
+                    continue
                 delay = self.retry.delay(attempt, error.retry_after)
                 last = attempt >= self.retry.max_attempts
                 if error.code not in RETRYABLE:
@@ -448,6 +463,23 @@ class GatewayClient:
             self._log_retry(error, attempt, delay, idempotency_key)
             await self.retry.sleep(delay)
             attempt += 1
+
+    def _rate_limited(self, error: ApiError, deadline: float) -> float | None:
+        """How long to wait before sending a call the rate limit refused again; None when
+        the error is another, or the wait would go past the call's deadline."""
+        if error.reason != ErrorReason.RATE_LIMITED or not error.retry_after:
+            return None
+        pause = self.retry.rate_limit_wait(error.retry_after)
+        if time.monotonic() + pause >= deadline:
+            return None
+        fields = {
+            "event": "rate_limited",
+            "message": f"rate limited: waiting {pause:.3f} s, then sending the call again",
+            "request_id": error.request_id,
+            "waiting_s": round(pause, 3),
+        }
+        log.warning("rate limited", extra={"fields": fields})
+        return pause
 
     def _log_retry(self, error: ApiError, attempt: int, delay: float, idempotency_key: str) -> None:
         fields = {
@@ -573,6 +605,13 @@ class GatewayClient:
         message, request_id = await self._call(self.payments.Refund, request, idempotency_key=key)
         return Payment.from_message(message.refund, request_id, replayed=message.replayed)
 
+    async def payment_trace(self, payment_id: str) -> PaymentTrace:
+        """The story of one payment the caller made (every step) or received once it
+        committed (without the payer's bank's votes and the payer's request details)."""
+        request = gateway_pb2.GetPaymentTraceRequest(payment_id=payment_id)
+        message, request_id = await self._call(self.payments.GetPaymentTrace, request)
+        return PaymentTrace.from_message(message, request_id)
+
     async def history(
         self,
         page_size: int = DEFAULT_PAGE_SIZE,
@@ -632,6 +671,12 @@ class GatewayClient:
         )
         message, request_id = await self._call(self.admin.CreateUser, request)
         return User.from_message(message.user, request_id)
+
+    async def admin_payment_trace(self, payment_id: str) -> PaymentTrace:
+        """Any payment's story, every step (an admin's call)."""
+        request = admin_pb2.AdminGetPaymentTraceRequest(payment_id=payment_id)
+        message, request_id = await self._call(self.admin.GetPaymentTrace, request)
+        return PaymentTrace.from_message(message, request_id)
 
     async def list_users(self, bank: str = "") -> UserList:
         """The customers of BANK, or of every bank."""

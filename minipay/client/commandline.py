@@ -65,6 +65,8 @@ from minipay.client.api import (
 )
 from minipay.client.errors import ApiError, ClientError, GatewayUnreachable
 from minipay.client.logs import configure_client_logging
+from minipay.client.trace import PaymentTrace, trace_json
+from minipay.client.trace_text import for_terminal
 from minipay.launch import INTERRUPTED, die_interrupted
 from minipay.money import AmountError, format_minor_units
 
@@ -431,6 +433,18 @@ def show(args: argparse.Namespace, data: dict[str, Any], text: str, request_id: 
     print(json.dumps({**data, "request_id": request_id}) if args.json else text)
     if args.verbose and request_id:
         print(f"request id: {request_id}", file=sys.stderr)
+
+
+TRACE_DETAILS = (
+    "A column per party (the client, each gateway replica that took a step, the\n"
+    "payer's bank, the payee's bank), a line per message, the milliseconds since the\n"
+    "payment was recorded on the left. --json prints the steps."
+)
+
+
+def show_trace(args: argparse.Namespace, trace: PaymentTrace) -> None:
+    """A payment's story: the timeline (as wide as the terminal), or with --json its steps."""
+    show(args, trace_json(trace), for_terminal(trace, sys.stdout).rstrip("\n"), trace.request_id)
 
 
 def iso(moment: datetime | None) -> str | None:

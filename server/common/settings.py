@@ -77,6 +77,12 @@ def _flag(field: dataclasses.Field[Any]) -> str:
     return "--" + field.name.replace("_", "-")
 
 
+def _names(cls: type[ProcessSettings], name: str) -> str:
+    """Field NAME's flag and variable, for an error message."""
+    field = {f.name: f for f in dataclasses.fields(cls)}[name]
+    return f"{_flag(field)}, {_variable(cls, field)}"
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls: type[ProcessSettings]) -> None:
     """Adds one flag per settings field, with its variable and default in the help."""
     for field in dataclasses.fields(cls):
@@ -285,6 +291,29 @@ class GatewaySettings(ProcessSettings):
         60.0, "seconds a locked user or certificate waits at least (it waits for its window)"
     )
     idempotency_ttl: int = setting(86400, "seconds an idempotency key is remembered")
+    pay_rate: float = setting(
+        2000.0,
+        "payments (Pay, Refund, PayBatch items) one customer may make a second, over every "
+        "replica together; inf: no limit",
+    )
+    pay_burst: float = setting(
+        4000.0, "payments one customer may make at once before the rate applies (at least 1)"
+    )
+    trace: bool = setting(
+        True, "write each payment's story (off only to measure what it costs: benchmarks)"
+    )
+
+    def __post_init__(self) -> None:
+        if not self.pay_rate > 0:  # NaN too
+            raise ConfigError(
+                f"the pay rate {self.pay_rate!r} ({_names(GatewaySettings, 'pay_rate')}) must be "
+                "above 0 payments a second (inf: no limit)"
+            )
+        if not self.pay_burst >= 1:
+            raise ConfigError(
+                f"the pay burst {self.pay_burst!r} ({_names(GatewaySettings, 'pay_burst')}) must "
+                "be at least 1 payment"
+            )
 
     @property
     def process_name(self) -> str:

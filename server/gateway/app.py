@@ -29,6 +29,7 @@ from server.common.tls import Peers, TlsFiles
 from server.gateway import users
 from server.gateway.banks import BankDirectory
 from server.gateway.coordinator import Coordinator
+from server.gateway.rate_limit import RateLimiter
 from server.gateway.recovery import Recovery
 from server.gateway.replicas import Replica
 from server.gateway.revocations import Revocations
@@ -36,6 +37,7 @@ from server.gateway.servicers import AdminService, AuthService, CoordinatorServi
 from server.gateway.throttle import Limit, LoginThrottle
 from server.gateway.token_keys import KeyRing
 from server.gateway.tokens import TokenService
+from server.gateway.trace import Trace
 from server.interceptors.authentication import AuthInterceptor
 from server.interceptors.logging import LoggingInterceptor, RequestLimits
 
@@ -115,7 +117,9 @@ async def run_server(settings: GatewaySettings) -> GatewayServer:
         settings.txn_timeout,
         settings.batch_max,
         Faults(settings.faults),
+        Trace(settings.name, enabled=settings.trace),
     )
+    limiter = RateLimiter(settings.pay_rate, settings.pay_burst, lambda: replica.live)
     throttle = LoginThrottle(database)
     limits = users.ThrottleLimits(
         per_username=Limit(
@@ -139,11 +143,11 @@ async def run_server(settings: GatewaySettings) -> GatewayServer:
     def register(server: grpc.aio.Server) -> list[str]:
         gateway_pb2_grpc.add_AuthServicer_to_server(AuthService(identities), server)
         gateway_pb2_grpc.add_PaymentsServicer_to_server(
-            PaymentsService(database, banks, coordinator), server
+            PaymentsService(database, banks, coordinator, limiter), server
         )
         gateway_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorService(coordinator), server)
         admin_pb2_grpc.add_AdminServicer_to_server(
-            AdminService(banks, identities, database, coordinator), server
+            AdminService(banks, identities, database, coordinator, limiter), server
         )
         # The event stream's methods answer UNIMPLEMENTED until issue 23 lands.
         events_pb2_grpc.add_EventsServicer_to_server(events_pb2_grpc.EventsServicer(), server)

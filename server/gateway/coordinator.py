@@ -19,9 +19,13 @@ the payment to a survivor can no longer change it; it answers its caller from th
 payment whose owner's lease has passed is taken over: aborted if undecided (presumed abort),
 its decision delivered otherwise.
 
+Each of these transactions also writes the payment's story (``trace``): the record, each
+bank's vote with its times, the decision and why, a take-over; and whatever steps were
+waiting for a write (acknowledgements, banks' questions).
+
 Plain Python over three seams: the payment log (a database), ``Participants`` (the banks,
 reached through ``server.gateway.banks`` in production and a fake in the unit tests) and
-``Owner`` (this replica's fencing token, from ``server.gateway.replicas``).
+``Owner`` (this replica's name and fencing token, from ``server.gateway.replicas``).
 """
 
 from __future__ import annotations
@@ -32,9 +36,9 @@ import contextvars
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection
 
@@ -45,8 +49,9 @@ from server.common.errors import InvalidArgument
 from server.common.faults import Faults
 from server.common.logs import REQUEST_ID, event
 from server.common.metrics import IN_DOUBT, PAYMENTS, PHASE_SECONDS
+from server.common.principal import peek_principal
 from server.common.vocabulary import Leg, Reason, Status
-from server.gateway import payment_log, refunds
+from server.gateway import payment_log, refunds, trace
 from server.gateway.delivery import Delivery, Recipients
 from server.gateway.payment_log import Deciding, RecordKind
 from server.gateway.payment_state import (
@@ -64,6 +69,7 @@ from server.gateway.payment_state import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # One round at a time gathers the most payments per round (the fewest transactions and calls
 # per payment); a round slower than ROUND_OVERLAP (a slow bank) lets the next one start, up to
@@ -93,7 +99,11 @@ class Participants(Recipients, Protocol):
 
 
 class Owner(Protocol):
-    """This replica, as the coordinator needs it: the fencing token of its incarnation."""
+    """This replica, as the coordinator needs it: its name and the fencing token of its
+    incarnation."""
+
+    @property
+    def name(self) -> str: ...
 
     @property
     def token(self) -> int: ...
@@ -107,6 +117,7 @@ class Asked:
     request_id: str
     wait: float | None
     answer: asyncio.Future[Outcome]
+    certificate: str = ""  # the caller's (its common name), for the payment's story
 
 
 class Coordinator:
@@ -119,6 +130,7 @@ class Coordinator:
         timeout: float,
         batch_max: int,
         faults: Faults | None = None,
+        steps: trace.Trace | None = None,
     ) -> None:
         self._db = db
         self._participants = participants
@@ -133,9 +145,17 @@ class Coordinator:
         self._background: list[asyncio.Task[None]] = []
         # Payment id -> its outcome once its round decides it (a repeat of its key waits).
         self._in_flight: dict[str, asyncio.Future[Outcome]] = {}
+        self._rounds_begun = 0  # numbers this incarnation's rounds, for the trace
+        self.trace = steps or trace.Trace(owner.name)
         # Decisions go to the banks from here; they wait for a round under way to ride on.
         self.delivery = Delivery(
-            db, participants, bank_names, timeout, self._faults, lambda: bool(self._running)
+            db,
+            participants,
+            bank_names,
+            timeout,
+            self._faults,
+            lambda: bool(self._running),
+            self.trace,
         )
         IN_DOUBT.set_function(lambda: len(self._in_flight) + self.delivery.undelivered)
 
@@ -167,7 +187,9 @@ class Coordinator:
         deadline) for a payment still being decided elsewhere, then answers PENDING."""
         self.start()
         answer: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._asked.append(Asked(order, REQUEST_ID.get(), wait, answer))
+        principal = peek_principal()
+        certificate = principal.peer.common_name if principal is not None else ""
+        self._asked.append(Asked(order, REQUEST_ID.get(), wait, answer, certificate))
         self._arrived.set()
         # Shielded: a caller that goes away does not stop the round its payment is in.
         return await asyncio.shield(answer)
@@ -239,9 +261,11 @@ class Coordinator:
 
     async def _round(self, batch: list[Asked]) -> None:
         fresh: list[tuple[Asked, PaymentView]] = []
+        self._rounds_begun += 1
+        round_id = f"{self._owner.token}.{self._rounds_begun}"
         try:
             started = time.perf_counter()
-            recorded = await self._record([asked.order for asked in batch])
+            recorded = await self._record(batch)
             PHASE_SECONDS.labels("record").observe(time.perf_counter() - started)
             for asked, result in zip(batch, recorded, strict=True):
                 if result.kind is RecordKind.KEY_REUSED:
@@ -260,7 +284,7 @@ class Coordinator:
                     self._in_flight[result.payment.id] = asked.answer
             if fresh:
                 self._faults.crash_point("crash_after_record")
-                await self._decide_round(fresh)
+                await self._decide_round(fresh, round_id)
         except Exception as error:  # every caller of a failed round learns it failed
             log.exception("a payment round failed")
             for asked in batch:
@@ -269,25 +293,56 @@ class Coordinator:
             for _, payment in fresh:
                 self._in_flight.pop(payment.id, None)
 
-    async def _record(self, orders: list[PaymentOrder]) -> list[payment_log.Recorded]:
+    async def _record(self, batch: list[Asked]) -> list[payment_log.Recorded]:
         """The round's first transaction: each payment recorded as PREPARING and owned by
-        this replica, or found by its key."""
+        this replica, or found by its key (and the story of each)."""
         token = self._owner.token
+        orders = [asked.order for asked in batch]
 
-        def write(connection: Connection) -> list[payment_log.Recorded]:
-            return payment_log.record(connection, orders, self._timeout, token)
+        def write(connection: Connection, waiting: list[trace.Row]) -> list[payment_log.Recorded]:
+            recorded = payment_log.record(connection, orders, self._timeout, token)
+            trace.write(connection, [*waiting, *self._recorded_steps(batch, recorded)])
+            return recorded
 
-        return await self._db.statements(write)
+        return await self._write(write)
 
-    async def _decide_round(self, fresh: list[tuple[Asked, PaymentView]]) -> None:
+    def _recorded_steps(
+        self, batch: list[Asked], recorded: list[payment_log.Recorded]
+    ) -> list[trace.Row | None]:
+        steps: list[trace.Row | None] = []
+        for asked, result in zip(batch, recorded, strict=True):
+            if result.payment is None:  # a key reused: no payment of the caller's
+                continue
+            payment = result.payment
+            if result.kind is RecordKind.NEW:
+                steps.append(self.trace.recorded(payment, asked.request_id, asked.certificate))
+                if payment.refund_of:  # a step of the refunded payment's story too
+                    steps.append(
+                        self.trace.refund(payment.refund_of, payment.id, payment.amount, "PENDING")
+                    )
+            else:
+                steps.append(self.trace.replayed(payment, asked.request_id))
+        return steps
+
+    async def _write(self, work: Callable[[Connection, list[trace.Row]], T]) -> T:
+        """WORK in one transaction, with the trace's steps that wait for a write (put back
+        to wait again if the transaction fails)."""
+        waiting = self.trace.take()
+        try:
+            return await self._db.statements(lambda connection: work(connection, waiting))
+        except BaseException:
+            self.trace.put_back(waiting)
+            raise
+
+    async def _decide_round(self, fresh: list[tuple[Asked, PaymentView]], round_id: str) -> None:
         started = time.perf_counter()
-        votes = await self._votes(fresh)
+        votes, steps, causes = await self._votes(fresh, round_id)
         PHASE_SECONDS.labels("prepare").observe(time.perf_counter() - started)
         started = time.perf_counter()
         decisions = [
             Deciding(payment.id, decide(votes[payment.id]), payment.owner) for _, payment in fresh
         ]
-        stored = await self._store(decisions)
+        stored = await self._store(decisions, steps, causes, round_id)
         PHASE_SECONDS.labels("decide").observe(time.perf_counter() - started)
         self._faults.crash_point("crash_after_decision")
         for (asked, payment), result in zip(fresh, stored, strict=True):
@@ -301,22 +356,44 @@ class Coordinator:
             if not asked.answer.done():
                 asked.answer.set_result(Outcome(result))
 
-    async def _store(self, decisions: list[Deciding]) -> list[PaymentView]:
+    async def _store(
+        self,
+        decisions: list[Deciding],
+        steps: Sequence[trace.Row] = (),
+        causes: Mapping[str, str] | None = None,
+        round_id: str = "",
+    ) -> list[PaymentView]:
         """The decision transaction, of a round or of a take-over: the decisions (each only
         while its payment is undecided and still its decider's), and the completions
-        delivery gathered meanwhile. Returns the payments as they stand."""
+        delivery gathered meanwhile; with the round's STEPS (its votes), and a DECIDED step
+        with its cause (CAUSES) for each decision stored now. Returns the payments as they
+        stand."""
         completed = self.delivery.take_completions()
+        why = causes or {}
 
-        def write(connection: Connection) -> list[PaymentView]:
+        def write(connection: Connection, waiting: list[trace.Row]) -> list[PaymentView]:
             payment_log.complete(connection, completed)
-            return payment_log.store_decisions(connection, decisions)
+            stored = payment_log.store_decisions(connection, decisions)
+            decided = [
+                self.trace.decided(p, why.get(p.id, trace.ALL_YES), round_id) for p in stored
+            ]
+            refunded = [
+                self.trace.refund(p.refund_of, p.id, p.amount, status_of(p.state).value)
+                for p in stored
+                if p.decided_now and p.refund_of
+            ]
+            trace.write(connection, [*waiting, *steps, *decided, *refunded])
+            return stored
 
-        stored = await self._db.statements(write)
+        stored = await self._write(write)
         self._log_decisions(stored)
         return stored
 
-    async def _votes(self, fresh: list[tuple[Asked, PaymentView]]) -> dict[str, list[Vote]]:
-        """Every bank's votes on the round's payments, one Prepare per bank, at once."""
+    async def _votes(
+        self, fresh: list[tuple[Asked, PaymentView]], round_id: str
+    ) -> tuple[dict[str, list[Vote]], list[trace.Row], dict[str, str]]:
+        """Every bank's votes on the round's payments, one Prepare per bank, at once; the
+        VOTED steps; and why each payment that got a no will be aborted."""
         by_bank: dict[str, list[Leg]] = defaultdict(list)
         request_ids: dict[str, list[str]] = defaultdict(list)
         for asked, payment in fresh:
@@ -326,24 +403,32 @@ class Coordinator:
         deadline = min(payment.deadline for _, payment in fresh)
         answers = await asyncio.gather(
             *(
-                self._prepare(bank, legs, deadline, request_ids[bank])
+                self._prepare(bank, legs, deadline, request_ids[bank], round_id)
                 for bank, legs in by_bank.items()
             )
         )
         votes: dict[str, list[Vote]] = defaultdict(list)
-        for answer in answers:
+        steps: list[trace.Row] = []
+        causes: dict[str, str] = {}
+        for bank, (answer, sent_ms, at_ms) in zip(by_bank, answers, strict=True):
             for payment_id, vote in answer.items():
                 votes[payment_id].append(vote)
-        return votes
+                if self.trace.enabled:
+                    steps.append(self.trace.voted(payment_id, bank, round_id, sent_ms, at_ms, vote))
+                if not vote.yes and payment_id not in causes:  # ``decide``: the first no
+                    causes[payment_id] = trace.cause_of(trace.vote_outcome(vote), bank)
+        return votes, steps, causes
 
     async def _prepare(
-        self, bank: str, legs: list[Leg], deadline: float, request_ids: list[str]
-    ) -> dict[str, Vote]:
-        """One bank's votes; the decisions waiting for that bank ride along."""
+        self, bank: str, legs: list[Leg], deadline: float, request_ids: list[str], round_id: str
+    ) -> tuple[dict[str, Vote], int, int]:
+        """One bank's votes, and when the Prepare left and its answer came (ms); the
+        decisions waiting for that bank ride along."""
         ids = list(dict.fromkeys(leg.payment_id for leg in legs))
         commits: list[str] = []
         aborts: list[str] = []
         remaining = deadline - now()
+        sent_ms = trace.now_ms()
         if remaining <= 0:
             prepared = Prepared(dict.fromkeys(ids, no_vote(Reason.TIMEOUT)), set())
         else:
@@ -351,6 +436,7 @@ class Coordinator:
             prepared = await self._participants.prepare(
                 bank, legs, remaining, request_ids, commits, aborts
             )
+        at_ms = trace.now_ms()
         # One record per bank and round: the votes, and the decisions that rode along.
         event(
             log,
@@ -361,8 +447,8 @@ class Coordinator:
             **({"commit": commits} if commits else {}),
             **({"abort": aborts} if aborts else {}),
         )
-        self.delivery.answered(bank, [*commits, *aborts], prepared.acknowledged)
-        return prepared.votes
+        self.delivery.answered(bank, [*commits, *aborts], prepared.acknowledged, sent_ms, round_id)
+        return prepared.votes, sent_ms, at_ms
 
     def _log_decisions(self, stored: list[PaymentView]) -> None:
         decided = {p.id: p for p in stored if p.decided_now}
@@ -427,24 +513,38 @@ class Coordinator:
         them as they stand now."""
         self.start()
         token = self._owner.token
-        claimed = await self._db.statements(
-            lambda c: payment_log.claim_orphans(c, token, payment_ids)
-        )
+
+        def claim(connection: Connection, waiting: list[trace.Row]) -> list[PaymentView]:
+            previous: dict[str, int | None] = {}
+            claimed = payment_log.claim_orphans(
+                connection, token, payment_ids, previous_owners=previous
+            )
+            steps: list[trace.Row | None] = list(waiting)
+            if claimed and self.trace.enabled:
+                names = trace.replica_names(connection, previous.values())
+                for payment in claimed:
+                    lost = previous.get(payment.id)
+                    steps.append(self.trace.taken_over(payment.id, names.get(lost or 0, "")))
+            trace.write(connection, steps)
+            return claimed
+
+        claimed = await self._write(claim)
         undecided = [p for p in claimed if p.state is CoordinatorState.PREPARING]
         for payment in claimed:
             event(log, "payment_taken_over", payment_id=payment.id, state=payment.state.value)
         current = {p.id: p for p in claimed}
         if undecided:
             event(log, "recovery_abort", payment_ids=[p.id for p in undecided])
-            current.update(await self._abort(undecided))
+            current.update(await self._abort(undecided, trace.PRESUMED_ABORT))
         for payment in current.values():
             if payment.owner_token == token:
                 self.delivery.post(payment)
         return list(current.values())
 
-    async def _abort(self, payments: list[PaymentView]) -> dict[str, PaymentView]:
+    async def _abort(self, payments: list[PaymentView], cause: str) -> dict[str, PaymentView]:
         decisions = [Deciding(p.id, abort(Reason.TIMEOUT), p.owner) for p in payments]
-        return {p.id: p for p in await self._store(decisions)}
+        causes = dict.fromkeys((p.id for p in payments), cause)
+        return {p.id: p for p in await self._store(decisions, causes=causes)}
 
     async def resume_own(self) -> None:
         """Goes on with this replica's own open payments that nothing here is driving."""
@@ -460,14 +560,16 @@ class Coordinator:
                 stuck.append(payment)  # its round is gone
         if stuck:
             event(log, "recovery_abort", payment_ids=[p.id for p in stuck])
-            for payment in (await self._abort(stuck)).values():
+            for payment in (await self._abort(stuck, trace.ROUND_LOST)).values():
                 if payment.owner_token == token:
                     self.delivery.post(payment)
 
-    async def statuses(self, payment_ids: Sequence[str]) -> dict[str, Status]:
-        """Answers a bank in doubt: each payment's status, COMMITTED or ABORTED once decided;
-        PENDING while a live replica decides it; for a payment nobody recorded, or whose
-        owner died undecided, ABORTED (presumed abort)."""
+    async def statuses(self, payment_ids: Sequence[str], asked_by: str = "") -> dict[str, Status]:
+        """Answers a bank in doubt (ASKED_BY, for the payments' stories): each payment's
+        status, COMMITTED or ABORTED once decided; PENDING while a live replica decides it;
+        for a payment nobody recorded, or whose owner died undecided, ABORTED (presumed
+        abort)."""
+        asked_ms = trace.now_ms()
         known = await self._db.statements(lambda c: payment_log.by_ids(c, payment_ids))
         undecided = [
             pid
@@ -476,10 +578,15 @@ class Coordinator:
         ]
         if undecided:
             known.update({p.id: p for p in await self.take_over(undecided)})
-        return {
+        answers = {
             pid: status_of(known[pid].state) if pid in known else Status.ABORTED
             for pid in payment_ids
         }
+        if asked_by:  # a payment nobody recorded has no story to add to
+            words = {Status.COMMITTED: trace.COMMIT, Status.ABORTED: trace.ABORT}
+            told = {pid: words.get(answers[pid], "PENDING") for pid in known}
+            self.trace.asked(asked_by, told, asked_ms)
+        return answers
 
 
 def _fail(answer: asyncio.Future[Outcome], error: BaseException) -> None:

@@ -16,9 +16,10 @@ own backoff, beside the rest:
   keeps no request id or other metadata.
 
 Completions (every bank acknowledged) ride on the next round's decision transaction
-(``take_completions``), or are written alone after COMPLETION_DELAY. A balance read first
-delivers every decision on its account's payments that its bank may not have applied yet,
-whichever replica made it (``deliver_before_read``).
+(``take_completions``), or are written alone after COMPLETION_DELAY; so do the trace's steps
+of each answer (acknowledged, or not), which wait in the trace's buffer for any write. A
+balance read first delivers every decision on its account's payments that its bank may not
+have applied yet, whichever replica made it (``deliver_before_read``).
 
 Plain Python over two seams: the payment log (a database) and ``Recipients`` (the banks,
 ``server.gateway.banks`` in production, a fake in the unit tests).
@@ -35,11 +36,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from sqlalchemy import Connection
+
 from server.common.db import Database
 from server.common.faults import Faults
 from server.common.logs import REQUEST_ID, event
 from server.common.metrics import PHASE_SECONDS
-from server.gateway import payment_log
+from server.gateway import payment_log, trace
 from server.gateway.payment_state import (
     DELIVERING_STATES,
     CoordinatorState,
@@ -177,6 +180,7 @@ class Delivery:
         timeout: float,
         faults: Faults | None = None,
         round_under_way: Callable[[], bool] = lambda: False,
+        steps: trace.Trace | None = None,
     ) -> None:
         self._db = db
         self._recipients = recipients
@@ -187,10 +191,14 @@ class Delivery:
         self._outboxes = {bank: Outbox() for bank in bank_names}
         # Payment id -> (owner, banks still to acknowledge its decision).
         self._unacknowledged: dict[str, tuple[int, set[str]]] = {}
-        self._completed: list[tuple[str, int]] = []
+        # Payment id -> owner, of payments every bank acknowledged: to be marked complete.
+        self._completed: dict[str, int] = {}
         self._completions = asyncio.Event()
         self._writing = 0  # completion writes under way
         self._background: list[asyncio.Task[None]] = []
+        # The story of each decision sent: its steps wait for a write (this one's, if none).
+        self.trace = steps or trace.Trace("", enabled=False)
+        self.trace.on_waiting(self._completions.set)
 
     def start(self) -> None:
         """Starts the loops that send decisions and write completions (once)."""
@@ -207,6 +215,7 @@ class Delivery:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         self._background = []
+        await self._write_completions()  # a clean stop keeps what it knows
 
     @property
     def undelivered(self) -> int:
@@ -220,12 +229,18 @@ class Delivery:
             not self._unacknowledged
             and not self._completed
             and not self._writing
+            and not self.trace.waiting
             and not any(outbox.pending for outbox in self._outboxes.values())
         )
 
     def post(self, payment: PaymentView) -> None:
-        """Queues a stored decision for every bank of the payment (once)."""
-        if payment.state not in DELIVERING_STATES or payment.id in self._unacknowledged:
+        """Queues a stored decision for every bank of the payment (once; not again while its
+        completion waits to be written)."""
+        if (
+            payment.state not in DELIVERING_STATES
+            or payment.id in self._unacknowledged
+            or payment.id in self._completed
+        ):
             return
         commit = payment.state is CoordinatorState.COMMITTING
         self._unacknowledged[payment.id] = (payment.owner, set(payment.banks))
@@ -239,16 +254,25 @@ class Delivery:
             return [], []
         return self._outboxes[bank].riders()
 
-    def answered(self, bank: str, sent: Sequence[str], acknowledged: set[str]) -> None:
-        """What BANK acknowledged of the decisions SENT on a Prepare (none if it failed)."""
+    def answered(
+        self,
+        bank: str,
+        sent: Sequence[str],
+        acknowledged: set[str],
+        sent_ms: int = 0,
+        round_id: str = "",
+    ) -> None:
+        """What BANK acknowledged of the decisions SENT on a Prepare (none if it failed),
+        sent at SENT_MS in round ROUND_ID."""
+        self._traced(bank, sent, acknowledged, sent_ms, trace.VIA_PREPARE, round_id)
         self._outboxes[bank].answered(sent, acknowledged, refused=False)
         self._note(bank, sent, acknowledged)
 
     def take_completions(self) -> list[tuple[str, int]]:
         """(payment id, owner) of the payments every bank acknowledged, for the caller to
         mark complete in its transaction (``payment_log.complete``)."""
-        completed, self._completed = self._completed, []
-        return completed
+        completed, self._completed = self._completed, {}
+        return list(completed.items())
 
     async def deliver_before_read(self, bank: str, account: str) -> set[str]:
         """Delivers, before a balance is read (or a refund takes money back), every decision
@@ -260,8 +284,10 @@ class Delivery:
             ids = [p.id for p in pending if (p.state is CoordinatorState.COMMITTING) == commit]
             for start in range(0, len(ids), MAX_PER_CALL):
                 sent = ids[start : start + MAX_PER_CALL]
+                sent_ms = trace.now_ms()
                 # The reader's own request id: this call is theirs, not a queued one.
                 answer = await self._send(bank, commit, sent, (REQUEST_ID.get(),))
+                self._traced(bank, sent, answer.acknowledged, sent_ms, commit=commit)
                 self._acknowledged_elsewhere(bank, sent, answer.acknowledged)
                 missing.update(set(sent) - answer.acknowledged)
         return missing
@@ -276,6 +302,31 @@ class Delivery:
             if payment_id not in outbox.sending:
                 outbox.pending.pop(payment_id, None)
         self._note(bank, acked, acknowledged)
+
+    def _traced(
+        self,
+        bank: str,
+        sent: Sequence[str],
+        acknowledged: set[str],
+        sent_ms: int,
+        via: str = "",
+        round_id: str = "",
+        commit: bool = True,
+    ) -> None:
+        """The trace's steps of BANK's answer to decisions SENT at SENT_MS (before the
+        outbox forgets them or counts the failure): each decision, and the sends of it
+        that went unacknowledged before, as the outbox knows them."""
+        if not self.trace.enabled:
+            return
+        pending = self._outboxes[bank].pending
+        decisions = []
+        for payment_id in sent:
+            item = pending.get(payment_id)
+            if item is None:
+                decisions.append((payment_id, commit, 0))
+            else:
+                decisions.append((payment_id, item.commit, item.failures))
+        self.trace.answered(bank, decisions, acknowledged, sent_ms, via, round_id)
 
     def _note(self, bank: str, sent: Sequence[str], acknowledged: set[str]) -> None:
         """Logs the bank's answer; a payment every bank acknowledged is complete."""
@@ -292,7 +343,7 @@ class Delivery:
                 self._faults.crash_point("crash_after_first_commit_ack")
             elif payment_id in self._unacknowledged:
                 del self._unacknowledged[payment_id]
-                self._completed.append((payment_id, owner))
+                self._completed[payment_id] = owner
                 self._completions.set()
 
     async def _delivery_loop(self, bank: str) -> None:
@@ -309,7 +360,9 @@ class Delivery:
             calls = outbox.calls(time.monotonic(), self._round_under_way())
             for number, (commit, ids) in enumerate(calls):
                 event(log, "commit_sent" if commit else "abort_sent", bank=bank, payment_ids=ids)
+                sent_ms = trace.now_ms()
                 answer = await self._send(bank, commit, ids)
+                self._traced(bank, ids, answer.acknowledged, sent_ms, commit=commit)
                 outbox.answered(ids, answer.acknowledged, answer.refused)
                 self._note(bank, ids, answer.acknowledged)
                 if answer.unreachable:
@@ -331,7 +384,8 @@ class Delivery:
             PHASE_SECONDS.labels("deliver").observe(time.perf_counter() - started)
 
     async def _completion_loop(self) -> None:
-        """Writes completions no round carried (when no round came for a while)."""
+        """Writes completions and trace steps no round carried (when no round came for a
+        while)."""
         while True:
             await self._completions.wait()
             self._completions.clear()
@@ -339,15 +393,23 @@ class Delivery:
             await self._write_completions()
 
     async def _write_completions(self) -> None:
+        """Completions and the trace's waiting steps that no other write carried."""
         completed = self.take_completions()
-        if not completed:
+        steps = self.trace.take()
+        if not completed and not steps:
             return
         self._writing += 1
+
+        def write(connection: Connection) -> None:
+            payment_log.complete(connection, completed)
+            trace.write(connection, steps)
+
         try:
-            await self._db.statements(lambda c: payment_log.complete(c, completed))
+            await self._db.statements(write)
         except Exception:
             log.exception("cannot mark payments complete")
-            self._completed.extend(completed)
+            self._completed.update(completed)
+            self.trace.put_back(steps)
             self._completions.set()
         finally:
             self._writing -= 1

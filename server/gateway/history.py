@@ -54,10 +54,10 @@ class HistoryQuery:
     kind: PaymentKind | None = None  # payments and refunds
 
 
-def not_found(payment_id: str) -> NotFound:
+def not_found(payment_id: str, words: str = "that you made or received") -> NotFound:
     """Someone else's payment is answered exactly like one that does not exist."""
     return NotFound(
-        "no payment with this id that you made or received",
+        f"no payment with this id {words}".strip(),
         ErrorReason.PAYMENT_NOT_FOUND,
         metadata={"payment_id": payment_id},
     )

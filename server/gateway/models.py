@@ -1,7 +1,8 @@
 """The gateway's database, shared by every gateway replica: admins, registrations, the
 usernames given out, revoked tokens and cut sessions, the login throttle's counts, the
-replicas with their leases and the public keys they sign tokens with, and payments with their
-coordinator state, decision, idempotency key and owner (the coordinator's durable log)."""
+replicas with their leases and the public keys they sign tokens with, payments with their
+coordinator state, decision, idempotency key and owner (the coordinator's durable log), and
+each payment's steps (its trace)."""
 
 from __future__ import annotations
 
@@ -213,3 +214,27 @@ class Payment(Base):
     # recorded, released when it aborts), and those committed.
     refund_reserved: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     refunded: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class PaymentStep(Base):
+    """One step of a payment's story, as the replica that took it saw it (``trace``): times
+    in milliseconds of that replica's clock. No foreign key: steps are written beside the
+    payment in the transactions that already run, and go with it when it is deleted."""
+
+    __tablename__ = "payment_steps"
+    __table_args__ = (Index("ix_payment_steps_payment", "payment_id", "id"),)
+
+    # The order the database saw the steps in.
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    payment_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(20))
+    at_ms: Mapped[int] = mapped_column(BigInteger)
+    sent_ms: Mapped[int | None] = mapped_column(BigInteger)  # a message and its answer
+    replica: Mapped[str] = mapped_column(String(64))
+    bank: Mapped[str] = mapped_column(String(64), default="")
+    round: Mapped[str] = mapped_column(String(32), default="")
+    outcome: Mapped[str] = mapped_column(String(40), default="")
+    detail: Mapped[str] = mapped_column(String(200), default="")
+    attributes: Mapped[str | None] = mapped_column(String(1000))  # compact JSON, rare

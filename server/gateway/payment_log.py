@@ -288,16 +288,26 @@ def complete(connection: Connection, finished: Sequence[tuple[str, int]]) -> Non
 
 
 def claim_orphans(
-    connection: Connection, owner: int, payment_ids: Sequence[str] | None = None, limit: int = 500
+    connection: Connection,
+    owner: int,
+    payment_ids: Sequence[str] | None = None,
+    limit: int = 500,
+    previous_owners: dict[str, int | None] | None = None,
 ) -> list[PaymentView]:
     """Takes over open payments whose owner's lease has passed (those among PAYMENT_IDS, or
     any): they are OWNER's from now, and their old owner's writes are refused. A row another
-    transaction holds is skipped (PostgreSQL) and taken on a later pass."""
-    orphans = select(PAYMENTS.c.id).where(PAYMENTS.c.state.in_(OPEN_STATES), _ownerless())
+    transaction holds is skipped (PostgreSQL) and taken on a later pass. PREVIOUS_OWNERS, if
+    given, gets each orphan's owner before the claim."""
+    orphans = select(PAYMENTS.c.id, PAYMENTS.c.owner_token).where(
+        PAYMENTS.c.state.in_(OPEN_STATES), _ownerless()
+    )
     if payment_ids is not None:
         orphans = orphans.where(PAYMENTS.c.id.in_(list(payment_ids)))
     orphans = orphans.order_by(PAYMENTS.c.created_at).limit(limit).with_for_update(skip_locked=True)
-    ids = list(connection.execute(orphans).scalars())
+    found = {row.id: row.owner_token for row in connection.execute(orphans)}
+    if previous_owners is not None:
+        previous_owners.update(found)
+    ids = list(found)
     if not ids:
         return []
     claimed = list(

@@ -5,7 +5,8 @@ A replica renews its lease every third of its length. One that is killed, or pau
 renewing; once the lease has passed, the payments it owned are anyone's to take over (see
 ``payment_log.claim_orphans``). A replica that finds its own lease gone (it was paused) takes
 a new token: every write it would still make with the old one is refused by the database, so
-it can never overwrite what a survivor decided.
+it can never overwrite what a survivor decided. Each renewal also counts the live replicas
+(``live``): the rate limit gives each replica its share.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from types import ModuleType
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 from sqlalchemy.sql import Executable
 
 from server.common.db import Database, db_now, per_dialect
@@ -46,6 +47,7 @@ class Replica:
         self.name = name
         self.lease = lease
         self.token = 0  # none until ``join``
+        self.live = 1  # replicas with a live lease (this one among them), as last counted
         self._on_new_token: list[Callable[[int], None]] = []
         self._sleep = sleep
 
@@ -68,14 +70,22 @@ class Replica:
                 )
             await asyncio.sleep(_WAIT_STEP)
         self._take(token)
-        event(log, "replica_joined", replica=self.name, token=token)
+        await self._count_live()
+        event(log, "replica_joined", replica=self.name, token=token, live=self.live)
 
     async def renew(self) -> bool:
-        """Extends the lease; False when it was lost (this replica was paused too long). A
-        lease that has lapsed is never extended: its payments may be a survivor's by now."""
-        return bool(
-            await self._db.statements(lambda c: _renew(c, self.name, self.token, self.lease))
+        """Extends the lease (and counts the live replicas); False when it was lost (this
+        replica was paused too long). A lease that has lapsed is never extended: its payments
+        may be a survivor's by now."""
+        renewed, live = await self._db.statements(
+            lambda c: _renew(c, self.name, self.token, self.lease)
         )
+        self.live = max(live, 1)
+        return renewed
+
+    async def _count_live(self) -> None:
+        live = await self._db.statements(lambda c: int(c.execute(COUNT_LIVE).scalar_one()))
+        self.live = max(live, 1)
 
     async def run_forever(self) -> None:
         while True:
@@ -119,9 +129,9 @@ def _join(connection: Connection, name: str, lease: float, alone: bool) -> int |
     return token
 
 
-def _renew(connection: Connection, name: str, token: int, lease: float) -> int:
+def _renew(connection: Connection, name: str, token: int, lease: float) -> tuple[bool, int]:
     result = connection.execute(RENEW, {"b_name": name, "b_token": token, "b_lease": lease})
-    return int(result.rowcount or 0)
+    return bool(result.rowcount), int(connection.execute(COUNT_LIVE).scalar_one())
 
 
 SELECT_REPLICA = select(
@@ -135,6 +145,9 @@ RENEW = (
         REPLICAS.c.lease_expires_at > db_now(),
     )
     .values(lease_expires_at=db_now() + bindparam("b_lease"))
+)
+COUNT_LIVE = (
+    select(func.count()).select_from(REPLICAS).where(REPLICAS.c.lease_expires_at > db_now())
 )
 LEAVE = (
     update(REPLICAS)

@@ -8,17 +8,20 @@ import asyncio
 import hashlib
 import logging
 import uuid
+from collections.abc import Callable
 
 import grpc
 from google.protobuf import timestamp_pb2
+from sqlalchemy import Connection
 
+from minipay.service_names import bank_of
 from minipay.v1 import admin_pb2, admin_pb2_grpc, common_pb2, gateway_pb2, gateway_pb2_grpc
 from server.common import validation
 from server.common.db import Database
-from server.common.errors import Internal, InvalidArgument, MinipayError, Unavailable
+from server.common.errors import Internal, InvalidArgument, MinipayError, NotFound, Unavailable
 from server.common.principal import current_claims, current_principal
 from server.common.vocabulary import Status
-from server.gateway import history, payment_log, refunds, users
+from server.gateway import history, payment_log, refunds, trace, users
 from server.gateway.banks import BankDirectory, CustomerInfo, NewCustomer
 from server.gateway.coordinator import Coordinator
 from server.gateway.payment_state import (
@@ -29,6 +32,7 @@ from server.gateway.payment_state import (
     PaymentView,
     status_of,
 )
+from server.gateway.rate_limit import RateLimiter
 from server.interceptors.status import status_of as status_code_of
 
 log = logging.getLogger(__name__)
@@ -48,7 +52,6 @@ _KIND = {
     PaymentKind.REFUND: gateway_pb2.PAYMENT_KIND_REFUND,
 }
 _KIND_FILTER = {value: kind for kind, value in _KIND.items()}
-MAX_PAYMENT_ID_LENGTH = 64
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 200
 MAX_BATCH_ITEMS = 1000
 
@@ -106,10 +109,17 @@ class AuthService(gateway_pb2_grpc.AuthServicer):  # type: ignore[misc]
 
 
 class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
-    def __init__(self, db: Database, banks: BankDirectory, coordinator: Coordinator) -> None:
+    def __init__(
+        self,
+        db: Database,
+        banks: BankDirectory,
+        coordinator: Coordinator,
+        limiter: RateLimiter,
+    ) -> None:
         self._db = db
         self._banks = banks
         self._coordinator = coordinator
+        self._limiter = limiter
 
     async def GetBalance(
         self, request: gateway_pb2.GetBalanceRequest, context: grpc.aio.ServicerContext
@@ -129,6 +139,7 @@ class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
         self, request: gateway_pb2.PayRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.PayResponse:
         order = self._order(request)
+        self._limiter.take(order.payer)  # RATE_LIMITED: nothing recorded
         # A repeat of a key being decided elsewhere waits for it, within the caller's deadline.
         remaining = context.time_remaining()
         outcome = await self._coordinator.pay(order, wait=remaining - 0.5 if remaining else None)
@@ -146,8 +157,8 @@ class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
             raise InvalidArgument(
                 f"a batch has 1 to {MAX_BATCH_ITEMS} items, not {len(items)}", field="items"
             )
-        # RATE LIMITS (issue 22): the per-customer limiter is consulted here, for the call as
-        # a whole, at a cost of len(items) payments, before anything is recorded.
+        # The call as a whole costs its items (RATE_LIMITED: nothing recorded).
+        self._limiter.take(current_claims().subject, cost=len(items))
         checked: list[PaymentOrder | MinipayError] = []
         for item in items:
             try:
@@ -204,11 +215,7 @@ class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
         self, request: gateway_pb2.GetPaymentRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.GetPaymentResponse:
         claims = current_claims()
-        payment_id = request.payment_id
-        if not 1 <= len(payment_id) <= MAX_PAYMENT_ID_LENGTH:
-            raise InvalidArgument(
-                f"payment_id must be 1-{MAX_PAYMENT_ID_LENGTH} characters", field="payment_id"
-            )
+        payment_id = validation.payment_id(request.payment_id)
         payment = await _payment(self._db, payment_id)
         if payment is None or not history.visible_to(payment, claims.bank, claims.account):
             raise history.not_found(payment_id)
@@ -220,6 +227,24 @@ class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
         return gateway_pb2.GetPaymentResponse(
             payment=payment_message(payment, claims.bank, claims.account),
             refunds=[payment_message(refund, claims.bank, claims.account) for refund in shown],
+        )
+
+    async def GetPaymentTrace(
+        self, request: gateway_pb2.GetPaymentTraceRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.GetPaymentTraceResponse:
+        claims = current_claims()
+        payment_id = validation.payment_id(request.payment_id)
+
+        def viewer(payment: PaymentView) -> trace.Viewer | None:
+            if not history.visible_to(payment, claims.bank, claims.account):
+                return None
+            outgoing = (payment.from_bank, payment.from_account) == (claims.bank, claims.account)
+            return trace.Viewer.PAYER if outgoing else trace.Viewer.PAYEE
+
+        payment, steps = await _story(self._db, payment_id, viewer, history.not_found(payment_id))
+        return gateway_pb2.GetPaymentTraceResponse(
+            payment=payment_message(payment, claims.bank, claims.account),
+            steps=[trace_step_message(step) for step in steps],
         )
 
     async def ListHistory(
@@ -253,6 +278,7 @@ class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
     ) -> gateway_pb2.RefundResponse:
         claims = current_claims()
         payment_id, amount, currency, key = _refund_fields(request)
+        self._limiter.take(claims.subject)  # RATE_LIMITED: nothing recorded
         original = refunds.check_customer_may_refund(
             await _payment(self._db, payment_id), payment_id, claims.bank, claims.account
         )
@@ -308,6 +334,44 @@ async def _refund(
             )
     remaining = context.time_remaining()
     return await coordinator.pay(order, wait=remaining - 0.5 if remaining else None)
+
+
+async def _story(
+    db: Database,
+    payment_id: str,
+    viewer_of: Callable[[PaymentView], trace.Viewer | None],
+    missing: NotFound,
+) -> tuple[PaymentView, list[trace.Step]]:
+    """The payment and what its viewer (VIEWER_OF the payment; None: not theirs to see, which
+    is answered exactly like a payment that does not exist: MISSING) may see of its story."""
+
+    def read(connection: Connection) -> tuple[PaymentView, list[trace.Step]] | None:
+        payment = payment_log.by_ids(connection, [payment_id]).get(payment_id)
+        viewer = viewer_of(payment) if payment is not None else None
+        if payment is None or viewer is None:
+            return None
+        return payment, trace.visible_steps(trace.read(connection, payment_id), viewer, payment)
+
+    found = await db.statements(read)
+    if found is None:
+        raise missing
+    return found
+
+
+def trace_step_message(step: trace.Step) -> gateway_pb2.TraceStep:
+    message = gateway_pb2.TraceStep(
+        kind=f"TRACE_STEP_KIND_{step.kind.value}",
+        replica=step.replica,
+        bank=step.bank,
+        round=step.round,
+        outcome=step.outcome,
+        detail=step.detail,
+        attributes=dict(step.attributes),
+    )
+    message.at.FromMilliseconds(step.at_ms)
+    if step.sent_ms is not None:
+        message.sent_at.FromMilliseconds(step.sent_ms)
+    return message
 
 
 def payment_message(payment: PaymentView, bank: str, account: str) -> gateway_pb2.Payment:
@@ -383,7 +447,8 @@ class CoordinatorService(gateway_pb2_grpc.CoordinatorServicer):  # type: ignore[
     async def GetDecision(
         self, request: gateway_pb2.GetDecisionRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.GetDecisionResponse:
-        answers = await self._coordinator.statuses(list(request.payment_ids))
+        asking = bank_of(current_principal().peer.spiffe_id) or ""
+        answers = await self._coordinator.statuses(list(request.payment_ids), asking)
         values = {
             Status.PENDING: gateway_pb2.DECISION_PENDING,
             Status.COMMITTED: gateway_pb2.DECISION_COMMIT,
@@ -404,11 +469,27 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
         identities: users.UserService,
         db: Database,
         coordinator: Coordinator,
+        limiter: RateLimiter,
     ) -> None:
         self._banks = banks
         self._identities = identities
         self._db = db
         self._coordinator = coordinator
+        self._limiter = limiter
+
+    async def GetPaymentTrace(
+        self, request: admin_pb2.AdminGetPaymentTraceRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.AdminGetPaymentTraceResponse:
+        payment_id = validation.payment_id(request.payment_id)
+        admin = trace.Viewer.ADMIN
+        payment, steps = await _story(
+            self._db, payment_id, lambda _: admin, history.not_found(payment_id, "")
+        )
+        return admin_pb2.AdminGetPaymentTraceResponse(
+            # As its payer sees it: the whole payment, its reason included.
+            payment=payment_message(payment, payment.from_bank, payment.from_account),
+            steps=[trace_step_message(step) for step in steps],
+        )
 
     async def ListBanks(
         self, request: admin_pb2.ListBanksRequest, context: grpc.aio.ServicerContext
@@ -492,9 +573,10 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
         self, request: admin_pb2.AdminRefundRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.AdminRefundResponse:
         payment_id, amount, currency, key = _refund_fields(request)
+        self._limiter.take(current_claims().subject)  # the admin's own bucket
         original = await _payment(self._db, payment_id)
         if original is None:
-            raise history.not_found(payment_id)
+            raise history.not_found(payment_id, "")
         if request.HasField("payee") and (request.payee.bank, request.payee.account) != (
             original.to_bank,
             original.to_account,
@@ -516,7 +598,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
         payment_id = validation.payment_id(request.payment_id)
         payment = await _payment(self._db, payment_id)
         if payment is None:
-            raise history.not_found(payment_id)
+            raise history.not_found(payment_id, "")
         return admin_pb2.AdminGetPaymentResponse(
             payment=admin_payment_message(payment),
             refunds=[admin_payment_message(r) for r in await _refunds_of(self._db, payment)],

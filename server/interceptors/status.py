@@ -1,7 +1,7 @@
 """The one table from domain errors to gRPC status codes, and the ``google.rpc.Status`` every
 error carries: an ErrorInfo (reason, domain ``minipay.v1``, metadata), a BadRequest on every
 INVALID_ARGUMENT (naming the field, or an empty path for the request as a whole), and a
-RetryInfo when waiting may help."""
+RetryInfo when waiting may help (to the millisecond under a second)."""
 
 from __future__ import annotations
 
@@ -54,15 +54,21 @@ def rich_status(error: errors.MinipayError) -> grpc.Status:
         details.append(error_details_pb2.BadRequest(field_violations=[violation]))
     retry_after = error.retry_after or DEFAULT_RETRY_AFTER.get(code, 0.0)
     if retry_after > 0 and error.waiting_helps:
-        seconds = math.ceil(retry_after)
-        details.append(
-            error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=seconds))
-        )
+        details.append(error_details_pb2.RetryInfo(retry_delay=_delay(retry_after)))
     return rpc_status.to_status(
         status_pb2.Status(
             code=code.value[0], message=error.message, details=[_packed(d) for d in details]
         )
     )
+
+
+def _delay(seconds: float) -> duration_pb2.Duration:
+    """A wait in whole seconds, rounded up; under a second (a rate limit's), to the
+    millisecond, rounded up."""
+    if seconds >= 1:
+        return duration_pb2.Duration(seconds=math.ceil(seconds))
+    millis = max(math.ceil(seconds * 1000), 1)
+    return duration_pb2.Duration(seconds=millis // 1000, nanos=millis % 1000 * 1_000_000)
 
 
 def internal_status(message: str, reference: str) -> grpc.Status:
