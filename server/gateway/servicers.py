@@ -5,7 +5,6 @@ from their token, never from the request (an admin's refund: from the payment re
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -18,10 +17,17 @@ from minipay.service_names import bank_of
 from minipay.v1 import admin_pb2, admin_pb2_grpc, common_pb2, gateway_pb2, gateway_pb2_grpc
 from server.common import validation
 from server.common.db import Database
-from server.common.errors import Internal, InvalidArgument, MinipayError, NotFound, Unavailable
+from server.common.errors import (
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    MinipayError,
+    NotFound,
+    Unavailable,
+)
 from server.common.principal import current_claims, current_principal
 from server.common.vocabulary import Status
-from server.gateway import history, payment_log, refunds, trace, users
+from server.gateway import deposits, history, payment_log, refunds, trace, users
 from server.gateway.banks import BankDirectory, CustomerInfo, NewCustomer
 from server.gateway.coordinator import Coordinator
 from server.gateway.payment_state import (
@@ -476,6 +482,8 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
         self._db = db
         self._coordinator = coordinator
         self._limiter = limiter
+        # Runs in the transaction that marks a deposit applied (``deposits.OnApplied``).
+        self.on_deposit_applied: deposits.OnApplied | None = None
 
     async def GetPaymentTrace(
         self, request: admin_pb2.AdminGetPaymentTraceRequest, context: grpc.aio.ServicerContext
@@ -559,14 +567,33 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
     ) -> admin_pb2.DepositResponse:
         bank = self._banks.get(request.account.bank)
         key = validation.idempotency_key(request.idempotency_key)
-        # One deposit per admin and key, in a bounded id the bank can store.
-        scope = f"{current_claims().subject}\n{key}".encode()
-        info = await bank.deposit(
-            validation.account_number(request.account.account, "account.account"),
-            request.amount.minor_units,
-            request.amount.currency,
-            "admin-" + hashlib.sha256(scope).hexdigest()[:48],
+        account = validation.account_number(request.account.account, "account.account")
+        amount = validation.positive_amount(request.amount.minor_units)
+        currency = validation.currency(request.amount.currency)
+        admin = current_claims().subject
+        # One deposit per admin and key, in a bounded id the bank can store; recorded before
+        # the bank is asked, so that reconcile knows every deposit a bank may hold.
+        deposit_id = deposits.deposit_id(admin, key)
+        await self._db.transaction(
+            lambda s: deposits.record(
+                s,
+                deposit_id=deposit_id,
+                bank=bank.name,
+                account=account,
+                amount=amount,
+                currency=currency,
+                admin=admin,
+            )
         )
+        try:
+            info = await bank.deposit(account, amount, currency, deposit_id)
+        except (InvalidArgument, NotFound, FailedPrecondition):
+            # The bank said no: nothing was applied. (Unreachable: it stays RECORDED, and a
+            # retry with the same key finishes it.)
+            await self._db.transaction(lambda s: deposits.mark_refused(s, deposit_id))
+            raise
+        hook = self.on_deposit_applied
+        await self._db.transaction(lambda s: deposits.mark_applied(s, deposit_id, hook))
         return admin_pb2.DepositResponse(balance=money(info.balance, info.currency))
 
     async def Refund(
