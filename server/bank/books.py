@@ -140,8 +140,10 @@ def list_deposits(connection: Connection, after: str, limit: int) -> list[Deposi
     return [DepositRow(*row) for row in rows]
 
 
-def books(connection: Connection) -> Books:
-    """The bank's totals and the disagreements within its books, all in one snapshot."""
+def books(connection: Connection, accounts_only: bool = False) -> Books:
+    """The bank's totals and the disagreements within its books, all in one snapshot; with
+    ACCOUNTS_ONLY, only the accounts' totals and the payments in doubt (no pass over the
+    ledger)."""
     _snapshot(connection)
     totals: dict[str, CurrencyTotals] = {}
     for currency, count, balances, held, incoming in connection.execute(
@@ -154,14 +156,28 @@ def books(connection: Connection) -> Books:
             currency, count, int(balances), int(held), int(incoming or 0)
         )
     entries = 0
+    in_doubt, oldest = connection.execute(
+        text("SELECT COUNT(*), MIN(created_at) FROM bank_payments WHERE state = 'PREPARED'")
+    ).one()
+    if accounts_only:
+        return Books(
+            [totals[currency] for currency in sorted(totals)],
+            sum(row.accounts for row in totals.values()),
+            0,
+            0,
+            int(in_doubt),
+            oldest,
+            [],
+            0,
+            [],
+            0,
+            now(),
+        )
     for currency, deposits, debits, credits, count in connection.execute(text(LEDGER_TOTALS)):
         row = totals.setdefault(currency, CurrencyTotals(currency))
         row.deposits, row.debits, row.credits = int(deposits), int(debits), int(credits)
         entries += count
     payments = int(connection.execute(text("SELECT COUNT(*) FROM bank_payments")).scalar_one())
-    in_doubt, oldest = connection.execute(
-        text("SELECT COUNT(*), MIN(created_at) FROM bank_payments WHERE state = 'PREPARED'")
-    ).one()
     mismatches, mismatches_total = _capped(
         AccountMismatch(*row) for row in connection.execute(text(ACCOUNT_MISMATCHES))
     )
@@ -237,4 +253,3 @@ STRAY_ENTRIES = (
     "WHERE e.deposit_id IS NULL AND (e.payment_id IS NULL OR NOT EXISTS "
     "(SELECT 1 FROM bank_payments p WHERE p.payment_id = e.payment_id)) ORDER BY e.id"
 )
-

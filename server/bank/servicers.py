@@ -289,7 +289,8 @@ class LedgerService(bank_pb2_grpc.LedgerServicer):  # type: ignore[misc]
     async def GetBooks(
         self, request: bank_pb2.GetBooksRequest, context: grpc.aio.ServicerContext
     ) -> bank_pb2.GetBooksResponse:
-        found = await self._db.statements(books.books)
+        accounts_only = request.accounts_only
+        found = await self._db.statements(lambda c: books.books(c, accounts_only))
         return bank_pb2.GetBooksResponse(
             currencies=[
                 bank_pb2.CurrencyTotals(

@@ -147,7 +147,7 @@ async def run_server(settings: GatewaySettings) -> GatewayServer:
         )
         gateway_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorService(coordinator), server)
         admin_pb2_grpc.add_AdminServicer_to_server(
-            AdminService(banks, identities, database, coordinator, limiter), server
+            AdminService(banks, identities, database, coordinator, limiter, settings.name), server
         )
         # The event stream's methods answer UNIMPLEMENTED until issue 23 lands.
         events_pb2_grpc.add_EventsServicer_to_server(events_pb2_grpc.EventsServicer(), server)
