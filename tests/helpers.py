@@ -400,3 +400,12 @@ async def log_in_everyone(config: ClientConfig) -> dict[str, str]:
             await client.register(username, SEED_PASSWORDS[username], bank, account)
             tokens[username] = (await client.login(username, SEED_PASSWORDS[username])).token
     return tokens
+
+
+def assert_reconciled(cluster: Cluster, certs: Path, older_than: int = 1) -> Any:
+    """Runs ``admin reconcile`` (through the gateway, as an admin) and fails on any finding,
+    naming each; returns the report. For the end of a test, once everything settled."""
+    report = admin(cluster, certs).reconcile(older_than)
+    findings = "\n".join(f"{f.code} {f.bank} {f.payment_id} {f.detail}" for f in report.findings)
+    assert report.agreed, f"reconcile found {report.findings_total}:\n{findings}"
+    return report
