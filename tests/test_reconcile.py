@@ -156,9 +156,7 @@ def test_a_bank_down_is_named_and_nothing_changes(
     assert result.returncode == 1, result.stderr
     report = json.loads(result.stdout)
     assert not report["agreed"]
-    assert [(f["code"], f["bank"]) for f in report["findings"]] == [
-        ("BANK_UNREACHABLE", "gamma")
-    ]
+    assert [(f["code"], f["bank"]) for f in report["findings"]] == [("BANK_UNREACHABLE", "gamma")]
     assert "NOT ANSWERING" in cli.run("admin", "reconcile").stdout
     assert "NOT ANSWERING" in cli.ok("admin", "overview")
     cluster.start_process("gamma")
@@ -223,9 +221,7 @@ def test_reconcile_bad_input(cluster: Cluster, certs: Path) -> None:
 
 
 @pytest.mark.skipif(not postgres_available(), reason="replicas need MINIPAY_TEST_POSTGRES_URL")
-def test_the_last_reconcile_from_another_replica(
-    make_cluster: ClusterFactory, certs: Path
-) -> None:
+def test_the_last_reconcile_from_another_replica(make_cluster: ClusterFactory, certs: Path) -> None:
     cluster = make_cluster("postgres", gateways=2)
     some_traffic(cluster, certs)
     settle(cluster)
