@@ -705,6 +705,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
                     "findings": report.findings_total,
                     "payments": report.payments_checked,
                     "seconds": round(report.finished_at - report.started_at, 3),
+                    **{name: round(value, 3) for name, value in report.timings.items()},
                 }
             },
         )
