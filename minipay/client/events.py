@@ -16,7 +16,7 @@ from minipay.v1 import events_pb2
 
 EVENT_TYPES: dict[str, Any] = {
     name.removeprefix("EVENT_TYPE_").lower().replace("_", ".", 1): events_pb2.EventType.Value(name)
-    for name in events_pb2.EventType.keys()
+    for name, _number in events_pb2.EventType.items()
     if name != "EVENT_TYPE_UNSPECIFIED"
 }
 _TYPE_OF_MESSAGE = {value: name for name, value in EVENT_TYPES.items()}
