@@ -73,7 +73,7 @@ def test_tiny_run_on_sqlite_prints_its_ratio_to_the_echo_and_its_costs() -> None
     assert "cpu ms/pay" in done.stdout
     # The same configuration again without the trace, and without the rate limit.
     assert "== what the always-on features cost" in done.stdout
-    for feature in ("trace", "rate limit"):
+    for feature in ("trace", "rate limit", "journal"):
         assert f"   {feature} " in done.stdout
     assert "of the throughput" in done.stdout
     # A watcher on the event stream saw the payments' events, and how late.

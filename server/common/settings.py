@@ -305,6 +305,11 @@ class GatewaySettings(ProcessSettings):
     trace: bool = setting(
         True, "write each payment's story (off only to measure what it costs: benchmarks)"
     )
+    journal: bool = setting(
+        True,
+        "write each round's events and audit record (off only to measure what they cost: "
+        "benchmarks; the event stream and the audit chain then miss those decisions)",
+    )
 
     def __post_init__(self) -> None:
         if not self.pay_rate > 0:  # NaN too

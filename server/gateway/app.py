@@ -128,6 +128,7 @@ async def run_server(settings: GatewaySettings) -> GatewayServer:
         settings.batch_max,
         Faults(settings.faults),
         Trace(settings.name, enabled=settings.trace),
+        journaled=settings.journal,
     )
     feed = EventFeed(lambda: database.statements(events.last_sequence))
     limiter = RateLimiter(settings.pay_rate, settings.pay_burst, lambda: replica.live)

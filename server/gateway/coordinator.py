@@ -131,8 +131,10 @@ class Coordinator:
         batch_max: int,
         faults: Faults | None = None,
         steps: trace.Trace | None = None,
+        journaled: bool = True,
     ) -> None:
         self._db = db
+        self._journaled = journaled  # events and audit records of decisions (off: benchmarks)
         self._participants = participants
         self._owner = owner
         self._timeout = timeout
@@ -383,9 +385,9 @@ class Coordinator:
                 if p.decided_now and p.refund_of
             ]
             trace.write(connection, [*waiting, *steps, *decided, *refunded])
-            # Last: the journal's heads stay locked only while this commits.
-            record = audit.decisions(now(), self._owner.name, stored)
-            journal.write(connection, events.of_decisions(stored), [record] if record else [])
+            if self._journaled:  # last: the journal's heads stay locked only while this commits
+                record = audit.decisions(now(), self._owner.name, stored)
+                journal.write(connection, events.of_decisions(stored), [record] if record else [])
             return stored
 
         stored = await self._write(write)
