@@ -1,7 +1,7 @@
 """deposits recorded at the gateway, and the reports of the reconciles
 
-Revision ID: g0008
-Revises: g0007
+Revision ID: g0009
+Revises: g0008
 Create Date: 2026-12-08 10:00:00
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "g0008"
-down_revision: str | None = "g0007"
+revision: str = "g0009"
+down_revision: str | None = "g0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
