@@ -13,6 +13,7 @@ GENERATED := $(patsubst protofiles/%.proto,%_pb2.py,$(PROTOS))
 DATA ?= data
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+DEMO_ARGS ?=
 # make up: the gateway's port, and the first bank's (the others follow: alpha, beta, gamma).
 GATEWAY_PORT ?= 50051
 CONSOLE_PORT ?= 8080
@@ -63,16 +64,18 @@ migrate: setup
 # `exec`: the Python process replaces the recipe's shell, so the SIGTERM that make passes to
 # its child reaches it, and it stops every server (a shell would die and leave them running).
 # The demo makes its own databases in a temporary folder: no `migrate` first.
+# make demo DEMO_ARGS=--keep: after the script, the cluster and the console stay up for a look.
 demo: setup
-	exec $(PY) -m devtools.demo
+	exec $(PY) -m devtools.demo $(DEMO_ARGS)
 
 # make up GATEWAYS=3 DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432 runs replicas.
 up: setup
 	exec $(PY) -m devtools.cluster --data-dir "$(DATA)" --gateway-port $(GATEWAY_PORT) \
 	  --bank-port $(BANK_PORT) --gateways $(GATEWAYS) --database-url "$(DATABASE_URL)" \
-	  --database-prefix "$(DATABASE_PREFIX)"
+	  --database-prefix "$(DATABASE_PREFIX)" --console-port $(CONSOLE_PORT)
 
-# The web console on 127.0.0.1:$(CONSOLE_PORT), for the gateway that make up runs.
+# The web console alone on 127.0.0.1:$(CONSOLE_PORT), for a gateway started otherwise (make up
+# starts one itself; make up CONSOLE_PORT=0 does not).
 console: setup
 	$(PY) -m console --listen 127.0.0.1:$(CONSOLE_PORT) --gateway 127.0.0.1:$(GATEWAY_PORT)
 
