@@ -107,7 +107,7 @@ def age(value: Any) -> str:
 
 
 def amounts(values: Any) -> str:
-    """Repeated Money as "1,000.00 USD, 5.00 EUR"; "0" when empty."""
+    """Repeated Money as "1000.00 USD, 5.00 EUR"; "0" when empty."""
     shown = [f"{format_minor_units(m.minor_units, m.currency)} {m.currency}" for m in values]
     return ", ".join(shown) or "0"
 
