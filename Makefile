@@ -13,6 +13,7 @@ GENERATED := $(patsubst protofiles/%.proto,%_pb2.py,$(PROTOS))
 DATA ?= data
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+BENCH_CONSOLE_ARGS ?=
 DEMO_ARGS ?=
 # make up: the gateway's port, and the first bank's (the others follow: alpha, beta, gamma).
 GATEWAY_PORT ?= 50051
@@ -24,7 +25,7 @@ GATEWAYS ?= 1
 DATABASE_URL ?=
 DATABASE_PREFIX ?= minipay
 
-.PHONY: setup demo up console test test-unit lint bench migrate certs protos clean
+.PHONY: setup demo up console test test-unit lint bench bench-console migrate certs protos clean
 
 setup: $(STAMP) $(GENERATED) certificate/dev/services-ca.pem certificate/dev/console.pem
 
@@ -107,6 +108,10 @@ lint: setup $(BUF_STAMP)
 	$(VENV)/bin/mypy server client admin certificate devtools minipay console tests
 	$(BUF) lint
 	$(BUF) format -d --exit-code
+
+# Each console page's server-side render time with 10^5 payments stored (a minute).
+bench-console: setup
+	$(PY) -m devtools.bench.console_pages $(BENCH_CONSOLE_ARGS)
 
 # The echo baseline, then a fresh cluster per run; every throughput also as a ratio to the echo.
 #   make bench BENCH_ARGS="--gateways 2 --database-url postgresql+psycopg://postgres@127.0.0.1:5432"
