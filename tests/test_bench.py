@@ -6,6 +6,7 @@ run in PayBatch calls."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -72,9 +73,11 @@ def test_tiny_run_on_sqlite_prints_its_ratio_to_the_echo_and_its_costs() -> None
     assert "cpu ms/pay" in done.stdout
     # The same configuration again without the trace, and without the rate limit.
     assert "== what the always-on features cost" in done.stdout
-    for feature in ("trace", "rate limit"):
+    for feature in ("trace", "rate limit", "journal"):
         assert f"   {feature} " in done.stdout
     assert "of the throughput" in done.stdout
+    # A watcher on the event stream saw the payments' events, and how late.
+    assert re.search(r"events seen on gateway\S*: \d+, delay after the decision p50", done.stderr)
 
 
 def test_preload_keeps_the_books_balanced_and_its_keys_replay() -> None:

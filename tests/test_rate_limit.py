@@ -161,7 +161,8 @@ def test_a_call_that_cannot_wait_within_its_timeout_is_refused(
 ) -> None:
     cluster = make_cluster(env=limited(rate=0.05, burst=1))  # one payment every 20 s
     alice = customer(cluster, certs, "alice")
-    alice.config = type(alice.config)(**{**vars(alice.config), "timeout": 5.0})
+    # 5 s for the whole call, its waits and retries included (its deadline).
+    alice.config = type(alice.config)(**{**vars(alice.config), "timeout": 5.0, "deadline": 5.0})
     assert alice.pay(*PAYEE, 1).status == COMMITTED
     started = time.monotonic()
     error = alice.error("pay", *PAYEE, 1)

@@ -209,8 +209,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--costs",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="run each configuration again without the trace (MINIPAY_TRACE=off) and without "
-        "the rate limit (MINIPAY_PAY_RATE=inf), at --concurrency, and print what each costs "
+        help="run each configuration again without the trace (MINIPAY_TRACE=off), without "
+        "the rate limit (MINIPAY_PAY_RATE=inf) and without the journal (MINIPAY_JOURNAL=off), "
+        "at --concurrency, and print what each costs "
         "[default: on, off with --sweep, --failover or --preload]",
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")

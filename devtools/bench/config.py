@@ -19,6 +19,7 @@ BCRYPT_ROUNDS = 4  # logging in every customer fast; the bench measures payments
 WITHOUT = {
     "trace": environment(GatewaySettings, trace=False),
     "rate limit": environment(GatewaySettings, pay_rate=math.inf),
+    "journal": environment(GatewaySettings, journal=False),
 }
 
 

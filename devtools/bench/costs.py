@@ -1,7 +1,8 @@
 """What the always-on features cost: the same configuration measured again without each (a
 switch only the benchmark uses), side by side with the runs as built. The trace (each
-payment's story) must cost at most ``TRACE_MAX_COST`` of the throughput; the rate limit is
-measured against no limit at all (``MINIPAY_PAY_RATE=inf``)."""
+payment's story) and the journal (each round's events and audit record) must each cost at
+most ``MAX_COST`` of the throughput; the rate limit is measured against no limit at all
+(``MINIPAY_PAY_RATE=inf``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 from devtools.bench.config import WITHOUT, Result
 
-TRACE_MAX_COST = 0.10  # of the committed payments per second
+MAX_COST = {"trace": 0.10, "journal": 0.10}  # of the committed payments per second
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def costs(runs: Sequence[Result], variants: Sequence[Result]) -> list[Cost]:
                     cpu_ms_with=round(statistics.median(_cpu(a) for a, _ in both), 3),
                     cpu_ms_without=round(statistics.median(_cpu(b) for _, b in both), 3),
                     cpu_share=round(statistics.median(cpu), 4) if cpu else 0.0,
-                    limit=TRACE_MAX_COST if feature == "trace" else None,
+                    limit=MAX_COST.get(feature),
                 )
             )
     return found

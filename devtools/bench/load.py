@@ -9,6 +9,7 @@ of one payer in one ``PayBatch`` call; latencies are per call either way."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import itertools
 import logging
@@ -24,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from certificate.ca import SERVICES_CA
+from devtools.bench import event_watch
 from devtools.bench.config import BenchError, Config
 from devtools.bench.processes import cpu_snapshot
 from devtools.cluster import Cluster
@@ -320,9 +322,11 @@ async def load(
     tokens: Sequence[str],
     cpu_before: dict[str, dict[str, float]],
     disruption: Disruption | None = None,
+    delays: event_watch.EventDelays | None = None,
 ) -> tuple[Samples, Samples, float]:
     """Warm-up, then the measured run: ``config.payments`` payments, or DISRUPTION's
-    duration with its action done meanwhile; ``cpu_before`` gets the CPU clocks at its start."""
+    duration with its action done meanwhile; ``cpu_before`` gets the CPU clocks at its start.
+    DELAYS, if given, gets how late a watcher saw each payment's event (``event_watch``)."""
     rng = random.Random(config.seed)
     warmup_plan = make_plan(customers, config.warmup, rng, config.batch)
     calls = random_calls(customers, rng, config.batch)
@@ -341,9 +345,20 @@ async def load(
         )
         cpu_before["at"] = cpu_snapshot(cluster)
         if disruption is None:
+            watching = None
+            if delays is not None:
+                ready = asyncio.Event()
+                admin = client_config(cluster, ADMIN_CERT)
+                watching = asyncio.create_task(event_watch.watch(admin, ADMIN, delays, ready))
+                await asyncio.wait_for(ready.wait(), 30)
             samples, elapsed = await drive(
                 clients, customers, calls, config.concurrency, config.per_channel
             )
+            if watching is not None:
+                await asyncio.sleep(2.0)  # the last decisions' events arrive
+                watching.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watching
         else:
             begun = time.perf_counter()
             disrupting = asyncio.create_task(_disrupt(disruption, begun))

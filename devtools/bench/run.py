@@ -19,6 +19,7 @@ from certificate.ca import CLIENTS_CA, SERVICES_CA
 from devtools.bench import backends, books
 from devtools.bench.config import BenchError, Config, Result
 from devtools.bench.echo import EchoResult
+from devtools.bench.event_watch import EventDelays
 from devtools.bench.load import (
     ADMIN_CERT,
     AMOUNT_RANGE,
@@ -163,11 +164,12 @@ def run_config(
                 f"then {config.payments} payments{calls}"
             )
             cpu_start: dict[str, dict[str, float]] = {}
+            delays = EventDelays(cluster.gateway_names[-1])
             warm, samples, elapsed = asyncio.run(
-                load(cluster, config, customers, tokens, cpu_start)
+                load(cluster, config, customers, tokens, cpu_start, delays=delays)
             )
             cpu_end = cpu_snapshot(cluster)
-            progress(f"  done in {elapsed:.2f} s")
+            progress(f"  done in {elapsed:.2f} s; {delays.summary()}")
             probes = None
             if preloaded is not None:
                 progress(f"  timing {config.probes} history pages and replays, one at a time")

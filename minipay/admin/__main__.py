@@ -9,10 +9,13 @@ The admin's session is kept apart from a customer's, in $MINIPAY_HOME/admin-sess
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 import uuid
 from collections.abc import Sequence
 
+from minipay.audit import Head
 from minipay.client.__main__ import (
     KINDS,
     STATUSES,
@@ -41,6 +44,7 @@ from minipay.client.commandline import (
     show_trace,
     utc_text,
 )
+from minipay.client.event_commands import add_events_command, show_events
 from minipay.money import format_minor_units, to_minor_units
 
 TOOL = Tool(name="admin", default_cert="admin", session_file="admin-session.json")
@@ -202,7 +206,42 @@ def build_parser() -> argparse.ArgumentParser:
         TRACE_DETAILS,
     )
     trace_command.add_argument("payment_id", metavar="ID", help="the payment's id")
+    add_events_command(commands, "every")
+    audit = commands.add(
+        "audit",
+        "the audit chain: every admin action and decision, each record hashed with the one before",
+        "'audit list' prints the records; 'audit verify' reads the whole chain and\n"
+        "recomputes it here, trusting nothing but the records.",
+    )
+    audit_list = commands.add_under(audit, "list", "the chain's records, oldest first")
+    audit_list.add_argument(
+        "--after", type=int, default=0, metavar="N", help="only records after sequence N"
+    )
+    audit_list.add_argument(
+        "--limit", type=positive_int, default=100, metavar="N", help="at most N records"
+    )
+    verify = commands.add_under(
+        audit,
+        "verify",
+        "recompute the whole chain; exit 0 with the head verified, 1 naming the first record "
+        "that does not match",
+        "Save the head it prints (SEQ:HASH) and give it to a later verify with --expect-head:\n"
+        "a chain truncated, or rewritten from some point on, is caught too.",
+    )
+    verify.add_argument(
+        "--expect-head",
+        type=chain_head,
+        metavar="SEQ:HASH",
+        help="a head printed by an earlier verify, which must still be in the chain",
+    )
     return commands.parser
+
+
+def chain_head(text: str) -> Head:
+    try:
+        return Head.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def check_flags(args: argparse.Namespace) -> PasswordRequest | None:
@@ -302,6 +341,41 @@ async def work(invocation: Invocation, client: GatewayClient) -> int:
         return await refund(invocation, client)
     elif command == "trace":
         show_trace(args, await client.admin_payment_trace(args.payment_id))
+    elif command == "events":
+        return await show_events(args, client, payment_fields)
+    elif command == "audit":
+        return await audit(args, client)
+    return 0
+
+
+async def audit(args: argparse.Namespace, client: GatewayClient) -> int:
+    if args.subcommand == "verify":
+        verdict = await client.verify_audit(args.expect_head)
+        data = {
+            "ok": verdict.ok,
+            "records": verdict.records,
+            "head": str(verdict.head),
+            "problem": verdict.problem,
+            "first_bad_sequence": verdict.at_sequence or None,
+        }
+        if verdict.ok:
+            text = f"the chain holds: {verdict.records} records, head {verdict.head}"
+        else:
+            text = f"the chain does NOT hold: {verdict.problem}"
+        show(args, data, text, None)
+        return 0 if verdict.ok else 1
+    cursor, shown = args.after, 0
+    while shown < args.limit:
+        page = await client.audit_page(cursor, min(1000, args.limit - shown))
+        for record in page.records:
+            if args.json:
+                print(json.dumps(dataclasses.asdict(record)))
+            else:
+                print(f"{record.sequence} {record.hash[:16]} {record.body}")
+        shown += len(page.records)
+        if not page.records or page.records[-1].sequence >= page.head_sequence:
+            break
+        cursor = page.records[-1].sequence
     return 0
 
 

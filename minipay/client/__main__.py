@@ -38,6 +38,7 @@ from minipay.client.commandline import (
     show_trace,
     utc_text,
 )
+from minipay.client.event_commands import add_events_command, show_events
 from minipay.client.results import Direction, Payment, PaymentKind, PaymentStatus
 from minipay.money import format_minor_units, to_minor_units
 
@@ -262,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument(
         "--kind", choices=sorted(KINDS), help="only payments or only refunds (default: both)"
     )
+    add_events_command(commands, "your account's")
     return commands.parser
 
 
@@ -359,6 +361,8 @@ async def work(invocation: Invocation, client: GatewayClient) -> int:
         return await payment(args, client)
     if args.command == "history":
         return await history(args, client)
+    if args.command == "events":
+        return await show_events(args, client, payment_fields)
     if args.command == "trace":
         show_trace(args, await client.payment_trace(args.payment_id))
     return 0

@@ -27,7 +27,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +37,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from minipay import balancing
+from minipay.audit import GENESIS, Head, Record, Verdict, verify
 from minipay.client.errors import (
     REQUEST_ID_HEADER,
     ApiError,
@@ -45,6 +46,7 @@ from minipay.client.errors import (
     MinipayError,
     header,
 )
+from minipay.client.events import EVENT_TYPES, AuditPage, Event, EventPage
 from minipay.client.logs import LOGGER, describe_request
 from minipay.client.results import (
     DIRECTION_OF_MESSAGE,
@@ -78,6 +80,8 @@ from minipay.v1 import (
     admin_pb2,
     admin_pb2_grpc,
     common_pb2,
+    events_pb2,
+    events_pb2_grpc,
     gateway_pb2,
     gateway_pb2_grpc,
 )
@@ -411,6 +415,7 @@ class GatewayClient:
         self.auth = gateway_pb2_grpc.AuthStub(self._channel)
         self.payments = gateway_pb2_grpc.PaymentsStub(self._channel)
         self.admin = admin_pb2_grpc.AdminStub(self._channel)
+        self.event_stream = events_pb2_grpc.EventsStub(self._channel)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -764,3 +769,94 @@ class GatewayClient:
             request.created_before.CopyFrom(_timestamp(created_before))
         message, request_id = await self._call(self.admin.ListPayments, request)
         return HistoryPage.from_message(message, request_id)
+
+    # -- the event stream and the audit chain (customers: their own account's events) -------
+
+    async def events(
+        self, after_sequence: int = 0, page_size: int = 100, types: Sequence[str] = ()
+    ) -> EventPage:
+        """One page of events after the cursor AFTER_SEQUENCE (0: from the oldest kept), of
+        TYPES ("payment.committed"...; empty: every type)."""
+        request = events_pb2.EventsListRequest(
+            after_sequence=after_sequence, page_size=page_size, types=_event_types(types)
+        )
+        message, request_id = await self._call(self.event_stream.List, request)
+        return EventPage(
+            tuple(Event.from_message(e, request_id) for e in message.events),
+            message.next_after_sequence,
+            request_id,
+        )
+
+    async def watch_events(
+        self, after_sequence: int = 0, types: Sequence[str] = ()
+    ) -> AsyncIterator[EventPage]:
+        """Events after the cursor, then live ones as they happen, for as long as the caller
+        iterates: each page as it arrives (an empty one is a heartbeat that moves the
+        cursor). A stream the gateway ends (a replica stopping, a watcher too slow) is opened
+        again from the cursor, on any replica: no event is missed or seen twice."""
+        cursor = after_sequence
+        attempt = 1
+        while True:
+            request = events_pb2.EventsWatchRequest(
+                after_sequence=cursor, types=_event_types(types)
+            )
+            metadata = [(REQUEST_ID_HEADER, uuid.uuid4().hex)]
+            if self.token:
+                metadata.append(("authorization", f"Bearer {self.token}"))
+            call = self.event_stream.Watch(request, metadata=metadata)
+            try:
+                async for message in call:
+                    attempt = 1
+                    cursor = message.next_after_sequence
+                    request_id = header(await call.initial_metadata(), REQUEST_ID_HEADER)
+                    yield EventPage(
+                        tuple(Event.from_message(e, request_id) for e in message.events),
+                        cursor,
+                        request_id,
+                    )
+            except grpc.aio.AioRpcError as rpc_error:
+                error = ApiError.from_rpc_error(rpc_error, "")
+                resumable = error.code in RETRYABLE or error.reason in (
+                    ErrorReason.WATCHER_TOO_SLOW,
+                    ErrorReason.TOO_MANY_REQUESTS,
+                )
+                if not resumable or attempt >= self.retry.max_attempts:
+                    raise error from rpc_error
+                await self.retry.sleep(self.retry.delay(attempt, error.retry_after))
+                attempt += 1
+            finally:
+                call.cancel()
+
+    async def audit_page(self, after_sequence: int = 0, page_size: int = 1000) -> AuditPage:
+        """Records of the audit chain after AFTER_SEQUENCE, and its head (an admin's call)."""
+        request = admin_pb2.ListAuditRequest(after_sequence=after_sequence, page_size=page_size)
+        message, request_id = await self._call(self.admin.ListAudit, request)
+        return AuditPage(
+            tuple(Record(r.sequence, r.prev_hash, r.hash, r.body) for r in message.records),
+            message.head_sequence,
+            message.head_hash,
+            request_id,
+        )
+
+    async def verify_audit(self, expect_head: Head | None = None) -> Verdict:
+        """Reads the whole audit chain, a page at a time, and recomputes it here (see
+        ``minipay.audit.verify``): nothing the gateway says is taken on trust but the
+        records themselves."""
+        records: list[Record] = []
+        after, declared = 0, Head(0, GENESIS)
+        while True:
+            page = await self.audit_page(after)
+            records.extend(page.records)
+            declared = Head(page.head_sequence, page.head_hash or GENESIS)
+            if not page.records or page.records[-1].sequence >= page.head_sequence:
+                break
+            after = page.records[-1].sequence
+        return verify(records, expect_head, declared)
+
+
+def _event_types(types: Sequence[str]) -> list[events_pb2.EventType]:
+    try:
+        return [EVENT_TYPES[name] for name in types]
+    except KeyError as unknown:
+        known = ", ".join(sorted(EVENT_TYPES))
+        raise ClientError(f"unknown event type {unknown}; the types are: {known}") from None

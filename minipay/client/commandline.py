@@ -303,6 +303,27 @@ class Commands:
         )
         return parser
 
+    def add_under(
+        self, parent: argparse.ArgumentParser, name: str, summary: str, details: str = ""
+    ) -> argparse.ArgumentParser:
+        """A command under PARENT ("audit verify"): its name is in ``args.subcommand``."""
+        group = parent.__dict__.get("_minipay_subcommands")
+        if group is None:
+            group = parent.add_subparsers(dest="subcommand", metavar="COMMAND", required=True)
+            parent.__dict__["_minipay_subcommands"] = group
+        description = summary[0].upper() + summary[1:] + "."
+        if details:
+            description += "\n\n" + details
+        parser: argparse.ArgumentParser = group.add_parser(
+            name,
+            help=summary,
+            description=description,
+            epilog=f"exit status and errors: see '{self.tool.prog} --help'",
+            formatter_class=HelpFormatter,
+            parents=[self._flags],
+        )
+        return parser
+
     def add_login(self, summary: str, details: str = "") -> None:
         login = self.add("login", summary, details)
         login.add_argument("--username", required=True, help="who logs in")

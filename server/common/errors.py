@@ -83,6 +83,13 @@ class Throttled(MinipayError):
     reason = ErrorReason.LOGIN_THROTTLED
 
 
+class OutOfRange(MinipayError):
+    """A position the request names is outside what is kept (an event cursor too old)."""
+
+    reason = ErrorReason.CURSOR_EXPIRED
+    waiting_helps = False
+
+
 class RequestTooLarge(MinipayError):
     """The request's bytes are more than the method takes: refused unread. The same request
     is refused again however long one waits."""

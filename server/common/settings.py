@@ -291,6 +291,9 @@ class GatewaySettings(ProcessSettings):
         60.0, "seconds a locked user or certificate waits at least (it waits for its window)"
     )
     idempotency_ttl: int = setting(86400, "seconds an idempotency key is remembered")
+    event_retention: float = setting(
+        30 * 86400.0, "seconds events are kept (Events/List and Watch: older cursors are refused)"
+    )
     pay_rate: float = setting(
         2000.0,
         "payments (Pay, Refund, PayBatch items) one customer may make a second, over every "
@@ -301,6 +304,11 @@ class GatewaySettings(ProcessSettings):
     )
     trace: bool = setting(
         True, "write each payment's story (off only to measure what it costs: benchmarks)"
+    )
+    journal: bool = setting(
+        True,
+        "write each round's events and audit record (off only to measure what they cost: "
+        "benchmarks; the event stream and the audit chain then miss those decisions)",
     )
 
     def __post_init__(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 
 import grpc
@@ -26,14 +27,23 @@ from server.common.passwords import Passwords, PasswordWork
 from server.common.serving import HealthServicer, build_server, drain, mark_serving
 from server.common.settings import GatewaySettings
 from server.common.tls import Peers, TlsFiles
-from server.gateway import users
+from server.gateway import events, users
+from server.gateway.audit import RefusedAttempts
 from server.gateway.banks import BankDirectory
 from server.gateway.coordinator import Coordinator
+from server.gateway.event_feed import EventFeed
+from server.gateway.journal import Journal
 from server.gateway.rate_limit import RateLimiter
 from server.gateway.recovery import Recovery
 from server.gateway.replicas import Replica
 from server.gateway.revocations import Revocations
-from server.gateway.servicers import AdminService, AuthService, CoordinatorService, PaymentsService
+from server.gateway.servicers import (
+    AdminService,
+    AuthService,
+    CoordinatorService,
+    EventsService,
+    PaymentsService,
+)
 from server.gateway.throttle import Limit, LoginThrottle
 from server.gateway.token_keys import KeyRing
 from server.gateway.tokens import TokenService
@@ -118,7 +128,9 @@ async def run_server(settings: GatewaySettings) -> GatewayServer:
         settings.batch_max,
         Faults(settings.faults),
         Trace(settings.name, enabled=settings.trace),
+        journaled=settings.journal,
     )
+    feed = EventFeed(lambda: database.statements(events.last_sequence))
     limiter = RateLimiter(settings.pay_rate, settings.pay_burst, lambda: replica.live)
     throttle = LoginThrottle(database)
     limits = users.ThrottleLimits(
@@ -147,22 +159,34 @@ async def run_server(settings: GatewaySettings) -> GatewayServer:
         )
         gateway_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorService(coordinator), server)
         admin_pb2_grpc.add_AdminServicer_to_server(
-            AdminService(banks, identities, database, coordinator, limiter), server
+            AdminService(
+                banks, identities, database, coordinator, limiter, Journal(database), settings.name
+            ),
+            server,
         )
-        # The event stream's methods answer UNIMPLEMENTED until issue 23 lands.
-        events_pb2_grpc.add_EventsServicer_to_server(events_pb2_grpc.EventsServicer(), server)
+        events_pb2_grpc.add_EventsServicer_to_server(EventsService(database, feed), server)
         return SERVICES
 
     interceptors = [
         LoggingInterceptor(
             settings.process_name, answer_request_id=True, request_limits=REQUEST_LIMITS
         ),
-        AuthInterceptor(Peers(settings.ca), banks.names, tokens),
+        AuthInterceptor(
+            Peers(settings.ca),
+            banks.names,
+            tokens,
+            on_refused=RefusedAttempts(Journal(database), settings.name),
+        ),
     ]
     server, port, health = build_server(
         settings.listen, tls, interceptors, register, max_request_bytes=REQUEST_LIMITS.largest
     )
     serve_metrics(settings.metrics_port)
+
+    async def prune_events() -> None:
+        older_than = time.time() - settings.event_retention
+        await database.statements(lambda c: events.prune(c, older_than))
+
     recovery = Recovery(
         database,
         coordinator,
@@ -172,6 +196,7 @@ async def run_server(settings: GatewaySettings) -> GatewayServer:
             lambda: throttle.forget_expired(settings.login_window),
             lambda: keys.retire_unused(settings.token_ttl),
             lambda: keys.forget_retired(settings.token_ttl),
+            prune_events,
         ],
     )
     await recovery.run_once()

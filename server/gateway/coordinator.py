@@ -51,7 +51,7 @@ from server.common.logs import REQUEST_ID, event
 from server.common.metrics import IN_DOUBT, PAYMENTS, PHASE_SECONDS
 from server.common.principal import peek_principal
 from server.common.vocabulary import Leg, Reason, Status
-from server.gateway import payment_log, refunds, trace
+from server.gateway import audit, events, journal, payment_log, refunds, trace
 from server.gateway.delivery import Delivery, Recipients
 from server.gateway.payment_log import Deciding, RecordKind
 from server.gateway.payment_state import (
@@ -131,8 +131,10 @@ class Coordinator:
         batch_max: int,
         faults: Faults | None = None,
         steps: trace.Trace | None = None,
+        journaled: bool = True,
     ) -> None:
         self._db = db
+        self._journaled = journaled  # events and audit records of decisions (off: benchmarks)
         self._participants = participants
         self._owner = owner
         self._timeout = timeout
@@ -383,6 +385,9 @@ class Coordinator:
                 if p.decided_now and p.refund_of
             ]
             trace.write(connection, [*waiting, *steps, *decided, *refunded])
+            if self._journaled:  # last: the journal's heads stay locked only while this commits
+                record = audit.decisions(now(), self._owner.name, stored)
+                journal.write(connection, events.of_decisions(stored), [record] if record else [])
             return stored
 
         stored = await self._write(write)

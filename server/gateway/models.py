@@ -1,8 +1,9 @@
 """The gateway's database, shared by every gateway replica: admins, registrations, the
 usernames given out, revoked tokens and cut sessions, the login throttle's counts, the
 replicas with their leases and the public keys they sign tokens with, payments with their
-coordinator state, decision, idempotency key and owner (the coordinator's durable log), and
-each payment's steps (its trace)."""
+coordinator state, decision, idempotency key and owner (the coordinator's durable log),
+each payment's steps (its trace), the event stream, the audit chain and the heads that order
+both."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Text,
     UniqueConstraint,
     text,
 )
@@ -238,3 +240,47 @@ class PaymentStep(Base):
     outcome: Mapped[str] = mapped_column(String(40), default="")
     detail: Mapped[str] = mapped_column(String(200), default="")
     attributes: Mapped[str | None] = mapped_column(String(1000))  # compact JSON, rare
+
+
+class JournalHead(Base):
+    """A counter the replicas share, one row per name: ``events`` (the last event's sequence),
+    ``pruned`` (the last sequence dropped by retention), ``audit`` (the audit chain's head:
+    its last sequence and hash). Updating a row locks it until commit: the transactions that
+    take sequences commit in the order they took them."""
+
+    __tablename__ = "journal_heads"
+
+    name: Mapped[str] = mapped_column(String(16), primary_key=True)
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class Event(Base):
+    """One event of the stream. ``payer_key`` and ``payee_key`` are the accounts
+    ("bank/account") whose owners may read it; ``subject`` is compact JSON of what it is
+    about, shaped for each reader when read."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_payer", "payer_key", "sequence"),
+        Index("ix_events_payee", "payee_key", "sequence"),
+        Index("ix_events_occurred", "occurred_at"),
+    )
+
+    sequence: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    type: Mapped[str] = mapped_column(String(24))
+    occurred_at: Mapped[float] = mapped_column(Float)
+    payer_key: Mapped[str | None] = mapped_column(String(100))
+    payee_key: Mapped[str | None] = mapped_column(String(100))
+    subject: Mapped[str] = mapped_column(String(2000))
+
+
+class AuditRecord(Base):
+    """One record of the audit chain: ``hash`` = SHA-256 of ``prev_hash`` then ``body``."""
+
+    __tablename__ = "audit_log"
+
+    sequence: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)

@@ -5,25 +5,47 @@ from their token, never from the request (an admin's refund: from the payment re
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import dataclasses
+import functools
 import hashlib
 import logging
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import timestamp_pb2
 from sqlalchemy import Connection
 
+from minipay.errors import ErrorReason
 from minipay.service_names import bank_of
-from minipay.v1 import admin_pb2, admin_pb2_grpc, common_pb2, gateway_pb2, gateway_pb2_grpc
+from minipay.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    common_pb2,
+    events_pb2,
+    events_pb2_grpc,
+    gateway_pb2,
+    gateway_pb2_grpc,
+)
 from server.common import validation
 from server.common.db import Database
-from server.common.errors import Internal, InvalidArgument, MinipayError, NotFound, Unavailable
+from server.common.errors import (
+    Internal,
+    InvalidArgument,
+    MinipayError,
+    NotFound,
+    Throttled,
+    Unavailable,
+)
 from server.common.principal import current_claims, current_principal
 from server.common.vocabulary import Status
-from server.gateway import history, payment_log, refunds, trace, users
+from server.gateway import audit, events, history, journal, payment_log, refunds, trace, users
 from server.gateway.banks import BankDirectory, CustomerInfo, NewCustomer
 from server.gateway.coordinator import Coordinator
+from server.gateway.event_feed import EventFeed
 from server.gateway.payment_state import (
     CoordinatorState,
     Outcome,
@@ -462,6 +484,59 @@ class CoordinatorService(gateway_pb2_grpc.CoordinatorServicer):  # type: ignore[
         )
 
 
+# The events an admin action makes, gathered while it runs and written with its audit record.
+_ACTION_EVENTS: contextvars.ContextVar[list[events.NewEvent]] = contextvars.ContextVar(
+    "action_events"
+)
+_Method = TypeVar("_Method", bound=Callable[..., Awaitable[Any]])
+
+
+def _emit(event: events.NewEvent) -> None:
+    _ACTION_EVENTS.get().append(event)
+
+
+def audited(
+    action: str | Callable[[Any], str], what: Callable[[Any], dict[str, Any]]
+) -> Callable[[_Method], _Method]:
+    """An admin action that lands in the audit chain whatever its outcome (OK, or the reason
+    it was refused), with the events it made, before its answer leaves: who, from which
+    certificate, WHAT of the request (never a password)."""
+
+    def decorate(method: _Method) -> _Method:
+        @functools.wraps(method)
+        async def run(self: AdminService, request: Any, context: grpc.aio.ServicerContext) -> Any:
+            made: list[events.NewEvent] = []
+            reset = _ACTION_EVENTS.set(made)
+            outcome = "OK"
+            try:
+                return await method(self, request, context)
+            except MinipayError as error:
+                outcome = error.reason.value
+                made.clear()
+                raise
+            except Exception:
+                outcome = ErrorReason.INTERNAL_ERROR.value
+                made.clear()
+                raise
+            finally:
+                _ACTION_EVENTS.reset(reset)
+                principal = current_principal()
+                record = audit.admin_action(
+                    time.time(),
+                    action=action if isinstance(action, str) else action(request),
+                    admin=current_claims().subject,
+                    certificate=principal.peer.common_name,
+                    what=what(request),
+                    outcome=outcome,
+                    replica=self._replica,
+                )
+                await self._journal.record(made, [record])
+
+        return run  # type: ignore[return-value]
+
+    return decorate
+
+
 class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
     def __init__(
         self,
@@ -470,12 +545,16 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
         db: Database,
         coordinator: Coordinator,
         limiter: RateLimiter,
+        journal: journal.Journal,
+        replica: str,
     ) -> None:
         self._banks = banks
         self._identities = identities
         self._db = db
         self._coordinator = coordinator
         self._limiter = limiter
+        self._journal = journal
+        self._replica = replica
 
     async def GetPaymentTrace(
         self, request: admin_pb2.AdminGetPaymentTraceRequest, context: grpc.aio.ServicerContext
@@ -503,6 +582,18 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
             ]
         )
 
+    @audited(
+        "create_user",
+        lambda r: {
+            "username": r.username[:64],
+            "name": r.name[:200],
+            "role": r.role[:20] or "customer",
+            "bank": r.account.bank[:64],
+            "account": r.account.account[:34],
+            "initial_balance": r.initial_balance.minor_units,
+            "currency": r.initial_balance.currency[:3],
+        },
+    )
     async def CreateUser(
         self, request: admin_pb2.CreateUserRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.CreateUserResponse:
@@ -510,6 +601,16 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
         username = validation.username(request.username)
         if role == "admin":
             await self._identities.create_admin(username, request.password)
+            _emit(
+                events.user_event(
+                    events.EventType.USER_CREATED,
+                    time.time(),
+                    username=username,
+                    name=request.name,
+                    role="admin",
+                    disabled=False,
+                )
+            )
             return admin_pb2.CreateUserResponse(
                 user=admin_pb2.User(username=username, name=request.name, role="admin")
             )
@@ -529,6 +630,7 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
                 )
             ),
         )
+        _emit(_user_event(events.EventType.USER_CREATED, bank.name, info))
         return admin_pb2.CreateUserResponse(user=_user(bank.name, info))
 
     async def ListUsers(
@@ -544,6 +646,10 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
             ]
         )
 
+    @audited(
+        lambda r: "disable_user" if r.disabled else "enable_user",
+        lambda r: {"bank": r.bank[:64], "username": r.username[:64]},
+    )
     async def SetUserDisabled(
         self, request: admin_pb2.SetUserDisabledRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.SetUserDisabledResponse:
@@ -552,8 +658,20 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
         info = await bank.set_customer_disabled(username, request.disabled)
         # The bank refuses the user's payments; the gateway refuses their tokens, from now.
         await self._identities.set_disabled(bank.name, info.username, request.disabled)
+        kind = events.EventType.USER_DISABLED if request.disabled else events.EventType.USER_ENABLED
+        _emit(_user_event(kind, bank.name, info))
         return admin_pb2.SetUserDisabledResponse(user=_user(bank.name, info))
 
+    @audited(
+        "deposit",
+        lambda r: {
+            "bank": r.account.bank[:64],
+            "account": r.account.account[:34],
+            "amount": r.amount.minor_units,
+            "currency": r.amount.currency[:3],
+            "idempotency_key": r.idempotency_key[:255],
+        },
+    )
     async def Deposit(
         self, request: admin_pb2.DepositRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.DepositResponse:
@@ -569,6 +687,15 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
         )
         return admin_pb2.DepositResponse(balance=money(info.balance, info.currency))
 
+    @audited(
+        "refund",
+        lambda r: {
+            "payment_id": r.payment_id[:64],
+            "amount": r.amount.minor_units,
+            "currency": r.amount.currency[:3],
+            "idempotency_key": r.idempotency_key[:255],
+        },
+    )
     async def Refund(
         self, request: admin_pb2.AdminRefundRequest, context: grpc.aio.ServicerContext
     ) -> admin_pb2.AdminRefundResponse:
@@ -591,6 +718,11 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
         return admin_pb2.AdminRefundResponse(
             refund=admin_payment_message(outcome.payment), replayed=outcome.replayed
         )
+
+    async def ListAudit(
+        self, request: admin_pb2.ListAuditRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ListAuditResponse:
+        return await _list_audit(self._db, request)
 
     async def GetPayment(
         self, request: admin_pb2.AdminGetPaymentRequest, context: grpc.aio.ServicerContext
@@ -632,6 +764,43 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
         )
 
 
+async def _list_audit(
+    db: Database, request: admin_pb2.ListAuditRequest
+) -> admin_pb2.ListAuditResponse:
+    if request.after_sequence < 0:
+        raise InvalidArgument("after_sequence must be 0 or more", field="after_sequence")
+    if not 0 <= request.page_size <= audit.MAX_PAGE_SIZE:
+        raise InvalidArgument(
+            f"page_size must be 0 to {audit.MAX_PAGE_SIZE} (0: {audit.DEFAULT_PAGE_SIZE})",
+            field="page_size",
+        )
+    size = request.page_size or audit.DEFAULT_PAGE_SIZE
+    records, head, digest = await db.statements(
+        lambda c: audit.page(c, request.after_sequence, size)
+    )
+    return admin_pb2.ListAuditResponse(
+        records=[
+            admin_pb2.AuditRecord(sequence=seq, prev_hash=prev, hash=h, body=body)
+            for seq, prev, h, body in records
+        ],
+        head_sequence=head,
+        head_hash=digest,
+    )
+
+
+def _user_event(kind: events.EventType, bank: str, info: CustomerInfo) -> events.NewEvent:
+    return events.user_event(
+        kind,
+        time.time(),
+        username=info.username,
+        name=info.name,
+        role=info.role,
+        disabled=info.disabled,
+        bank=bank,
+        account=info.account.number if info.account is not None else "",
+    )
+
+
 def _check_page_size(page_size: int) -> None:
     if not 0 <= page_size <= MAX_PAGE_SIZE:
         raise InvalidArgument(
@@ -651,3 +820,124 @@ def _user(bank: str, info: CustomerInfo) -> admin_pb2.User:
         user.account.account = info.account.number
         user.balance.CopyFrom(money(info.account.balance, info.account.currency))
     return user
+
+
+_EVENT_TYPE = {
+    events.EventType.PAYMENT_COMMITTED: events_pb2.EVENT_TYPE_PAYMENT_COMMITTED,
+    events.EventType.PAYMENT_ABORTED: events_pb2.EVENT_TYPE_PAYMENT_ABORTED,
+    events.EventType.REFUND_COMMITTED: events_pb2.EVENT_TYPE_REFUND_COMMITTED,
+    events.EventType.REFUND_ABORTED: events_pb2.EVENT_TYPE_REFUND_ABORTED,
+    events.EventType.DEPOSIT_APPLIED: events_pb2.EVENT_TYPE_DEPOSIT_APPLIED,
+    events.EventType.USER_CREATED: events_pb2.EVENT_TYPE_USER_CREATED,
+    events.EventType.USER_DISABLED: events_pb2.EVENT_TYPE_USER_DISABLED,
+    events.EventType.USER_ENABLED: events_pb2.EVENT_TYPE_USER_ENABLED,
+    events.EventType.KEY_ROTATED: events_pb2.EVENT_TYPE_KEY_ROTATED,
+}
+_EVENT_TYPE_OF: dict[int, events.EventType] = {int(v): kind for kind, v in _EVENT_TYPE.items()}
+# Watch: the most events per response, and how long a quiet stream waits before a heartbeat
+# (an empty response with the cursor: it moves a customer's cursor past others' events).
+WATCH_PAGE = 200
+HEARTBEAT = 15.0
+# A watcher that takes longer than this to take one response is cut off: the server does not
+# keep a call open for a reader that does not read (its memory stays one page either way).
+STALLED = 60.0
+
+
+class EventsService(events_pb2_grpc.EventsServicer):  # type: ignore[misc]
+    def __init__(self, db: Database, feed: EventFeed) -> None:
+        self._db = db
+        self._feed = feed
+
+    async def List(
+        self, request: events_pb2.EventsListRequest, context: grpc.aio.ServicerContext
+    ) -> events_pb2.EventsListResponse:
+        query = _events_query(
+            request.after_sequence, request.page_size or events.DEFAULT_PAGE_SIZE, request.types
+        )
+        events.check_query(request.after_sequence, request.page_size, query.types)
+        page = await self._db.statements(lambda c: events.read(c, query))
+        return events_pb2.EventsListResponse(
+            events=[event_message(e, query.reader) for e in page.events],
+            next_after_sequence=page.next_after,
+        )
+
+    async def Watch(
+        self, request: events_pb2.EventsWatchRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[events_pb2.EventsWatchResponse]:
+        query = _events_query(request.after_sequence, WATCH_PAGE, request.types)
+        events.check_query(request.after_sequence, 0, query.types)
+        async with self._feed.watching():
+            heartbeat_due = time.monotonic() + HEARTBEAT
+            while True:
+                page = await self._db.statements(functools.partial(events.read, query=query))
+                query = dataclasses.replace(query, after=page.next_after)
+                if page.events or time.monotonic() >= heartbeat_due:
+                    sent = time.monotonic()
+                    yield events_pb2.EventsWatchResponse(
+                        events=[event_message(e, query.reader) for e in page.events],
+                        next_after_sequence=page.next_after,
+                    )
+                    heartbeat_due = time.monotonic() + HEARTBEAT
+                    if heartbeat_due - sent > HEARTBEAT + STALLED:
+                        raise Throttled(
+                            f"this watcher took over {STALLED:.0f} s to take one response; "
+                            f"resume after sequence {page.next_after}",
+                            ErrorReason.WATCHER_TOO_SLOW,
+                            metadata={"next_after_sequence": str(page.next_after)},
+                        )
+                    if len(page.events) == query.limit:
+                        continue  # behind: the next page at once
+                await self._feed.wait_past(page.head, max(0.0, heartbeat_due - time.monotonic()))
+
+
+def _events_query(after: int, limit: int, types: Sequence[int]) -> events.Query:
+    """The query of a List or Watch: the caller's own account's events, or every one for an
+    admin."""
+    kinds = []
+    for value in types:
+        if value not in _EVENT_TYPE_OF:
+            raise InvalidArgument(f"types: {value} is not an event type", field="types")
+        kinds.append(_EVENT_TYPE_OF[value])
+    claims = current_claims()
+    reader = None if claims.role == "admin" else events.account_key(claims.bank, claims.account)
+    return events.Query(max(after, 0), limit, tuple(kinds), reader)
+
+
+def event_message(event: events.StoredEvent, reader: str | None) -> events_pb2.Event:
+    """EVENT as READER (an account key; None: an admin) sees it."""
+    message = events_pb2.Event(
+        sequence=event.sequence,
+        type=_EVENT_TYPE[event.type],
+        occurred_at=timestamp(event.occurred_at),
+    )
+    subject = event.subject
+    if event.type.value.startswith(("payment.", "refund.")):
+        payment = event.payment()
+        if reader is None:
+            message.payment.CopyFrom(admin_payment_message(payment))
+        else:
+            bank, _, account = reader.partition("/")
+            message.payment.CopyFrom(payment_message(payment, bank, account))
+    elif event.type.value.startswith("user."):
+        message.user.CopyFrom(
+            admin_pb2.User(
+                username=subject["username"],
+                name=subject["name"],
+                role=subject["role"],
+                disabled=subject["disabled"],
+                account=common_pb2.AccountRef(bank=subject["bank"], account=subject["account"]),
+            )
+        )
+    elif event.type is events.EventType.DEPOSIT_APPLIED:
+        message.deposit.CopyFrom(
+            events_pb2.DepositEvent(
+                account=common_pb2.AccountRef(bank=subject["bank"], account=subject["account"]),
+                amount=money(subject["amount"], subject["currency"]),
+                admin=subject["admin"] if reader is None else "",
+            )
+        )
+    elif event.type is events.EventType.KEY_ROTATED:
+        message.key_rotation.CopyFrom(
+            events_pb2.KeyRotation(replica=subject["replica"], kid=subject["kid"])
+        )
+    return message

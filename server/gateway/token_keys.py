@@ -35,6 +35,7 @@ from sqlalchemy.sql import Executable
 from server.common.db import Database, db_now, per_dialect
 from server.common.errors import ConfigError
 from server.common.periodic import repeat
+from server.gateway import audit, events, journal
 from server.gateway.models import Base
 
 log = logging.getLogger(__name__)
@@ -102,12 +103,26 @@ def load_key(path: Path, *, create: bool) -> SigningKey:
 
 def publish(connection: Connection, replica: str, key: SigningKey, moment: float) -> None:
     """Publishes KEY as REPLICA's signing key; the replica's older keys are retired (the
-    tokens they signed are refused from the next reload on)."""
+    tokens they signed are refused from the next reload on). A key published for the first
+    time is a rotation: an event and an audit record."""
+    known = connection.execute(select(KEYS.c.kid).where(KEYS.c.kid == key.kid)).first()
     connection.execute(
         _PUBLISH[connection.dialect.name],
         {"b_kid": key.kid, "b_replica": replica, "b_pem": key.public_pem, "b_at": moment},
     )
     connection.execute(RETIRE, {"b_replica": replica, "b_kid": key.kid, "b_at": moment})
+    if known is None:
+        record = audit.admin_action(
+            moment,
+            action="rotate_key",
+            admin="",
+            certificate="",
+            what={"kid": key.kid},
+            outcome="OK",
+            replica=replica,
+        )
+        rotated = events.key_rotated(moment, replica=replica, kid=key.kid)
+        journal.write(connection, [rotated], [record])
 
 
 class KeyRing:

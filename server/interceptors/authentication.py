@@ -5,7 +5,7 @@ table."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any, Protocol
 
 import grpc
@@ -16,12 +16,23 @@ from server.common.errors import MinipayError, PermissionDenied, Unauthenticated
 from server.common.principal import TOKEN_ROLES, Caller, Claims, Principal, set_principal
 from server.common.tls import Peers
 from server.interceptors.authorization import allowed_callers
-from server.interceptors.handlers import Behavior, WrappedHandlers, metadata_value, wrap_unary
+from server.interceptors.handlers import (
+    Behavior,
+    StreamBehavior,
+    WrappedHandlers,
+    metadata_value,
+    wrap_unary,
+    wrap_unary_stream,
+)
 
 
 class TokenVerifier(Protocol):
     async def verify(self, token: str, thumbprint: str) -> Claims:
         """The token's claims; raises Unauthenticated unless it is valid for this certificate."""
+
+
+# Told of every refused call (METHOD, its context, the refusal), before the caller hears it.
+OnRefused = Callable[[str, grpc.aio.ServicerContext, MinipayError], Awaitable[None]]
 
 
 def bearer_token(context: grpc.aio.ServicerContext) -> str:
@@ -45,9 +56,14 @@ def _refusal(error: MinipayError) -> grpc.RpcMethodHandler:
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(
-        self, peers: Peers, bank_names: Collection[str], verifier: TokenVerifier | None
+        self,
+        peers: Peers,
+        bank_names: Collection[str],
+        verifier: TokenVerifier | None,
+        on_refused: OnRefused | None = None,
     ) -> None:
         self._peers = peers
+        self._on_refused = on_refused
         self._bank_names = frozenset(bank_names)
         self._verifier = verifier
         self._no_rule = _refusal(PermissionDenied("this method is not open to any caller"))
@@ -67,15 +83,36 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         allowed = allowed_callers(method)
         if not allowed:
             return self._no_rule
+        if handler.unary_stream is not None and Caller.ANY_CERT not in allowed:
+            # A stream of the API (Events/Watch): checked before its first response.
+            async def check_stream(
+                inner: StreamBehavior, request: Any, context: grpc.aio.ServicerContext
+            ) -> AsyncIterator[Any]:
+                set_principal(await self._authorized(method, allowed, context))
+                async for response in inner(request, context):
+                    yield response
+
+            return wrap_unary_stream(handler, check_stream)
         if handler.unary_unary is None:
-            # Streaming methods (health Watch, reflection) are only ever open to any peer.
+            # Other streaming methods (health Watch, reflection) are open to any peer only.
             return handler if Caller.ANY_CERT in allowed else self._no_rule
 
         async def check(inner: Behavior, request: Any, context: grpc.aio.ServicerContext) -> Any:
-            set_principal(await self.authorize(method, allowed, context))
+            set_principal(await self._authorized(method, allowed, context))
             return await inner(request, context)
 
         return wrap_unary(handler, check)
+
+    async def _authorized(
+        self, method: str, allowed: frozenset[Caller], context: grpc.aio.ServicerContext
+    ) -> Principal:
+        """``authorize``, telling ``on_refused`` of each refusal before it is answered."""
+        try:
+            return await self.authorize(method, allowed, context)
+        except (Unauthenticated, PermissionDenied) as refusal:
+            if self._on_refused is not None:
+                await self._on_refused(method, context, refusal)
+            raise
 
     async def authorize(
         self, method: str, allowed: frozenset[Caller], context: grpc.aio.ServicerContext

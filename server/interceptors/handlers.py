@@ -20,6 +20,8 @@ import grpc
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 Wrapper = Callable[[Behavior, Any, grpc.aio.ServicerContext], Awaitable[Any]]
+StreamBehavior = Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
+StreamWrapper = Callable[[StreamBehavior, Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
 Parse = Callable[[bytes], Any]
 
 
@@ -64,6 +66,35 @@ def wrap_unary(
     if limit is not None and deserializer is not None:
         deserializer = _bounded(deserializer, limit)
     return grpc.unary_unary_rpc_method_handler(
+        behavior,
+        request_deserializer=deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+def wrap_unary_stream(
+    handler: grpc.RpcMethodHandler,
+    wrapper: StreamWrapper,
+    *,
+    on_malformed: Callable[[bytes], Malformed] | None = None,
+    limit: int | None = None,
+) -> grpc.RpcMethodHandler:
+    """``wrap_unary`` for a method with one request and a stream of responses (its behaviour
+    an async generator): every response it yields passes through ``wrapper``'s."""
+    if handler is None or handler.unary_stream is None:
+        return handler
+    inner: StreamBehavior = handler.unary_stream
+
+    async def behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async for response in wrapper(inner, request, context):
+            yield response
+
+    deserializer = handler.request_deserializer
+    if on_malformed is not None and deserializer is not None:
+        deserializer = _tolerant(deserializer, on_malformed)
+    if limit is not None and deserializer is not None:
+        deserializer = _bounded(deserializer, limit)
+    return grpc.unary_stream_rpc_method_handler(
         behavior,
         request_deserializer=deserializer,
         response_serializer=handler.response_serializer,

@@ -13,10 +13,9 @@ import asyncio
 import functools
 import logging
 import re
-import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,16 +27,19 @@ from server.common.errors import InvalidArgument, MinipayError, RequestTooLarge
 from server.common.log_sampling import RefusalSampler
 from server.common.logs import REQUEST_ID, describe_request
 from server.common.metrics import CALL_SECONDS, CALLS, RETRIES
-from server.common.principal import peek_principal
+from server.common.principal import TOKEN_ROLES, peek_principal
 from server.common.tls import peer_common_name
+from server.interceptors.authorization import allowed_callers
 from server.interceptors.fields import check_request, malformed_reader
 from server.interceptors.handlers import (
     Behavior,
     Malformed,
     Oversized,
+    StreamBehavior,
     WrappedHandlers,
     bound_streams,
     wrap_unary,
+    wrap_unary_stream,
 )
 from server.interceptors.status import internal_status, rich_status, status_of
 
@@ -53,6 +55,18 @@ _SERVER_FAILURES = {
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.DATA_LOSS,
 }
+
+
+@dataclass
+class _Call:
+    """One call as its record is built: what it was, and how it ended."""
+
+    method: str
+    fields: dict[str, Any]
+    started: float
+    code: grpc.StatusCode = grpc.StatusCode.OK
+    message: str = ""
+    failure: Any = None
 
 
 @dataclass(frozen=True)
@@ -106,7 +120,26 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def _logged(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         limit = self._limits.of(method) if self._limits is not None else None
-        if handler is not None and handler.unary_unary is None:
+        if handler is None:
+            return handler
+        malformed = malformed_reader(method)
+        if handler.unary_stream is not None and allowed_callers(method) & TOKEN_ROLES.keys():
+            # A stream of the API (Events/Watch): logged and checked like a unary call.
+            async def logged_stream(
+                inner: StreamBehavior, request: Any, context: grpc.aio.ServicerContext
+            ) -> AsyncIterator[Any]:
+                call = await self._begin(method, request, context)
+                try:
+                    self._check(method, request)
+                    async for response in inner(request, context):
+                        yield response
+                except BaseException as error:
+                    await self._failed(call, error, context)
+                finally:
+                    self._end(call, context)
+
+            return wrap_unary_stream(handler, logged_stream, on_malformed=malformed, limit=limit)
+        if handler.unary_unary is None:
             if limit is None:
                 return handler
             return bound_streams(
@@ -114,78 +147,99 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             )
 
         async def logged(inner: Behavior, request: Any, context: grpc.aio.ServicerContext) -> Any:
-            request_id, attempt = _request_id_and_attempt(context)
-            if not _REQUEST_ID.fullmatch(request_id):
-                request_id = uuid.uuid4().hex  # none, or not one a log can carry
-            REQUEST_ID.set(request_id)
-            started = time.perf_counter()
-            if self._answer_request_id:  # every answer, success or error: the id to quote
-                await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
-            fields: dict[str, Any] = {
-                "component": self._component,
-                "method": method,
-                "peer": context.peer(),
-                "request_id": request_id,
-                **describe_request(request),
-            }
-            if attempt and attempt != "1":
-                fields["attempt"] = int(attempt) if attempt.isdigit() else attempt
-                RETRIES.labels(method).inc()
-                log.info("client_retry", extra={"fields": fields})
-            code = grpc.StatusCode.OK
-            message = ""
-            failure = None
+            call = await self._begin(method, request, context)
             try:
-                if isinstance(request, Oversized):
-                    raise _too_large(method, request)
-                if isinstance(request, Malformed):
-                    raise InvalidArgument(
-                        f"the request is not a valid message for this method: {request.problem}",
-                        ErrorReason.MALFORMED_REQUEST,
-                        field=request.field,
-                    )
-                check_request(request)
-                if log.isEnabledFor(logging.DEBUG):
-                    log.debug("request", extra={"fields": dict(fields, body=_body(request))})
+                self._check(method, request)
                 response = await inner(request, context)
                 # Links the request (id, idempotency key) to the payment it made.
                 payment = getattr(response, "payment", None)
                 if payment is not None and payment.payment_id:
-                    fields["payment_id"] = payment.payment_id
+                    call.fields["payment_id"] = payment.payment_id
                 if log.isEnabledFor(logging.DEBUG):
-                    log.debug("response", extra={"fields": dict(fields, body=_body(response))})
+                    log.debug("response", extra={"fields": dict(call.fields, body=_body(response))})
                 return response
-            except grpc.aio.AbortError:
-                raise
-            except asyncio.CancelledError:  # the caller gave up, or its deadline passed
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except MinipayError as error:
-                code, message = status_of(error), error.message
-                fields["reason"] = error.reason.value
-                status = rich_status(error)
-                await context.abort(code, message, trailing_metadata=status.trailing_metadata)
-            except NotImplementedError:  # a method of the API this server does not serve yet
-                code, message = grpc.StatusCode.UNIMPLEMENTED, f"{method} is not served here"
-                await context.abort(code, message)
-            except Exception:  # the last line of defence: the caller gets no details
-                reference = uuid.uuid4().hex[:12]
-                code, message = grpc.StatusCode.INTERNAL, f"internal error (reference {reference})"
-                fields["reference"] = reference
-                failure = sys.exc_info()  # the traceback rides on the call's one record
-                status = internal_status(message, reference)
-                await context.abort(code, message, trailing_metadata=status.trailing_metadata)
+            except BaseException as error:
+                await self._failed(call, error, context)
             finally:
-                elapsed = time.perf_counter() - started
-                fields.update(code=code.name, duration_ms=round(elapsed * 1000, 3))
-                self._calls(method, code).inc()
-                self._seconds(method).observe(elapsed)
-                if message:
-                    fields["error"] = message
-                _record_identity(fields, context)
-                self._log_call(fields, code, failure)
+                self._end(call, context)
 
-        return wrap_unary(handler, logged, on_malformed=malformed_reader(method), limit=limit)
+        return wrap_unary(handler, logged, on_malformed=malformed, limit=limit)
+
+    async def _begin(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> _Call:
+        request_id, attempt = _request_id_and_attempt(context)
+        if not _REQUEST_ID.fullmatch(request_id):
+            request_id = uuid.uuid4().hex  # none, or not one a log can carry
+        REQUEST_ID.set(request_id)
+        if self._answer_request_id:  # every answer, success or error: the id to quote
+            await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
+        fields: dict[str, Any] = {
+            "component": self._component,
+            "method": method,
+            "peer": context.peer(),
+            "request_id": request_id,
+            **describe_request(request),
+        }
+        if attempt and attempt != "1":
+            fields["attempt"] = int(attempt) if attempt.isdigit() else attempt
+            RETRIES.labels(method).inc()
+            log.info("client_retry", extra={"fields": fields})
+        return _Call(method, fields, time.perf_counter())
+
+    def _check(self, method: str, request: Any) -> None:
+        if isinstance(request, Oversized):
+            raise _too_large(method, request)
+        if isinstance(request, Malformed):
+            raise InvalidArgument(
+                f"the request is not a valid message for this method: {request.problem}",
+                ErrorReason.MALFORMED_REQUEST,
+                field=request.field,
+            )
+        check_request(request)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("request", extra={"fields": {"method": method, "body": _body(request)}})
+
+    async def _failed(
+        self, call: _Call, error: BaseException, context: grpc.aio.ServicerContext
+    ) -> None:
+        """Ends the call for ERROR: a domain error as its status, anything unexpected as
+        INTERNAL with a reference; an abort or a cancellation goes on up."""
+        if isinstance(error, grpc.aio.AbortError):
+            raise error
+        if isinstance(error, asyncio.CancelledError):  # the caller gave up, or its deadline
+            call.code = grpc.StatusCode.CANCELLED
+            raise error
+        if isinstance(error, MinipayError):
+            call.code, call.message = status_of(error), error.message
+            call.fields["reason"] = error.reason.value
+            status = rich_status(error)
+            await context.abort(call.code, call.message, trailing_metadata=status.trailing_metadata)
+        if isinstance(error, NotImplementedError):  # a method this server does not serve yet
+            call.code, call.message = (
+                grpc.StatusCode.UNIMPLEMENTED,
+                f"{call.method} is not served here",
+            )
+            await context.abort(call.code, call.message)
+        if not isinstance(error, Exception):
+            raise error
+        # The last line of defence: the caller gets no details.
+        reference = uuid.uuid4().hex[:12]
+        call.code = grpc.StatusCode.INTERNAL
+        call.message = f"internal error (reference {reference})"
+        call.fields["reference"] = reference
+        call.failure = (type(error), error, error.__traceback__)  # rides on the call's record
+        status = internal_status(call.message, reference)
+        await context.abort(call.code, call.message, trailing_metadata=status.trailing_metadata)
+
+    def _end(self, call: _Call, context: grpc.aio.ServicerContext) -> None:
+        elapsed = time.perf_counter() - call.started
+        fields = call.fields
+        fields.update(code=call.code.name, duration_ms=round(elapsed * 1000, 3))
+        self._calls(call.method, call.code).inc()
+        self._seconds(call.method).observe(elapsed)
+        if call.message:
+            fields["error"] = call.message
+        _record_identity(fields, context)
+        self._log_call(fields, call.code, call.failure)
 
     def _log_call(self, fields: dict[str, Any], code: grpc.StatusCode, failure: Any) -> None:
         if code == grpc.StatusCode.INTERNAL:
