@@ -214,7 +214,9 @@ def test_an_admin_runs_reconcile(page: Any, screenshot: Callable[[Any, str], Pat
 def test_the_live_stream_shows_events_pauses_and_resumes_from_its_cursor(
     page: Any, api: Api, screenshot: Callable[[Any, str], Path]
 ) -> None:
-    person = new_customer(api, 0, bank="beta")
+    payee = new_customer(api, 0, bank="beta")
+    payer = new_customer(api, 10000, bank="gamma")
+    client = logged_in(api, payer)
     sign_in_as_admin(page)
     page.get_by_role("link", name="Live").click()
     status = page.locator("#live-status")
@@ -223,16 +225,16 @@ def test_the_live_stream_shows_events_pauses_and_resumes_from_its_cursor(
         pytest.skip("needs Events/Watch (not served yet)")
     expect(status).to_have_text("live")
 
-    def deposit(cents: int) -> None:
-        api.call(api.admin(), "deposit", person.bank, person.account, cents)
+    def pay(cents: int) -> None:
+        api.call(client, "pay", payee.bank, payee.account, cents)
 
-    deposit(101)
+    pay(101)
     rows = page.locator("#events tbody tr")
-    expect(rows.first).to_contain_text(f"1.01 USD to {person.bank}/{person.account}")
-    expect(rows.first).to_contain_text("DEPOSIT_APPLIED")
+    expect(rows.first).to_contain_text(f"→ {payee.bank}/{payee.account} 1.01 USD")
+    expect(rows.first).to_contain_text("PAYMENT_COMMITTED")
     page.get_by_role("button", name="Pause").click()
     expect(status).to_have_text("paused")
-    deposit(202)
+    pay(202)
     page.wait_for_timeout(500)
     expect(page.locator("#events")).not_to_contain_text("2.02 USD")
     screenshot(page, "admin-live-paused")
@@ -240,6 +242,8 @@ def test_the_live_stream_shows_events_pauses_and_resumes_from_its_cursor(
     expect(rows.first).to_contain_text("2.02 USD")  # missed nothing while paused
     expect(page.locator("#events tr", has_text="1.01 USD")).to_have_count(1)  # nor repeated
     screenshot(page, "admin-live")
+    rows.first.get_by_role("link").click()
+    expect(page.locator("#payment-status")).to_contain_text("COMMITTED")
 
 
 def test_an_admin_watches_a_payment_whose_bank_is_killed_mid_way_finish(
