@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf import timestamp_pb2
 from sqlalchemy import Connection
+from sqlalchemy.orm import Session
 
 from minipay.errors import ErrorReason
 from minipay.service_names import bank_of
@@ -571,7 +572,8 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
         self._limiter = limiter
         self._journal = journal
         # Runs in the transaction that marks a deposit applied (``deposits.OnApplied``).
-        self.on_deposit_applied: deposits.OnApplied | None = None
+        # A deposit's event rides on the transaction that marks it applied, once.
+        self.on_deposit_applied: deposits.OnApplied = _deposit_event
 
     async def GetPaymentTrace(
         self, request: admin_pb2.AdminGetPaymentTraceRequest, context: grpc.aio.ServicerContext
@@ -875,14 +877,20 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
 
         def read(
             connection: Connection,
-        ) -> tuple[list[overview.ReplicaRow], overview.OpenPayments, list[overview.Bucket]]:
+        ) -> tuple[
+            list[overview.ReplicaRow],
+            overview.OpenPayments,
+            list[overview.Bucket],
+            dict[str, tuple[int, str]],
+        ]:
             return (
                 overview.replicas(connection),
                 overview.open_payments(connection),
                 overview.throughput(connection, now()),
+                journal.heads(connection),
             )
 
-        answers, (replicas, open_payments, buckets), last = await asyncio.gather(
+        answers, (replicas, open_payments, buckets, heads), last = await asyncio.gather(
             asyncio.gather(*(bank_overview(bank) for bank in banks)),
             self._db.statements(read),
             self._last_reconcile(),
@@ -909,6 +917,9 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
             ],
             open_payments=open_payments.open,
             undecided_payments=open_payments.undecided,
+            audit_head_sequence=heads.get("audit", (0, ""))[0],
+            audit_head_hash=heads.get("audit", (0, ""))[1],
+            last_event_sequence=heads.get("events", (0, ""))[0],
         )
         if open_payments.oldest is not None:
             message.oldest_open_payment.CopyFrom(timestamp(open_payments.oldest))
@@ -998,6 +1009,18 @@ async def _list_audit(
         head_sequence=head,
         head_hash=digest,
     )
+
+
+def _deposit_event(session: Session, deposit: deposits.DepositView) -> None:
+    event = events.deposit_event(
+        deposit.applied_at or now(),
+        bank=deposit.bank,
+        account=deposit.account,
+        amount=deposit.amount,
+        currency=deposit.currency,
+        admin=deposit.admin,
+    )
+    journal.write(session.connection(), [event])
 
 
 def _user_event(kind: events.EventType, bank: str, info: CustomerInfo) -> events.NewEvent:
