@@ -17,14 +17,12 @@ import argparse
 import contextlib
 import os
 import re
-import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +32,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from certificate.ca import CLIENTS_CA, SERVICES_CA
+from devtools.scratch import LOOPBACK, port_in_use, server_url
+from devtools.scratch import free_port as free_port  # tests written before devtools/scratch.py
 from minipay.launch import die_interrupted
 from minipay.service_names import GATEWAY_SERVER_NAME, bank_server_name
 from server.common.errors import ConfigError
@@ -59,7 +59,6 @@ def gateway_name(number: int) -> str:
 
 DEFAULT_BANK_NAMES = ("alpha", "beta", "gamma")
 ROOT = Path(__file__).resolve().parents[1]
-LOOPBACK = "127.0.0.1"
 _DEFAULT_PORTS = {
     GATEWAY: int(GatewaySettings().listen.rpartition(":")[2]),
     **{bank: int(a.rpartition(":")[2]) for bank, a in parse_bank_map(BankSettings().banks).items()},
@@ -88,42 +87,6 @@ def private_append(path: Path) -> int:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.fchmod(fd, 0o600)
     return fd
-
-
-# -- ports -----------------------------------------------------------------------------------
-
-
-def _listen_like_a_server(port: int, host: str = LOOPBACK) -> socket.socket:
-    """A socket listening on HOST:PORT, bound the way the servers' gRPC sockets are.
-
-    gRPC sets SO_REUSEADDR on listening sockets (and the servers turn SO_REUSEPORT off), so
-    a connection left in TIME_WAIT does not stop a server, while a socket another process
-    listens on does. Binding the same way, then listening, sees exactly that.
-    """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen()
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def port_in_use(port: int, host: str = LOOPBACK) -> bool:
-    """Whether a server could not listen on HOST:PORT now (another process listens on it)."""
-    try:
-        _listen_like_a_server(port, host).close()
-    except (OSError, OverflowError):  # OverflowError: not a port number at all
-        return True
-    return False
-
-
-def free_port() -> int:
-    """A loopback port that a server can listen on (by the same test as ``port_in_use``)."""
-    with _listen_like_a_server(0) as sock:
-        return int(sock.getsockname()[1])
 
 
 def every_process(**values: Any) -> dict[str, str]:
@@ -656,44 +619,6 @@ def postgres_databases(
     finally:
         engine.dispose()
     return urls
-
-
-def server_url(url: str, database: str) -> str:
-    """URL, a PostgreSQL server's (with or without a database in it), naming DATABASE."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).set(database=database).render_as_string(hide_password=False)
-
-
-@contextlib.contextmanager
-def fresh_postgres_databases(
-    url: str, names: Sequence[str], prefix: str = ""
-) -> Iterator[dict[str, str]]:
-    """A new, empty database per name on the PostgreSQL server at URL
-    (``minipay_bench_<random>_NAME`` unless PREFIX is given), dropped on exit; their URLs."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.exc import DBAPIError
-
-    prefix = prefix or f"minipay_bench_{secrets.token_hex(4)}"
-    engine = create_engine(server_url(url, "postgres"), isolation_level="AUTOCOMMIT")
-    urls: dict[str, str] = {}
-    try:
-        try:
-            with engine.connect() as connection:
-                for name in names:
-                    database = f"{prefix}_{name}".replace("-", "_")
-                    connection.execute(text(f'CREATE DATABASE "{database}"'))
-                    urls[name] = server_url(url, database)
-        except DBAPIError as error:
-            reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
-            raise ConfigError(f"cannot use the PostgreSQL server: {reason}") from None
-        yield urls
-    finally:
-        with engine.connect() as connection:
-            for database_url in urls.values():
-                database = database_url.rsplit("/", 1)[1]
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-        engine.dispose()
 
 
 class StopRequests:

@@ -22,8 +22,8 @@ from devtools.cluster import (
     Stopped,
     StopRequests,
     every_process,
-    free_port,
 )
+from devtools.scratch import free_port
 from minipay.launch import die_of
 
 ROOT = Path(__file__).resolve().parents[1]

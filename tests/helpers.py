@@ -11,44 +11,46 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import select
 
 from certificate.ca import SERVICES_CA
+from devtools.books import balances as balances
+from devtools.books import bank_state as bank_state
+from devtools.books import connected, database_url
+from devtools.books import gateway_payments as gateway_payments
 from devtools.cluster import GATEWAY, Cluster
+from devtools.customers import ADMIN as ADMIN
+from devtools.customers import log_in_everyone as log_in_everyone
+from devtools.customers import seed_customers
+from devtools.scratch import fresh_postgres_databases, postgres_reachable
 from minipay.client.api import ApiError, ClientConfig, GatewayClient, PaymentStatus, RetryPolicy
 from minipay.service_names import GATEWAY_SERVER_NAME, bank_server_name
-from server.bank.models import Account, BankPayment, LedgerEntry, ParticipantState
-from server.common import seed
+from server.bank.models import ParticipantState
 from server.common.settings import (
-    DEFAULT_BANKS,
-    DEFAULT_SEED,
-    GatewaySettings,
     ProcessSettings,
     environment,
-    parse_bank_map,
 )
 from server.common.tls import TlsFiles, channel_credentials, channel_options, secure_channel
 from server.gateway.models import Payment
+from server.gateway.payment_state import OPEN_STATES as OPEN_STATES
 from server.gateway.payment_state import CoordinatorState
 
 T = TypeVar("T")
 COMMITTED = PaymentStatus.COMMITTED
 ABORTED = PaymentStatus.ABORTED
 POSTGRES_URL = os.environ.get("MINIPAY_TEST_POSTGRES_URL", "")
-OPEN_STATES = {CoordinatorState.PREPARING, CoordinatorState.COMMITTING, CoordinatorState.ABORTING}
 
 # -- the dev seed, as the seed file says ----------------------------------------------------
 
-_SEED = seed.customers(DEFAULT_SEED, parse_bank_map(DEFAULT_BANKS))
+_SEED = seed_customers()
 SEED_PASSWORDS = {row.username: row.password for row in _SEED}
 SEED_ACCOUNTS = {row.username: (row.bank, row.account) for row in _SEED}
 SEED_BALANCES = {(row.bank, row.account): row.balance for row in _SEED}
-ADMIN = next((a.username, a.password) for a in seed.admins(DEFAULT_SEED))
 
 
 def wait_until(condition: Callable[[], object], timeout: float = 30.0, what: str = "it") -> None:
@@ -93,14 +95,7 @@ def aio_channel(cluster: Cluster, certs: Path, target: str, cert: str) -> grpc.a
 
 
 def postgres_available() -> bool:
-    if not POSTGRES_URL:
-        return False
-    try:
-        with create_engine(POSTGRES_URL).connect() as connection:
-            connection.execute(text("SELECT 1"))
-        return True
-    except Exception:
-        return False
+    return postgres_reachable(POSTGRES_URL)
 
 
 @contextmanager
@@ -114,79 +109,20 @@ def running_cluster(folder: Path, certs: Path, env: dict[str, str]) -> Iterator[
         cluster.stop()
 
 
-@contextmanager
-def postgres_databases(names: list[str]) -> Iterator[dict[str, str]]:
-    """A fresh PostgreSQL database per name, dropped afterwards."""
-    admin_engine = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    prefix = f"minipay_{uuid.uuid4().hex[:10]}"
-    urls = {}
-    base = POSTGRES_URL.rsplit("/", 1)[0]
-    with admin_engine.connect() as connection:
-        for name in names:
-            database = f"{prefix}_{name}".replace("-", "_")
-            connection.execute(text(f'CREATE DATABASE "{database}"'))
-            urls[name] = f"{base}/{database}"
-    try:
-        yield urls
-    finally:
-        with admin_engine.connect() as connection:
-            for url in urls.values():
-                database = url.rsplit("/", 1)[1]
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-        admin_engine.dispose()
+def postgres_databases(names: list[str]) -> AbstractContextManager[dict[str, str]]:
+    """A fresh PostgreSQL database per name on the test server, dropped afterwards."""
+    return fresh_postgres_databases(POSTGRES_URL, names, prefix=f"minipay_{uuid.uuid4().hex[:10]}")
 
 
 # -- what the databases say ---------------------------------------------------------------
 
 
 def bank_url(cluster: Cluster, bank: str) -> str:
-    return cluster.database_urls.get(bank) or f"sqlite:///{cluster.data_dir / f'bank-{bank}.db'}"
+    return database_url(cluster, bank)
 
 
 def gateway_url(cluster: Cluster) -> str:
-    default = GatewaySettings().default_database_file
-    return cluster.database_urls.get(GATEWAY) or f"sqlite:///{cluster.data_dir / default}"
-
-
-def bank_state(cluster: Cluster, bank: str) -> dict[str, Any]:
-    """Balances, holds, ledger sums and 2PC records of one bank, read from its database."""
-    engine = create_engine(bank_url(cluster, bank))
-    try:
-        with engine.connect() as connection:
-            accounts = {
-                row.number: (row.balance, row.held)
-                for row in connection.execute(select(Account.number, Account.balance, Account.held))
-            }
-            sums = select(LedgerEntry.account_number, func.sum(LedgerEntry.amount)).group_by(
-                LedgerEntry.account_number
-            )
-            ledger = {number: int(total) for number, total in connection.execute(sums)}
-            payments = {
-                row.payment_id: row.state
-                for row in connection.execute(select(BankPayment.payment_id, BankPayment.state))
-            }
-            entries = [
-                tuple(row)
-                for row in connection.execute(
-                    select(
-                        LedgerEntry.payment_id, LedgerEntry.account_number, LedgerEntry.amount
-                    ).where(LedgerEntry.payment_id.is_not(None))
-                )
-            ]
-    finally:
-        engine.dispose()
-    return {"accounts": accounts, "ledger": ledger, "payments": payments, "entries": entries}
-
-
-def gateway_payments(cluster: Cluster) -> dict[str, tuple[CoordinatorState, str | None]]:
-    """Every payment the gateway recorded: its state and idempotency key."""
-    engine = create_engine(gateway_url(cluster))
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(select(Payment.id, Payment.state, Payment.idempotency_key))
-            return {row.id: (row.state, row.idempotency_key) for row in rows}
-    finally:
-        engine.dispose()
+    return database_url(cluster, GATEWAY)
 
 
 def gateway_states(cluster: Cluster) -> dict[str, CoordinatorState]:
@@ -194,14 +130,6 @@ def gateway_states(cluster: Cluster) -> dict[str, CoordinatorState]:
 
 
 Balances = dict[tuple[str, str], int]
-
-
-def balances(cluster: Cluster) -> Balances:
-    return {
-        (bank, number): balance
-        for bank in cluster.bank_names
-        for number, (balance, _) in bank_state(cluster, bank)["accounts"].items()
-    }
 
 
 def moved(before: Balances, after: Balances) -> Balances:
@@ -270,33 +198,25 @@ def assert_atomic(cluster: Cluster, money_before: int) -> None:
 
 def refund_counts(cluster: Cluster) -> dict[str, tuple[int, int, int]]:
     """(amount, reserved for refunds, refunded) of every payment that is not a refund."""
-    engine = create_engine(gateway_url(cluster))
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(
-                select(Payment.id, Payment.amount, Payment.refund_reserved, Payment.refunded).where(
-                    Payment.refund_of.is_(None)
-                )
+    with connected(cluster, GATEWAY) as connection:
+        rows = connection.execute(
+            select(Payment.id, Payment.amount, Payment.refund_reserved, Payment.refunded).where(
+                Payment.refund_of.is_(None)
             )
-            return {row.id: (row.amount, row.refund_reserved, row.refunded) for row in rows}
-    finally:
-        engine.dispose()
+        )
+        return {row.id: (row.amount, row.refund_reserved, row.refunded) for row in rows}
 
 
 def assert_refunds_within_payments(cluster: Cluster) -> None:
     """No payment refunded beyond its amount: what each payment reserves for its refunds is
     what its refunds committed or in flight add up to, what it counts as refunded what they
     committed, and neither is more than its amount."""
-    engine = create_engine(gateway_url(cluster))
-    try:
-        with engine.connect() as connection:
-            refunds = connection.execute(
-                select(Payment.refund_of, Payment.amount, Payment.state).where(
-                    Payment.refund_of.is_not(None)
-                )
-            ).all()
-    finally:
-        engine.dispose()
+    with connected(cluster, GATEWAY) as connection:
+        refunds = connection.execute(
+            select(Payment.refund_of, Payment.amount, Payment.state).where(
+                Payment.refund_of.is_not(None)
+            )
+        ).all()
     reserved: Counter[str] = Counter()
     refunded: Counter[str] = Counter()
     for original, amount, state in refunds:
@@ -390,16 +310,6 @@ def admin(cluster: Cluster, certs: Path) -> Client:
     client = Client(cluster, certs, "admin")
     client.login(*ADMIN)
     return client
-
-
-async def log_in_everyone(config: ClientConfig) -> dict[str, str]:
-    """Registers and logs in every seed customer over one channel; their tokens."""
-    tokens = {}
-    async with GatewayClient(config) as client:
-        for username, (bank, account) in SEED_ACCOUNTS.items():
-            await client.register(username, SEED_PASSWORDS[username], bank, account)
-            tokens[username] = (await client.login(username, SEED_PASSWORDS[username])).token
-    return tokens
 
 
 def assert_reconciled(cluster: Cluster, certs: Path, older_than: int = 1) -> Any:

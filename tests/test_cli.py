@@ -43,6 +43,7 @@ import pytest
 
 from certificate.ca import SERVICES_CA
 from devtools.cluster import GATEWAY, Cluster
+from devtools.scratch import free_port
 from minipay.admin.__main__ import build_parser as admin_parser
 from minipay.client.__main__ import build_parser as client_parser
 from minipay.client.api import MAX_PAGE_SIZE, GatewayClient
@@ -67,13 +68,6 @@ def default_sigint() -> None:
     """In a child before exec: SIGINT as a terminal's shell would leave it, whatever the test
     runner's process did with it."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def free_port() -> int:
-    """A loopback port where nothing listens (the gateway is "down")."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

@@ -37,10 +37,8 @@ from devtools.cluster import (
     ROOT,
     SETTINGS_PREFIX,
     Cluster,
-    free_port,
-    port_in_use,
-    server_url,
 )
+from devtools.scratch import free_port, port_in_use, server_url
 from server.common.settings import BankSettings, GatewaySettings, variable
 from tests.conftest import TEST_ENV
 from tests.helpers import POSTGRES_URL, SEED_PASSWORDS, postgres_available

@@ -24,7 +24,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from sqlalchemy import MetaData, create_engine, func, inspect, select
 
 from certificate.ca import SERVICES_CA, ensure_dev_pki
-from devtools.cluster import GATEWAY, Cluster, free_port
+from devtools.cluster import GATEWAY, Cluster
+from devtools.scratch import free_port
 from server.bank.models import Base as BankBase
 from server.bank.models import Customer
 from server.common.settings import (

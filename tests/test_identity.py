@@ -34,7 +34,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from certificate.ca import SERVICES_CA
-from devtools.cluster import GATEWAY, Cluster, free_port
+from devtools.cluster import GATEWAY, Cluster
+from devtools.scratch import free_port
 from minipay.client.api import ApiError
 from minipay.v1 import gateway_pb2
 from server.common.tls import thumbprint_of_pem

@@ -19,7 +19,8 @@ from typing import Any
 import grpc
 import pytest
 
-from devtools.cluster import GATEWAY, Cluster, free_port
+from devtools.cluster import GATEWAY, Cluster
+from devtools.scratch import free_port
 from minipay.client.api import RetryPolicy
 from minipay.v1 import gateway_pb2, gateway_pb2_grpc
 from server.common.log_sampling import LOGGED_PER_INTERVAL

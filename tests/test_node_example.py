@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from devtools.cluster import GATEWAY, Cluster, free_port
+from devtools.cluster import GATEWAY, Cluster
+from devtools.scratch import free_port
 from minipay.money import EXPONENTS, format_minor_units, to_minor_units
 from tests.helpers import (
     SEED_ACCOUNTS,

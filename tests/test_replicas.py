@@ -25,7 +25,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import create_engine, select
 
-from devtools.cluster import GATEWAY, Cluster, free_port
+from devtools.cluster import GATEWAY, Cluster
+from devtools.scratch import free_port
 from minipay.client.api import ApiError, ClientConfig, GatewayClient, PaymentStatus
 from minipay.v1 import gateway_pb2, gateway_pb2_grpc
 from server.common.settings import GatewaySettings, environment

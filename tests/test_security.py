@@ -12,7 +12,6 @@ import concurrent.futures
 import itertools
 import json
 import os
-import socket
 import stat
 import statistics
 import subprocess
@@ -33,6 +32,7 @@ from sqlalchemy import create_engine, text
 
 from certificate.ca import CLIENTS_CA, SERVICES_CA, ensure_dev_pki
 from devtools.cluster import GATEWAY, Cluster
+from devtools.scratch import free_port
 from minipay.client.api import ApiError, GatewayClient
 from minipay.service_names import GATEWAY_ID, bank_id, bank_server_name
 from minipay.v1 import bank_pb2, bank_pb2_grpc, common_pb2, gateway_pb2
@@ -127,12 +127,6 @@ def impostor(certs: Path, files: TlsFiles, port: int) -> Iterator[Impostor]:
         yield server
     finally:
         server.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.mark.parametrize("cert", ["client-1", "alpha"])

@@ -26,10 +26,12 @@ workers; every customer's session shares the channel (the tokens are bound to th
 
 Modules, one job each: ``config`` (configurations, what a run is and what it measured),
 ``echo`` (the baseline), ``backends`` (the databases of a run and their durability), ``load``
-(the customers and the concurrent clients), ``preload`` (bulk-writing finished payments),
-``probes`` (history and replay latency), ``books`` (the databases' books and the conservation
-checks), ``processes`` (CPU and log size per process), ``run`` (one configuration from start
-to stop), ``failover`` (the kill under load), ``summary`` (median and range over repeats),
-``plot`` (the sweep's PNG), ``report`` (text, JSON and the targets), ``__main__`` (the command
-line).
+(topping the customers up, and the concurrent clients), ``preload`` (bulk-writing finished
+payments), ``probes`` (history and replay latency), ``processes`` (CPU and log size per
+process), ``run`` (one configuration from start to stop), ``failover`` (the kill under load),
+``summary`` (median and range over repeats), ``plot`` (the sweep's PNG), ``report`` (text,
+JSON and the targets), ``progress`` (the lines on standard error as a run goes),
+``__main__`` (the command line). Shared with the tests, one level up: ``devtools.books`` (the
+databases' books and the conservation checks), ``devtools.customers`` (the seed's customers
+and logging them in), ``devtools.scratch`` (free ports, fresh PostgreSQL databases).
 """

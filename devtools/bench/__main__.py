@@ -18,10 +18,11 @@ from devtools.bench import echo
 from devtools.bench.config import SWEEP, WITHOUT, BenchError, Config, Setup, parse_setups
 from devtools.bench.costs import costs
 from devtools.bench.failover import run_failover
-from devtools.bench.load import seed_customers
-from devtools.bench.report import Report, progress, render_all, render_json
+from devtools.bench.progress import progress
+from devtools.bench.report import Report, render_all, render_json
 from devtools.bench.run import ensure_certificates, run_config
 from devtools.bench.summary import summarize
+from devtools.customers import seed_customers
 from minipay.client.api import MAX_BATCH_ITEMS
 from minipay.client.errors import ApiError
 from server.common.errors import ConfigError

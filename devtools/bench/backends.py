@@ -12,7 +12,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError
 
 from devtools.bench.config import BenchError, Setup
-from devtools.cluster import GATEWAY, fresh_postgres_databases, server_url
+from devtools.cluster import GATEWAY
+from devtools.scratch import fresh_postgres_databases, server_url
 from server.common.errors import ConfigError
 
 # What server/common/db.py opens every SQLite database with.

@@ -26,13 +26,14 @@ from collections.abc import Sequence
 from http.cookiejar import CookieJar
 from pathlib import Path
 
-from devtools.bench.load import Customer, client_config, seed_customers
+from devtools.bench.load import client_config
 from devtools.bench.preload import preload
-from devtools.cluster import Cluster, ConsoleProcess, every_process, free_port
+from devtools.cluster import Cluster, ConsoleProcess, every_process
+from devtools.customers import ADMIN, Customer, seed_customers
+from devtools.scratch import free_port
 from minipay.client import GatewayClient
 
 BUDGET_MS = 300.0
-ADMIN = ("admin", "admin-dev-pass")
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 _PAYMENT = re.compile(r'data-payment-id="([^"]+)"')
 _TIMING = re.compile(r"app;dur=([0-9.]+)")

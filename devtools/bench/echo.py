@@ -28,7 +28,8 @@ import grpc
 
 from certificate.ca import CLIENTS_CA, SERVICES_CA
 from devtools.bench.processes import process_cpu
-from devtools.cluster import GATEWAY, LOOPBACK, ROOT, free_port
+from devtools.cluster import GATEWAY, ROOT
+from devtools.scratch import LOOPBACK, free_port
 from minipay.service_names import GATEWAY_SERVER_NAME
 from server.common.settings import DEV_CERTS
 

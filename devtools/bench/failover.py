@@ -25,25 +25,26 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, select
 
-from devtools.bench import backends, books
+from devtools import books
+from devtools.bench import backends
 from devtools.bench.config import Config
 from devtools.bench.echo import EchoResult
 from devtools.bench.load import (
     AMOUNT_RANGE,
-    Customer,
     Disruption,
     RetryCounter,
     Samples,
     load,
-    log_in_everyone,
     percentiles,
     settle,
     top_up,
 )
-from devtools.bench.report import progress
-from devtools.bench.run import IDLE_TIMEOUT, fill, new_cluster, ratio, start
+from devtools.bench.progress import progress
+from devtools.bench.run import IDLE_TIMEOUT, fill, log_in, new_cluster, ratio, start
 from devtools.cluster import GATEWAY, Cluster
+from devtools.customers import Customer
 from server.gateway.models import Payment, Replica
+from server.gateway.payment_state import OPEN_STATES
 
 POLL = 0.1  # seconds between looks at the payments left in doubt
 GUESSED_RATE = 4000  # payments per second, at most: what each account is topped up for
@@ -104,7 +105,7 @@ def replica_token(engine: Engine, name: str) -> int | None:
 
 def open_payments(engine: Engine, owner: int | None, ids: Sequence[str] = ()) -> list[str]:
     """Open payments owned by OWNER, or (OWNER None) the open ones among IDS."""
-    query = select(Payment.id).where(Payment.state.in_(books.OPEN_STATES))
+    query = select(Payment.id).where(Payment.state.in_(OPEN_STATES))
     if owner is None:
         query = query.where(Payment.id.in_(list(ids)))
     else:
@@ -163,7 +164,7 @@ def run_failover(
             start(cluster, f"failover {config.setup.label} c={config.concurrency}")
             if config.preload:
                 fill(cluster, config, customers)
-            tokens = asyncio.run(log_in_everyone(cluster, customers))
+            tokens = log_in(cluster, customers)
             rate = GUESSED_RATE * AMOUNT_RANGE[1] // len(customers)
             needed = int((duration + 5) * rate) + config.warmup * AMOUNT_RANGE[1]
             asyncio.run(top_up(cluster, customers, tokens, needed))

@@ -20,32 +20,20 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-
-import yaml
 
 from certificate.ca import SERVICES_CA
 from devtools.bench import event_watch
-from devtools.bench.config import BenchError, Config
+from devtools.bench.config import Config
 from devtools.bench.processes import cpu_snapshot
 from devtools.cluster import Cluster
+from devtools.customers import ADMIN, Customer
 from minipay.client.api import ClientConfig, GatewayClient, RetryPolicy
 from minipay.client.errors import ApiError
 from minipay.client.results import BatchItem, BatchResult, Payment, PaymentStatus
-from server.common.settings import DEFAULT_SEED
 
-ADMIN = ("admin", "admin-dev-pass")
 CUSTOMER_CERT = "client-1"
 ADMIN_CERT = "admin"
 AMOUNT_RANGE = (1, 5_000)  # minor units: $0.01 to $50.00
-
-
-@dataclass(frozen=True)
-class Customer:
-    username: str
-    password: str
-    bank: str
-    account: str
 
 
 Order = tuple[int, int, int]  # payer index, payee index, amount in minor units
@@ -98,17 +86,6 @@ class RetryCounter(logging.Handler):
 # -- the cluster's users ---------------------------------------------------------------------
 
 
-def seed_customers(path: Path = DEFAULT_SEED) -> list[Customer]:
-    data = yaml.safe_load(path.read_text()) or {}
-    customers = [
-        Customer(str(row["username"]), str(row["password"]), str(row["bank"]), str(row["account"]))
-        for row in data.get("customers") or []
-    ]
-    if len({customer.bank for customer in customers}) < 2:
-        raise BenchError(f"{path} needs customers at two banks or more for cross-bank payments")
-    return customers
-
-
 def client_config(cluster: Cluster, cert: str) -> ClientConfig:
     """Every replica's address: the client library round-robins its calls over them."""
     return ClientConfig(
@@ -126,19 +103,6 @@ def as_user(client: GatewayClient, token: str) -> GatewayClient:
     view = copy.copy(client)
     view.token = token
     return view
-
-
-async def log_in_everyone(cluster: Cluster, customers: Sequence[Customer]) -> list[str]:
-    """Registers and logs in every customer; returns their tokens, in order."""
-    async with GatewayClient(client_config(cluster, CUSTOMER_CERT)) as client:
-        for customer in customers:
-            await client.register(
-                customer.username, customer.password, customer.bank, customer.account
-            )
-        tokens = []
-        for customer in customers:
-            tokens.append((await client.login(customer.username, customer.password)).token)
-    return tokens
 
 
 async def top_up(

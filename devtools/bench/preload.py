@@ -29,9 +29,10 @@ from typing import Any
 import psycopg
 from sqlalchemy.engine import make_url
 
-from devtools.bench.books import database_url
-from devtools.bench.load import AMOUNT_RANGE, Customer
+from devtools.bench.load import AMOUNT_RANGE
+from devtools.books import database_url
 from devtools.cluster import GATEWAY, Cluster
+from devtools.customers import Customer
 from server.bank.models import Account, BankPayment, LedgerEntry, Leg, ParticipantState
 from server.common.db import is_sqlite, sqlite_path
 from server.common.vocabulary import Side

@@ -9,9 +9,10 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from devtools.bench.load import CUSTOMER_CERT, Customer, as_user, client_config, percentiles
+from devtools.bench.load import CUSTOMER_CERT, as_user, client_config, percentiles
 from devtools.bench.preload import Preloaded, Replay
 from devtools.cluster import Cluster
+from devtools.customers import Customer
 from minipay.client.api import GatewayClient, RetryPolicy
 from minipay.client.results import Payment, PaymentStatus
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -46,10 +45,6 @@ class Report:
     variants: list[Result] = field(default_factory=list)  # runs without a feature (--costs)
     costs: list[Cost] = field(default_factory=list)
     plot: str = ""  # the PNG written, if any
-
-
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def targets(results: Sequence[Result]) -> list[dict[str, Any]]:

@@ -17,29 +17,28 @@ from pathlib import Path
 from typing import Any
 
 from certificate.ca import CLIENTS_CA, SERVICES_CA
-from devtools.bench import backends, books
+from devtools import books
+from devtools.bench import backends
 from devtools.bench.config import BenchError, Config, Result
 from devtools.bench.echo import EchoResult
 from devtools.bench.event_watch import EventDelays
 from devtools.bench.load import (
-    ADMIN,
     ADMIN_CERT,
     AMOUNT_RANGE,
     CUSTOMER_CERT,
-    Customer,
     RetryCounter,
     Samples,
     client_config,
     load,
-    log_in_everyone,
     percentiles,
     top_up,
 )
 from devtools.bench.preload import Preloaded, preload
 from devtools.bench.probes import probe
 from devtools.bench.processes import cpu_per_payment, cpu_snapshot, cpu_used, log_sizes
-from devtools.bench.report import progress
+from devtools.bench.progress import progress
 from devtools.cluster import DEFAULT_BANK_NAMES, GATEWAY, Cluster
+from devtools.customers import ADMIN, Customer, log_in_everyone
 from minipay.client.api import GatewayClient
 from server.common.settings import DEV_CERTS
 
@@ -96,6 +95,12 @@ def start(cluster: Cluster, what: str) -> None:
     cluster.start()
     pids = {name: process.pid for name, process in cluster.processes.items()}
     progress("  pids " + " ".join(f"{name}={pid}" for name, pid in pids.items()))
+
+
+def log_in(cluster: Cluster, customers: Sequence[Customer]) -> list[str]:
+    """Registers and logs in every customer; their tokens, in order."""
+    config = client_config(cluster, CUSTOMER_CERT)
+    return list(asyncio.run(log_in_everyone(config, customers)).values())
 
 
 def fill(cluster: Cluster, config: Config, customers: Sequence[Customer]) -> Preloaded:
@@ -159,7 +164,7 @@ def run_config(
             start(cluster, f"{label} c={config.concurrency} round {config.round}{without}")
             preloaded = fill(cluster, config, customers) if config.preload else None
             pids = {name: process.pid for name, process in cluster.processes.items()}
-            tokens = asyncio.run(log_in_everyone(cluster, customers))
+            tokens = log_in(cluster, customers)
             needed = (config.payments + config.warmup) * AMOUNT_RANGE[1]
             asyncio.run(top_up(cluster, customers, tokens, needed))
             before = books.wait_idle(cluster, IDLE_TIMEOUT)
