@@ -29,9 +29,9 @@ from tests.helpers import (
     SEED_PASSWORDS,
     channel,
     gateway_payments,
-    running_cluster,
     settle,
 )
+from tests.inprocess import in_process_cluster
 
 COMMITTED = gateway_pb2.PAYMENT_STATUS_COMMITTED
 ABORTED = gateway_pb2.PAYMENT_STATUS_ABORTED
@@ -96,7 +96,7 @@ def refusal(error: grpc.RpcError) -> tuple[error_details_pb2.ErrorInfo, list[Any
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory, certs: Path) -> Iterator[Cluster]:
-    with running_cluster(tmp_path_factory.mktemp("api"), certs, TEST_ENV) as cluster:
+    with in_process_cluster(tmp_path_factory.mktemp("api"), certs, TEST_ENV) as cluster:
         yield cluster
 
 

@@ -38,6 +38,7 @@ from server.common.settings import (
 from server.common.tls import TlsFiles, channel_credentials, channel_options
 from server.gateway.models import Admin
 from server.gateway.models import Base as GatewayBase
+from tests import test_permissions as permissions
 from tests.conftest import TEST_ENV, ClusterFactory
 from tests.helpers import (
     COMMITTED,
@@ -81,6 +82,52 @@ def running(tmp_path_factory: pytest.TempPathFactory, certs: Path) -> Iterator[C
     """One cluster for the read-only probes of this module (starting one takes seconds)."""
     with running_cluster(tmp_path_factory.mktemp("foundation"), certs, TEST_ENV) as cluster:
         yield cluster
+
+
+# One call of each kind (allowed, refused for want of a token, refused for the caller's kind,
+# refused at a bank's handshake; each service) against real processes: test_permissions.py
+# runs the whole matrix against the same servers in its own process (tests/inprocess.py).
+PERMISSION_SAMPLE = [
+    ("/minipay.v1.Payments/GetBalance", "customer-a"),
+    ("/minipay.v1.Payments/GetBalance", "anonymous"),
+    ("/minipay.v1.Payments/Pay", "admin"),
+    ("/minipay.v1.Admin/ListUsers", "admin"),
+    ("/minipay.v1.Admin/ListUsers", "customer-b"),
+    ("/minipay.v1.Auth/Logout", "customer-a"),
+    ("/minipay.v1.Coordinator/GetDecision", "bank"),
+    ("/minipay.v1.Coordinator/GetDecision", "gateway"),
+    ("/minipay.v1.Participant/Prepare", "gateway"),
+    ("/minipay.v1.Participant/Prepare", "admin"),
+    ("/minipay.v1.Accounts/VerifyCredentials", "bank"),
+    ("/minipay.v1.Events/List", "anonymous"),
+    ("/grpc.health.v1.Health/Check", "anonymous"),
+]
+
+
+@pytest.fixture(scope="module")
+def permission_callers(running: Cluster, certs: Path) -> Iterator[permissions.Callers]:
+    permissions.register_customers(running, certs)
+    made = permissions.Callers(running, certs)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+@pytest.mark.parametrize(
+    ("method", "who"), PERMISSION_SAMPLE, ids=[f"{w}{m}" for m, w in PERMISSION_SAMPLE]
+)
+def test_permissions_hold_on_real_processes(
+    permission_callers: permissions.Callers, method: str, who: str
+) -> None:
+    caller = next(c for c in permissions.CALLERS if c.name == who)
+    for server, descriptor in permissions.targets(method):
+        code, details = permission_callers.call(server, descriptor, caller)
+        if who in permissions.ALLOWED[method]:
+            assert code not in permissions.REFUSALS, f"{who} refused: {server}{method} {details}"
+        else:
+            refusals = permissions.refusals(server, caller)
+            assert code in refusals, f"{who} on {server}{method}: {code.name}"
 
 
 def caller_of(target: str) -> str:

@@ -35,8 +35,8 @@ from tests.helpers import (
     SEED_PASSWORDS,
     Client,
     channel,
-    running_cluster,
 )
+from tests.inprocess import in_process_cluster
 
 BANK = "alpha"
 REFUSALS = frozenset({grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED})
@@ -241,13 +241,21 @@ class Callers:
             opened.close()
 
 
+def register_customers(cluster: Cluster, certs: Path) -> None:
+    for username, cert in (("alice", "client-1"), ("carol", "client-2")):
+        Client(cluster, certs, cert).register(
+            username, SEED_PASSWORDS[username], *SEED_ACCOUNTS[username]
+        )
+
+
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory, certs: Path) -> Iterator[Cluster]:
-    with running_cluster(tmp_path_factory.mktemp("permissions"), certs, TEST_ENV) as cluster:
-        for username, cert in (("alice", "client-1"), ("carol", "client-2")):
-            Client(cluster, certs, cert).register(
-                username, SEED_PASSWORDS[username], *SEED_ACCOUNTS[username]
-            )
+    """The servers in this process (tests/inprocess.py): the same servers, TLS, databases
+    and permission table as the processes, started in a fraction of the time. A sample of
+    the matrix runs on real processes too: test_foundation.py's
+    test_permissions_hold_on_real_processes."""
+    with in_process_cluster(tmp_path_factory.mktemp("permissions"), certs, TEST_ENV) as cluster:
+        register_customers(cluster, certs)
         yield cluster
 
 
