@@ -14,12 +14,22 @@ import pytest
 from certificate.ca import ensure_dev_pki
 from devtools.cluster import GATEWAY, Cluster
 from tests.helpers import postgres_available, postgres_databases, server_env
+from tests.inprocess import InProcessCluster
 
 # Prints the console tests' render times and screenshot folder at the end of a run.
 pytest_plugins = ("tests.console.report",)
 
 # Fast enough for tests; production keeps the default bcrypt cost of 12.
 TEST_ENV = server_env(bcrypt_rounds=4, log_format="json", txn_timeout=3, recovery_interval=0.5)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "in_process: make_cluster and cluster start the servers in the test's own process "
+        "(tests/inprocess.py), for tests of the gRPC surface rather than of processes, logs, "
+        "signals or crashes",
+    )
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -47,10 +57,14 @@ ClusterFactory = Callable[..., Cluster]
 
 
 @pytest.fixture
-def make_cluster(tmp_path: Path, certs: Path) -> Iterator[ClusterFactory]:
-    """Starts clusters on demand; every one is stopped (and its databases dropped) after."""
+def make_cluster(
+    request: pytest.FixtureRequest, tmp_path: Path, certs: Path
+) -> Iterator[ClusterFactory]:
+    """Starts clusters on demand; every one is stopped (and its databases dropped) after.
+    Real processes, unless the test is marked ``in_process``."""
     stack = ExitStack()
     count = 0
+    kind = InProcessCluster if request.node.get_closest_marker("in_process") else Cluster
 
     def start(
         backend: str = "sqlite",
@@ -65,7 +79,7 @@ def make_cluster(tmp_path: Path, certs: Path) -> Iterator[ClusterFactory]:
         urls: dict[str, str] = {}
         if backend == "postgres":
             urls = stack.enter_context(postgres_databases([GATEWAY, *banks]))
-        cluster = Cluster(
+        cluster = kind(
             tmp_path / f"cluster-{count}",
             bank_names=banks,
             database_urls=urls,

@@ -50,6 +50,8 @@ class InProcessCluster(Cluster):
         return asyncio.run_coroutine_threadsafe(work, self._loop).result(timeout)
 
     def start_process(self, name: str, faults: str = "") -> None:
+        if "crash" in faults:
+            raise ValueError("a crash point ends its process: use make_cluster, unmarked")
         settings = from_namespace(self.settings_class(name), env=self.environment(name, faults))
         if isinstance(settings, GatewaySettings):
             self.servers[name] = self._run(gateway_app.run_server(settings))

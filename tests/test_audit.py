@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 
 from certificate.ca import SERVICES_CA
 from devtools.cluster import Cluster
@@ -53,6 +54,7 @@ def admin_cli(
     )
 
 
+@pytest.mark.in_process
 def test_admin_actions_refusals_and_decisions_are_recorded(cluster: Cluster, certs: Path) -> None:
     boss, alice = admin(cluster, certs), customer(cluster, certs, "alice")
     paid = alice.pay(*CAROL, 700)

@@ -255,6 +255,7 @@ def test_only_pay_batch_takes_more_than_64_kib(cluster: Cluster, certs: Path) ->
     wait_until(lambda: log.read_text().count('"reason": "REQUEST_TOO_LARGE"') >= 2, 10)
 
 
+@pytest.mark.in_process
 def test_a_streaming_method_keeps_the_64_kib_limit(cluster: Cluster, certs: Path) -> None:
     async def watch() -> Any:
         async with aio_channel(cluster, certs, GATEWAY, "client-1") as channel:

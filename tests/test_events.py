@@ -52,6 +52,7 @@ def all_events(client: Client, after: int = 0, types: tuple[str, ...] = ()) -> l
         after = page.next_after_sequence
 
 
+@pytest.mark.in_process
 def test_customers_and_admins_read_their_events_in_one_order(cluster: Cluster, certs: Path) -> None:
     alice, carol, boss = (
         customer(cluster, certs, "alice"),
@@ -107,6 +108,7 @@ def test_customers_and_admins_read_their_events_in_one_order(cluster: Cluster, c
     assert page.next_after_sequence == every[-1].sequence  # moved past what is not carol's
 
 
+@pytest.mark.in_process
 def test_a_watcher_sees_live_events_and_resumes_exactly_once(cluster: Cluster, certs: Path) -> None:
     alice, boss = customer(cluster, certs, "alice"), admin(cluster, certs)
     first = alice.pay(*CAROL, 100)
@@ -141,6 +143,7 @@ def test_a_watcher_sees_live_events_and_resumes_exactly_once(cluster: Cluster, c
     assert [pid for _, pid, _ in later] == [pid for _, pid, _ in seen[2:4]]
 
 
+@pytest.mark.in_process
 def test_bad_cursors_page_sizes_and_types_are_refused(cluster: Cluster, certs: Path) -> None:
     alice = customer(cluster, certs, "alice")
     alice.pay(*CAROL, 100)
@@ -171,6 +174,7 @@ def test_bad_cursors_page_sizes_and_types_are_refused(cluster: Cluster, certs: P
     assert alice.error("audit_page").code == grpc.StatusCode.PERMISSION_DENIED
 
 
+@pytest.mark.in_process
 def test_a_cursor_older_than_what_is_kept_is_out_of_range(
     make_cluster: ClusterFactory, certs: Path
 ) -> None:

@@ -205,6 +205,7 @@ def test_idempotency_keys_belong_to_one_customer(
     }
 
 
+@pytest.mark.in_process
 def test_payments_in_separate_rounds_cannot_spend_one_balance_twice(
     make_cluster: ClusterFactory, certs: Path
 ) -> None:
@@ -350,6 +351,7 @@ async def pay_with_long_request_ids(
         return list(await asyncio.gather(*(pay(number) for number in range(count))))
 
 
+@pytest.mark.in_process
 def test_one_customer_s_request_ids_do_not_break_other_customers_payments(
     make_cluster: ClusterFactory, certs: Path
 ) -> None:

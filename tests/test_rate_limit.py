@@ -101,6 +101,7 @@ def retry_delay(error: grpc.aio.AioRpcError) -> float:
     return float(delay)
 
 
+@pytest.mark.in_process
 def test_over_the_limit_a_call_is_refused_with_when_to_come_back(
     make_cluster: ClusterFactory, certs: Path
 ) -> None:
@@ -156,6 +157,7 @@ def test_the_library_waits_and_pays_and_the_cli_says_so(
     assert "rate limited: waiting" in result.stderr, result.stderr
 
 
+@pytest.mark.in_process
 def test_a_call_that_cannot_wait_within_its_timeout_is_refused(
     make_cluster: ClusterFactory, certs: Path
 ) -> None:

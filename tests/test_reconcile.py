@@ -91,6 +91,7 @@ def test_the_books_agree_after_payments_refunds_and_deposits(
     assert shown["open_payments"] == 0 and shown["replicas"][0]["live"] is True
 
 
+@pytest.mark.in_process
 def test_a_deposit_is_recorded_and_applied_once(cluster: Cluster, certs: Path) -> None:
     boss = admin(cluster, certs)
     bank, account = SEED_ACCOUNTS["carol"]
@@ -166,6 +167,7 @@ def test_a_bank_down_is_named_and_nothing_changes(
     assert_reconciled(cluster, certs)
 
 
+@pytest.mark.in_process
 def test_reconcile_while_payments_run_finds_nothing(cluster: Cluster, certs: Path) -> None:
     config = client_config(cluster, certs)
     tokens = asyncio.run(log_in_everyone(config))
@@ -210,6 +212,7 @@ def test_reconcile_while_payments_run_finds_nothing(cluster: Cluster, certs: Pat
     assert_reconciled(cluster, certs)
 
 
+@pytest.mark.in_process
 def test_reconcile_bad_input(cluster: Cluster, certs: Path) -> None:
     boss = admin(cluster, certs)
     error = boss.error("reconcile", -5)

@@ -120,6 +120,7 @@ def test_lost_commit_acknowledgement_is_resent(make_cluster: ClusterFactory, cer
     assert ledger_counts(cluster)[answer.payment_id] == 2  # applied once, acknowledged later
 
 
+@pytest.mark.in_process
 def test_presumed_abort_for_unknown_payment(cluster: Cluster, certs: Path) -> None:
     async def ask() -> gateway_pb2.GetDecisionResponse:
         async with aio_channel(cluster, certs, GATEWAY, "alpha") as channel:

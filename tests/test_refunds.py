@@ -143,6 +143,7 @@ def test_partial_refunds_to_the_cent_then_the_rest(
     check_books(cluster, money)
 
 
+@pytest.mark.in_process
 def test_neither_side_sees_the_other_s_reasons(make_cluster: ClusterFactory, certs: Path) -> None:
     """An aborted refund: its payer (the refunding payee) sees why; the original's payer does
     not see it at all, as for any payment that did not commit to them."""
@@ -174,6 +175,7 @@ def test_neither_side_sees_the_other_s_reasons(make_cluster: ClusterFactory, cer
     check_books(cluster, money)
 
 
+@pytest.mark.in_process
 def test_a_refund_the_payee_cannot_fund_aborts_and_can_be_made_again(
     make_cluster: ClusterFactory, certs: Path
 ) -> None:
@@ -381,6 +383,7 @@ def test_kill_9_during_a_refund(
 # -- bad input ------------------------------------------------------------------------------------
 
 
+@pytest.mark.in_process
 def test_every_bad_refund_is_refused_with_its_reason_and_changes_nothing(
     make_cluster: ClusterFactory, certs: Path
 ) -> None:

@@ -243,6 +243,7 @@ def call(cluster: Cluster, target: str, files: TlsFiles, method: str, request: A
         return grpc.StatusCode.OK
 
 
+@pytest.mark.in_process
 def test_a_customer_certificate_claiming_to_be_the_gateway_is_not(
     cluster: Cluster, certs: Path, tmp_path: Path
 ) -> None:
@@ -538,6 +539,7 @@ def test_a_flood_from_forty_certificates_does_not_starve_a_customer_s_login(
 # -- a disabled user --------------------------------------------------------------------------
 
 
+@pytest.mark.in_process
 def test_disabling_a_user_cuts_their_tokens_at_once(cluster: Cluster, certs: Path) -> None:
     dave = customer(cluster, certs, "dave")
     dave.balance()
@@ -679,6 +681,7 @@ def test_a_newline_in_a_username_forges_no_text_log_line(
 # -- money at its edge ------------------------------------------------------------------------
 
 
+@pytest.mark.in_process
 def test_a_credit_that_would_overflow_the_payee_votes_no(cluster: Cluster, certs: Path) -> None:
     alice = customer(cluster, certs, "alice")
     engine = create_engine(bank_url(cluster, "beta"))
@@ -716,6 +719,7 @@ def test_data_files_are_for_their_owner_only(cluster: Cluster, certs: Path) -> N
 # -- names ------------------------------------------------------------------------------------
 
 
+@pytest.mark.in_process
 def test_usernames_are_unique_across_admins_and_customers(cluster: Cluster, certs: Path) -> None:
     customer(cluster, certs, "alice")
     boss = admin(cluster, certs)
@@ -747,6 +751,7 @@ def test_usernames_are_unique_across_admins_and_customers(cluster: Cluster, cert
     customer(cluster, certs, "alice", register=False).balance()
 
 
+@pytest.mark.in_process
 def test_a_username_is_one_identity_across_every_bank(cluster: Cluster, certs: Path) -> None:
     """The probe: an admin opened the same name at two banks, and took the name of a seed
     customer not yet registered, who then could never register."""
@@ -781,6 +786,7 @@ def test_a_username_is_one_identity_across_every_bank(cluster: Cluster, certs: P
     boss.create_user(**create("yan", "gamma", "G-78"))
 
 
+@pytest.mark.in_process
 def test_disabling_a_customer_at_one_bank_cuts_no_one_else(cluster: Cluster, certs: Path) -> None:
     """Two customers named sam, at alpha and at beta (beta's opened before names were unique,
     here straight at the bank): disabling beta's must not end the sessions of alpha's."""
@@ -821,6 +827,7 @@ def test_disabling_a_customer_at_one_bank_cuts_no_one_else(cluster: Cluster, cer
     assert (error.code, error.reason) == (UNAUTHENTICATED, "ACCOUNT_DISABLED")
 
 
+@pytest.mark.in_process
 def test_a_customer_cannot_register_another_customer_s_account_at_the_same_bank(
     cluster: Cluster, certs: Path
 ) -> None:

@@ -269,6 +269,7 @@ def assert_aborted_views(traces: dict[str, PaymentTrace | ApiError], payment_id:
     assert_not_found(traces["stranger"], payment_id)
 
 
+@pytest.mark.in_process
 def test_aborted_by_a_no_vote(make_cluster: ClusterFactory, certs: Path) -> None:
     cluster = make_cluster()
     readers = Readers(cluster, certs)
