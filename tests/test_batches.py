@@ -69,6 +69,7 @@ def outcomes(results: BatchResults) -> list[tuple[str, str, str] | tuple[str, st
 # -- each item as if paid alone ---------------------------------------------------------------
 
 
+@pytest.mark.in_process
 def test_a_batch_pays_each_item_as_if_alone(
     make_cluster: ClusterFactory, backend: str, certs: Path
 ) -> None:
@@ -142,6 +143,7 @@ def test_a_batch_pays_each_item_as_if_alone(
     assert (replay.payment_id, replay.replayed) == (results[0].payment.payment_id, True)
 
 
+@pytest.mark.in_process
 def test_one_key_twice_in_a_batch(make_cluster: ClusterFactory, backend: str, certs: Path) -> None:
     """The same body twice: one payment, both results name it, the second replayed. Another
     body under the key: the later item is refused with IDEMPOTENCY_KEY_REUSED. Either way
@@ -179,6 +181,7 @@ def test_one_key_twice_in_a_batch(make_cluster: ClusterFactory, backend: str, ce
 # -- bounds ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.in_process
 def test_a_batch_has_one_to_a_thousand_items(
     make_cluster: ClusterFactory, backend: str, certs: Path
 ) -> None:

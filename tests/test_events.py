@@ -245,6 +245,7 @@ def cli(cluster: Cluster, certs: Path, home: Path, tool: str) -> tuple[list[str]
     return [sys.executable, "-m", tool], env
 
 
+@pytest.mark.in_process
 def test_the_command_lines_list_and_follow_events(
     cluster: Cluster, certs: Path, tmp_path: Path
 ) -> None:

@@ -205,6 +205,7 @@ BATCH_LINE = re.compile(
 )
 
 
+@pytest.mark.in_process
 def test_node_example_pays_a_batch(node: str, cluster: Cluster, certs: Path) -> None:
     """One PayBatch call: each item its own payment, or refused alone; the same command
     again replays every item; and nothing is paid twice."""
@@ -241,6 +242,7 @@ def test_node_example_pays_a_batch(node: str, cluster: Cluster, certs: Path) -> 
     assert bad.stderr.startswith("error: --batch: beta/B-2001 is not BANK/ACCOUNT=AMOUNT")
 
 
+@pytest.mark.in_process
 def test_node_example_takes_a_list_of_replicas(node: str, cluster: Cluster, certs: Path) -> None:
     """MINIPAY_GATEWAY as the README's replicas section exports it: a comma-separated list,
     balanced over, here with a replica that is down (nothing listens at the first address)."""
@@ -287,6 +289,7 @@ def test_node_example_amounts_agree_with_minipay_money(node: str) -> None:
         assert back == str(to_minor_units(text if text != "0" else "1", code)), code
 
 
+@pytest.mark.in_process
 def test_node_example_refunds_a_payment_received(node: str, cluster: Cluster, certs: Path) -> None:
     customer(cluster, certs, "alice")
     customer(cluster, certs, "carol")  # registers carol's account with the gateway

@@ -317,6 +317,7 @@ def test_readme_script_without_certificates_says_which_to_give(
 
 
 @PACKAGING
+@pytest.mark.in_process
 def test_readme_script_pays_from_the_wheel(
     installed: Path, cluster: Cluster, certs: Path, tmp_path: Path
 ) -> None:

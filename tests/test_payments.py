@@ -252,6 +252,7 @@ def late_prepare(
     return asyncio.run(send())
 
 
+@pytest.mark.in_process
 def test_slow_bank_times_out(make_cluster: ClusterFactory, certs: Path) -> None:
     cluster = make_cluster(env=server_env(txn_timeout=1), faults={"beta": "delay_prepare=3"})
     alice = customer(cluster, certs, "alice")
@@ -300,6 +301,7 @@ def test_bank_down_aborts_and_recovers(make_cluster: ClusterFactory, certs: Path
     assert ledger_entries(cluster, answer.payment_id) == set()
 
 
+@pytest.mark.in_process
 def test_a_balance_read_right_after_an_abort_shows_nothing_held(
     make_cluster: ClusterFactory, certs: Path
 ) -> None:
@@ -545,6 +547,7 @@ async def pay_all(
     return answers
 
 
+@pytest.mark.in_process
 def test_money_is_conserved(make_cluster: ClusterFactory, certs: Path, backend: str) -> None:
     cluster = make_cluster(backend)
     rng = random.Random(20_240_601)

@@ -118,6 +118,7 @@ def test_over_the_limit_a_call_is_refused_with_when_to_come_back(
     assert erin.pay(*PAYEE, 1).status == COMMITTED
 
 
+@pytest.mark.in_process
 def test_the_library_waits_and_pays_and_the_cli_says_so(
     make_cluster: ClusterFactory, certs: Path, tmp_path: Path
 ) -> None:

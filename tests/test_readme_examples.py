@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from devtools.cluster import Cluster
 from tests.helpers import certificate_files, customer
 
@@ -51,6 +53,7 @@ def client_environment(cluster: Cluster, certs: Path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.in_process
 def test_readme_script_pays(cluster: Cluster, certs: Path, tmp_path: Path) -> None:
     customer(cluster, certs, "alice")  # registered once, as the README asks first
     script = tmp_path / "pay.py"
@@ -81,6 +84,7 @@ def as_for_the_test_cluster(lines: str, cluster: Cluster, certs: Path) -> str:
     )
 
 
+@pytest.mark.in_process
 def test_readme_grpcurl_lists_the_services(cluster: Cluster, certs: Path) -> None:
     line = readme_block("sh", "-servername gateway.minipay.internal 127.0.0.1:50051 list")
     done = subprocess.run(
@@ -96,6 +100,7 @@ def test_readme_grpcurl_lists_the_services(cluster: Cluster, certs: Path) -> Non
     assert {"minipay.v1.Auth", "minipay.v1.Payments", "minipay.v1.Admin"} <= set(services)
 
 
+@pytest.mark.in_process
 def test_readme_grpcurl_logs_in_and_reads_a_refusal(cluster: Cluster, certs: Path) -> None:
     customer(cluster, certs, "alice")
     lines = readme_block("sh", "minipay.v1.Payments/Pay")

@@ -65,6 +65,7 @@ def sqlite_file(cluster: Cluster, bank: str) -> str:
     return bank_url(cluster, bank).split("///", 1)[1]
 
 
+@pytest.mark.in_process
 def test_the_books_agree_after_payments_refunds_and_deposits(
     cluster: Cluster, certs: Path, tmp_path: Path
 ) -> None:
@@ -106,6 +107,7 @@ def test_a_deposit_is_recorded_and_applied_once(cluster: Cluster, certs: Path) -
     assert_reconciled(cluster, certs)
 
 
+@pytest.mark.in_process
 def test_changes_behind_the_system_s_back_are_named(
     cluster: Cluster, certs: Path, tmp_path: Path
 ) -> None:

@@ -85,6 +85,7 @@ def check_books(cluster: Cluster, money_before: int) -> None:
 # -- partial refunds, and what each side sees ---------------------------------------------------
 
 
+@pytest.mark.in_process
 def test_partial_refunds_to_the_cent_then_the_rest(
     make_cluster: ClusterFactory, certs: Path, backend: str
 ) -> None:
@@ -203,6 +204,7 @@ def test_a_refund_the_payee_cannot_fund_aborts_and_can_be_made_again(
     check_books(cluster, money)
 
 
+@pytest.mark.in_process
 def test_a_refund_reaches_the_payee_s_bank_after_the_payment_it_gives_back(
     make_cluster: ClusterFactory, certs: Path
 ) -> None:
@@ -524,6 +526,7 @@ def test_every_bad_refund_is_refused_with_its_reason_and_changes_nothing(
     assert (gateway_payments(cluster), refund_counts(cluster), balances(cluster)) == books
 
 
+@pytest.mark.in_process
 def test_an_admin_refunds_on_the_payee_s_behalf_once_committed(
     make_cluster: ClusterFactory, certs: Path
 ) -> None:
@@ -608,6 +611,7 @@ class Cli:
         return json.loads(self.ok(tool, "--json", *args))
 
 
+@pytest.mark.in_process
 def test_refunds_from_the_command_lines(
     make_cluster: ClusterFactory, certs: Path, tmp_path: Path
 ) -> None:

@@ -280,6 +280,7 @@ def throttled(make_cluster: ClusterFactory, certs: Path) -> Cluster:
     return cluster
 
 
+@pytest.mark.in_process
 def test_a_burst_of_guesses_cannot_race_the_throttle(throttled: Cluster, certs: Path) -> None:
     """40 wrong passwords at once, then the right one: no more than 3 are ever checked."""
 
@@ -312,6 +313,7 @@ def test_a_burst_of_guesses_cannot_race_the_throttle(throttled: Cluster, certs: 
     assert codes[-1] == THROTTLED, "the right password slipped through the burst"
 
 
+@pytest.mark.in_process
 def test_register_is_throttled_like_login(throttled: Cluster, certs: Path) -> None:
     client = Client(throttled, certs, "client-2")
     answers = [
@@ -395,6 +397,7 @@ def test_a_flood_from_one_certificate_does_not_starve_another_customer(
     assert result["sent"] > 200, result
 
 
+@pytest.mark.in_process
 def test_one_certificate_cannot_spray_guesses_over_many_usernames(
     make_cluster: ClusterFactory, certs: Path
 ) -> None:
@@ -557,6 +560,7 @@ def test_disabling_a_user_cuts_their_tokens_at_once(cluster: Cluster, certs: Pat
 # -- a copied signing key ---------------------------------------------------------------------
 
 
+@pytest.mark.in_process
 def test_a_copied_signing_key_is_worth_nothing_after_rotate_key(
     make_cluster: ClusterFactory, certs: Path
 ) -> None:

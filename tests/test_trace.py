@@ -149,6 +149,7 @@ def paid(client: Client, amount: int, key: str = "") -> Any:
 # -- committed ---------------------------------------------------------------------------------
 
 
+@pytest.mark.in_process
 def test_a_committed_payment_as_each_reader_sees_it(
     make_cluster: ClusterFactory, certs: Path, tmp_path: Path
 ) -> None:
@@ -293,6 +294,7 @@ def test_aborted_by_a_no_vote(make_cluster: ClusterFactory, certs: Path) -> None
     assert steps_of(payer, "DECIDED")[0].detail == "alpha voted no: INSUFFICIENT_FUNDS"
 
 
+@pytest.mark.in_process
 def test_aborted_by_the_timeout(make_cluster: ClusterFactory, certs: Path) -> None:
     timeout = 2.0
     cluster = make_cluster(
