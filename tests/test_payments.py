@@ -53,13 +53,13 @@ from tests.helpers import (
     ledger_entries,
     log_in_everyone,
     moved,
-    running_cluster,
     server_env,
     settle,
     settled,
     total_money,
     wait_until,
 )
+from tests.inprocess import in_process_cluster
 
 # -- helpers ----------------------------------------------------------------------------------
 
@@ -76,7 +76,8 @@ def history_entry(client: Client, payment_id: str) -> Payment:
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory, certs: Path) -> Iterator[Cluster]:
-    with running_cluster(tmp_path_factory.mktemp("payments"), certs, TEST_ENV) as cluster:
+    """In this process (tests/inprocess.py): payments between real banks over real TLS."""
+    with in_process_cluster(tmp_path_factory.mktemp("payments"), certs, TEST_ENV) as cluster:
         yield cluster
 
 
