@@ -81,11 +81,11 @@ def postgres_reachable(url: str) -> bool:
 
 @contextlib.contextmanager
 def fresh_postgres_databases(
-    url: str, names: Sequence[str], prefix: str = ""
+    url: str, names: Sequence[str], prefix: str = "", options: str = ""
 ) -> Iterator[dict[str, str]]:
     """A new, empty database per name on the PostgreSQL server at URL
-    (``minipay_bench_<random>_NAME`` unless PREFIX is given), dropped on exit, even with
-    someone still connected; their URLs."""
+    (``minipay_bench_<random>_NAME`` unless PREFIX is given; OPTIONS after CREATE DATABASE's
+    name, e.g. a locale), dropped on exit, even with someone still connected; their URLs."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.exc import DBAPIError
 
@@ -97,7 +97,7 @@ def fresh_postgres_databases(
             with engine.connect() as connection:
                 for name in names:
                     database = f"{prefix}_{name}".replace("-", "_")
-                    connection.execute(text(f'CREATE DATABASE "{database}"'))
+                    connection.execute(text(f'CREATE DATABASE "{database}" {options}'))
                     urls[name] = server_url(url, database)
         except DBAPIError as error:
             reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
+from devtools.scratch import fresh_postgres_databases
 from server.common.db import upgrade
 from tests.helpers import POSTGRES_URL, postgres_available
 
@@ -21,27 +22,15 @@ IDS = ["open:B2000", "open:B-2001", "admin-ff", "pay_0A", "pay_0a", "open:b-1", 
 
 @pytest.fixture
 def icu_databases() -> Iterator[dict[str, Engine]]:
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    names = {kind: f"minipay_icu_{uuid.uuid4().hex[:8]}_{kind}" for kind in ("gateway", "bank")}
-    with admin.connect() as connection:
-        for name in names.values():
-            connection.execute(
-                text(
-                    f'CREATE DATABASE "{name}" TEMPLATE template0 LOCALE_PROVIDER icu '
-                    "ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
-                )
-            )
-    base = POSTGRES_URL.rsplit("/", 1)[0]
-    engines = {kind: create_engine(f"{base}/{name}") for kind, name in names.items()}
-    try:
-        yield engines
-    finally:
-        for engine in engines.values():
-            engine.dispose()
-        with admin.connect() as connection:
-            for name in names.values():
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    prefix = f"minipay_icu_{uuid.uuid4().hex[:8]}"
+    icu = "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+    with fresh_postgres_databases(POSTGRES_URL, ["gateway", "bank"], prefix, icu) as urls:
+        engines = {kind: create_engine(url) for kind, url in urls.items()}
+        try:
+            yield engines
+        finally:
+            for engine in engines.values():
+                engine.dispose()
 
 
 def test_ids_order_as_python_orders_them_on_an_icu_database(
