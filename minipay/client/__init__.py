@@ -35,6 +35,8 @@ from minipay.client.api import (
     PaymentStatus,
     Registration,
     RetryPolicy,
+    Share,
+    SplitShare,
     User,
     UserList,
 )
@@ -63,6 +65,8 @@ __all__ = [
     "PaymentKind",
     "PaymentStatus",
     "Registration",
+    "Share",
+    "SplitShare",
     "RetryPolicy",
     "User",
     "UserList",
