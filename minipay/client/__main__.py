@@ -186,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
         "pays that row alone. Shows a progress bar on a terminal (with tqdm installed),\n"
         "then a summary, and writes each row's outcome to FILE.results.csv beside it.\n"
         f"At most {batch_file.MAX_ROWS} rows and {batch_file.MAX_FILE_BYTES // 2**20} MiB.\n"
+        "With --atomic the file is one split payment instead: each row one of its 2-100\n"
+        "payees, in one currency, each once; every payee is paid or none is, and the\n"
+        "payment's key comes from all the rows (the same file again replays it).\n"
         "Exits 0 when every row is committed, 1 when not.",
     )
     batch.add_argument("file", metavar="FILE.csv", type=Path, help="the payments, one per row")
@@ -204,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument(
         "--atomic",
         action="store_true",
-        help="every row a payee of one split payment, all or nothing (not available yet)",
+        help="the file is one split payment: every row one of its 2-100 payees, all paid "
+        "or none (no row with a key of its own: the payment's key comes from the rows)",
     )
 
     payment = commands.add(
