@@ -13,6 +13,8 @@ GENERATED := $(patsubst protofiles/%.proto,%_pb2.py,$(PROTOS))
 DATA ?= data
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+BENCH_CONSOLE_ARGS ?=
+DEMO_ARGS ?=
 # make up: the gateway's port, and the first bank's (the others follow: alpha, beta, gamma).
 GATEWAY_PORT ?= 50051
 CONSOLE_PORT ?= 8080
@@ -23,7 +25,7 @@ GATEWAYS ?= 1
 DATABASE_URL ?=
 DATABASE_PREFIX ?= minipay
 
-.PHONY: setup demo up console test test-unit lint bench migrate certs protos clean
+.PHONY: setup demo up console test test-unit lint bench bench-console migrate certs protos clean
 
 setup: $(STAMP) $(GENERATED) certificate/dev/services-ca.pem certificate/dev/console.pem
 
@@ -63,16 +65,18 @@ migrate: setup
 # `exec`: the Python process replaces the recipe's shell, so the SIGTERM that make passes to
 # its child reaches it, and it stops every server (a shell would die and leave them running).
 # The demo makes its own databases in a temporary folder: no `migrate` first.
+# make demo DEMO_ARGS=--keep: after the script, the cluster and the console stay up for a look.
 demo: setup
-	exec $(PY) -m devtools.demo
+	exec $(PY) -m devtools.demo $(DEMO_ARGS)
 
 # make up GATEWAYS=3 DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432 runs replicas.
 up: setup
 	exec $(PY) -m devtools.cluster --data-dir "$(DATA)" --gateway-port $(GATEWAY_PORT) \
 	  --bank-port $(BANK_PORT) --gateways $(GATEWAYS) --database-url "$(DATABASE_URL)" \
-	  --database-prefix "$(DATABASE_PREFIX)"
+	  --database-prefix "$(DATABASE_PREFIX)" --console-port $(CONSOLE_PORT)
 
-# The web console on 127.0.0.1:$(CONSOLE_PORT), for the gateway that make up runs.
+# The web console alone on 127.0.0.1:$(CONSOLE_PORT), for a gateway started otherwise (make up
+# starts one itself; make up CONSOLE_PORT=0 does not).
 console: setup
 	$(PY) -m console --listen 127.0.0.1:$(CONSOLE_PORT) --gateway 127.0.0.1:$(GATEWAY_PORT)
 
@@ -104,6 +108,10 @@ lint: setup $(BUF_STAMP)
 	$(VENV)/bin/mypy server client admin certificate devtools minipay console tests
 	$(BUF) lint
 	$(BUF) format -d --exit-code
+
+# Each console page's server-side render time with 10^5 payments stored (a minute).
+bench-console: setup
+	$(PY) -m devtools.bench.console_pages $(BENCH_CONSOLE_ARGS)
 
 # The echo baseline, then a fresh cluster per run; every throughput also as a ratio to the echo.
 #   make bench BENCH_ARGS="--gateways 2 --database-url postgresql+psycopg://postgres@127.0.0.1:5432"

@@ -19,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 
 from console.gateway import Gateway
 from console.live import Streams
-from console.pages import admin, auth, customer
+from console.pages import actions, admin, auth, customer
 from console.security import BodyLimit, SecurityHeaders
 from console.sessions import SessionStore
 from console.settings import ConsoleSettings
@@ -48,17 +48,25 @@ ROUTES: list[BaseRoute] = [
     signed_in("/account", customer.account, CUSTOMER),
     signed_in("/payments", customer.payments, CUSTOMER),
     signed_in("/payments/{payment_id}", customer.payment, CUSTOMER),
+    signed_in("/payments/{payment_id}/refund", customer.refund, CUSTOMER, POST),
     signed_in("/pay", customer.pay_form, CUSTOMER),
     signed_in("/pay", customer.pay, CUSTOMER, POST),
     signed_in("/live/payments", customer.live_payments, CUSTOMER),
-    # Administration (the gateway's Admin/* methods).
+    signed_in("/confirm/{confirmation_id}", actions.confirm, CUSTOMER, POST),
+    # Administration (the gateway's Admin/* methods, and every event).
     signed_in("/admin", admin.overview, ADMIN),
+    signed_in("/admin/reconcile", admin.reconcile, ADMIN, POST),
+    signed_in("/admin/payments", admin.payments, ADMIN),
+    signed_in("/admin/payments/{payment_id}", admin.payment, ADMIN),
+    signed_in("/admin/payments/{payment_id}/refund", admin.refund, ADMIN, POST),
+    signed_in("/admin/live", admin.live, ADMIN),
+    signed_in("/admin/live/events", admin.live_events, ADMIN),
     signed_in("/admin/users", admin.users, ADMIN),
     signed_in("/admin/users", admin.create_user, ADMIN, POST),
     signed_in("/admin/users/disabled", admin.set_disabled, ADMIN, POST),
     signed_in("/admin/deposit", admin.deposit_form, ADMIN),
     signed_in("/admin/deposit", admin.deposit, ADMIN, POST),
-    signed_in("/admin/confirm/{confirmation_id}", admin.confirm, ADMIN, POST),
+    signed_in("/admin/confirm/{confirmation_id}", actions.confirm, ADMIN, POST),
     Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
 ]
 

@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import grpc
@@ -79,7 +80,36 @@ def templates(folder: str) -> Jinja2Templates:
     env = Environment(loader=FileSystemLoader(folder), autoescape=True, undefined=StrictUndefined)
     env.filters["money"] = lambda minor, currency: format_minor_units(minor, currency)
     env.filters["utc"] = lambda moment: moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else ""
+    env.filters["stamp"] = stamp
+    env.filters["age"] = age
+    env.filters["amounts"] = amounts
     return Jinja2Templates(env=env)
+
+
+def stamp(value: Any) -> str:
+    """A protobuf Timestamp as the pages show times; "" when unset."""
+    if not value.seconds and not value.nanos:
+        return ""
+    moment: datetime = value.ToDatetime(tzinfo=UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def age(value: Any) -> str:
+    """How long ago a protobuf Timestamp was, in words; "" when unset."""
+    if not value.seconds and not value.nanos:
+        return ""
+    seconds = max(0, int(datetime.now(UTC).timestamp()) - value.seconds)
+    if seconds < 120:
+        return f"{seconds} s ago"
+    if seconds < 7200:
+        return f"{seconds // 60} min ago"
+    return f"{seconds // 3600} h ago"
+
+
+def amounts(values: Any) -> str:
+    """Repeated Money as "1000.00 USD, 5.00 EUR"; "0" when empty."""
+    shown = [f"{format_minor_units(m.minor_units, m.currency)} {m.currency}" for m in values]
+    return ", ".join(shown) or "0"
 
 
 # -- sessions and cookies --------------------------------------------------------------------

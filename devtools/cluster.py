@@ -3,8 +3,10 @@
 
 Each process is the real entry point (``python -m server.bank`` / ``python -m server.gateway``)
 with its own database and log file in the data folder; readiness is the standard health check.
-``python -m devtools.cluster`` (``make up``) keeps one running in the foreground: it restarts
-a process that dies, and stops everything on Ctrl-C or SIGTERM, starting up included. What it
+``python -m devtools.cluster`` (``make up``) keeps one running in the foreground, with the web
+console (``ConsoleProcess``: ``python -m console``, its own process, a client of the gateway
+like any other): it restarts a process that dies, and stops everything on Ctrl-C or SIGTERM,
+starting up included. What it
 writes in the data folder is its owner's alone (folders 0700, files 0600): the servers' output
 names users.
 """
@@ -21,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -359,6 +362,98 @@ class Cluster:
         self.processes.clear()
 
 
+# -- the web console ------------------------------------------------------------------------
+
+DEFAULT_CONSOLE_PORT = 8080
+CONSOLE_CERT = "console"  # the console's own client certificate (make setup issues it)
+
+
+@dataclass
+class ConsoleProcess:
+    """The web console for CLUSTER: ``python -m console`` on loopback PORT, talking to every
+    gateway replica with its own certificate; its output goes to DATA/console.out."""
+
+    cluster: Cluster
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.cluster.data_dir / "console.out"
+
+    def command(self) -> list[str]:
+        certs = self.cluster.certs
+        return [
+            sys.executable,
+            "-m",
+            "console",
+            "--listen",
+            f"{LOOPBACK}:{self.port}",
+            "--gateway",
+            self.cluster.gateway_addresses,
+            "--ca",
+            str(certs / SERVICES_CA),
+            "--cert",
+            str(certs / f"{CONSOLE_CERT}.pem"),
+            "--key",
+            str(certs / f"{CONSOLE_CERT}-key.pem"),
+        ]
+
+    def start(self) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with os.fdopen(private_append(self.log_path), "ab") as out:
+            self.process = subprocess.Popen(
+                self.command(), env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
+            )
+
+    def healthy(self, timeout: float = 1.0) -> bool:
+        """Does it answer its sign-in page now?"""
+        try:
+            with urllib.request.urlopen(f"{self.url}/login", timeout=timeout) as answer:
+                return bool(answer.status == 200)
+        except OSError:
+            return False
+
+    def wait_ready(
+        self, timeout: float = 30.0, stopping: Callable[[], bool] = lambda: False
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if stopping():
+                raise Stopped
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(
+                    f"the console exited with {self.process.returncode}: {self.tail()}"
+                )
+            if self.healthy():
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"the console did not serve: {self.tail()}")
+
+    def tail(self, lines: int = 3) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return " | ".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
 # -- the launcher (``make up``) --------------------------------------------------------------
 
 FIRST_BACKOFF = 0.5  # seconds before restarting a process that died
@@ -420,11 +515,19 @@ class Watched:
     ready: bool = True
 
 
-def supervise(cluster: Cluster, events: EventLog, stopping: Callable[[], bool]) -> None:
+def supervise(
+    cluster: Cluster,
+    events: EventLog,
+    stopping: Callable[[], bool],
+    console: ConsoleProcess | None = None,
+) -> None:
     """Restarts every process that dies (after a backoff) until ``stopping()``."""
     watched = {name: Watched(time.monotonic()) for name in cluster.names}
+    console_state = Watched(time.monotonic())
     while not stopping():
         now = time.monotonic()
+        if console is not None:
+            _supervise_console(console, console_state, events, now)
         for name, state in watched.items():
             if stopping():
                 return
@@ -446,6 +549,25 @@ def supervise(cluster: Cluster, events: EventLog, stopping: Callable[[], bool]) 
                 state.ready = True
                 events(f"{name} (pid {process.pid}) is serving again")
         time.sleep(POLL)
+
+
+def _supervise_console(
+    console: ConsoleProcess, state: Watched, events: EventLog, now: float
+) -> None:
+    process = console.process
+    if state.restart_at is None and process is not None and process.poll() is not None:
+        lived = now - state.started
+        state.quick_deaths = state.quick_deaths + 1 if lived < QUICK_DEATH else 0
+        state.restart_at = now + backoff(state.quick_deaths)
+        events(
+            f"console (pid {process.pid}) exited with {exit_reason(process.returncode)} after "
+            f"{lived:.1f} s; restarting it in {backoff(state.quick_deaths):g} s"
+        )
+    elif state.restart_at is not None and now >= state.restart_at:
+        console.start()
+        state.started, state.restart_at = now, None
+        assert console.process is not None
+        events(f"console restarted: pid {console.process.pid}")
 
 
 def launcher_environment(
@@ -624,11 +746,18 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         "each checkout sharing a PostgreSQL server its own (default: %(default)s)",
     )
     parser.add_argument(
+        "--console-port",
+        type=int,
+        default=DEFAULT_CONSOLE_PORT,
+        help="serve the web console on this loopback port; 0: do not start it "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
         "--certs",
         type=Path,
         default=DEV_CERTS,
         help="folder with services-ca.pem, clients-ca.pem and NAME.pem, NAME-key.pem for the "
-        "gateway and each bank "
+        "gateway, each bank and the console "
         "(default: %(default)s)",
     )
     return parser.parse_args(argv)
@@ -647,6 +776,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     gateways = [gateway_name(number) for number in range(1, args.gateways + 1)]
     ports = {name: args.gateway_port + i for i, name in enumerate(gateways)}
     ports.update({bank: args.bank_port + i for i, bank in enumerate(DEFAULT_BANK_NAMES)})
+    if args.console_port:
+        ports["console"] = args.console_port
     for name, port in ports.items():
         if port_in_use(port):
             print(f"error: port {port} for {name} is in use", file=sys.stderr)
@@ -665,6 +796,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    console_port = ports.pop("console", 0)
     cluster = Cluster(
         args.data_dir,
         ports=ports,
@@ -674,6 +806,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         gateways=args.gateways,
         database_urls=urls,
     )
+    console = ConsoleProcess(cluster, console_port) if console_port else None
     fixed = {key for name in cluster.names for key in cluster.fixed_environment(name)}
     warnings += [
         f"{key} is not passed on: the launcher sets it for each process"
@@ -683,10 +816,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for warning in warnings:
             events.problem(f"warning: {warning}")
         try:
-            if not run_until_stopped(cluster, events, stops):
+            if not run_until_stopped(cluster, events, stops, console):
                 return 1
             events(f"{stops.signal.name if stops.signal else 'stop'}: stopping every process")
         finally:
+            if console is not None:
+                console.stop()
             cluster.stop()
             events("cluster stopped")
     if stops.signal == signal.SIGINT:
@@ -694,11 +829,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def run_until_stopped(cluster: Cluster, events: EventLog, stops: StopRequests) -> bool:
-    """Starts the cluster, then keeps it running until a stop is requested; False when it
-    could not start."""
+def run_until_stopped(
+    cluster: Cluster, events: EventLog, stops: StopRequests, console: ConsoleProcess | None = None
+) -> bool:
+    """Starts the cluster (and the console), then keeps it running until a stop is
+    requested; False when it could not start."""
     try:
         cluster.start(stopping=stops.requested)
+        if console is not None:
+            console.start()
+            console.wait_ready(stopping=stops.requested)
     except Stopped:
         return True
     except (RuntimeError, TimeoutError, ConfigError) as error:
@@ -713,8 +853,13 @@ def run_until_stopped(cluster: Cluster, events: EventLog, stops: StopRequests) -
             f"{name:<8} {cluster.address(name)}  pid {cluster.processes[name].pid:<7} "
             f"log {cluster.log_file(name)}{metrics}"
         )
+    if console is not None and console.process is not None:
+        events(
+            f"{'console':<8} {console.url}  pid {console.process.pid:<7} log {console.log_path}"
+            "  (sign in as admin / admin-dev-pass)"
+        )
     events("cluster up; a process that dies is restarted; Ctrl-C stops everything")
-    supervise(cluster, events, stops.requested)
+    supervise(cluster, events, stops.requested, console)
     return True
 
 

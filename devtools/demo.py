@@ -1,6 +1,8 @@
-"""``make demo``: start a cluster in a temporary folder, run a short scripted session with
-the real admin and client command lines, print it, stop everything. Ctrl-C or SIGTERM, at any
-moment, stops the cluster and removes the folder too."""
+"""``make demo``: start a cluster and the web console in a temporary folder, run a short
+scripted session with the real admin and client command lines, print it, stop everything
+(``--keep``: keep the cluster and the console up until Ctrl-C, to look at what the script did
+in the browser). Ctrl-C or SIGTERM, at any moment, stops everything and removes the folder
+too."""
 
 from __future__ import annotations
 
@@ -10,10 +12,18 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from devtools.cluster import Cluster, Stopped, StopRequests, every_process
+from devtools.cluster import (
+    Cluster,
+    ConsoleProcess,
+    Stopped,
+    StopRequests,
+    every_process,
+    free_port,
+)
 from minipay.launch import die_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,25 +107,38 @@ def run_step(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(
         prog="python -m devtools.demo",
-        description="Start three banks and the gateway in a temporary folder on free ports, "
-        "run a scripted session with the admin and client command lines, print each command "
-        "and its answer, and stop. Ctrl-C or SIGTERM stops the cluster and removes the folder. "
-        "Exit status: 0 when every step behaved as expected, 1 when one did not.",
-    ).parse_args(argv)
+        description="Start three banks, the gateway and the web console in a temporary folder "
+        "on free ports, run a scripted session with the admin and client command lines, print "
+        "each command and its answer, and stop. Ctrl-C or SIGTERM stops the cluster and "
+        "removes the folder. Exit status: 0 when every step behaved as expected, 1 when one "
+        "did not.",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="after the script, keep the cluster and the console running until Ctrl-C",
+    )
+    args = parser.parse_args(argv)
     stops = StopRequests()
     failures = 0
     with tempfile.TemporaryDirectory(prefix="minipay-demo-") as folder:
         cluster = Cluster(Path(folder), env=every_process(log_format="json"))
+        console = ConsoleProcess(cluster, free_port())
         try:
-            failures = run_script(cluster, Path(folder) / "home", stops.requested)
+            failures = run_script(cluster, console, Path(folder) / "home", stops.requested)
+            if args.keep and not stops.requested():
+                print(f"\n== still up: open {console.url} (Ctrl-C stops everything)")
+                while not stops.requested():
+                    time.sleep(0.2)
         except Stopped:
             pass  # said below, once the folder is gone
         except (RuntimeError, TimeoutError) as error:  # the cluster did not start
             print(f"error: {error}", file=sys.stderr)
             failures = len(SCRIPT)
         finally:
+            console.stop()
             cluster.stop()
             print("\n== cluster stopped")
     if stops.signal is not None:
@@ -128,13 +151,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def run_script(cluster: Cluster, homes: Path, stopping: Callable[[], bool]) -> int:
-    """Starts CLUSTER and runs the script against it; how many steps did not behave as
-    expected. Raises Stopped as soon as STOPPING() says so."""
-    print("== starting three banks and the gateway (mutual TLS, SQLite, 2PC)")
+def run_script(
+    cluster: Cluster, console: ConsoleProcess, homes: Path, stopping: Callable[[], bool]
+) -> int:
+    """Starts CLUSTER and its CONSOLE and runs the script against it; how many steps did not
+    behave as expected. Raises Stopped as soon as STOPPING() says so."""
+    print("== starting three banks, the gateway (mutual TLS, SQLite, 2PC) and the web console")
     cluster.start(stopping=stopping)
+    console.start()
+    console.wait_ready(stopping=stopping)
     for name in cluster.names:
         print(f"   {name:<8} {cluster.address(name)}")
+    print(f"   {'console':<8} {console.url}  (sign in as admin / admin-dev-pass)")
     failures = 0
     for index, (who, command, password, expected) in enumerate(SCRIPT):
         if stopping():

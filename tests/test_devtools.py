@@ -124,7 +124,7 @@ def launcher_command(data_dir: Path, gateway_port: int, bank_port: int, certs: P
     return [
         *(sys.executable, "-m", "devtools.cluster", "--data-dir", str(data_dir)),
         *("--gateway-port", str(gateway_port), "--bank-port", str(bank_port)),
-        *("--certs", str(certs)),
+        *("--certs", str(certs), "--console-port", "0"),  # make up's test starts the console
     ]
 
 
@@ -386,6 +386,7 @@ def make_up_command(data_dir: Path, gateway_port: int, bank_port: int, _certs: P
     return [
         *("make", "--no-print-directory", "up", f"DATA={data_dir}"),
         *(f"GATEWAY_PORT={gateway_port}", f"BANK_PORT={bank_port}"),
+        f"CONSOLE_PORT={free_port()}",
     ]
 
 
@@ -413,9 +414,16 @@ def test_sigterm_to_make_up_stops_every_server(launch: Launch) -> None:
     launcher = launch(command=make_up_command)
     pids = launcher.pids()
     assert set(pids) == {*DEFAULT_BANK_NAMES, GATEWAY}
+    # make up serves the web console too, and says where; one that dies is restarted.
+    console = launcher.wait_for(r"console\s+(http://127\.0\.0\.1:\d+)\s+pid (\d+)")
+    url, console_pid = console[1], int(console[2])
+    with urllib.request.urlopen(f"{url}/login", timeout=10) as answer:
+        assert b"Sign in" in answer.read()
+    os.kill(console_pid, signal.SIGKILL)
+    restarted = int(launcher.wait_for(r"console restarted: pid (\d+)")[1])
     launcher.terminate()
     launcher.wait_for("cluster stopped")
-    assert not any(alive(pid) for pid in pids.values())
+    assert not any(alive(pid) for pid in [*pids.values(), console_pid, restarted])
     assert not processes_of(launcher.data_dir)
 
 

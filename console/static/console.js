@@ -81,6 +81,78 @@ function startLive(table) {
   window.addEventListener("pagehide", () => source.close());
 }
 
+// The admin's live page: every event on top as it comes; Pause closes the stream and keeps
+// the last sequence seen, Resume opens it again from there (?after=), so nothing is missed.
+function eventRow(event) {
+  const row = document.createElement("tr");
+  row.dataset.sequence = event.sequence;
+  cell(row, event.sequence);
+  cell(row, event.occurred_at);
+  cell(row, event.type, "type");
+  const what = cell(row, "");
+  if (event.url) {
+    const link = document.createElement("a");
+    link.href = event.url;
+    link.textContent = event.summary;
+    what.append(link);
+  } else {
+    what.textContent = event.summary;
+  }
+  return row;
+}
+
+function startEvents(table) {
+  const status = document.getElementById("live-status");
+  const shownCursor = document.getElementById("live-cursor");
+  const pause = document.getElementById("live-pause");
+  const resume = document.getElementById("live-resume");
+  const say = (text) => { if (status) status.textContent = text; };
+  const body = table.tBodies[0];
+  const max = Number(table.dataset.liveMax || 0);
+  let after = "";
+  let source = null;
+  const moved = (sequence) => {
+    after = sequence;
+    if (shownCursor) shownCursor.textContent = sequence;
+  };
+  const open = () => {
+    const url = table.dataset.eventsUrl + (after ? "?after=" + encodeURIComponent(after) : "");
+    source = new EventSource(url);
+    source.addEventListener("open", () => say("live"));
+    source.addEventListener("event", (message) => {
+      const event = JSON.parse(message.data);
+      body.querySelectorAll("tr.empty").forEach((row) => row.remove());
+      body.prepend(eventRow(event));
+      while (max && body.rows.length > max) body.deleteRow(-1);
+      moved(event.sequence);
+    });
+    source.addEventListener("cursor", (message) => moved(message.data));
+    source.addEventListener("ended", (message) => {
+      say("stopped: " + message.data);
+      source.close();
+    });
+    source.addEventListener("error", () => say("reconnecting…"));
+  };
+  if (pause && resume) {
+    pause.addEventListener("click", () => {
+      if (source) source.close();
+      source = null;
+      say("paused");
+      pause.hidden = true;
+      resume.hidden = false;
+    });
+    resume.addEventListener("click", () => {
+      pause.hidden = false;
+      resume.hidden = true;
+      say("connecting…");
+      open();
+    });
+  }
+  window.addEventListener("pagehide", () => { if (source) source.close(); });
+  open();
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("table[data-live-url]").forEach(startLive);
+  document.querySelectorAll("table[data-events-url]").forEach(startEvents);
 });

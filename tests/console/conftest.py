@@ -161,12 +161,16 @@ def screenshot_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def screenshot(screenshot_folder: Path) -> Callable[[Any, str], Path]:
-    """Writes a PNG of PAGE as NAME.png (and a copy in $MINIPAY_CONSOLE_SCREENSHOTS)."""
+    """Writes a PNG of a page (all of it) or of one element (a locator) as NAME.png, and a
+    copy in $MINIPAY_CONSOLE_SCREENSHOTS."""
     copies = os.environ.get("MINIPAY_CONSOLE_SCREENSHOTS", "")
 
-    def take(page: Any, name: str) -> Path:
+    def take(target: Any, name: str) -> Path:
         path = screenshot_folder / f"{name}.png"
-        page.screenshot(path=str(path), full_page=True)
+        if hasattr(target, "goto"):  # a page
+            target.screenshot(path=str(path), full_page=True)
+        else:
+            target.screenshot(path=str(path))
         if copies:
             folder = Path(copies) if Path(copies).is_absolute() else REPO_ROOT / copies
             folder.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 """A customer in a real browser: signs in, sees the balance, pays (once, however often the
-form is sent), finds the payment in the list with filters and pages, opens it, and sees a
-payment to them arrive live."""
+form is sent), finds the payment in the list with filters and pages, opens it and its
+sequence diagram, sees a payment to them arrive live, and refunds it through a confirmation
+(refunds linked both ways)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,24 @@ def test_a_customer_sees_the_balance_pays_and_finds_the_payment(
     expect(page).to_have_url(re.compile(r"/payments/[^/?]+\?outcome=new$"))
     expect(page.locator("#payment-status")).to_contain_text("COMMITTED")
     payment_id = page.url.rsplit("/", 1)[1].split("?")[0]
+    # Its story: the two-phase commit drawn, lanes for the client, the gateway, both banks.
+    diagram = page.locator("#diagram svg")
+    expect(diagram).to_be_visible()
+    expect(diagram).to_contain_text("Prepare")
+    expect(diagram).to_contain_text("vote YES")
+    assert diagram.locator("g.lane.bank").count() == 2
+    # The acknowledgements come after the answer: the page shows them once they are in.
+    for _ in range(40):
+        if "finished: every bank acknowledged" in (diagram.text_content() or ""):
+            break
+        page.wait_for_timeout(250)
+        page.reload()
+    expect(diagram).to_contain_text("finished: every bank acknowledged")
+    assert diagram.locator("g.arrow.decision").count() == 2
+    assert diagram.locator("g.arrow.answer.good .mark.yes").count() >= 2  # the votes
+    expect(page.locator("#refund-form")).to_have_count(0)  # the payer cannot refund
     screenshot(page, "payment")
+    screenshot(page.locator("#diagram"), "payment-diagram")  # the README shows this one
 
     page.get_by_role("link", name="Payments", exact=True).click()
     row = page.locator(f"#payments tr[data-payment-id='{payment_id}']")
@@ -151,3 +169,54 @@ def test_payments_filter_and_page_like_the_api(
     expect(page.locator(".box.error")).to_contain_text("INVALID_PAGE_TOKEN")
     expect(page.locator(".box.error")).to_contain_text("request id")
     screenshot(page, "payments-bad-token")
+
+
+def test_a_customer_refunds_a_payment_they_received(
+    page: Any, api: Api, screenshot: Callable[[Any, str], Path]
+) -> None:
+    payee = new_customer(api, 0)
+    payer = new_customer(api, 5000, bank="beta")
+    paid = api.call(logged_in(api, payer, "client-2"), "pay", payee.bank, payee.account, 2000)
+    sign_in(page, payee)
+    page.goto(f"/payments/{paid.payment_id}")
+    expect(page.locator("#payment-status")).to_contain_text("COMMITTED")
+    expect(page.locator("#refundable")).to_have_text("20.00 USD")
+    expect(page.locator("#diagram svg")).to_be_visible()
+
+    form = page.locator("#refund-form")
+    form.get_by_label("Amount").fill("5.00")
+    form.get_by_role("button", name="Refund…").click()
+    expect(page.locator("h1")).to_contain_text("Confirm: Refund")
+    expect(page.locator("#confirm-details")).to_contain_text("5.00 USD (of 20.00 USD)")
+    screenshot(page, "refund-confirm")
+    # Confirmed twice (a double click that got through): one refund.
+    action = page.locator("#confirm").get_attribute("action")
+    csrf = page.locator("#confirm input[name='csrf_token']").input_value()
+    answers = [
+        page.request.post(action, form={"csrf_token": csrf}, max_redirects=0) for _ in range(2)
+    ]
+    assert [a.status for a in answers] == [303, 303]
+    page.goto(answers[1].headers["location"])
+    expect(page.locator(".box.ok")).to_contain_text("is COMMITTED")
+    expect(page.locator("#refundable")).to_have_text("15.00 USD")
+    rows = page.locator("#refunds tbody tr")
+    expect(rows).to_have_count(1)
+    # The refund note in the diagram links to the refund, and the refund links back.
+    expect(page.locator("#diagram svg")).to_contain_text("refund")
+    screenshot(page, "payment-refunded")
+    rows.first.get_by_role("link").click()
+    expect(page.locator("h1")).to_contain_text("Refund")
+    expect(page.locator("#payment-status")).to_contain_text("COMMITTED")
+    expect(page.locator("#diagram svg")).to_be_visible()
+    screenshot(page, "refund")
+    page.locator("#refund-of").click()
+    expect(page.locator("h1")).to_contain_text(paid.payment_id)
+
+    # More than is left is the API's refusal, with its reason, on the page it came from.
+    page.locator("#refund-form").get_by_label("Amount").fill("100.00")
+    page.locator("#refund-form").get_by_role("button", name="Refund…").click()
+    page.get_by_role("button", name="Confirm").click()
+    expect(page.locator(".box.error").first).to_contain_text("was refused; nothing was changed")
+    expect(page.locator("#refundable")).to_have_text("15.00 USD")
+    balance = api.call(logged_in(api, payee), "balance")
+    assert balance.balance_minor_units == 1500

@@ -137,3 +137,27 @@ def test_an_unusable_setting_is_one_line_and_exit_2(args: list[str], says: str) 
     assert process.returncode == 2
     assert out == ""
     assert err.count("\n") == 1 and err.startswith("error: ") and says in err, err
+
+
+def test_the_page_bench_measures_and_prints_every_page() -> None:
+    """make bench-console, small: every page measured with payments stored, within budget."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "devtools.bench.console_pages",
+            "--payments",
+            "300",
+            "--rounds",
+            "2",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "300 payments stored" in done.stdout
+    for page in ("/admin/payments/{id}", "/account", "/payments/{id}", "/admin "):
+        assert page in done.stdout
+    assert "every page within the 300 ms budget" in done.stdout

@@ -18,7 +18,7 @@ from playwright.sync_api import expect
 from devtools.cluster import Cluster
 from minipay.client import ApiError
 from tests.console.conftest import Watched
-from tests.console.support import Api, LiveConsole, console_settings, new_customer
+from tests.console.support import Api, LiveConsole, console_settings, logged_in, new_customer
 from tests.console.test_admin import confirm, sign_in_as_admin
 from tests.console.test_customer import sign_in
 
@@ -39,8 +39,10 @@ def test_a_customer_is_refused_admin_pages_and_an_admin_customer_pages(
     assert answer.status == 403
     expect(page.locator("main")).to_contain_text("This page is for admins only")
     screenshot(page, "forbidden")
-    for path in ("/admin", "/admin/deposit"):
+    paths = ("/admin", "/admin/deposit", "/admin/payments", "/admin/payments/pay_1", "/admin/live")
+    for path in paths:
         assert page.goto(path).status == 403
+    assert page.request.get("/admin/live/events").status == 403
     csrf = page.locator("header input[name='csrf_token']").input_value()
     form = {"csrf_token": csrf, "bank": "alpha", "account": "A-1001", "amount": "1000.00"}
     assert page.request.post("/admin/deposit", form=form).status == 403
@@ -80,6 +82,16 @@ def test_a_form_without_its_csrf_token_is_refused(
 
     page.goto("/account")
     expect(page.locator("#posted")).to_have_text("50.00 USD")  # nothing was paid
+
+    # A forged refund of a payment this customer received: refused, nothing refunded.
+    payer = new_customer(api, 5000, bank="beta")
+    paid = api.call(logged_in(api, payer, "client-2"), "pay", person.bank, person.account, 700)
+    forged = {"amount": "7.00", "idempotency_key": "forged-refund"}
+    answer = page.request.post(f"/payments/{paid.payment_id}/refund", form=forged)
+    assert answer.status == 403
+    assert page.request.post("/confirm/anything", form={}).status == 403
+    page.goto(f"/payments/{paid.payment_id}")
+    expect(page.locator("#refundable")).to_have_text("7.00 USD")
 
 
 def test_markup_in_names_shows_as_text(
