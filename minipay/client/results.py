@@ -133,7 +133,8 @@ class Payment:
     @property
     def counterparty(self) -> AccountRef:
         """The other side: the payee of an outgoing payment, the payer of an incoming one
-        (the payee, for an admin)."""
+        (the payee, for an admin). A split payment's payer has no one payee: an empty
+        AccountRef (its ``shares`` name them)."""
         return self.payer if self.direction is Direction.INCOMING else self.payee
 
     @classmethod
