@@ -79,6 +79,7 @@ class Config:
     probes: int = 300  # history pages and replays timed after a preload
     round: int = 1  # which repetition of this configuration (--repeat)
     batch: int = 1  # payments per call: 1, one Pay each; more, PayBatch calls of that many
+    split: int = 0  # payees per payment: 0, one each; 2 or more, split payments of that many
     without: str = ""  # a feature of WITHOUT left out, to measure its cost; "": as built
 
     def cluster_env(self) -> dict[str, str]:
@@ -151,4 +152,5 @@ class Result:
     pids: dict[str, int]
     probes: dict[str, Any] | None = None  # after a preload: history pages and replays
     batch: int = 1  # payments per call (PayBatch when more than 1); latencies are per call
+    split: int = 0  # payees per split payment (0: one payee each)
     without: str = ""  # the feature left out (Config.without); "": as built

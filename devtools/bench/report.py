@@ -101,6 +101,8 @@ def settings_line(result: Result | FailoverResult) -> str:
     replicas = f"{result.gateways} gateway replica{'s' if result.gateways > 1 else ''}"
     calls = getattr(result, "batch", 1)
     paying = f"PayBatch of {calls} | " if calls > 1 else ""
+    split = getattr(result, "split", 0)
+    paying = f"split to {split} payees | " if split else paying
     return (
         f"{result.config} | {result.backend} | {replicas} | {paying}batch max "
         f"{result.batch_max} | txn timeout {result.txn_timeout:g} s | log {result.log_level} | "
@@ -132,6 +134,8 @@ def _cpu_per_payment(result: Result) -> str:
 
 
 def _in_calls(result: Result) -> str:
+    if result.split:
+        return f", each split to {result.split} payees (one Pay call each)"
     if result.batch == 1:
         return ""
     calls = -(-result.payments // result.batch)
