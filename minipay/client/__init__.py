@@ -65,9 +65,9 @@ __all__ = [
     "PaymentKind",
     "PaymentStatus",
     "Registration",
+    "RetryPolicy",
     "Share",
     "SplitShare",
-    "RetryPolicy",
     "User",
     "UserList",
 ]

@@ -113,9 +113,9 @@ __all__ = [
     "PaymentStatus",
     "PaymentTrace",
     "Registration",
+    "RetryPolicy",
     "Share",
     "SplitShare",
-    "RetryPolicy",
     "User",
     "UserList",
 ]

@@ -229,8 +229,10 @@ def _row_checks(query: PaymentsQuery) -> Sequence[Callable[[PaymentView], bool]]
     if query.bank is not None and query.account is None:
         bank = query.bank
         checks.append(
-            lambda row: bank in (row.from_bank, row.to_bank)
-            or any(share.bank == bank for share in row.shares)
+            lambda row: (
+                bank in (row.from_bank, row.to_bank)
+                or any(share.bank == bank for share in row.shares)
+            )
         )
     if query.status is not None:
         states = states_of(query.status)

@@ -287,8 +287,8 @@ class JournalHead(Base):
 
 class Event(Base):
     """One event of the stream. ``payer_key`` and ``payee_key`` are the accounts
-    ("bank/account") whose owners may read it (and those ``event_readers`` names); ``subject`` is compact JSON of what it is
-    about, shaped for each reader when read."""
+    ("bank/account") whose owners may read it (and those ``event_readers`` names);
+    ``subject`` is compact JSON of what it is about, shaped for each reader when read."""
 
     __tablename__ = "events"
     __table_args__ = (

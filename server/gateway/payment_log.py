@@ -241,9 +241,7 @@ def _reserve_share(connection: Connection, order: PaymentOrder) -> int | None:
         amount = int(rows[0][0]) if rows else 0
     if amount <= 0:
         return None
-    granted = fastsql.execute(
-        connection, RESERVE_SHARE, [amount, *share, amount, order.currency]
-    )
+    granted = fastsql.execute(connection, RESERVE_SHARE, [amount, *share, amount, order.currency])
     return amount if granted else None
 
 

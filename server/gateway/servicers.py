@@ -301,7 +301,11 @@ class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
             return trace.Viewer.PAYER if outgoing else trace.Viewer.PAYEE
 
         payment, steps = await _story(
-            self._db, payment_id, viewer, history.not_found(payment_id), (claims.bank, claims.account)
+            self._db,
+            payment_id,
+            viewer,
+            history.not_found(payment_id),
+            (claims.bank, claims.account),
         )
         return gateway_pb2.GetPaymentTraceResponse(
             payment=payment_message(payment, claims.bank, claims.account),
