@@ -414,3 +414,19 @@ async def log_in_everyone(config: ClientConfig) -> dict[str, str]:
             await client.register(username, SEED_PASSWORDS[username], bank, account)
             tokens[username] = (await client.login(username, SEED_PASSWORDS[username])).token
     return tokens
+
+
+def assert_reconciled(cluster: Cluster, certs: Path, older_than: int = 1) -> Any:
+    """Runs ``admin reconcile`` (through the gateway, as an admin) and fails on any finding,
+    naming each; returns the report. For the end of a test, once everything settled."""
+    # Any live replica will do (the first may be the one a test killed).
+    boss = Client(cluster, certs, "admin", max_attempts=3, gateway=cluster.gateway_addresses)
+    boss.login(*ADMIN)
+    # A bank restarted by the test may not be reachable again from the gateway just yet.
+    wait_until(
+        lambda: all(bank.serving for bank in boss.list_banks().banks), what="every bank to answer"
+    )
+    report = boss.reconcile(older_than)
+    findings = "\n".join(f"{f.code} {f.bank} {f.payment_id} {f.detail}" for f in report.findings)
+    assert report.agreed, f"reconcile found {report.findings_total}:\n{findings}"
+    return report

@@ -66,6 +66,8 @@ def test_customers_and_admins_read_their_events_in_one_order(cluster: Cluster, c
     assert failed.status == ABORTED
     boss.set_disabled("beta", "dave", True)
     boss.set_disabled("beta", "dave", False)
+    boss.deposit(*CAROL, 5_000, idempotency_key="events-deposit")
+    boss.deposit(*CAROL, 5_000, idempotency_key="events-deposit")  # a replay: no second event
 
     every = all_events(boss)
     sequences = [e.sequence for e in every]
@@ -77,8 +79,11 @@ def test_customers_and_admins_read_their_events_in_one_order(cluster: Cluster, c
         "payment.aborted",
         "user.disabled",
         "user.enabled",
+        "deposit.applied",
     ]
-    assert every[-1].user is not None and every[-1].user.username == "dave"
+    assert every[-2].user is not None and every[-2].user.username == "dave"
+    deposit = every[-1].deposit
+    assert deposit is not None and (deposit.amount_minor_units, deposit.admin) == (5_000, "admin")
     aborted = next(e for e in every if e.type == "payment.aborted")
     assert aborted.payment is not None and aborted.payment.reason_code == "INSUFFICIENT_FUNDS"
 
@@ -92,7 +97,8 @@ def test_customers_and_admins_read_their_events_in_one_order(cluster: Cluster, c
     assert mine[2].payment is not None and mine[2].payment.reason_code == "INSUFFICIENT_FUNDS"
     # The payee never learns of a payment to them that was aborted.
     theirs = all_events(carol)
-    assert [e.type for e in theirs] == ["payment.committed", "refund.committed"]
+    assert [e.type for e in theirs] == ["payment.committed", "refund.committed", "deposit.applied"]
+    assert theirs[-1].deposit is not None and theirs[-1].deposit.admin == ""  # not an admin
     assert theirs[0].payment is not None and theirs[0].payment.refundable_minor_units == 2_500
     # Filters, and a cursor past others' events.
     only = all_events(boss, types=("refund.committed",))

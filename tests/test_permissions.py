@@ -149,10 +149,15 @@ ALLOWED: dict[str, frozenset[str]] = {
     "/minipay.v1.Accounts/ListCustomers": frozenset({"gateway"}),
     "/minipay.v1.Accounts/SetCustomerDisabled": frozenset({"gateway"}),
     "/minipay.v1.Accounts/ApplyDeposit": frozenset({"gateway"}),
+    "/minipay.v1.Ledger/ListBankPayments": frozenset({"gateway"}),
+    "/minipay.v1.Ledger/ListDeposits": frozenset({"gateway"}),
+    "/minipay.v1.Ledger/GetBooks": frozenset({"gateway"}),
 }
 ADMIN_METHODS = [m for m in ALLOWED if m.startswith("/minipay.v1.Admin/")]
 BANK_METHODS_BY_NAME = [
-    m for m in ALLOWED if m.startswith(("/minipay.v1.Participant/", "/minipay.v1.Accounts/"))
+    m
+    for m in ALLOWED
+    if m.startswith(("/minipay.v1.Participant/", "/minipay.v1.Accounts/", "/minipay.v1.Ledger/"))
 ]
 CUSTOMER_METHODS = [m for m in ALLOWED if m.startswith("/minipay.v1.Payments/")]
 # Streaming methods (Events/Watch) are refused the same way, checked where they are served.
@@ -289,6 +294,7 @@ def test_matrix_covers_every_service() -> None:
         "/minipay.v1.Coordinator",
         "/minipay.v1.Participant",
         "/minipay.v1.Accounts",
+        "/minipay.v1.Ledger",
         "/grpc.health.v1.Health",
     } <= services
 

@@ -41,6 +41,7 @@ from tests.helpers import (
     SEED_BALANCES,
     aio_channel,
     assert_atomic,
+    assert_reconciled,
     assert_refunds_within_payments,
     balances,
     bank_state,
@@ -103,6 +104,7 @@ def test_crash_point(
     if "answer" in first:
         assert first["answer"].payment_id == retry.payment_id
     assert_atomic(cluster, before)
+    assert_reconciled(cluster, certs)
     moved = 2500 if outcome == COMMITTED else 0
     paying, paid = SEED_ACCOUNTS["alice"], ("beta", "B-2001")
     assert bank_state(cluster, "alpha")["accounts"]["A-1001"][0] == SEED_BALANCES[paying] - moved
@@ -384,6 +386,7 @@ def check_the_books(cluster: Cluster, workload: Workload, before: int) -> None:
         assert entries[payment_id] == expected, (key, payment_id, status)
     keys = Counter(key for _, key in gateway_payments(cluster).values() if key)
     assert all(count == 1 for count in keys.values()), "a key made two payments"
+    assert_reconciled(cluster, workload.certs)  # and admin reconcile proves the books
 
 
 def play_and_judge(

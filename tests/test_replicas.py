@@ -43,6 +43,7 @@ from tests.helpers import (
     admin,
     aio_channel,
     assert_atomic,
+    assert_reconciled,
     client_config,
     customer,
     gateway_url,
@@ -239,6 +240,7 @@ def test_a_survivor_finishes_what_a_killed_replica_left(
     assert answer.status == outcome, answer
     assert answer.replayed
     assert_atomic(cluster, before)
+    assert_reconciled(cluster, certs)
     assert ledger_counts(cluster)[answer.payment_id] == (2 if outcome == COMMITTED else 0)
     assert payment_row(cluster, answer.payment_id).owner_token == replica_rows(cluster)[SECOND][0]
 
@@ -413,3 +415,4 @@ def test_clients_keep_paying_while_a_replica_stops_or_dies(
     assert len(aborted) <= 1, aborted
     assert all(a.status == ABORTED and a.reason_code == "TIMEOUT" for a in aborted), aborted
     assert_atomic(cluster, before)
+    assert_reconciled(cluster, certs)

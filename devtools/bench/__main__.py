@@ -194,6 +194,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(default: %(default)s)",
     )
     parser.add_argument(
+        "--reconcile",
+        action="store_true",
+        help="after the run, time one admin reconcile of every payment stored (with "
+        "--preload: of the day preloaded too) and the gateway's peak memory around it",
+    )
+    parser.add_argument(
         "--failover",
         action="store_true",
         help="instead of the throughput run: two gateway replicas on PostgreSQL (needs "
@@ -296,6 +302,7 @@ def config_for(
         database_url=args.database_url,
         preload=args.preload,
         probes=args.probes,
+        reconcile=args.reconcile,
         round=round_,
         without=without,
     )

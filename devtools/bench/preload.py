@@ -35,7 +35,7 @@ from devtools.cluster import GATEWAY, Cluster
 from server.bank.models import Account, BankPayment, LedgerEntry, Leg, ParticipantState
 from server.common.db import is_sqlite, sqlite_path
 from server.common.vocabulary import Side
-from server.gateway.models import Payment
+from server.gateway.models import Deposit, Payment
 from server.gateway.payment_log import new_payment_id
 from server.gateway.payment_state import CoordinatorState, PaymentOrder
 
@@ -74,8 +74,20 @@ LEDGER_COLUMNS = [
     "deposit_id",
     "created_at",
 ]
+DEPOSIT_COLUMNS = [
+    "deposit_id",
+    "bank",
+    "account",
+    "amount",
+    "currency",
+    "admin",
+    "state",
+    "created_at",
+    "applied_at",
+]
 TABLES = {
     "payments": (Payment, PAYMENT_COLUMNS),
+    "deposits": (Deposit, DEPOSIT_COLUMNS),
     "bank_payments": (BankPayment, BANK_PAYMENT_COLUMNS),
     "legs": (Leg, LEG_COLUMNS),
     "ledger_entries": (LedgerEntry, LEDGER_COLUMNS),
@@ -187,6 +199,7 @@ class BankLoad:
     ledger: list[Row] = field(default_factory=list)
     balances: dict[str, int] = field(default_factory=dict)
     deposited: int = 0
+    deposits: list[Row] = field(default_factory=list)  # the gateway's records of them
 
 
 def bank_load(
@@ -219,6 +232,21 @@ def bank_load(
             load.deposited += deposit
             deposit_id = f"preload:{number}:{uuid.uuid4().hex}"
             load.ledger.append((number, deposit, balance[number], None, deposit_id, first - 1.0))
+            # Known to the gateway too, as an admin's deposit is: reconcile finds it there.
+            currency = accounts[number][1]
+            load.deposits.append(
+                (
+                    deposit_id,
+                    bank,
+                    number,
+                    deposit,
+                    currency,
+                    "preload",
+                    "APPLIED",
+                    first - 1.0,
+                    first - 1.0,
+                )
+            )
     committed = ParticipantState.COMMITTED.name
     seen: set[int] = set()
     for i, account, side, change in moves:
@@ -366,12 +394,14 @@ def preload(
     if missing:
         raise RuntimeError(f"accounts not found at their banks: {', '.join(sorted(missing))}")
     rows = {}
+    loads = {bank: bank_load(plan, customers, bank, accounts[bank]) for bank in cluster.bank_names}
     writer, address = _writer(database_url(cluster, GATEWAY))
     payments = gateway_rows(plan, customers, currencies, timeout)
-    rows[GATEWAY] = writer(address, [("payments", payments)], {})
+    made = [row for load in loads.values() for row in load.deposits]
+    rows[GATEWAY] = writer(address, [("payments", payments), ("deposits", made)], {})
     deposits = 0
     for bank in cluster.bank_names:
-        load = bank_load(plan, customers, bank, accounts[bank])
+        load = loads[bank]
         deposits += load.deposited
         writer, address = _writer(database_url(cluster, bank))
         tables: list[tuple[str, Iterable[Row]]] = [

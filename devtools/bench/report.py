@@ -209,6 +209,18 @@ def render(result: Result) -> str:
             f"({probes['replays']} Pay calls with preloaded keys, "
             f"{probes['replays'] - probes['replays_wrong']} answered replayed)",
         ]
+    if result.reconcile:
+        rec = result.reconcile
+        memory = ", ".join(
+            f"{name} {rec['peak_rss_mb_before'][name]:.0f}->{rec['peak_rss_mb_after'][name]:.0f}"
+            for name in rec["peak_rss_mb_after"]
+        )
+        verdict = "agreed" if rec["agreed"] else f"{rec['findings_total']} findings"
+        lines.append(
+            f"   reconcile     {rec['seconds']:.1f} s for {rec['payments_checked']} payments, "
+            f"{rec['entries_checked']} entries, {rec['deposits_checked']} deposits: {verdict}; "
+            f"peak MB {memory}"
+        )
     lines += [f"   !! {problem}" for problem in result.problems]
     return "\n".join(lines)
 

@@ -10,6 +10,7 @@ import logging
 import math
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +22,14 @@ from devtools.bench.config import BenchError, Config, Result
 from devtools.bench.echo import EchoResult
 from devtools.bench.event_watch import EventDelays
 from devtools.bench.load import (
+    ADMIN,
     ADMIN_CERT,
     AMOUNT_RANGE,
     CUSTOMER_CERT,
     Customer,
     RetryCounter,
     Samples,
+    client_config,
     load,
     log_in_everyone,
     percentiles,
@@ -37,6 +40,7 @@ from devtools.bench.probes import probe
 from devtools.bench.processes import cpu_per_payment, cpu_snapshot, cpu_used, log_sizes
 from devtools.bench.report import progress
 from devtools.cluster import DEFAULT_BANK_NAMES, GATEWAY, Cluster
+from minipay.client.api import GatewayClient
 from server.common.settings import DEV_CERTS
 
 IDLE_TIMEOUT = 60.0
@@ -131,6 +135,7 @@ class Measured:
     retries: int
     preloaded: Preloaded | None
     probes: dict[str, Any] | None
+    reconcile: dict[str, Any] | None = None
 
 
 def run_config(
@@ -178,6 +183,14 @@ def run_config(
                 probes = asyncio.run(probe(cluster, customers, tokens, preloaded, config.probes))
             progress("  waiting for the cluster to be idle")
             after = books.wait_idle(cluster, max(IDLE_TIMEOUT, 3 * config.effective_txn_timeout))
+            reconciled = None
+            if config.reconcile:
+                progress("  reconciling every payment stored")
+                reconciled = asyncio.run(time_reconcile(cluster))
+                progress(
+                    f"  reconciled {reconciled['payments_checked']} payments in "
+                    f"{reconciled['seconds']:.1f} s: {reconciled['findings_total']} findings"
+                )
             cpu = cpu_used(cluster, cpu_start["at"], cpu_end)
             done = samples.committed + samples.aborted + samples.pending
             measured = Measured(
@@ -196,6 +209,7 @@ def run_config(
                 retries=retries.count,
                 preloaded=preloaded,
                 probes=probes,
+                reconcile=reconciled,
             )
     finally:
         client_log.removeHandler(retries)
@@ -218,6 +232,8 @@ def summarize(config: Config, m: Measured) -> Result:
     problems = list(checks.problems)
     if m.probes is not None:
         problems += m.probes["problems"]
+    if m.reconcile is not None and not m.reconcile["agreed"]:
+        problems.append(f"reconcile found {m.reconcile['findings_total']}: {m.reconcile['codes']}")
     return Result(
         config=config.setup.label,
         round=config.round,
@@ -259,7 +275,40 @@ def summarize(config: Config, m: Measured) -> Result:
         log_mb=m.logs,
         pids=m.pids,
         probes=m.probes,
+        reconcile=m.reconcile,
         batch=config.batch,
         split=config.split,
         without=config.without,
     )
+
+
+def _peak_rss_mb(pid: int) -> float:
+    """The process's peak resident memory so far (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+async def time_reconcile(cluster: Cluster) -> dict[str, Any]:
+    """One admin reconcile through the first gateway: its time, what it checked and found,
+    and the gateway's and the banks' peak memory before and after it."""
+    pids = {name: process.pid for name, process in cluster.processes.items()}
+    before = {name: _peak_rss_mb(pid) for name, pid in pids.items()}
+    started = time.perf_counter()
+    async with GatewayClient(client_config(cluster, ADMIN_CERT)) as admin:
+        await admin.login(*ADMIN)
+        report = await admin.reconcile(60)
+    seconds = time.perf_counter() - started
+    after = {name: _peak_rss_mb(pid) for name, pid in pids.items()}
+    return {
+        "seconds": round(seconds, 2),
+        "agreed": report.agreed,
+        "payments_checked": report.payments_checked,
+        "entries_checked": report.entries_checked,
+        "deposits_checked": report.deposits_checked,
+        "findings_total": report.findings_total,
+        "codes": sorted({finding.code for finding in report.findings}),
+        "peak_rss_mb_before": before,
+        "peak_rss_mb_after": after,
+    }

@@ -1,6 +1,7 @@
 """The admin's command line (``minipay-admin``; ``python -m admin`` in a checkout): log in as
 an admin, list banks, create, list, disable and enable users, deposit money, look at every
-payment, read any payment's story (trace) and refund one on its payee's behalf.
+payment, read any payment's story (trace), refund one on its payee's behalf, reconcile the
+gateway's books with every bank's, and see the system at a glance (overview).
 
 The admin's session is kept apart from a customer's, in $MINIPAY_HOME/admin-session.json
 (default ~/.minipay). Amounts are plain decimals in the currency's units ("100.00"); with
@@ -15,6 +16,7 @@ import sys
 import uuid
 from collections.abc import Sequence
 
+from minipay.admin.books import show_overview, show_report
 from minipay.audit import Head
 from minipay.client.__main__ import (
     KINDS,
@@ -206,6 +208,33 @@ def build_parser() -> argparse.ArgumentParser:
         TRACE_DETAILS,
     )
     trace_command.add_argument("payment_id", metavar="ID", help="the payment's id")
+
+    reconcile = commands.add(
+        "reconcile",
+        "prove the books: compare the gateway's payments and deposits with every bank's",
+        "Reads every bank's ledger, holds and balances (through the gateway) and compares\n"
+        "them with the gateway's decisions and deposits; prints a summary, and with --json\n"
+        "every finding. What is younger than --older-than is in flight, not a mismatch.\n"
+        "Exits 0 when the books agree, 1 when they do not (each mismatch named) or a bank\n"
+        "did not answer. Nothing is changed.",
+    )
+    reconcile.add_argument(
+        "--older-than",
+        type=positive_int,
+        default=60,
+        metavar="S",
+        help="seconds after which what is undecided, held or unconfirmed is a finding",
+    )
+    reconcile.add_argument(
+        "--last",
+        action="store_true",
+        help="show the report of the last reconcile any replica ran instead of running one",
+    )
+    commands.add(
+        "overview",
+        "the system at a glance: banks, replicas, payments per second, payments open, the "
+        "last reconcile",
+    )
     add_events_command(commands, "every")
     audit = commands.add(
         "audit",
@@ -341,6 +370,15 @@ async def work(invocation: Invocation, client: GatewayClient) -> int:
         return await refund(invocation, client)
     elif command == "trace":
         show_trace(args, await client.admin_payment_trace(args.payment_id))
+    elif command == "reconcile":
+        if args.last:
+            last = await client.last_reconcile()
+            if last is None:
+                raise ClientError("no reconcile ran yet: run 'admin reconcile'")
+            return show_report(args, last)
+        return show_report(args, await client.reconcile(args.older_than))
+    elif command == "overview":
+        show_overview(args, await client.overview())
     elif command == "events":
         return await show_events(args, client, payment_fields)
     elif command == "audit":

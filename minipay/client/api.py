@@ -65,9 +65,11 @@ from minipay.client.results import (
     ItemError,
     LoginResult,
     LogoutResult,
+    Overview,
     Payment,
     PaymentKind,
     PaymentStatus,
+    ReconcileReport,
     Registration,
     Share,
     SplitShare,
@@ -108,10 +110,12 @@ __all__ = [
     "LoginResult",
     "LogoutResult",
     "MinipayError",
+    "Overview",
     "Payment",
     "PaymentKind",
     "PaymentStatus",
     "PaymentTrace",
+    "ReconcileReport",
     "Registration",
     "RetryPolicy",
     "Share",
@@ -136,6 +140,7 @@ RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXC
 DEFAULT_GATEWAY = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 30.0  # seconds, each attempt
 DEFAULT_DEADLINE = 60.0  # seconds, the whole call with its retries
+RECONCILE_PATIENCE = 600.0  # seconds: a reconcile reads every bank's books
 DEFAULT_ATTEMPTS = 10
 # ListHistory's page size: 1-200 (the gateway's limits; 0 there means 20).
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 200
@@ -436,18 +441,21 @@ class GatewayClient:
         state = self._channel.get_state(try_to_connect=False)
         return bool(state != grpc.ChannelConnectivity.READY)
 
-    async def _call(self, method: Any, request: Any, idempotency_key: str = "") -> Answer:
+    async def _call(
+        self, method: Any, request: Any, idempotency_key: str = "", patience: float = 0.0
+    ) -> Answer:
         """Calls with retries; every attempt carries the same request id and its number, and
-        none runs past the call's deadline. Raises ApiError (GatewayUnreachable when the
-        gateway never answered)."""
+        none runs past the call's deadline (PATIENCE, if longer than the configured timeout
+        and deadline, for a call that takes long by nature). Raises ApiError
+        (GatewayUnreachable when the gateway never answered)."""
         request_id = uuid.uuid4().hex
-        deadline = time.monotonic() + self.config.deadline
+        deadline = time.monotonic() + max(self.config.deadline, patience)
         attempt = 1
         while True:
             metadata = [(REQUEST_ID_HEADER, request_id), ("x-attempt", str(attempt))]
             if self.token:
                 metadata.append(("authorization", f"Bearer {self.token}"))
-            timeout = min(self.config.timeout, deadline - time.monotonic())
+            timeout = min(max(self.config.timeout, patience), deadline - time.monotonic())
             try:
                 call = method(request, metadata=metadata, timeout=timeout)
                 message = await call
@@ -767,6 +775,31 @@ class GatewayClient:
         request = admin_pb2.AdminGetPaymentRequest(payment_id=payment_id)
         message, request_id = await self._call(self.admin.GetPayment, request)
         return Payment.from_message(message.payment, request_id, refunds=message.refunds)
+
+    async def reconcile(self, older_than_seconds: int = 0) -> ReconcileReport:
+        """Compares the gateway with every bank (what is in flight for less than
+        OLDER_THAN_SECONDS, 0: 60, is not a mismatch) and returns the stored report."""
+        request = admin_pb2.ReconcileRequest(older_than_seconds=older_than_seconds)
+        message, request_id = await self._call(
+            self.admin.Reconcile, request, patience=RECONCILE_PATIENCE
+        )
+        return ReconcileReport.from_message(message.report, request_id)
+
+    async def last_reconcile(self) -> ReconcileReport | None:
+        """The report of the last reconcile any replica ran (None if none ran)."""
+        message, request_id = await self._call(
+            self.admin.GetLastReconcile, admin_pb2.GetLastReconcileRequest()
+        )
+        if not message.HasField("report"):
+            return None
+        return ReconcileReport.from_message(message.report, request_id)
+
+    async def overview(self) -> Overview:
+        """The system at a glance: banks, replicas, payments per 10 s, payments open."""
+        message, request_id = await self._call(
+            self.admin.GetOverview, admin_pb2.GetOverviewRequest()
+        )
+        return Overview.from_message(message, request_id)
 
     async def list_payments(
         self,

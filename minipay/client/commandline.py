@@ -309,7 +309,9 @@ class Commands:
         """A command under PARENT ("audit verify"): its name is in ``args.subcommand``."""
         group = parent.__dict__.get("_minipay_subcommands")
         if group is None:
-            group = parent.add_subparsers(dest="subcommand", metavar="COMMAND", required=True)
+            group = parent.add_subparsers(
+                dest="subcommand", metavar="COMMAND", required=True, help="one of these:"
+            )
             parent.__dict__["_minipay_subcommands"] = group
         description = summary[0].upper() + summary[1:] + "."
         if details:

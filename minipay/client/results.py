@@ -12,6 +12,7 @@ import enum
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from google.protobuf import timestamp_pb2
 
@@ -356,3 +357,192 @@ class Deposit:
     balance_minor_units: int  # the account's posted balance after the deposit
     idempotency_key: str
     request_id: str
+
+
+# -- the reconcile and the overview (admin calls) ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Amount:
+    minor_units: int
+    currency: str
+
+
+def _amounts(messages: Iterable[Any]) -> tuple[Amount, ...]:
+    return tuple(Amount(m.minor_units, m.currency) for m in messages)
+
+
+def _maybe_utc(message: Any, name: str) -> datetime | None:
+    return utc(getattr(message, name)) if message.HasField(name) else None
+
+
+@dataclass(frozen=True)
+class ReconcileFinding:
+    """One mismatch (``code``: the README lists them), in words in ``detail``."""
+
+    code: str
+    bank: str
+    payment_id: str
+    account: str
+    expected: str
+    found: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class BankBooks:
+    bank: str
+    reachable: bool
+    accounts: int
+    payments: int
+    ledger_entries: int
+    in_doubt: int
+    oldest_in_doubt: datetime | None
+    balances: tuple[Amount, ...]
+    held: tuple[Amount, ...]
+
+
+@dataclass(frozen=True)
+class CurrencyBooks:
+    currency: str
+    balances_minor_units: int
+    deposits_minor_units: int
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    run_id: str
+    replica: str
+    started_at: datetime
+    finished_at: datetime
+    agreed: bool
+    older_than_seconds: int
+    payments_checked: int
+    entries_checked: int
+    deposits_checked: int
+    in_flight: int
+    findings: tuple[ReconcileFinding, ...]
+    findings_total: int
+    banks: tuple[BankBooks, ...]
+    currencies: tuple[CurrencyBooks, ...]
+    request_id: str = ""
+
+    @classmethod
+    def from_message(cls, message: admin_pb2.ReconcileReport, request_id: str) -> ReconcileReport:
+        return cls(
+            run_id=message.run_id,
+            replica=message.replica,
+            started_at=utc(message.started_at),
+            finished_at=utc(message.finished_at),
+            agreed=message.agreed,
+            older_than_seconds=message.older_than_seconds,
+            payments_checked=message.payments_checked,
+            entries_checked=message.entries_checked,
+            deposits_checked=message.deposits_checked,
+            in_flight=message.in_flight,
+            findings=tuple(
+                ReconcileFinding(
+                    f.code, f.bank, f.payment_id, f.account, f.expected, f.found, f.detail
+                )
+                for f in message.findings
+            ),
+            findings_total=message.findings_total,
+            banks=tuple(
+                BankBooks(
+                    b.bank,
+                    b.reachable,
+                    b.accounts,
+                    b.payments,
+                    b.ledger_entries,
+                    b.in_doubt,
+                    _maybe_utc(b, "oldest_in_doubt"),
+                    _amounts(b.balances),
+                    _amounts(b.held),
+                )
+                for b in message.banks
+            ),
+            currencies=tuple(
+                CurrencyBooks(c.currency, c.balances.minor_units, c.deposits.minor_units)
+                for c in message.currencies
+            ),
+            request_id=request_id,
+        )
+
+
+@dataclass(frozen=True)
+class BankOverview:
+    name: str
+    address: str
+    serving: bool
+    balances: tuple[Amount, ...]
+    held: tuple[Amount, ...]
+    in_doubt: int
+    oldest_in_doubt: datetime | None
+
+
+@dataclass(frozen=True)
+class ReplicaInfo:
+    name: str
+    live: bool
+    started_at: datetime
+    lease_expires_at: datetime
+
+
+@dataclass(frozen=True)
+class ThroughputBucket:
+    start: datetime
+    seconds: int
+    committed: int
+    aborted: int
+
+
+@dataclass(frozen=True)
+class Overview:
+    banks: tuple[BankOverview, ...]
+    replicas: tuple[ReplicaInfo, ...]
+    throughput: tuple[ThroughputBucket, ...]
+    open_payments: int
+    oldest_open_payment: datetime | None
+    undecided_payments: int
+    audit_head_sequence: int
+    audit_head_hash: str
+    last_event_sequence: int
+    last_reconcile: ReconcileReport | None
+    request_id: str = ""
+
+    @classmethod
+    def from_message(cls, message: admin_pb2.GetOverviewResponse, request_id: str) -> Overview:
+        return cls(
+            banks=tuple(
+                BankOverview(
+                    b.name,
+                    b.address,
+                    b.serving,
+                    _amounts(b.balances),
+                    _amounts(b.held),
+                    b.in_doubt,
+                    _maybe_utc(b, "oldest_in_doubt"),
+                )
+                for b in message.banks
+            ),
+            replicas=tuple(
+                ReplicaInfo(r.name, r.live, utc(r.started_at), utc(r.lease_expires_at))
+                for r in message.replicas
+            ),
+            throughput=tuple(
+                ThroughputBucket(utc(t.start), t.seconds, t.committed, t.aborted)
+                for t in message.throughput
+            ),
+            open_payments=message.open_payments,
+            oldest_open_payment=_maybe_utc(message, "oldest_open_payment"),
+            undecided_payments=message.undecided_payments,
+            audit_head_sequence=message.audit_head_sequence,
+            audit_head_hash=message.audit_head_hash,
+            last_event_sequence=message.last_event_sequence,
+            last_reconcile=(
+                ReconcileReport.from_message(message.last_reconcile, request_id)
+                if message.HasField("last_reconcile")
+                else None
+            ),
+            request_id=request_id,
+        )

@@ -1,5 +1,5 @@
-"""The bank server factory: migrate and seed the database, then serve the participant and
-accounts services over mutual TLS, and keep asking about undecided yes votes."""
+"""The bank server factory: migrate and seed the database, then serve the participant,
+accounts and ledger services over mutual TLS, and keep asking about undecided yes votes."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from minipay.v1 import bank_pb2, bank_pb2_grpc
 from server.bank import seed
 from server.bank.coordinator_client import CoordinatorClient
 from server.bank.recovery import DecisionAsker
-from server.bank.servicers import AccountsService, ParticipantService
+from server.bank.servicers import AccountsService, LedgerService, ParticipantService
 from server.common import seed as seed_file
 from server.common.db import Database, open_database
 from server.common.errors import ConfigError
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 SERVICES = [
     bank_pb2.DESCRIPTOR.services_by_name["Participant"].full_name,
     bank_pb2.DESCRIPTOR.services_by_name["Accounts"].full_name,
+    bank_pb2.DESCRIPTOR.services_by_name["Ledger"].full_name,
 ]
 
 
@@ -92,6 +93,7 @@ async def run_server(settings: BankSettings) -> BankServer:
         bank_pb2_grpc.add_AccountsServicer_to_server(
             AccountsService(database, Passwords(settings.bcrypt_rounds)), server
         )
+        bank_pb2_grpc.add_LedgerServicer_to_server(LedgerService(database), server)
         return SERVICES
 
     interceptors = [

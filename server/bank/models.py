@@ -65,7 +65,11 @@ class LedgerEntry(Base):
     """One change to one account's balance: a committed payment leg or a deposit."""
 
     __tablename__ = "ledger_entries"
-    __table_args__ = (Index("ix_ledger_account", "account_number", "id"),)
+    __table_args__ = (
+        Index("ix_ledger_account", "account_number", "id"),
+        # A payment's entries, for the reconcile (``books``).
+        Index("ix_ledger_payment", "payment_id", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     account_number: Mapped[str] = mapped_column(ForeignKey("accounts.number"))

@@ -9,7 +9,7 @@ import grpc
 from sqlalchemy.orm import Session
 
 from minipay.v1 import bank_pb2, bank_pb2_grpc, common_pb2
-from server.bank import accounts, participant
+from server.bank import accounts, books, participant
 from server.common import validation
 from server.common.db import Database
 from server.common.errors import InvalidArgument, Unavailable
@@ -217,3 +217,117 @@ class AccountsService(bank_pb2_grpc.AccountsServicer):  # type: ignore[misc]
             )
         )
         return bank_pb2.ApplyDepositResponse(account=account_info(view))
+
+
+MAX_LEDGER_PAGE = 5000
+
+
+def _ledger_page_size(page_size: int) -> int:
+    if not 1 <= page_size <= MAX_LEDGER_PAGE:
+        raise InvalidArgument(f"page_size must be 1 to {MAX_LEDGER_PAGE}", field="page_size")
+    return page_size
+
+
+class LedgerService(bank_pb2_grpc.LedgerServicer):  # type: ignore[misc]
+    """The bank's books for the gateway's reconcile: read only, page by page."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def ListBankPayments(
+        self, request: bank_pb2.ListBankPaymentsRequest, context: grpc.aio.ServicerContext
+    ) -> bank_pb2.ListBankPaymentsResponse:
+        limit = _ledger_page_size(request.page_size)
+        after = request.after_payment_id[:64]
+        rows = await self._db.statements(lambda c: books.list_bank_payments(c, after, limit))
+        return bank_pb2.ListBankPaymentsResponse(
+            payments=[
+                bank_pb2.BankPaymentRecord(
+                    payment_id=row.payment_id,
+                    state=row.state,
+                    created_at=row.created_at,
+                    decided_at=row.decided_at or 0.0,
+                    legs=[
+                        bank_pb2.Leg(
+                            payment_id=row.payment_id,
+                            side=_SIDE_ENUMS[Side(leg.side)],
+                            account=leg.account,
+                            amount=money(leg.amount, leg.currency),
+                        )
+                        for leg in row.legs
+                    ],
+                    entries=[
+                        bank_pb2.LedgerEntryRecord(id=e.id, account=e.account, amount=e.amount)
+                        for e in row.entries
+                    ],
+                )
+                for row in rows
+            ],
+            done=len(rows) < limit,
+        )
+
+    async def ListDeposits(
+        self, request: bank_pb2.ListDepositsRequest, context: grpc.aio.ServicerContext
+    ) -> bank_pb2.ListDepositsResponse:
+        limit = _ledger_page_size(request.page_size)
+        after = request.after_deposit_id[:64]
+        rows = await self._db.statements(lambda c: books.list_deposits(c, after, limit))
+        return bank_pb2.ListDepositsResponse(
+            deposits=[
+                bank_pb2.DepositRecord(
+                    deposit_id=row.deposit_id,
+                    account=row.account,
+                    amount=money(row.amount, row.currency),
+                    created_at=row.created_at,
+                    entry_id=row.entry_id,
+                )
+                for row in rows
+            ],
+            done=len(rows) < limit,
+        )
+
+    async def GetBooks(
+        self, request: bank_pb2.GetBooksRequest, context: grpc.aio.ServicerContext
+    ) -> bank_pb2.GetBooksResponse:
+        accounts_only = request.accounts_only
+        found = await self._db.statements(lambda c: books.books(c, accounts_only))
+        return bank_pb2.GetBooksResponse(
+            currencies=[
+                bank_pb2.CurrencyTotals(
+                    currency=row.currency,
+                    accounts=row.accounts,
+                    balances=row.balances,
+                    held=row.held,
+                    incoming=row.incoming,
+                    deposits=row.deposits,
+                    debits=row.debits,
+                    credits=row.credits,
+                )
+                for row in found.currencies
+            ],
+            accounts=found.accounts,
+            payments=found.payments,
+            ledger_entries=found.ledger_entries,
+            in_doubt=found.in_doubt,
+            oldest_in_doubt=found.oldest_in_doubt or 0.0,
+            mismatches=[
+                bank_pb2.AccountMismatch(
+                    account=m.account,
+                    currency=m.currency,
+                    balance=m.balance,
+                    ledger_sum=m.ledger_sum,
+                    held=m.held,
+                    open_holds=m.open_holds,
+                    incoming=m.incoming,
+                    open_credits=m.open_credits,
+                )
+                for m in found.mismatches
+            ],
+            mismatches_total=found.mismatches_total,
+            stray_entries=[
+                bank_pb2.LedgerEntryRecord(id=e.id, account=e.account, amount=e.amount)
+                for e in found.stray_entries
+            ],
+            stray_entries_total=found.stray_entries_total,
+            read_at=found.read_at,
+        )

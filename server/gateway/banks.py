@@ -28,9 +28,12 @@ from server.common import errors, validation
 from server.common.logs import REQUEST_ID
 from server.common.tls import TlsFiles, channel_credentials, channel_options
 from server.common.vocabulary import Leg, Reason, Side
+from server.gateway import reconcile
 from server.gateway.payment_state import Delivered, Prepared, Vote, no_vote
 
 ACCOUNTS_TIMEOUT = 10.0
+# A page of a bank's books, or its totals (read over the whole ledger, in one snapshot).
+LEDGER_TIMEOUT = 60.0
 # A bank refuses a call whose metadata passes 8 KiB: the request ids a call carries (one per
 # payment in a round) stay far below, and an id too long to quote is left out.
 MAX_REQUEST_ID_LENGTH = 64
@@ -38,6 +41,7 @@ MAX_REQUEST_IDS_BYTES = 1024
 # Letters, digits and "_.:-": what any metadata and log can carry (a comma separates ids).
 _PASSED_ON_ID = re.compile(rf"[A-Za-z0-9_.:-]{{1,{MAX_REQUEST_ID_LENGTH}}}")
 _SIDES = {Side.DEBIT: bank_pb2.LEG_SIDE_DEBIT, Side.CREDIT: bank_pb2.LEG_SIDE_CREDIT}
+_SIDE_NAMES = {value: side.value for side, value in _SIDES.items()}
 # A bank's refusal the gateway's caller sees as it is, each as its own kind of error.
 _PASSED_ON: dict[grpc.StatusCode, type[errors.MinipayError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
@@ -123,6 +127,7 @@ class BankClient:
         )
         self._participant = bank_pb2_grpc.ParticipantStub(self._channel)
         self._accounts = bank_pb2_grpc.AccountsStub(self._channel)
+        self._ledger = bank_pb2_grpc.LedgerStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     async def close(self) -> None:
@@ -259,6 +264,95 @@ class BankClient:
             ),
         )
         return _account_info(answer.account)
+
+    # -- the bank's books, for the reconcile ---------------------------------------------------
+
+    async def books(self, accounts_only: bool = False) -> reconcile.BankBooks:
+        """The bank's totals and the disagreements within its books, in one snapshot (with
+        ACCOUNTS_ONLY: only the accounts' totals and the payments in doubt)."""
+        answer: bank_pb2.GetBooksResponse = await self._ledger_call(
+            self._ledger.GetBooks, bank_pb2.GetBooksRequest(accounts_only=accounts_only)
+        )
+        return reconcile.BankBooks(
+            currencies=tuple(
+                reconcile.CurrencyTotals(
+                    c.currency, c.balances, c.held, c.incoming, c.deposits, c.debits, c.credits
+                )
+                for c in answer.currencies
+            ),
+            accounts=answer.accounts,
+            payments=answer.payments,
+            ledger_entries=answer.ledger_entries,
+            in_doubt=answer.in_doubt,
+            oldest_in_doubt=answer.oldest_in_doubt or None,
+            mismatches=tuple(
+                reconcile.AccountMismatch(
+                    m.account,
+                    m.currency,
+                    m.balance,
+                    m.ledger_sum,
+                    m.held,
+                    m.open_holds,
+                    m.incoming,
+                    m.open_credits,
+                )
+                for m in answer.mismatches
+            ),
+            mismatches_total=answer.mismatches_total,
+            stray_entries=tuple(
+                reconcile.BankEntry(e.id, e.account, e.amount) for e in answer.stray_entries
+            ),
+            stray_entries_total=answer.stray_entries_total,
+        )
+
+    async def bank_payments_page(
+        self, after: str, page_size: int
+    ) -> tuple[list[reconcile.BankPayment], bool]:
+        """Up to PAGE_SIZE of the bank's payment records after AFTER, in id order, and
+        whether they are the last."""
+        answer: bank_pb2.ListBankPaymentsResponse = await self._ledger_call(
+            self._ledger.ListBankPayments,
+            bank_pb2.ListBankPaymentsRequest(after_payment_id=after, page_size=page_size),
+        )
+        return [
+            reconcile.BankPayment(
+                p.payment_id,
+                p.state,
+                p.created_at,
+                tuple(
+                    reconcile.BankLeg(
+                        _SIDE_NAMES.get(leg.side, ""),
+                        leg.account,
+                        leg.amount.minor_units,
+                        leg.amount.currency,
+                    )
+                    for leg in p.legs
+                ),
+                tuple(reconcile.BankEntry(e.id, e.account, e.amount) for e in p.entries),
+            )
+            for p in answer.payments
+        ], answer.done
+
+    async def deposits_page(
+        self, after: str, page_size: int
+    ) -> tuple[list[reconcile.BankDeposit], bool]:
+        """Up to PAGE_SIZE of the bank's deposit entries after AFTER, in deposit id order."""
+        answer: bank_pb2.ListDepositsResponse = await self._ledger_call(
+            self._ledger.ListDeposits,
+            bank_pb2.ListDepositsRequest(after_deposit_id=after, page_size=page_size),
+        )
+        return [
+            reconcile.BankDeposit(
+                d.deposit_id, d.account, d.amount.minor_units, d.amount.currency, d.created_at
+            )
+            for d in answer.deposits
+        ], answer.done
+
+    async def _ledger_call(self, method: Any, request: Any) -> Any:
+        try:
+            return await method(request, timeout=LEDGER_TIMEOUT)
+        except grpc.aio.AioRpcError as error:
+            raise self._error(error) from None
 
     async def serving(self, timeout: float = 1.0) -> bool:
         try:

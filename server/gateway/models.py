@@ -3,7 +3,7 @@ usernames given out, revoked tokens and cut sessions, the login throttle's count
 replicas with their leases and the public keys they sign tokens with, payments with their
 coordinator state, decision, idempotency key and owner (the coordinator's durable log),
 each payment's steps (its trace), the event stream, the audit chain and the heads that order
-both."""
+both, the admins' deposits, and the reports of the reconciles."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -270,6 +271,40 @@ class PaymentStep(Base):
     outcome: Mapped[str] = mapped_column(String(40), default="")
     detail: Mapped[str] = mapped_column(String(200), default="")
     attributes: Mapped[str | None] = mapped_column(String(1000))  # compact JSON, rare
+
+
+class Deposit(Base):
+    """An admin's deposit, recorded before the bank is asked to apply it (so that reconcile
+    knows every deposit a bank may have) and marked APPLIED once the bank answered. The id is
+    the one the bank stores the deposit under, derived from the admin and their idempotency
+    key: the same key again is the same deposit (``deposits``)."""
+
+    __tablename__ = "deposits"
+
+    deposit_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    bank: Mapped[str] = mapped_column(String(64))
+    account: Mapped[str] = mapped_column(String(34))
+    amount: Mapped[int] = mapped_column(BigInteger)  # minor units
+    currency: Mapped[str] = mapped_column(String(3))
+    admin: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(10))  # RECORDED, then APPLIED
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+    applied_at: Mapped[float | None] = mapped_column(Float)
+
+
+class ReconcileRun(Base):
+    """The report of one reconcile (a serialized ``ReconcileReport``), whichever replica ran
+    it: GetLastReconcile reads the newest from any replica."""
+
+    __tablename__ = "reconcile_runs"
+    __table_args__ = (Index("ix_reconcile_runs_finished", "finished_at"),)
+
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    replica: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[float] = mapped_column(Float)
+    finished_at: Mapped[float] = mapped_column(Float)
+    agreed: Mapped[bool] = mapped_column()
+    report: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class JournalHead(Base):

@@ -35,6 +35,8 @@ class CoordinatorState(enum.StrEnum):
 
 # Not finished: undecided, or decided and not yet acknowledged by every bank.
 OPEN_STATES = (CoordinatorState.PREPARING, CoordinatorState.COMMITTING, CoordinatorState.ABORTING)
+# Decided commit, delivered or not.
+DECIDED_COMMIT_STATES = (CoordinatorState.COMMITTING, CoordinatorState.COMMITTED)
 # Decided, not yet acknowledged by every bank: what is still to deliver.
 DELIVERING_STATES = (CoordinatorState.COMMITTING, CoordinatorState.ABORTING)
 _STATES_OF_STATUS = {

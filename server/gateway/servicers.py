@@ -8,7 +8,6 @@ import asyncio
 import contextvars
 import dataclasses
 import functools
-import hashlib
 import logging
 import time
 import uuid
@@ -18,6 +17,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf import timestamp_pb2
 from sqlalchemy import Connection
+from sqlalchemy.orm import Session
 
 from minipay.errors import ErrorReason
 from minipay.service_names import bank_of
@@ -31,8 +31,10 @@ from minipay.v1 import (
     gateway_pb2_grpc,
 )
 from server.common import validation
+from server.common.clock import now
 from server.common.db import Database
 from server.common.errors import (
+    FailedPrecondition,
     Internal,
     InvalidArgument,
     MinipayError,
@@ -44,16 +46,21 @@ from server.common.principal import current_claims, current_principal
 from server.common.vocabulary import Status
 from server.gateway import (
     audit,
+    deposits,
     events,
     history,
     journal,
+    overview,
     payment_log,
+    reconcile,
+    reconcile_run,
+    reconcile_store,
     refunds,
     splits,
     trace,
     users,
 )
-from server.gateway.banks import BankDirectory, CustomerInfo, NewCustomer
+from server.gateway.banks import BankClient, BankDirectory, CustomerInfo, NewCustomer
 from server.gateway.coordinator import Coordinator
 from server.gateway.event_feed import EventFeed
 from server.gateway.payment_state import (
@@ -613,12 +620,15 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
         replica: str,
     ) -> None:
         self._banks = banks
+        self._replica = replica
         self._identities = identities
         self._db = db
         self._coordinator = coordinator
         self._limiter = limiter
         self._journal = journal
-        self._replica = replica
+        # Runs in the transaction that marks a deposit applied (``deposits.OnApplied``).
+        # A deposit's event rides on the transaction that marks it applied, once.
+        self.on_deposit_applied: deposits.OnApplied = _deposit_event
 
     async def GetPaymentTrace(
         self, request: admin_pb2.AdminGetPaymentTraceRequest, context: grpc.aio.ServicerContext
@@ -741,14 +751,33 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
     ) -> admin_pb2.DepositResponse:
         bank = self._banks.get(request.account.bank)
         key = validation.idempotency_key(request.idempotency_key)
-        # One deposit per admin and key, in a bounded id the bank can store.
-        scope = f"{current_claims().subject}\n{key}".encode()
-        info = await bank.deposit(
-            validation.account_number(request.account.account, "account.account"),
-            request.amount.minor_units,
-            request.amount.currency,
-            "admin-" + hashlib.sha256(scope).hexdigest()[:48],
+        account = validation.account_number(request.account.account, "account.account")
+        amount = validation.positive_amount(request.amount.minor_units)
+        currency = validation.currency(request.amount.currency)
+        admin = current_claims().subject
+        # One deposit per admin and key, in a bounded id the bank can store; recorded before
+        # the bank is asked, so that reconcile knows every deposit a bank may hold.
+        deposit_id = deposits.deposit_id(admin, key)
+        await self._db.transaction(
+            lambda s: deposits.record(
+                s,
+                deposit_id=deposit_id,
+                bank=bank.name,
+                account=account,
+                amount=amount,
+                currency=currency,
+                admin=admin,
+            )
         )
+        try:
+            info = await bank.deposit(account, amount, currency, deposit_id)
+        except (InvalidArgument, NotFound, FailedPrecondition):
+            # The bank said no: nothing was applied. (Unreachable: it stays RECORDED, and a
+            # retry with the same key finishes it.)
+            await self._db.transaction(lambda s: deposits.mark_refused(s, deposit_id))
+            raise
+        hook = self.on_deposit_applied
+        await self._db.transaction(lambda s: deposits.mark_applied(s, deposit_id, hook))
         return admin_pb2.DepositResponse(balance=money(info.balance, info.currency))
 
     @audited(
@@ -837,6 +866,191 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
             payments=[admin_payment_message(p) for p in payments], next_page_token=next_token
         )
 
+    async def Reconcile(
+        self, request: admin_pb2.ReconcileRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.ReconcileResponse:
+        older_than = request.older_than_seconds or reconcile.DEFAULT_OLDER_THAN
+        if not 1 <= older_than <= MAX_OLDER_THAN:
+            raise InvalidArgument(
+                f"older_than_seconds must be 1 to {MAX_OLDER_THAN} "
+                f"(0: {reconcile.DEFAULT_OLDER_THAN})",
+                field="older_than_seconds",
+            )
+        report = await reconcile_run.run(self._db, self._banks.all(), older_than)
+        message = report_message(report, reconcile_run.new_run_id(), self._replica)
+        blob = message.SerializeToString()
+        await self._db.statements(
+            lambda c: reconcile_store.save_run(
+                c,
+                message.run_id,
+                message.replica,
+                report.started_at,
+                report.finished_at,
+                message.agreed,
+                blob,
+            )
+        )
+        log.info(
+            "reconciled",
+            extra={
+                "fields": {
+                    "run_id": message.run_id,
+                    "agreed": message.agreed,
+                    "findings": report.findings_total,
+                    "payments": report.payments_checked,
+                    "seconds": round(report.finished_at - report.started_at, 3),
+                    **{name: round(value, 3) for name, value in report.timings.items()},
+                }
+            },
+        )
+        return admin_pb2.ReconcileResponse(report=message)
+
+    async def GetLastReconcile(
+        self, request: admin_pb2.GetLastReconcileRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.GetLastReconcileResponse:
+        answer = admin_pb2.GetLastReconcileResponse()
+        last = await self._last_reconcile()
+        if last is not None:
+            answer.report.CopyFrom(last)
+        return answer
+
+    async def _last_reconcile(self) -> admin_pb2.ReconcileReport | None:
+        blob = await self._db.statements(reconcile_store.last_run)
+        if blob is None:
+            return None
+        report = admin_pb2.ReconcileReport()
+        report.ParseFromString(blob)
+        return report
+
+    async def GetOverview(
+        self, request: admin_pb2.GetOverviewRequest, context: grpc.aio.ServicerContext
+    ) -> admin_pb2.GetOverviewResponse:
+        banks = self._banks.all()
+
+        async def bank_overview(bank: BankClient) -> admin_pb2.BankOverview:
+            message = admin_pb2.BankOverview(name=bank.name, address=bank.address)
+            message.serving = await bank.serving()
+            if not message.serving:
+                return message
+            try:
+                books = await bank.books(accounts_only=True)
+            except MinipayError:
+                message.serving = False
+                return message
+            _fill_books(message, books)
+            return message
+
+        def read(
+            connection: Connection,
+        ) -> tuple[
+            list[overview.ReplicaRow],
+            overview.OpenPayments,
+            list[overview.Bucket],
+            dict[str, tuple[int, str]],
+        ]:
+            return (
+                overview.replicas(connection),
+                overview.open_payments(connection),
+                overview.throughput(connection, now()),
+                journal.heads(connection),
+            )
+
+        answers, (replicas, open_payments, buckets, heads), last = await asyncio.gather(
+            asyncio.gather(*(bank_overview(bank) for bank in banks)),
+            self._db.statements(read),
+            self._last_reconcile(),
+        )
+        message = admin_pb2.GetOverviewResponse(
+            banks=answers,
+            replicas=[
+                admin_pb2.ReplicaInfo(
+                    name=r.name,
+                    live=r.live,
+                    started_at=timestamp(r.started_at),
+                    lease_expires_at=timestamp(r.lease_expires_at),
+                )
+                for r in replicas
+            ],
+            throughput=[
+                admin_pb2.ThroughputBucket(
+                    start=timestamp(b.start),
+                    seconds=overview.BUCKET_SECONDS,
+                    committed=b.committed,
+                    aborted=b.aborted,
+                )
+                for b in buckets
+            ],
+            open_payments=open_payments.open,
+            undecided_payments=open_payments.undecided,
+            audit_head_sequence=heads.get("audit", (0, ""))[0],
+            audit_head_hash=heads.get("audit", (0, ""))[1],
+            last_event_sequence=heads.get("events", (0, ""))[0],
+        )
+        if open_payments.oldest is not None:
+            message.oldest_open_payment.CopyFrom(timestamp(open_payments.oldest))
+        if last is not None:
+            message.last_reconcile.CopyFrom(last)
+        return message
+
+
+MAX_OLDER_THAN = 30 * 86_400
+
+
+def _fill_books(
+    message: admin_pb2.BankBooks | admin_pb2.BankOverview, books: reconcile.BankBooks
+) -> None:
+    message.in_doubt = books.in_doubt
+    if books.oldest_in_doubt is not None:
+        message.oldest_in_doubt.CopyFrom(timestamp(books.oldest_in_doubt))
+    message.balances.extend(money(c.balances, c.currency) for c in books.currencies)
+    message.held.extend(money(c.held, c.currency) for c in books.currencies)
+
+
+def report_message(
+    report: reconcile.Report, run_id: str, replica: str
+) -> admin_pb2.ReconcileReport:
+    message = admin_pb2.ReconcileReport(
+        run_id=run_id,
+        replica=replica,
+        started_at=timestamp(report.started_at),
+        finished_at=timestamp(report.finished_at),
+        agreed=report.agreed,
+        older_than_seconds=report.older_than,
+        payments_checked=report.payments_checked,
+        entries_checked=report.entries_checked,
+        deposits_checked=report.deposits_checked,
+        in_flight=report.in_flight,
+        findings=[
+            admin_pb2.ReconcileFinding(
+                code=f.code.value,
+                bank=f.bank,
+                payment_id=f.payment_id,
+                account=f.account,
+                expected=f.expected,
+                found=f.found,
+                detail=f.detail,
+            )
+            for f in report.findings
+        ],
+        findings_total=report.findings_total,
+        currencies=[
+            admin_pb2.CurrencyBooks(
+                currency=currency,
+                balances=money(balances, currency),
+                deposits=money(report.deposits.get(currency, 0), currency),
+            )
+            for currency, balances in sorted(report.balances.items())
+        ],
+    )
+    for summary in report.banks:
+        bank = message.banks.add(bank=summary.bank, reachable=summary.reachable)
+        if summary.books is not None:
+            bank.accounts = summary.books.accounts
+            bank.payments = summary.books.payments
+            bank.ledger_entries = summary.books.ledger_entries
+            _fill_books(bank, summary.books)
+    return message
+
 
 async def _list_audit(
     db: Database, request: admin_pb2.ListAuditRequest
@@ -860,6 +1074,18 @@ async def _list_audit(
         head_sequence=head,
         head_hash=digest,
     )
+
+
+def _deposit_event(session: Session, deposit: deposits.DepositView) -> None:
+    event = events.deposit_event(
+        deposit.applied_at or now(),
+        bank=deposit.bank,
+        account=deposit.account,
+        amount=deposit.amount,
+        currency=deposit.currency,
+        admin=deposit.admin,
+    )
+    journal.write(session.connection(), [event])
 
 
 def _user_event(kind: events.EventType, bank: str, info: CustomerInfo) -> events.NewEvent:

@@ -61,6 +61,10 @@ PERMISSIONS: dict[str, frozenset[Caller]] = {
     "/minipay.v1.Accounts/ListCustomers": GATEWAY,
     "/minipay.v1.Accounts/SetCustomerDisabled": GATEWAY,
     "/minipay.v1.Accounts/ApplyDeposit": GATEWAY,
+    # Banks, their books for the gateway's reconcile (read only): only the gateway.
+    "/minipay.v1.Ledger/ListBankPayments": GATEWAY,
+    "/minipay.v1.Ledger/ListDeposits": GATEWAY,
+    "/minipay.v1.Ledger/GetBooks": GATEWAY,
 }
 
 

@@ -3,7 +3,7 @@ credits here (a split payment paying several accounts of this bank); the primary
 (payment_id, side, number), every existing leg number 0
 
 Revision ID: b0005
-Revises: b0003
+Revises: b0004
 Create Date: 2026-12-09 10:00:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "b0005"
-down_revision: str | None = "b0003"
+down_revision: str | None = "b0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

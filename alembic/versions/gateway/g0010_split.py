@@ -7,7 +7,7 @@ the subject's type without rewriting the events; SQLite keeps its column as it i
 lengths are not enforced).
 
 Revision ID: g0010
-Revises: g0008
+Revises: g0009
 Create Date: 2026-12-09 10:00:00
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "g0010"
-down_revision: str | None = "g0008"
+down_revision: str | None = "g0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
