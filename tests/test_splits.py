@@ -42,6 +42,7 @@ from tests.helpers import (
     Client,
     admin,
     assert_atomic,
+    assert_reconciled,
     assert_refunds_within_payments,
     balances,
     customer,
@@ -184,6 +185,7 @@ def test_a_split_of_three_payees_at_three_banks_commits_everywhere(
     by_bank = boss.list_payments(bank="beta").payments
     assert paid.payment_id in [p.payment_id for p in by_bank]
     check_books(cluster, money)
+    assert_reconciled(cluster, certs)  # the banks' books agree with the gateway's
 
 
 def test_two_payees_at_one_bank_and_one_at_the_payer_s(
@@ -296,6 +298,7 @@ def test_kill_9_mid_split(
     )
     assert moved(before, balances(cluster)) == expected
     check_books(cluster, money)
+    assert_reconciled(cluster, certs)  # the banks' books agree with the gateway's
 
 
 # -- per-share refunds -------------------------------------------------------------------------
@@ -350,6 +353,7 @@ def test_each_payee_refunds_their_own_share(make_cluster: ClusterFactory, certs:
         for_erin.payment_id,
     }
     check_books(cluster, money)
+    assert_reconciled(cluster, certs)  # the banks' books agree with the gateway's
 
 
 # -- bad input ---------------------------------------------------------------------------------
