@@ -89,6 +89,11 @@ def test_admin_actions_refusals_and_decisions_are_recorded(cluster: Cluster, cer
     assert ids[paid.payment_id]["amount"] == 700
     refund = next(p for p in decided if p["refund_of"] == paid.payment_id)
     assert refund["requested_by"] == "admin"
+    # The overview names the chain's head, as the chain ends.
+    page = boss.audit_page(0, 1000)
+    seen = boss.overview()
+    assert seen.audit_head_sequence >= page.head_sequence == page.records[-1].sequence
+    assert seen.last_event_sequence > 0
 
 
 def test_verify_catches_every_kind_of_tampering(

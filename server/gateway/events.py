@@ -12,7 +12,6 @@ the numbers of events that are not theirs, and its cursor still moves past them.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import json
 from collections.abc import Sequence
@@ -119,8 +118,7 @@ _PAYMENT_FIELDS = (
 
 
 def _payment_subject(payment: PaymentView) -> dict[str, Any]:
-    fields = dataclasses.asdict(payment)
-    subject = {name: fields[name] for name in _PAYMENT_FIELDS}
+    subject = {name: getattr(payment, name) for name in _PAYMENT_FIELDS}
     subject["state"] = payment.state.value
     if payment.shares:  # [bank, account, amount, refund_reserved, refunded] each
         subject["shares"] = [

@@ -41,6 +41,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("run_id"),
     )
     op.create_index("ix_reconcile_runs_finished", "reconcile_runs", ["finished_at"])
+    if op.get_bind().dialect.name == "postgresql":
+        # The reconcile pages through ids in the database and merges them in Python: both
+        # must order them alike, byte by byte, whatever the server's locale (en_US would
+        # order "B-2001" after "B2000"). The C collation also keeps these indexes usable
+        # for that order.
+        for table, column in (("payments", "id"), ("deposits", "deposit_id")):
+            op.execute(f'ALTER TABLE {table} ALTER COLUMN {column} TYPE VARCHAR(64) COLLATE "C"')
 
 
 def downgrade() -> None:
