@@ -93,7 +93,9 @@ def payment_event(payment: Payment, event_id: str) -> ServerSentEvent:
         "url": f"/payments/{payment.payment_id}",
         "created_at": _shown(payment.created_at),
         "direction": payment.direction.value if payment.direction else "",
-        "counterparty": str(payment.counterparty),
+        "counterparty": str(payment.counterparty)
+        if payment.counterparty.bank
+        else f"{len(payment.shares)} payees",
         "amount": f"{format_minor_units(payment.amount_minor_units, payment.currency)} "
         f"{payment.currency}",
         "status": payment.status.value,
@@ -171,7 +173,9 @@ def describe(event: events_pb2.Event) -> dict[str, str]:
     subject = event.WhichOneof("subject")
     if subject == "payment":
         p = event.payment
-        summary = f"{_account(p.payer)} → {_account(p.payee)} {_money(p.amount)}"
+        # A split payment seen whole (an admin): its payees, counted.
+        payee = _account(p.payee) if p.payee.bank else f"{len(p.shares)} payees"
+        summary = f"{_account(p.payer)} → {payee} {_money(p.amount)}"
         if p.reason_code:
             summary += f" ({p.reason_code})"
         if p.refund_of:

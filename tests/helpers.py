@@ -36,7 +36,7 @@ from server.common.settings import (
     environment,
 )
 from server.common.tls import TlsFiles, channel_credentials, channel_options, secure_channel
-from server.gateway.models import Payment
+from server.gateway.models import Payment, PaymentPayee
 from server.gateway.payment_state import OPEN_STATES as OPEN_STATES
 from server.gateway.payment_state import CoordinatorState
 
@@ -186,12 +186,22 @@ def settle(cluster: Cluster, timeout: float = 30.0) -> None:
     assert_books_balance(cluster)
 
 
+def payee_counts(cluster: Cluster) -> Counter[str]:
+    """How many payees each split payment has (a plain payment has none here)."""
+    with connected(cluster, GATEWAY) as connection:
+        rows = connection.execute(select(PaymentPayee.payment_id))
+        return Counter(row.payment_id for row in rows)
+
+
 def assert_atomic(cluster: Cluster, money_before: int) -> None:
-    """Once settled: every payment committed at both banks or at neither, money conserved."""
+    """Once settled: every payment committed at every bank involved or at none (a debit and
+    a credit, or a split payment's debit and one credit per payee), money conserved."""
     settle(cluster)
     entries = ledger_counts(cluster)
+    payees = payee_counts(cluster)
     for payment_id, state in gateway_states(cluster).items():
-        expected = 2 if state is CoordinatorState.COMMITTED else 0
+        legs = 1 + (payees[payment_id] or 1)
+        expected = legs if state is CoordinatorState.COMMITTED else 0
         assert entries[payment_id] == expected, (payment_id, state)
     assert total_money(cluster) == money_before
 

@@ -1162,7 +1162,7 @@ def test_pay_batch_refuses_a_file_it_cannot_read_in_one_line(cli: Cli, tmp_path:
         result = cli.fails("client", "pay-batch", str(path))
         assert words in result.stderr, (name, result.stderr)
     atomic = cli.fails("client", "pay-batch", str(payroll), "--atomic")
-    assert "--atomic (every row one split payment, all or nothing) is not available yet" in (
+    assert "1 rows; with --atomic the file is one split payment of 2 to 100 payees" in (
         atomic.stderr
     )
     same = cli.fails("client", "pay-batch", str(payroll), "--results", str(payroll))

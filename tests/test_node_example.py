@@ -243,6 +243,33 @@ def test_node_example_pays_a_batch(node: str, cluster: Cluster, certs: Path) -> 
 
 
 @pytest.mark.in_process
+def test_node_example_pays_a_split(node: str, cluster: Cluster, certs: Path) -> None:
+    """One split payment: every payee paid their share in one payment, the same command again
+    replays it, and a payee's bank's no moves nothing."""
+    customer(cluster, certs, "alice")
+    payer, carol, erin = SEED_ACCOUNTS["alice"], SEED_ACCOUNTS["carol"], SEED_ACCOUNTS["erin"]
+    key = f"node-split-{uuid.uuid4()}"
+    split = "beta/B-2001=1.00,gamma/G-3001=2.50"
+    before = balances(cluster)
+    first = run_example(node, cluster, certs, "alice", "--split", split, "--idempotency-key", key)
+    assert first.returncode == 0, first.stdout + first.stderr
+    line = re.search(
+        r"^pay: (pay_[0-9a-f]{32}) COMMITTED: 3.50 USD split to 2 payees: "
+        r"beta/B-2001 1.00 USD, gamma/G-3001 2.50 USD, idempotency key (\S+)",
+        first.stdout,
+        re.M,
+    )
+    assert line is not None and line[2] == key, first.stdout
+    again = run_example(node, cluster, certs, "alice", "--split", split, "--idempotency-key", key)
+    assert line[1] in again.stdout and "replayed" in again.stdout, again.stdout
+    missing = "beta/B-2001=1.00,gamma/G-9999=2.50"
+    aborted = run_example(node, cluster, certs, "alice", "--split", missing)
+    assert aborted.returncode == 0 and " ABORTED (ACCOUNT_NOT_FOUND" in aborted.stdout
+    settle(cluster)
+    assert moved(before, balances(cluster)) == {payer: -350, carol: 100, erin: 250}
+
+
+@pytest.mark.in_process
 def test_node_example_takes_a_list_of_replicas(node: str, cluster: Cluster, certs: Path) -> None:
     """MINIPAY_GATEWAY as the README's replicas section exports it: a comma-separated list,
     balanced over, here with a replica that is down (nothing listens at the first address)."""

@@ -29,6 +29,7 @@ from minipay.client.api import (
     Payment,
     PaymentStatus,
     RetryPolicy,
+    SplitShare,
 )
 from minipay.v1 import gateway_pb2, gateway_pb2_grpc
 from server.common.settings import GatewaySettings, environment
@@ -190,19 +191,27 @@ def test_bank_in_doubt_learns_the_decision_by_asking(
 
 @dataclass(frozen=True)
 class Ask:
-    """One request of the workload: WHO pays PAYEE, or (REFUND_OF set) refunds that payment
-    they received; AMOUNT None refunds all that is left."""
+    """One request of the workload: WHO pays PAYEE, or (SHARES set) pays each of several
+    payees their amount in one split payment, or (REFUND_OF set) refunds that payment they
+    received (their share of it); AMOUNT None refunds all that is left."""
 
     who: str
     amount: int | None
     payee: tuple[str, str] = ("", "")
     refund_of: str = ""
+    shares: tuple[tuple[str, int], ...] = ()  # (payee's name, amount)
+
+    @property
+    def legs(self) -> int:
+        """Ledger entries the request makes once committed: a debit and each credit."""
+        return 1 + (len(self.shares) or 1)
 
 
 class Workload:
     """Clients paying random amounts between random seed accounts, and refunding, in full or
     in part, payments they received; remembering outcomes. One payment per call, or (one call
-    in four) a batch of two to eight payments in one PayBatch. With several gateway replicas,
+    in four) a batch of two to eight payments in one PayBatch, or (one in eight) a split
+    payment to two to four payees. With several gateway replicas,
     a call goes round all of them, or to one, or (the same keys) to two at once."""
 
     def __init__(self, cluster: Cluster, certs: Path, rng: random.Random) -> None:
@@ -212,6 +221,7 @@ class Workload:
         self.outcomes: dict[str, tuple[str, PaymentStatus]] = {}  # key -> (payment_id, status)
         self.unknown: dict[str, Ask] = {}  # key -> request whose outcome is not known yet
         self.received: dict[str, list[str]] = defaultdict(list)  # payee -> committed payments
+        self.legs: dict[str, int] = {}  # key -> ledger entries once committed
 
     def config(self, gateway: str = "") -> ClientConfig:
         return client_config(
@@ -240,6 +250,10 @@ class Workload:
             return {
                 str(uuid.uuid4()): Ask(who, amount, refund_of=self.rng.choice(self.received[who]))
             }
+        if self.rng.random() < 0.125:
+            payees = self.rng.sample([p for p in people if p != who], self.rng.randint(2, 4))
+            shares = tuple((payee, self.rng.randint(1, 2000)) for payee in payees)
+            return {str(uuid.uuid4()): Ask(who, None, shares=shares)}
         count = self.rng.randint(2, 8) if self.rng.random() < 0.25 else 1
         asks = {}
         for _ in range(count):
@@ -270,7 +284,11 @@ class Workload:
 
     def remember(self, key: str, ask: Ask, answer: Payment) -> None:
         self.outcomes[key] = (answer.payment_id, answer.status)
-        if answer.status == COMMITTED and not ask.refund_of:
+        self.legs[key] = ask.legs
+        if answer.status == COMMITTED and ask.shares:
+            for payee, _ in ask.shares:  # each payee may refund their own share
+                self.received[payee].append(answer.payment_id)
+        elif answer.status == COMMITTED and not ask.refund_of:
             payee = next(name for name, account in SEED_ACCOUNTS.items() if account == ask.payee)
             self.received[payee].append(answer.payment_id)
 
@@ -308,6 +326,9 @@ class Workload:
     async def send(client: GatewayClient, key: str, ask: Ask) -> Payment:
         if ask.refund_of:
             return await client.refund(ask.refund_of, ask.amount, idempotency_key=key)
+        if ask.shares:
+            shares = [SplitShare(*SEED_ACCOUNTS[name], amount) for name, amount in ask.shares]
+            return await client.pay_split(shares, idempotency_key=key)
         assert ask.amount is not None
         return await client.pay(*ask.payee, ask.amount, idempotency_key=key)
 
@@ -362,7 +383,7 @@ def check_the_books(cluster: Cluster, workload: Workload, before: int) -> None:
     assert_refunds_within_payments(cluster)
     entries = ledger_counts(cluster)
     for key, (payment_id, status) in workload.outcomes.items():
-        expected = 2 if status == COMMITTED else 0
+        expected = workload.legs[key] if status == COMMITTED else 0
         assert entries[payment_id] == expected, (key, payment_id, status)
     keys = Counter(key for _, key in gateway_payments(cluster).values() if key)
     assert all(count == 1 for count in keys.values()), "a key made two payments"

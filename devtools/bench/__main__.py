@@ -52,6 +52,13 @@ def batch_size(text: str) -> int:
     return value
 
 
+def split_size(text: str) -> int:
+    value = positive_int(text)
+    if not 2 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"a split payment has 2 to 100 payees, not {value}")
+    return value
+
+
 def positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -81,6 +88,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="N",
         help="payments per call: 1 pays with one Pay call each; 2-1000, with PayBatch calls "
         "of N payments of one payer (latencies are then per call) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--split",
+        type=split_size,
+        default=0,
+        metavar="K",
+        help="split payments of K payees (2-8 with the seed's 9 customers): one Pay call with "
+        "K shares each, one payment per call (default: plain payments)",
     )
     parser.add_argument(
         "--concurrency",
@@ -229,7 +244,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="keep each cluster's databases and logs under this folder (default: a temporary "
         "folder, removed afterwards)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.split and args.batch > 1:
+        parser.error("--split and --batch go apart: a split payment is one Pay call")
+    return args
 
 
 def setups(args: argparse.Namespace) -> list[Setup]:
@@ -273,6 +291,7 @@ def config_for(
     return Config(
         payments=payments,
         batch=args.batch,
+        split=args.split,
         concurrency=concurrency,
         batch_max=args.batch_max,
         txn_timeout=args.txn_timeout,

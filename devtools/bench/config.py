@@ -80,6 +80,7 @@ class Config:
     reconcile: bool = False  # time an admin reconcile once the run is over
     round: int = 1  # which repetition of this configuration (--repeat)
     batch: int = 1  # payments per call: 1, one Pay each; more, PayBatch calls of that many
+    split: int = 0  # payees per payment: 0, one each; 2 or more, split payments of that many
     without: str = ""  # a feature of WITHOUT left out, to measure its cost; "": as built
 
     def cluster_env(self) -> dict[str, str]:
@@ -153,4 +154,5 @@ class Result:
     probes: dict[str, Any] | None = None  # after a preload: history pages and replays
     reconcile: dict[str, Any] | None = None  # with --reconcile: its time, findings, memory
     batch: int = 1  # payments per call (PayBatch when more than 1); latencies are per call
+    split: int = 0  # payees per split payment (0: one payee each)
     without: str = ""  # the feature left out (Config.without); "": as built

@@ -4,7 +4,9 @@ time while something is done to the cluster), learning afterwards the outcomes t
 see, and the latency percentiles.
 
 A client's call pays one payment (``Pay``) or, with ``Config.batch`` N above 1, N payments
-of one payer in one ``PayBatch`` call; latencies are per call either way."""
+of one payer in one ``PayBatch`` call, or with ``Config.split`` K one split payment to K
+payees (``Pay`` with shares: a call's orders are then its shares, under one key); latencies
+are per call either way."""
 
 from __future__ import annotations
 
@@ -23,13 +25,13 @@ from dataclasses import dataclass, field
 
 from certificate.ca import SERVICES_CA
 from devtools.bench import event_watch
-from devtools.bench.config import Config
+from devtools.bench.config import BenchError, Config
 from devtools.bench.processes import cpu_snapshot
 from devtools.cluster import Cluster
 from devtools.customers import ADMIN, Customer
 from minipay.client.api import ClientConfig, GatewayClient, RetryPolicy
 from minipay.client.errors import ApiError
-from minipay.client.results import BatchItem, BatchResult, Payment, PaymentStatus
+from minipay.client.results import BatchItem, BatchResult, Payment, PaymentStatus, SplitShare
 
 CUSTOMER_CERT = "client-1"
 ADMIN_CERT = "admin"
@@ -144,10 +146,23 @@ def random_orders(customers: Sequence[Customer], rng: random.Random) -> Iterator
         yield payer, rng.choice(elsewhere[payer]), rng.randint(*AMOUNT_RANGE)
 
 
-def random_calls(customers: Sequence[Customer], rng: random.Random, size: int) -> Iterator[Call]:
-    """Endless calls of SIZE random cross-bank payments each, every call one payer's."""
+def random_calls(
+    customers: Sequence[Customer], rng: random.Random, size: int, split: int = 0
+) -> Iterator[Call]:
+    """Endless calls of SIZE random cross-bank payments each, every call one payer's; or
+    (SPLIT K) of one split payment to K different payees, at other banks first."""
     orders = random_orders(customers, rng)
     elsewhere = _elsewhere(customers)
+    while split:
+        payer = rng.randrange(len(customers))
+        others = [i for i in range(len(customers)) if i != payer]
+        away = elsewhere[payer]
+        near = [i for i in others if i not in away]
+        if split > len(others):
+            raise BenchError(f"--split {split}: the seed has {len(others) + 1} customers")
+        payees = rng.sample(away, min(split, len(away)))
+        payees += rng.sample(near, split - len(payees))
+        yield [(payer, payee, rng.randint(*AMOUNT_RANGE)) for payee in payees]
     while True:
         payer, payee, amount = next(orders)
         call = [(payer, payee, amount)]
@@ -157,9 +172,12 @@ def random_calls(customers: Sequence[Customer], rng: random.Random, size: int) -
 
 
 def make_plan(
-    customers: Sequence[Customer], count: int, rng: random.Random, size: int = 1
+    customers: Sequence[Customer], count: int, rng: random.Random, size: int = 1, split: int = 0
 ) -> list[Call]:
-    """Calls of SIZE payments, COUNT payments in all (the last call may have fewer)."""
+    """Calls of SIZE payments, COUNT payments in all (the last call may have fewer); with
+    SPLIT, COUNT calls of one split payment each."""
+    if split:
+        return list(itertools.islice(random_calls(customers, rng, 1, split), count))
     calls = list(itertools.islice(random_calls(customers, rng, size), math.ceil(count / size)))
     if calls and count % size:
         calls[-1] = calls[-1][: count % size]
@@ -180,9 +198,11 @@ async def drive(
     concurrency: int,
     per_channel: int,
     until: float | None = None,
+    split: bool = False,
 ) -> tuple[Samples, float]:
     """Runs ``calls`` with ``concurrency`` workers, until they run out or the clock
-    (``time.perf_counter``) reaches UNTIL; returns what the workers saw and the wall time."""
+    (``time.perf_counter``) reaches UNTIL; returns what the workers saw and the wall time.
+    SPLIT: each call is one split payment, its orders its shares."""
     samples = Samples()
     clock = time.perf_counter
     begun = clock()
@@ -190,18 +210,28 @@ async def drive(
     async def worker(sessions: Sequence[GatewayClient]) -> None:
         for call in calls:  # shared: each worker takes the next call
             session = sessions[call[0][0]]
-            # Our keys, so that an unknown outcome can be asked again.
+            # Our keys, so that an unknown outcome can be asked again (a split's: one).
             keys = [str(uuid.uuid4()) for _ in call]
+            if split:
+                keys = [keys[0]] * len(call)
             started = clock()
             try:
-                answers = await _pay(session, customers, call, keys)
+                if split:
+                    answers: list[Payment | BatchResult] = [
+                        await _pay_split(session, customers, call, keys[0])
+                    ]
+                else:
+                    answers = await _pay(session, customers, call, keys)
             except ApiError as error:
-                samples.errors[error.code.name] += len(call)
+                samples.errors[error.code.name] += 1 if split else len(call)
                 samples.errors_at.append(clock() - begun)
                 samples.unsettled.extend(zip(call, keys, strict=True))
             else:
                 finished = clock()
                 samples.latencies.append(finished - started)
+                if split:
+                    _count_split(samples, customers, call, keys[0], answers[0], finished - begun)
+                    continue
                 for order, key, answer in zip(call, keys, answers, strict=True):
                     _count(samples, customers, order, key, answer, finished - begun)
             if until is not None and clock() >= until:
@@ -224,6 +254,40 @@ async def _pay(
         for (_, payee, amount), key in zip(call, keys, strict=True)
     ]
     return list(await session.pay_batch(items))
+
+
+async def _pay_split(
+    session: GatewayClient, customers: Sequence[Customer], call: Call, key: str
+) -> Payment:
+    """One split payment: the call's orders are its shares."""
+    shares = [
+        SplitShare(customers[payee].bank, customers[payee].account, amount)
+        for _, payee, amount in call
+    ]
+    return await session.pay_split(shares, idempotency_key=key)
+
+
+def _count_split(
+    samples: Samples,
+    customers: Sequence[Customer],
+    call: Call,
+    key: str,
+    answer: Payment | BatchResult,
+    at: float,
+) -> None:
+    """One split payment's answer into SAMPLES: one payment, a move per share."""
+    assert isinstance(answer, Payment)
+    if answer.status is PaymentStatus.COMMITTED:
+        samples.committed += 1
+        samples.committed_at.append(at)
+        for payer, payee, amount in call:
+            record_move(samples.moved, customers[payer], customers[payee], amount)
+    elif answer.status is PaymentStatus.ABORTED:
+        samples.aborted += 1
+        samples.abort_reasons[answer.reason_code or "unknown"] += 1
+    else:
+        samples.pending += 1
+        samples.unsettled.extend((order, key) for order in call)
 
 
 def _count(
@@ -292,10 +356,10 @@ async def load(
     duration with its action done meanwhile; ``cpu_before`` gets the CPU clocks at its start.
     DELAYS, if given, gets how late a watcher saw each payment's event (``event_watch``)."""
     rng = random.Random(config.seed)
-    warmup_plan = make_plan(customers, config.warmup, rng, config.batch)
-    calls = random_calls(customers, rng, config.batch)
+    warmup_plan = make_plan(customers, config.warmup, rng, config.batch, config.split)
+    calls = random_calls(customers, rng, config.batch, config.split)
     if disruption is None:
-        calls = iter(make_plan(customers, config.payments, rng, config.batch))
+        calls = iter(make_plan(customers, config.payments, rng, config.batch, config.split))
     channels = math.ceil(config.concurrency / config.per_channel)
     bases = [
         GatewayClient(client_config(cluster, CUSTOMER_CERT), retry=RetryPolicy())
@@ -305,7 +369,12 @@ async def load(
         clients = [[as_user(base, token) for token in tokens] for base in bases]
         await asyncio.gather(*(base._channel.channel_ready() for base in bases))
         warm, _ = await drive(
-            clients, customers, iter(warmup_plan), config.concurrency, config.per_channel
+            clients,
+            customers,
+            iter(warmup_plan),
+            config.concurrency,
+            config.per_channel,
+            split=bool(config.split),
         )
         cpu_before["at"] = cpu_snapshot(cluster)
         if disruption is None:
@@ -316,7 +385,12 @@ async def load(
                 watching = asyncio.create_task(event_watch.watch(admin, ADMIN, delays, ready))
                 await asyncio.wait_for(ready.wait(), 30)
             samples, elapsed = await drive(
-                clients, customers, calls, config.concurrency, config.per_channel
+                clients,
+                customers,
+                calls,
+                config.concurrency,
+                config.per_channel,
+                split=bool(config.split),
             )
             if watching is not None:
                 await asyncio.sleep(2.0)  # the last decisions' events arrive
@@ -333,6 +407,7 @@ async def load(
                 config.concurrency,
                 config.per_channel,
                 until=begun + disruption.duration,
+                split=bool(config.split),
             )
             await disrupting
     finally:
@@ -349,21 +424,31 @@ async def settle(
     """Asks again, with the same key, for every payment whose outcome the load did not learn
     (an error, or PENDING): the gateway answers with the recorded outcome, or makes the
     payment now if the first request never reached it. Returns the moves of those that
-    committed and how many outcomes stay unknown."""
+    committed and how many outcomes stay unknown. The shares of a split payment have one key:
+    they are asked again together, as that split payment."""
     moved: Counter[tuple[str, str]] = Counter()
     unknown = 0
+    by_key: dict[str, Call] = {}
+    for order, key in unsettled:
+        by_key.setdefault(key, []).append(order)
     async with GatewayClient(client_config(cluster, CUSTOMER_CERT), retry=RetryPolicy()) as client:
-        for (payer_index, payee_index, amount), key in unsettled:
-            payer, payee = customers[payer_index], customers[payee_index]
+        for key, call in by_key.items():
+            session = as_user(client, tokens[call[0][0]])
             try:
-                answer = await as_user(client, tokens[payer_index]).pay(
-                    payee.bank, payee.account, amount, idempotency_key=key
-                )
+                if len(call) > 1:
+                    answer = await _pay_split(session, customers, call, key)
+                else:
+                    [(_, payee_index, amount)] = call
+                    payee = customers[payee_index]
+                    answer = await session.pay(
+                        payee.bank, payee.account, amount, idempotency_key=key
+                    )
             except ApiError:
                 unknown += 1
                 continue
             if answer.status is PaymentStatus.COMMITTED:
-                record_move(moved, payer, payee, amount)
+                for payer_index, payee_index, amount in call:
+                    record_move(moved, customers[payer_index], customers[payee_index], amount)
             elif answer.status is not PaymentStatus.ABORTED:
                 unknown += 1
     return moved, unknown

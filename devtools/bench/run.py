@@ -154,6 +154,7 @@ def run_config(
     label = config.setup.label
     name = f"{label.replace(':', '-')}-c{config.concurrency}-b{config.effective_batch_max}"
     name += f"-n{config.batch}" if config.batch > 1 else ""
+    name += f"-s{config.split}" if config.split else ""
     name += f"-r{config.round}" + (
         f"-without-{config.without.replace(' ', '-')}" if config.without else ""
     )
@@ -169,6 +170,7 @@ def run_config(
             asyncio.run(top_up(cluster, customers, tokens, needed))
             before = books.wait_idle(cluster, IDLE_TIMEOUT)
             calls = f" in PayBatch calls of {config.batch}" if config.batch > 1 else ""
+            calls = f" split to {config.split} payees each" if config.split else calls
             progress(
                 f"  {len(customers)} customers logged in; warm-up {config.warmup}, "
                 f"then {config.payments} payments{calls}"
@@ -280,6 +282,7 @@ def summarize(config: Config, m: Measured) -> Result:
         probes=m.probes,
         reconcile=m.reconcile,
         batch=config.batch,
+        split=config.split,
         without=config.without,
     )
 

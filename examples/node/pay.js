@@ -1,17 +1,21 @@
 #!/usr/bin/env node
 // minipay from Node.js: log in, read the balance, pay with an idempotency key (one payee,
-// or several in one PayBatch call) or refund a payment received, read the balance again;
+// several in one PayBatch call, or several in one split payment, all or nothing) or refund a
+// payment received, read the balance again;
 // over mutual TLS, on the project's own .proto files (nothing generated).
 //
 //   MINIPAY_PASSWORD=alice-dev-pass node pay.js --username alice \
 //     --to-bank beta --to-account B-2001 --amount 12.34 --idempotency-key demo-1
 //   MINIPAY_PASSWORD=alice-dev-pass node pay.js --username alice \
 //     --batch beta/B-2001=1.50,gamma/G-3001=2.25 --idempotency-key payroll-1
+//   MINIPAY_PASSWORD=alice-dev-pass node pay.js --username alice \
+//     --split beta/B-2001=1.50,gamma/G-3001=2.25 --idempotency-key order-1
 //   MINIPAY_PASSWORD=carol-dev-pass node pay.js --username carol \
 //     --refund pay_... [--amount 5.00] --idempotency-key demo-refund-1
 //
 // A batch's items are each a payment of their own, keyed <idempotency-key>-1, -2...: the
-// same command again replays every item's first outcome.
+// same command again replays every item's first outcome. A split is one payment (one key):
+// every payee is paid their share, or (any bank voting no) nobody is.
 //
 // Amounts are written and printed as the CLIs do: "12.34 USD", in the currency's own
 // decimals. MINIPAY_GATEWAY may list several replicas (host:port,host:port): calls are
@@ -90,6 +94,10 @@ const OPTIONS = {
     env: "MINIPAY_BATCH",
     help: "several payees in one PayBatch call: BANK/ACCOUNT=AMOUNT,BANK/ACCOUNT=AMOUNT...",
   },
+  split: {
+    env: "MINIPAY_SPLIT",
+    help: "one split payment to 2-100 payees, all or nothing: BANK/ACCOUNT=AMOUNT,...",
+  },
   "idempotency-key": {
     env: "MINIPAY_IDEMPOTENCY_KEY",
     help: "the same key again replays the first outcome (default: a new UUID)",
@@ -100,7 +108,7 @@ const OPTIONS = {
 function usage() {
   const lines = [
     "usage: node pay.js --username NAME [--to-bank BANK --to-account ACCOUNT --amount N]",
-    "                   [--batch BANK/ACCOUNT=AMOUNT,...] [...]",
+    "                   [--batch BANK/ACCOUNT=AMOUNT,...] [--split BANK/ACCOUNT=AMOUNT,...]",
     "       node pay.js --username NAME --refund PAYMENT_ID [--amount N] [...]",
     "",
   ];
@@ -151,6 +159,7 @@ function readConfig(argv, env) {
   }
   if (!/^[0-9]+(\.[0-9]+)?$/.test(config.timeout)) throw new UsageError("--timeout is in seconds");
   config.batch = config.batch === undefined ? undefined : parseBatch(config.batch);
+  config.split = config.split === undefined ? undefined : parseBatch(config.split, "--split");
   config["idempotency-key"] ??= crypto.randomUUID();
   const files = ["ca", "cert", "key"];
   config.pem = Object.fromEntries(files.map((name) => [name, readPem(config, name)]));
@@ -158,13 +167,14 @@ function readConfig(argv, env) {
 }
 
 // "beta/B-2001=1.50,gamma/G-3001=2.25" as [{bank, account, amount}], amounts still text.
-function parseBatch(text) {
+function parseBatch(text, flag = "--batch") {
   const items = text.split(",").map((entry) => {
     const match = /^\s*([^/\s]+)\/([^=\s]+)=([0-9]{1,16}(\.[0-9]+)?)\s*$/.exec(entry);
-    if (!match) throw new UsageError(`--batch: ${entry.trim()} is not BANK/ACCOUNT=AMOUNT`);
+    if (!match) throw new UsageError(`${flag}: ${entry.trim()} is not BANK/ACCOUNT=AMOUNT`);
     return { bank: match[1], account: match[2], amount: match[3] };
   });
-  if (items.length > 1000) throw new UsageError("--batch: at most 1000 payees in one call");
+  const most = flag === "--split" ? 100 : 1000;
+  if (items.length > most) throw new UsageError(`${flag}: at most ${most} payees in one call`);
   return items;
 }
 
@@ -355,9 +365,14 @@ function paymentLine(response, key) {
   const status = payment.status.replace(/^PAYMENT_STATUS_/, "");
   const reason = payment.reason_code ? ` (${payment.reason_code}: ${payment.reason})` : "";
   const replayed = response.replayed ? ", replayed: this key was used before" : "";
+  // A split payment names its payees in shares, each with their amount.
+  const payees = payment.shares?.length
+    ? payment.shares.map((s) => `${account(s.payee)} ${money(s.amount)}`).join(", ")
+    : account(payment.payee);
+  const to = payment.shares?.length ? `split to ${payment.shares.length} payees: ` : "to ";
   return (
-    `pay: ${payment.payment_id} ${status}${reason}: ${money(payment.amount)} to ` +
-    `${account(payment.payee)}, idempotency key ${key}${replayed}`
+    `pay: ${payment.payment_id} ${status}${reason}: ${money(payment.amount)} ${to}` +
+    `${payees}, idempotency key ${key}${replayed}`
   );
 }
 
@@ -455,14 +470,17 @@ async function main() {
 
     const before = await call(payments, "GetBalance", {}, session);
     console.log(tagged(balanceLine("balance", before.response), before.requestId));
-    if (config.amount === undefined && config.batch === undefined && config.refund === undefined) {
-      return 0;
-    }
+    const asked = [config.amount, config.batch, config.split, config.refund];
+    if (asked.every((value) => value === undefined)) return 0;
 
     const key = config["idempotency-key"];
     const currency = config.currency ?? before.response.balance.currency;
-    let minorUnits, batch;
+    let minorUnits, batch, shares;
     try {
+      shares = config.split?.map((item) => ({
+        payee: { bank: item.bank, account: item.account },
+        amount: { minor_units: toMinorUnits(item.amount, currency), currency },
+      }));
       if (config.amount !== undefined) minorUnits = toMinorUnits(config.amount, currency);
       batch = config.batch?.map((item, index) => ({
         to: { bank: item.bank, account: item.account },
@@ -490,6 +508,11 @@ async function main() {
         },
         session,
       );
+      console.log(tagged(paymentLine(paid.response, key), paid.requestId));
+    }
+    if (shares !== undefined) {
+      // One payment, one key: every payee is paid their share, or nobody is.
+      const paid = await call(payments, "Pay", { shares, idempotency_key: key }, session);
       console.log(tagged(paymentLine(paid.response, key), paid.requestId));
     }
     if (batch !== undefined) {

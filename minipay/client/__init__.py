@@ -37,6 +37,8 @@ from minipay.client.api import (
     ReconcileReport,
     Registration,
     RetryPolicy,
+    Share,
+    SplitShare,
     User,
     UserList,
 )
@@ -68,6 +70,8 @@ __all__ = [
     "ReconcileReport",
     "Registration",
     "RetryPolicy",
+    "Share",
+    "SplitShare",
     "User",
     "UserList",
 ]

@@ -186,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
         "pays that row alone. Shows a progress bar on a terminal (with tqdm installed),\n"
         "then a summary, and writes each row's outcome to FILE.results.csv beside it.\n"
         f"At most {batch_file.MAX_ROWS} rows and {batch_file.MAX_FILE_BYTES // 2**20} MiB.\n"
+        "With --atomic the file is one split payment instead: each row one of its 2-100\n"
+        "payees, in one currency, each once; every payee is paid or none is, and the\n"
+        "payment's key comes from all the rows (the same file again replays it).\n"
         "Exits 0 when every row is committed, 1 when not.",
     )
     batch.add_argument("file", metavar="FILE.csv", type=Path, help="the payments, one per row")
@@ -204,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument(
         "--atomic",
         action="store_true",
-        help="every row a payee of one split payment, all or nothing (not available yet)",
+        help="the file is one split payment: every row one of its 2-100 payees, all paid "
+        "or none (no row with a key of its own: the payment's key comes from the rows)",
     )
 
     payment = commands.add(
@@ -300,6 +304,16 @@ def payment_fields(payment: Payment) -> dict[str, Any]:
         "refunded_minor_units": payment.refunded_minor_units,
         "refundable": format_minor_units(payment.refundable_minor_units, payment.currency),
         "refundable_minor_units": payment.refundable_minor_units,
+        # A split payment: its payees (the payer's and an admin's view), or the caller's own.
+        "shares": [
+            {
+                "payee": {"bank": s.payee.bank, "account": s.payee.account},
+                **money_fields("amount", s.amount_minor_units, payment.currency),
+                "refunded_minor_units": s.refunded_minor_units,
+                "refundable_minor_units": s.refundable_minor_units,
+            }
+            for s in payment.shares
+        ],
     }
 
 
@@ -307,7 +321,14 @@ def payment_line(payment: Payment) -> str:
     """ "payment pay_... ABORTED: 12.34 USD to beta/B-2001 (INSUFFICIENT_FUNDS: ...)", or
     "refund pay_... COMMITTED: 5.00 USD to alpha/A-1001, refund of pay_..." for a refund."""
     amount = format_minor_units(payment.amount_minor_units, payment.currency)
-    if payment.direction is None:  # an admin's view: both sides
+    if payment.is_split and not payment.payee.bank:  # the payer's or an admin's: every payee
+        payees = ", ".join(
+            f"{s.payee} {format_minor_units(s.amount_minor_units, payment.currency)}"
+            for s in payment.shares
+        )
+        parties = f"{'from ' + str(payment.payer) + ' ' if payment.direction is None else ''}"
+        parties += f"split to {len(payment.shares)} payees: {payees}"
+    elif payment.direction is None:  # an admin's view: both sides
         parties = f"from {payment.payer} to {payment.payee}"
     else:
         towards = "from" if payment.direction is Direction.INCOMING else "to"

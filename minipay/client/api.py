@@ -71,6 +71,8 @@ from minipay.client.results import (
     PaymentStatus,
     ReconcileReport,
     Registration,
+    Share,
+    SplitShare,
     User,
     UserList,
     utc,
@@ -116,6 +118,8 @@ __all__ = [
     "ReconcileReport",
     "Registration",
     "RetryPolicy",
+    "Share",
+    "SplitShare",
     "User",
     "UserList",
 ]
@@ -557,6 +561,28 @@ class GatewayClient:
         message, request_id = await self._call(self.payments.Pay, request, idempotency_key=key)
         return Payment.from_message(message.payment, request_id, replayed=message.replayed)
 
+    async def pay_split(
+        self, shares: Sequence[SplitShare], currency: str = "USD", idempotency_key: str = ""
+    ) -> Payment:
+        """Pays 2 to 100 payees in one payment, all or nothing: one debit of the total, one
+        credit per share, every bank involved votes, and if any votes no (or does not answer
+        in time) nothing moves anywhere. Returns the payment (COMMITTED, or ABORTED with the
+        first no's reason), with its ``shares``; the same IDEMPOTENCY_KEY (default: a new
+        UUID) returns the first outcome."""
+        key = idempotency_key or str(uuid.uuid4())
+        request = gateway_pb2.PayRequest(
+            shares=[
+                gateway_pb2.Share(
+                    payee=_account(share.to_bank, share.to_account),
+                    amount=_money(share.amount_minor_units, currency),
+                )
+                for share in shares
+            ],
+            idempotency_key=key,
+        )
+        message, request_id = await self._call(self.payments.Pay, request, idempotency_key=key)
+        return Payment.from_message(message.payment, request_id, replayed=message.replayed)
+
     async def pay_batch(self, items: Sequence[BatchItem]) -> BatchResults:
         """Pays 1 to MAX_BATCH_ITEMS ITEMS in one call, each its own payment with its own
         outcome, exactly as ``pay`` would pay it alone; returns their results in the items'
@@ -733,7 +759,8 @@ class GatewayClient:
     ) -> Payment:
         """Refunds a committed payment on its payee's behalf (the money comes from the
         payee's account), with the same rules as ``refund``; IDEMPOTENCY_KEY is the admin's
-        own. PAYEE, if given, must be the payment's payee."""
+        own. PAYEE, if given, must be the payment's payee; for a split payment it is required,
+        and names the payee whose share is refunded."""
         key = idempotency_key or str(uuid.uuid4())
         request = admin_pb2.AdminRefundRequest(payment_id=payment_id, idempotency_key=key)
         if amount_minor_units is not None:

@@ -19,6 +19,11 @@ alone; and a row added or removed elsewhere changes no other row's key, where a 
 the row's line number would pay every row below it again. The gateway keeps keys for 24
 hours: the same file a day later pays again.
 
+With ``--atomic`` the file is one split payment instead (``check_split``): every row one
+payee, 2 to MAX_SHARES rows, one currency, no payee twice, and no key of a row's own: the
+payment's key is derived from every row in order (``split_key``), so the same file run
+again replays it, and a file edited anywhere is a new payment.
+
 Memory stays bounded whatever the file: it is refused unread past MAX_FILE_BYTES, and read
 as a stream (twice: once to check every row, once to send them), up to MAX_ROWS rows.
 """
@@ -44,6 +49,7 @@ from minipay.client.results import BatchItem, BatchResult, PaymentStatus
 MAX_FILE_BYTES = 50 * 1024 * 1024
 MAX_ROWS = 100_000
 MAX_LISTED = 100  # bad rows listed; the count says how many in all
+MIN_SHARES, MAX_SHARES = 2, 100  # payees of one split payment (--atomic)
 REQUIRED = ("bank", "account", "amount")
 OPTIONAL = ("currency", "idempotency_key")
 HEADER = "bank,account,amount[,currency][,idempotency_key]"
@@ -82,6 +88,7 @@ class Row:
     minor_units: int
     currency: str
     idempotency_key: str
+    own_key: bool = False  # the file gave it (else derived from the row)
 
     @property
     def item(self) -> BatchItem:
@@ -139,6 +146,63 @@ def check(path: Path, default_currency: str) -> int:
     if not count:
         raise BadFile(f"{path}: a header and no rows: nothing to pay")
     return count
+
+
+def check_split(path: Path, default_currency: str) -> list[Row]:
+    """--atomic: the rows of PATH as the payees of one split payment, once every one is found
+    good and they make one (2 to MAX_SHARES payees, each once, in one currency, no key of a
+    row's own); BadFile (with every bad row, by line) otherwise."""
+    problems: list[Problem] = []
+    found: list[Row] = []
+    count = 0
+    payees: dict[tuple[str, str], int] = {}
+    currency: tuple[str, int] | None = None  # the first row's, and its line
+    for item in read(path, default_currency):
+        if isinstance(item, Problem):
+            problems.append(item)
+            continue
+        count += 1
+        if item.own_key:
+            problems.append(
+                Problem(
+                    item.line,
+                    "with --atomic the file is one payment, with one key made from its rows: "
+                    "leave idempotency_key empty",
+                )
+            )
+        earlier = payees.setdefault((item.bank, item.account), item.line)
+        if earlier != item.line:
+            problems.append(
+                Problem(item.line, f"payee repeats line {earlier}'s: each payee once in a split")
+            )
+        if currency is None:
+            currency = (item.currency, item.line)
+        elif item.currency != currency[0]:
+            problems.append(
+                Problem(
+                    item.line,
+                    f"currency {item.currency} is not line {currency[1]}'s {currency[0]}: "
+                    "a split payment is in one currency",
+                )
+            )
+        if len(found) <= MAX_SHARES:
+            found.append(item)
+    if problems:
+        rows = "row" if len(problems) == 1 else "rows"
+        raise BadFile(f"{path}: {len(problems)} bad {rows}; nothing was sent", problems)
+    if not MIN_SHARES <= count <= MAX_SHARES:
+        raise BadFile(
+            f"{path}: {count} rows; with --atomic the file is one split payment of "
+            f"{MIN_SHARES} to {MAX_SHARES} payees, one a row"
+        )
+    return found
+
+
+def split_key(rows: Sequence[Row]) -> str:
+    """The key of the split payment ROWS make: every row's payee, amount and currency, in
+    order."""
+    text = "\n".join(f"{r.bank}|{r.account}|{r.minor_units}|{r.currency}" for r in rows)
+    return "csv1-split-" + hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
 def rows(path: Path, default_currency: str) -> Iterator[Row]:
@@ -283,11 +347,12 @@ def _row(
         return Problem(line, str(error))
     payment = (bank, account, minor_units, currency)
     seen.payments[payment] += 1
+    own_key = bool(key)
     if not key:
         key = derived_key(payment, seen.payments[payment])
         if problem := _key_problem(line, key, seen):
             return problem
-    return Row(line, bank, account, minor_units, currency, key)
+    return Row(line, bank, account, minor_units, currency, key, own_key)
 
 
 def _key_problem(line: int, key: str, seen: _Seen) -> Problem | None:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import itertools
+import re
 import sys
 import time
 from collections import Counter
@@ -30,12 +32,14 @@ from minipay.client.batch_file import (
     Row,
     Summary,
     check,
+    check_split,
     results_path,
     rows,
+    split_key,
 )
 from minipay.client.commandline import Invocation, error_fields, money_fields, show
 from minipay.client.errors import ApiError, ClientError
-from minipay.client.results import BatchResults
+from minipay.client.results import BatchResult, BatchResults, SplitShare
 from minipay.money import format_minor_units
 
 T = TypeVar("T")
@@ -45,21 +49,69 @@ RATE_LIMIT_WAITS = 10
 
 
 def check_file(args: argparse.Namespace) -> None:
-    """Before anything else: --atomic refused, the results file named, every row checked."""
-    if args.atomic:
-        raise ClientError(
-            "--atomic (every row one split payment, all or nothing) is not available yet; "
-            "without it each row is its own payment"
-        )
+    """Before anything else: the results file named, every row checked (with --atomic, the
+    rows checked as the payees of one split payment)."""
     source: Path = args.file
     args.results_file = args.results or results_path(source)
     if args.results_file.resolve() == source.resolve():
         raise ClientError(f"--results {args.results_file} is the input file; name another")
-    args.rows = check(source, args.currency)
+    if args.atomic:
+        args.split_rows = check_split(source, args.currency)
+        args.rows = len(args.split_rows)
+    else:
+        args.rows = check(source, args.currency)
+
+
+async def pay_split_file(invocation: Invocation, client: GatewayClient) -> int:
+    """--atomic: the file's rows as one split payment, all or nothing, in one call; every
+    row's line in the results file has the payment's outcome."""
+    args = invocation.args
+    chosen: list[Row] = args.split_rows
+    key = split_key(chosen)
+    shares = [SplitShare(row.bank, row.account, row.minor_units) for row in chosen]
+    started = time.monotonic()
+    try:
+        payment = await client.pay_split(shares, chosen[0].currency, key)
+    except ApiError as error:
+        raise _at_line(error, chosen) from None
+    summary = Summary()
+    results = ResultsFile(args.results_file)
+    try:
+        for row in chosen:
+            # Each row's own amount: the summary adds up what moved, once.
+            result = BatchResult(
+                key, dataclasses.replace(payment, amount_minor_units=row.minor_units), None
+            )
+            results.write(row, result)
+            summary.add(row, result)
+    finally:
+        results.close()
+    elapsed = time.monotonic() - started
+    data = _summary_fields(args, summary, [payment.request_id], elapsed)
+    data.update(payment_id=payment.payment_id, idempotency_key=key, status=payment.status.value)
+    text = _summary_text(args, summary, 1, elapsed).splitlines()
+    text[0] += f": one split payment {payment.payment_id}, {payment.status.value}"
+    if payment.reason:
+        text[0] += f" ({payment.reason_code}: {payment.reason})"
+    show(args, data, "\n".join(text), payment.request_id)
+    return 0 if summary.all_committed else 1
+
+
+def _at_line(error: ApiError, chosen: Sequence[Row]) -> ApiError:
+    """ERROR, naming the file's line when it is about one share (``shares[N]...``)."""
+    fields = [field for field, _ in error.field_violations]
+    found = re.match(r"shares\[(\d+)\]", fields[0]) if fields else None
+    if found is None or int(found.group(1)) >= len(chosen):
+        return error
+    line = chosen[int(found.group(1))].line
+    error.message = f"line {line}: {error.message}"
+    return error
 
 
 async def pay_batch(invocation: Invocation, client: GatewayClient) -> int:
     args = invocation.args
+    if args.atomic:
+        return await pay_split_file(invocation, client)
     summary = Summary()
     request_ids: list[str] = []
     failure: ApiError | None = None

@@ -66,6 +66,36 @@ class AccountRef:
 
 
 @dataclass(frozen=True)
+class Share:
+    """One payee's part of a split payment: ``refunded_minor_units`` its committed refunds,
+    ``refundable_minor_units`` what its payee may still refund (shown to the payee and to
+    admins)."""
+
+    payee: AccountRef
+    amount_minor_units: int
+    refunded_minor_units: int = 0
+    refundable_minor_units: int = 0
+
+    @classmethod
+    def from_message(cls, message: gateway_pb2.Share) -> Share:
+        return cls(
+            payee=AccountRef(message.payee.bank, message.payee.account),
+            amount_minor_units=message.amount.minor_units,
+            refunded_minor_units=message.refunded.minor_units,
+            refundable_minor_units=message.refundable.minor_units,
+        )
+
+
+@dataclass(frozen=True)
+class SplitShare:
+    """One payee of a split payment to make (``GatewayClient.pay_split``)."""
+
+    to_bank: str
+    to_account: str
+    amount_minor_units: int
+
+
+@dataclass(frozen=True)
 class Payment:
     """A payment as one side of it sees it; the payee never sees why it was aborted. An
     admin sees all of it, from neither side (``direction`` None).
@@ -93,11 +123,19 @@ class Payment:
     refunded_minor_units: int = 0  # committed refunds of this payment
     refundable_minor_units: int = 0  # what its payee may still refund (0 for the payer)
     refunds: tuple[Payment, ...] = ()  # from GatewayClient.payment: its refunds, oldest first
+    # A split payment: its payees (the payer and admins see every share; a payee sees their
+    # own, and the payment as paying them that share: ``payee``, ``amount_minor_units``).
+    shares: tuple[Share, ...] = ()
+
+    @property
+    def is_split(self) -> bool:
+        return bool(self.shares)
 
     @property
     def counterparty(self) -> AccountRef:
         """The other side: the payee of an outgoing payment, the payer of an incoming one
-        (the payee, for an admin)."""
+        (the payee, for an admin). A split payment's payer has no one payee: an empty
+        AccountRef (its ``shares`` name them)."""
         return self.payer if self.direction is Direction.INCOMING else self.payee
 
     @classmethod
@@ -127,6 +165,7 @@ class Payment:
             refunded_minor_units=message.refunded.minor_units,
             refundable_minor_units=message.refundable.minor_units,
             refunds=tuple(cls.from_message(refund, request_id) for refund in refunds),
+            shares=tuple(Share.from_message(share) for share in message.shares),
         )
 
 

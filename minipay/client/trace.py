@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from minipay.client.results import STATUS_OF_MESSAGE, AccountRef, PaymentStatus, utc
+# A trace's payees: the only share of a plain payment, or a split's.
+from minipay.client.results import STATUS_OF_MESSAGE, AccountRef, PaymentStatus, Share, utc
 from minipay.money import format_minor_units
 from minipay.v1 import admin_pb2, gateway_pb2
 
@@ -106,14 +107,6 @@ class TraceStep:
     def sent_ms(self) -> int:
         """When the step's message left, or when it happened for a step without one."""
         return self.elapsed_ms if self.sent_elapsed_ms is None else self.sent_elapsed_ms
-
-
-@dataclass(frozen=True)
-class Share:
-    """One payee and their amount: the only share of a plain payment, one of a split's."""
-
-    payee: AccountRef
-    amount_minor_units: int
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Index,
+    Integer,
     String,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -106,7 +107,8 @@ class BankPayment(Base):
 
 
 class Leg(Base):
-    """One side of a payment at this bank; while PREPARED, a debit leg is a hold."""
+    """One leg of a payment at this bank (its debit, or one of its credits); while
+    PREPARED, a debit leg is a hold."""
 
     __tablename__ = "legs"
 
@@ -114,6 +116,11 @@ class Leg(Base):
         ForeignKey("bank_payments.payment_id"), primary_key=True
     )
     side: Mapped[str] = mapped_column(String(6), primary_key=True)  # "debit" or "credit"
+    # The leg's place among the payment's legs here: a split payment may credit several
+    # accounts of one bank.
+    number: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=False, default=0, server_default="0"
+    )
     account_number: Mapped[str] = mapped_column(ForeignKey("accounts.number"))
     amount: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))

@@ -72,7 +72,7 @@ class Round:
     deadlocking (PostgreSQL), and the writes it will make."""
 
     payments: dict[str, tuple[ParticipantState, str, str]]  # id -> (state, reason code, reason)
-    legs: dict[str, list[tuple[str, str, int]]]  # id -> [(side, account, amount)]
+    legs: dict[str, list[tuple[str, str, int]]]  # id -> [(side, account, amount)], every leg
     accounts: dict[str, AccountState]
     new_payments: list[tuple[Any, ...]] = field(default_factory=list)  # INSERT_PAYMENT rows
     new_legs: list[tuple[Any, ...]] = field(default_factory=list)  # INSERT_LEG rows
@@ -166,7 +166,8 @@ INSERT_PAYMENT = (
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
 INSERT_LEG = (
-    "INSERT INTO legs (payment_id, side, account_number, amount, currency) VALUES (?, ?, ?, ?, ?)"
+    "INSERT INTO legs (payment_id, side, number, account_number, amount, currency) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
 )
 INSERT_LEDGER = (
     "INSERT INTO ledger_entries (account_number, amount, balance_after, payment_id, deposit_id, "
@@ -239,6 +240,7 @@ def _prepare_payment(round_: Round, payment_id: str, legs: list[Leg]) -> list[Vo
         no = Reason.parse(code)
         return [VoteResult(payment_id, leg.side, False, no, reason) for leg in legs]
     try:
+        _check_distinct(legs)
         accounts = [_check_leg(round_.accounts.get(leg.account), leg) for leg in legs]
     except Refusal as refusal:
         # Voting no is a unilateral abort; remember it so a repeated Prepare is refused too.
@@ -247,9 +249,9 @@ def _prepare_payment(round_: Round, payment_id: str, legs: list[Leg]) -> list[Vo
             VoteResult(payment_id, leg.side, False, refusal.code, refusal.reason) for leg in legs
         ]
     round_.remember(payment_id, ParticipantState.PREPARED)
-    for leg, account in zip(legs, accounts, strict=True):
+    for number, (leg, account) in enumerate(zip(legs, accounts, strict=True)):
         round_.new_legs.append(
-            (payment_id, leg.side.value, account.number, leg.amount, leg.currency)
+            (payment_id, leg.side.value, number, account.number, leg.amount, leg.currency)
         )
         if leg.side is Side.DEBIT:
             account.held += leg.amount
@@ -257,6 +259,21 @@ def _prepare_payment(round_: Round, payment_id: str, legs: list[Leg]) -> list[Vo
             account.incoming += leg.amount
         account.changed = True
     return [VoteResult(payment_id, leg.side, True) for leg in legs]
+
+
+def _check_distinct(legs: Sequence[Leg]) -> None:
+    """One debit at most, and no account with two legs of one side: the checks of each leg
+    below see the account as it was before the payment, so two legs of one account would
+    each pass alone. The gateway never asks for either."""
+    seen: set[tuple[Side, str]] = set()
+    debits = 0
+    for leg in legs:
+        debits += leg.side is Side.DEBIT
+        if (leg.side, leg.account) in seen or debits > 1:
+            raise Refusal(
+                Reason.ABORTED, f"the payment names account {leg.account} twice on one side"
+            )
+        seen.add((leg.side, leg.account))
 
 
 def _check_leg(account: AccountState | None, leg: Leg) -> AccountState:

@@ -37,12 +37,18 @@ def decisions(at: float, replica: str, payments: Sequence[PaymentView]) -> dict[
             "kind": p.kind.value,
             "refund_of": p.refund_of or "",
             "payer": f"{p.from_bank}/{p.from_account}",
-            "payee": f"{p.to_bank}/{p.to_account}",
+            "payee": f"{p.to_bank}/{p.to_account}" if p.to_bank else "",
             "amount": p.amount,
             "currency": p.currency,
             "status": status_of(p.state).value,
             "reason_code": p.reason_code,
             "requested_by": p.payer,
+            # A split payment: each payee and their amount (the amount is their total).
+            **(
+                {"shares": [[f"{s.bank}/{s.account}", s.amount] for s in p.shares]}
+                if p.shares
+                else {}
+            ),
         }
         for p in payments
         if p.decided_now

@@ -3,7 +3,8 @@ owners may read it), the events a round's decisions make, and reading the stream
 time as one reader may see it. Sequences are given by ``journal`` when events are written.
 
 Who reads what: the payer's account reads every event of its payments (committed or
-aborted); the payee's only the committed ones (never the payer's reasons: the API's
+aborted); the payee's only the committed ones (each payee of a split payment, named in
+``event_readers``: one event, as many readers) (never the payer's reasons: the API's
 ``payment_message`` shapes the payment for each side); an account's owner reads the deposits
 into it and the events of their own user; an admin reads everything. A reader's page skips
 the numbers of events that are not theirs, and its cursor still moves past them.
@@ -22,7 +23,13 @@ from sqlalchemy import Connection
 from server.common import fastsql
 from server.common.errors import InvalidArgument, OutOfRange
 from server.common.vocabulary import Status
-from server.gateway.payment_state import CoordinatorState, PaymentKind, PaymentView, status_of
+from server.gateway.payment_state import (
+    CoordinatorState,
+    PaymentKind,
+    PaymentView,
+    Share,
+    status_of,
+)
 
 # Kept this long (30 days) unless configured otherwise.
 DEFAULT_RETENTION = 30 * 86400.0
@@ -59,6 +66,8 @@ class NewEvent:
     subject: dict[str, Any]
     payer_key: str | None = None
     payee_key: str | None = None
+    # Other readers (a committed split payment's payees), written to ``event_readers``.
+    readers: tuple[str, ...] = ()
 
     def row(self, sequence: int) -> tuple[Any, ...]:
         subject = json.dumps(self.subject, separators=(",", ":"), ensure_ascii=False)
@@ -83,6 +92,7 @@ class StoredEvent:
         """The payment (or refund) a payment or refund event is about."""
         fields = dict(self.subject)
         fields["state"] = CoordinatorState(fields["state"])
+        fields["shares"] = tuple(Share(*share) for share in fields.get("shares", ()))
         return PaymentView(**fields)
 
 
@@ -110,6 +120,10 @@ _PAYMENT_FIELDS = (
 def _payment_subject(payment: PaymentView) -> dict[str, Any]:
     subject = {name: getattr(payment, name) for name in _PAYMENT_FIELDS}
     subject["state"] = payment.state.value
+    if payment.shares:  # [bank, account, amount, refund_reserved, refunded] each
+        subject["shares"] = [
+            [s.bank, s.account, s.amount, s.refund_reserved, s.refunded] for s in payment.shares
+        ]
     return subject
 
 
@@ -127,14 +141,22 @@ def of_decisions(payments: Sequence[PaymentView]) -> list[NewEvent]:
             (True, True): EventType.REFUND_COMMITTED,
             (True, False): EventType.REFUND_ABORTED,
         }[(refund, committed)]
+        # The payee learns of a payment to them once it committed, never of one aborted; each
+        # payee of a split payment alike, through ``event_readers``.
+        payee_key = None
+        readers: tuple[str, ...] = ()
+        if committed and payment.to_bank:
+            payee_key = account_key(payment.to_bank, payment.to_account)
+        elif committed:
+            readers = tuple(account_key(share.bank, share.account) for share in payment.shares)
         made.append(
             NewEvent(
                 kind,
                 payment.decided_at or payment.created_at,
                 _payment_subject(payment),
                 payer_key=account_key(payment.from_bank, payment.from_account),
-                # The payee learns of a payment to them once it committed, never of one aborted.
-                payee_key=account_key(payment.to_bank, payment.to_account) if committed else None,
+                payee_key=payee_key,
+                readers=readers,
             )
         )
     return made
@@ -233,8 +255,12 @@ def read(connection: Connection, query: Query) -> Page:
         where.append("type IN ({in})")
         parameters.extend(t.value for t in query.types)
     if query.reader is not None:
-        where.append("(payer_key = ? OR payee_key = ?)")
-        parameters.extend([query.reader, query.reader])
+        # The payees of split payments read through event_readers, along its own index.
+        where.append(
+            "(payer_key = ? OR payee_key = ? OR sequence IN (SELECT r.sequence FROM "
+            "event_readers r WHERE r.reader_key = ? AND r.sequence > ? AND r.sequence <= ?))"
+        )
+        parameters.extend([query.reader, query.reader, query.reader, after, head])
     sql = (
         "SELECT sequence, type, occurred_at, subject FROM events WHERE "
         + " AND ".join(where)
@@ -286,6 +312,7 @@ def prune(connection: Connection, older_than: float, batch: int = 1000) -> int:
     if through == pruned:
         return 0
     fastsql.execute(connection, "DELETE FROM events WHERE sequence <= ?", [through])
+    fastsql.execute(connection, "DELETE FROM event_readers WHERE sequence <= ?", [through])
     fastsql.execute(
         connection, "UPDATE journal_heads SET sequence = ? WHERE name = 'pruned'", [through]
     )

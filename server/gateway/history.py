@@ -20,8 +20,8 @@ from minipay.errors import ErrorReason
 from server.common import validation
 from server.common.errors import InvalidArgument, NotFound
 from server.common.vocabulary import Status
-from server.gateway.models import Payment
-from server.gateway.payment_log import view
+from server.gateway.models import Payment, PaymentPayee
+from server.gateway.payment_log import view, with_shares
 from server.gateway.payment_state import PaymentKind, PaymentView, states_of
 
 # A payee sees an incoming payment once it is committed, never while the payer's bank may
@@ -68,8 +68,7 @@ def visible_to(payment: PaymentView, bank: str, account: str) -> bool:
     received once it committed."""
     if (payment.from_bank, payment.from_account) == (bank, account):
         return True
-    paid = (payment.to_bank, payment.to_account) == (bank, account)
-    return paid and payment.state in VISIBLE_TO_PAYEE
+    return payment.pays(bank, account) and payment.state in VISIBLE_TO_PAYEE
 
 
 def history(session: Session, query: HistoryQuery) -> tuple[list[PaymentView], str]:
@@ -79,25 +78,41 @@ def history(session: Session, query: HistoryQuery) -> tuple[list[PaymentView], s
     Outgoing and incoming payments are read apart, each along its own (bank, account,
     created_at) index newest first and stopping after a page, then merged: one query with
     an OR would read and sort every payment the account ever made."""
-    outgoing = and_(Payment.from_bank == query.bank, Payment.from_account == query.account)
-    incoming = and_(
+    outgoing = select(Payment).where(
+        Payment.from_bank == query.bank, Payment.from_account == query.account
+    )
+    incoming = select(Payment).where(
         Payment.to_bank == query.bank,
         Payment.to_account == query.account,
         Payment.state.in_(VISIBLE_TO_PAYEE),
     )
-    sides = {Direction.OUTGOING: outgoing, Direction.INCOMING: incoming}
+    # The split payments paying the account, found by their payees' (bank, account) index.
+    split = (
+        select(Payment)
+        .join(PaymentPayee, PaymentPayee.payment_id == Payment.id)
+        .where(
+            PaymentPayee.bank == query.bank,
+            PaymentPayee.account == query.account,
+            Payment.state.in_(VISIBLE_TO_PAYEE),
+        )
+    )
+    sides = {Direction.OUTGOING: [outgoing], Direction.INCOMING: [incoming, split]}
     wanted = [query.direction] if query.direction is not None else list(Direction)
-    rows = [row for side in wanted for row in session.scalars(_page(sides[side], query))]
+    rows = [
+        row
+        for side in wanted
+        for source in sides[side]
+        for row in session.scalars(_page(source, query))
+    ]
     rows.sort(key=lambda row: (row.created_at, row.id), reverse=True)
     more = len(rows) > query.page_size
     rows = rows[: query.page_size]
     next_token = _encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else ""
-    return [view(row) for row in rows], next_token
+    return with_shares(session.connection(), [view(row) for row in rows]), next_token
 
 
-def _page(side: ColumnElement[bool], query: HistoryQuery) -> Select[tuple[Payment]]:
+def _page(statement: Select[tuple[Payment]], query: HistoryQuery) -> Select[tuple[Payment]]:
     """One side's next page (and one more row, to tell whether there is a next page)."""
-    statement = select(Payment).where(side)
     if query.status is not None:
         statement = statement.where(Payment.state.in_(states_of(query.status)))
     if query.kind is not None:
@@ -133,7 +148,7 @@ def refunds_of(session: Session, payment_id: str) -> list[PaymentView]:
         .order_by(Payment.created_at.desc(), Payment.id.desc())
         .limit(MAX_REFUNDS_SHOWN)
     )
-    return [view(row) for row in reversed(list(newest))]
+    return with_shares(session.connection(), [view(row) for row in reversed(list(newest))])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,22 +174,27 @@ def all_payments(session: Session, query: PaymentsQuery) -> tuple[list[PaymentVi
     from there."""
     checks = _row_checks(query)
     if query.bank is not None and query.account is not None:
+        paid_by_split = select(PaymentPayee.payment_id).where(
+            PaymentPayee.bank == query.bank, PaymentPayee.account == query.account
+        )
         sources = [
             and_(Payment.from_bank == query.bank, Payment.from_account == query.account),
             and_(Payment.to_bank == query.bank, Payment.to_account == query.account),
+            Payment.id.in_(paid_by_split),
         ]
     elif query.kind is PaymentKind.REFUND:
         sources = [_of_kind(PaymentKind.REFUND)]  # the refunds' own (created_at, id) index
     else:
         sources = [true()]
     window = max(SCAN_ROWS, query.page_size + 1) if checks else query.page_size + 1
-    found: list[Payment] = []
+    found: list[PaymentView] = []
     frontier: tuple[float, str] | None = None  # the newest place a full window stopped at
     for source in sources:
         rows = list(session.scalars(_window(source, query, window)))
         if len(rows) == window:
             frontier = max(frontier or _key(rows[-1]), _key(rows[-1]))
-        found += [row for row in rows if all(check(row) for check in checks)]
+        views = with_shares(session.connection(), [view(row) for row in rows])
+        found += [row for row in views if all(check(row) for check in checks)]
     # Below the frontier, a source that stopped there may hold rows not read yet.
     found = [row for row in found if frontier is None or _key(row) >= frontier]
     found.sort(key=_key, reverse=True)
@@ -183,7 +203,7 @@ def all_payments(session: Session, query: PaymentsQuery) -> tuple[list[PaymentVi
         next_token = _encode_cursor(*_key(page[-1]))
     else:
         next_token = _encode_cursor(*frontier) if frontier is not None else ""
-    return [view(row) for row in page], next_token
+    return page, next_token
 
 
 def _window(source: ColumnElement[bool], query: PaymentsQuery, rows: int) -> Select[tuple[Payment]]:
@@ -203,12 +223,17 @@ def _window(source: ColumnElement[bool], query: PaymentsQuery, rows: int) -> Sel
     return statement.order_by(Payment.created_at.desc(), Payment.id.desc()).limit(rows)
 
 
-def _row_checks(query: PaymentsQuery) -> Sequence[Callable[[Payment], bool]]:
-    """The filters QUERY's index does not serve, as checks of a row read."""
-    checks: list[Callable[[Payment], bool]] = []
+def _row_checks(query: PaymentsQuery) -> Sequence[Callable[[PaymentView], bool]]:
+    """The filters QUERY's index does not serve, as checks of a payment read."""
+    checks: list[Callable[[PaymentView], bool]] = []
     if query.bank is not None and query.account is None:
         bank = query.bank
-        checks.append(lambda row: bank in (row.from_bank, row.to_bank))
+        checks.append(
+            lambda row: (
+                bank in (row.from_bank, row.to_bank)
+                or any(share.bank == bank for share in row.shares)
+            )
+        )
     if query.status is not None:
         states = states_of(query.status)
         checks.append(lambda row: row.state in states)
@@ -218,7 +243,7 @@ def _row_checks(query: PaymentsQuery) -> Sequence[Callable[[Payment], bool]]:
     return checks
 
 
-def _key(row: Payment) -> tuple[float, str]:
+def _key(row: Payment | PaymentView) -> tuple[float, str]:
     return (row.created_at, row.id)
 
 

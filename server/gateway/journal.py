@@ -65,6 +65,13 @@ def _publish(connection: Connection, events: Sequence[NewEvent]) -> None:
     first = last - len(events) + 1
     rows = [event.row(first + offset) for offset, event in enumerate(events)]
     _insert(connection, "events", _EVENT_COLUMNS, 6, rows)
+    readers = [
+        (first + offset, reader)
+        for offset, event in enumerate(events)
+        for reader in dict.fromkeys(event.readers)
+    ]
+    if readers:  # a split payment's payees: in the same transaction, so with the event
+        _insert(connection, "event_readers", "sequence, reader_key", 2, readers)
 
 
 def _append(connection: Connection, bodies: Sequence[Mapping[str, Any]]) -> None:

@@ -219,6 +219,36 @@ class Payment(Base):
     refunded: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
+class PaymentPayee(Base):
+    """One payee of a split payment (whose ``payments`` row has an empty ``to_bank``, and
+    the total as its amount): the share NUMBER, in the order the payer named them, its
+    account and amount, and the refunds of this share (reserved when a refund is recorded,
+    released when it aborts; and those committed). Only a split payment has rows here: a
+    plain payment never reads or writes this table. ``created_at`` is the payment's, for a
+    payee's history along its own index."""
+
+    __tablename__ = "payment_payees"
+    __table_args__ = (
+        Index("ix_payment_payees_account", "bank", "account", "created_at"),
+        CheckConstraint(
+            "refund_reserved >= 0 AND refund_reserved <= amount",
+            name="ck_payment_payees_refund_reserved",
+        ),
+        CheckConstraint(
+            "refunded >= 0 AND refunded <= refund_reserved", name="ck_payment_payees_refunded"
+        ),
+    )
+
+    payment_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    bank: Mapped[str] = mapped_column(String(64))
+    account: Mapped[str] = mapped_column(String(34))
+    amount: Mapped[int] = mapped_column(BigInteger)  # minor units
+    created_at: Mapped[float] = mapped_column(Float)
+    refund_reserved: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    refunded: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
 class PaymentStep(Base):
     """One step of a payment's story, as the replica that took it saw it (``trace``): times
     in milliseconds of that replica's clock. No foreign key: steps are written beside the
@@ -292,8 +322,8 @@ class JournalHead(Base):
 
 class Event(Base):
     """One event of the stream. ``payer_key`` and ``payee_key`` are the accounts
-    ("bank/account") whose owners may read it; ``subject`` is compact JSON of what it is
-    about, shaped for each reader when read."""
+    ("bank/account") whose owners may read it (and those ``event_readers`` names);
+    ``subject`` is compact JSON of what it is about, shaped for each reader when read."""
 
     __tablename__ = "events"
     __table_args__ = (
@@ -307,7 +337,20 @@ class Event(Base):
     occurred_at: Mapped[float] = mapped_column(Float)
     payer_key: Mapped[str | None] = mapped_column(String(100))
     payee_key: Mapped[str | None] = mapped_column(String(100))
-    subject: Mapped[str] = mapped_column(String(2000))
+    # Text: a split payment's subject names up to 100 payees.
+    subject: Mapped[str] = mapped_column(Text)
+
+
+class EventReader(Base):
+    """Another account whose owner may read an event (a committed split payment's payees;
+    the event's own ``payee_key`` is then empty): one row per reader, dropped with the
+    event."""
+
+    __tablename__ = "event_readers"
+    __table_args__ = (Index("ix_event_readers_reader", "reader_key", "sequence"),)
+
+    sequence: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    reader_key: Mapped[str] = mapped_column(String(100), primary_key=True)
 
 
 class AuditRecord(Base):

@@ -7,13 +7,23 @@ A refund is a payment like any other, with ``refund_of`` naming the payment it g
 The transaction that records it reserves its amount on that payment (``refund_reserved``),
 with one conditional UPDATE the database decides, or deletes it again and answers REFUSED;
 the transaction that decides it releases the reservation (an abort) or counts it as refunded
-(a commit), once: only for the payments that transaction decided."""
+(a commit), once: only for the payments that transaction decided.
+
+A split payment is one row here with an empty ``to_bank`` and the total as its amount, and
+one row per payee in ``payment_payees``, written in the same INSERT round. Every read that
+returns payments loads the shares of the split ones among them (``with_shares``: one more
+statement, only when there is a split payment). A refund of a share reserves on the share's
+row with one conditional UPDATE, then adds to the payment's own counters (the payment's
+totals: its CHECK constraints hold them within its amount); its decision settles both,
+the share's first. Every transaction takes share rows before payment rows, each in id order,
+so two never wait for each other in a circle."""
 
 from __future__ import annotations
 
 import dataclasses
 import enum
 import functools
+import itertools
 import secrets
 import time
 from collections import defaultdict
@@ -33,6 +43,7 @@ from server.gateway.payment_state import (
     Decision,
     PaymentOrder,
     PaymentView,
+    Share,
     decided_state,
 )
 
@@ -56,14 +67,35 @@ class Recorded:
 # Core table: each round reads and writes in set-based statements.
 PAYMENTS = Base.metadata.tables["payments"]
 REPLICAS = Base.metadata.tables["replicas"]
-VIEW_FIELDS = [f.name for f in dataclasses.fields(PaymentView) if f.name != "decided_now"]
+VIEW_FIELDS = [
+    f.name for f in dataclasses.fields(PaymentView) if f.name not in ("decided_now", "shares")
+]
 VIEW_COLUMNS = [PAYMENTS.c[name] for name in VIEW_FIELDS]
 INSERTED_COLUMNS = (*VIEW_FIELDS, "idempotency_key", "fingerprint")
 
 
 def view(payment: Payment | Row[Any]) -> PaymentView:
-    """The view of an ORM payment or a row of at least VIEW_COLUMNS."""
+    """The view of an ORM payment or a row of at least VIEW_COLUMNS (a split payment's
+    without its shares: ``with_shares`` adds them)."""
     return PaymentView(**{name: getattr(payment, name) for name in VIEW_FIELDS})
+
+
+def with_shares(connection: Connection, payments: Sequence[PaymentView]) -> list[PaymentView]:
+    """PAYMENTS, the split ones among them with their shares: one statement if there is a
+    split payment without them, none otherwise."""
+    wanted = sorted({p.id for p in payments if not p.to_bank and not p.shares})
+    if not wanted:
+        return list(payments)
+    found: dict[str, list[Share]] = defaultdict(list)
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        for payment_id, bank, account, amount, reserved, refunded in fastsql.execute(
+            connection, SELECT_SHARES, chunk, len(chunk)
+        ):
+            found[payment_id].append(Share(bank, account, amount, reserved, refunded))
+    return [
+        dataclasses.replace(p, shares=tuple(found[p.id])) if p.id in found else p for p in payments
+    ]
 
 
 def new_payment_id(at: float | None = None, random_bits: int | None = None) -> str:
@@ -102,6 +134,9 @@ def record(
     inserted = {
         row[0] for row in fastsql.execute(connection, _insert_or_nothing(len(fresh)), values)
     }
+    splits = [p for p in fresh.values() if p.shares and p.id in inserted]
+    if splits:
+        _insert_shares(connection, splits)
     taken = [key for key, payment in fresh.items() if payment.id not in inserted]
     known = _by_keys(connection, taken) if taken else {}
     new_refunds = [
@@ -131,18 +166,50 @@ def record(
     return results
 
 
+def _insert_shares(connection: Connection, splits: Sequence[PaymentView]) -> None:
+    """The payees of SPLITS, new payments this transaction inserted."""
+    rows = [
+        (p.id, number, share.bank, share.account, share.amount, p.created_at)
+        for p in splits
+        for number, share in enumerate(p.shares)
+    ]
+    # 6 parameters a row: 2000 rows a statement stay within SQLite's and PostgreSQL's limits.
+    for start in range(0, len(rows), 2000):
+        chunk = rows[start : start + 2000]
+        marks = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
+        values = list(itertools.chain.from_iterable(chunk))
+        fastsql.execute(connection, INSERT_SHARES + marks, values)
+
+
 def _reserve_refunds(
     connection: Connection, refunds: Sequence[tuple[PaymentOrder, PaymentView]]
 ) -> tuple[dict[str, PaymentView], dict[str, PaymentView | None]]:
-    """Reserves each new refund's amount on the payment it gives back, or deletes the refund
-    (nobody saw it: this transaction inserted it). Returns the refunds reserved (by id, with
-    the amount found for a refund of all that is left) and, for those refused, the payment
-    they would give back as it stands (None if there is none)."""
+    """Reserves each new refund's amount on the payment it gives back (on the refunder's
+    share first, for a share of a split payment), or deletes the refund (nobody saw it: this
+    transaction inserted it). Returns the refunds reserved (by id, with the amount found for
+    a refund of all that is left) and, for those refused, the payment they would give back
+    as it stands (None if there is none)."""
     reserved: dict[str, PaymentView] = {}
     refused: dict[str, str] = {}  # refund id -> the payment it would give back
-    # In the order of the payments given back: the rows are locked in the same order by
-    # every transaction, last in each, so two rounds never wait for each other in a circle.
-    for order, refund in sorted(refunds, key=lambda item: (item[0].refund_of, item[1].id)):
+    # Shares first, then payments, each in the order of the payments given back: the rows
+    # are locked in the same order by every transaction, last in each, so two rounds never
+    # wait for each other in a circle.
+    ordered = sorted(refunds, key=lambda item: (item[0].refund_of or "", item[1].id))
+    shares = [(order, refund) for order, refund in ordered if order.of_share]
+    for order, refund in shares:
+        amount = _reserve_share(connection, order)
+        if amount is None:
+            refused[refund.id] = order.refund_of or ""
+        else:
+            reserved[refund.id] = dataclasses.replace(refund, amount=amount)
+    for order, refund in ordered:
+        if order.of_share:
+            if refund.id in reserved:  # the share granted it: the payment's totals follow
+                amount = reserved[refund.id].amount
+                fastsql.execute(connection, ADD_RESERVED, [amount, order.refund_of])
+                if order.whole_rest:
+                    fastsql.execute(connection, SET_AMOUNT, [amount, refund.id])
+            continue
         original = order.refund_of or ""
         amount = order.amount
         if order.whole_rest:
@@ -163,15 +230,38 @@ def _reserve_refunds(
     return reserved, {refund: originals.get(original) for refund, original in refused.items()}
 
 
+def _reserve_share(connection: Connection, order: PaymentOrder) -> int | None:
+    """Reserves ORDER's amount (or all that is left) on the refunder's share of the split
+    payment it gives back: the amount reserved, or None if the database refused it."""
+    original = order.refund_of or ""
+    share = [original, order.from_bank, order.from_account]
+    amount = order.amount
+    if order.whole_rest:
+        rows = fastsql.execute(connection, LEFT_OF_SHARE, share)
+        amount = int(rows[0][0]) if rows else 0
+    if amount <= 0:
+        return None
+    granted = fastsql.execute(connection, RESERVE_SHARE, [amount, *share, amount, order.currency])
+    return amount if granted else None
+
+
 def _settle_refunds(connection: Connection, decided: Sequence[PaymentView]) -> None:
     """For each refund among DECIDED (decided in this transaction, so once): its amount
     released on the payment it gives back if it aborted, counted as refunded if it
-    committed."""
+    committed; on the refunder's share too, for a refund of a split payment's share (a
+    refund of a plain payment has no share row: that statement changes nothing)."""
     changes: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # id -> [release, refunded]
+    shares: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
     for refund in decided:
         if refund.refund_of is not None:
             committed = refund.state is CoordinatorState.COMMITTING
             changes[refund.refund_of][1 if committed else 0] += refund.amount
+            share = (refund.refund_of, refund.from_bank, refund.from_account)
+            shares[share][1 if committed else 0] += refund.amount
+    if not changes:
+        return
+    share_rows = [(release, refunded, *key) for key, (release, refunded) in sorted(shares.items())]
+    fastsql.execute_many(connection, SETTLE_SHARE, share_rows)
     rows = [(release, refunded, pid) for pid, (release, refunded) in sorted(changes.items())]
     fastsql.execute_many(connection, SETTLE_REFUND, rows)
 
@@ -193,6 +283,7 @@ def _new_payment(order: PaymentOrder, created_at: float, timeout: float, owner: 
         created_at=created_at,
         owner_token=owner,
         refund_of=order.refund_of,
+        shares=order.shares,
     )
 
 
@@ -220,10 +311,15 @@ def _by_keys(
             PAYMENTS.c.payer.in_(payers), PAYMENTS.c.idempotency_key.in_(idempotency_keys)
         )
     )
-    return {
-        (row.payer, row.idempotency_key): (view(row), row.fingerprint)
+    found = [
+        (row.idempotency_key, view(row), row.fingerprint)
         for row in rows
         if (row.payer, row.idempotency_key) in wanted
+    ]
+    payments = with_shares(connection, [payment for _, payment, _ in found])
+    return {
+        (payment.payer, key): (payment, fingerprint)
+        for (key, _, fingerprint), payment in zip(found, payments, strict=True)
     }
 
 
@@ -257,13 +353,15 @@ def store_decisions(connection: Connection, decisions: Sequence[Deciding]) -> li
     current = by_ids(
         connection, [d.payment_id for d in decisions if d.payment_id not in decided_now]
     )
-    current.update(decided_now)
+    current.update((p.id, p) for p in with_shares(connection, list(decided_now.values())))
     return [current[item.payment_id] for item in decisions]
 
 
 def undelivered(connection: Connection, bank: str, account: str) -> list[PaymentView]:
-    """The account's decided payments that not every bank has acknowledged yet."""
-    rows = fastsql.execute(connection, SELECT_UNDELIVERED, [bank, account, bank, account])
+    """The account's decided payments that not every bank has acknowledged yet (those of
+    split payments paying it too)."""
+    parameters = [bank, account, bank, account, bank, account]
+    rows = fastsql.execute(connection, SELECT_UNDELIVERED, parameters)
     return [_view_of(row) for row in rows]
 
 
@@ -273,7 +371,7 @@ def by_ids(connection: Connection, payment_ids: Sequence[str]) -> dict[str, Paym
         return {}
     ids = sorted(set(payment_ids))
     rows = fastsql.execute(connection, BY_IDS, ids, len(ids))
-    return {payment.id: payment for payment in map(_view_of, rows)}
+    return {payment.id: payment for payment in with_shares(connection, list(map(_view_of, rows)))}
 
 
 def complete(connection: Connection, finished: Sequence[tuple[str, int]]) -> None:
@@ -329,7 +427,7 @@ def owned_open(connection: Connection, owner: int, limit: int = 500) -> list[Pay
         .order_by(PAYMENTS.c.created_at)
         .limit(limit)
     )
-    return [view(row) for row in rows]
+    return with_shares(connection, [view(row) for row in rows])
 
 
 def _ownerless() -> ColumnElement[bool]:
@@ -362,17 +460,48 @@ RESERVE_REFUND = (
     "RETURNING refund_reserved"
 )
 LEFT_TO_REFUND = "SELECT amount - refund_reserved FROM payments WHERE id = ?{for_update}"
+# A share's reservation: the same rules, on the refunder's own share of a split payment
+# (whose payment row is committed, not a refund, in the refund's currency).
+RESERVE_SHARE = (
+    "UPDATE payment_payees SET refund_reserved = refund_reserved + ? "
+    "WHERE payment_id = ? AND bank = ? AND account = ? AND amount - refund_reserved >= ? "
+    "AND EXISTS (SELECT 1 FROM payments p WHERE p.id = payment_payees.payment_id "
+    "AND p.refund_of IS NULL AND p.state IN ('COMMITTING', 'COMMITTED') AND p.currency = ?) "
+    "RETURNING refund_reserved"
+)
+LEFT_OF_SHARE = (
+    "SELECT amount - refund_reserved FROM payment_payees "
+    "WHERE payment_id = ? AND bank = ? AND account = ?{for_update}"
+)
+# The payment's totals, once its share granted a reservation (its CHECK holds them within
+# the amount: the shares add up to it).
+ADD_RESERVED = "UPDATE payments SET refund_reserved = refund_reserved + ? WHERE id = ?"
+SETTLE_SHARE = (
+    "UPDATE payment_payees SET refund_reserved = refund_reserved - ?, refunded = refunded + ? "
+    "WHERE payment_id = ? AND bank = ? AND account = ?"
+)
+INSERT_SHARES = (
+    "INSERT INTO payment_payees (payment_id, number, bank, account, amount, created_at) VALUES "
+)
+SELECT_SHARES = (
+    "SELECT payment_id, bank, account, amount, refund_reserved, refunded FROM payment_payees "
+    "WHERE payment_id IN ({in}) ORDER BY payment_id, number"
+)
 SET_AMOUNT = "UPDATE payments SET amount = ? WHERE id = ?"
 SETTLE_REFUND = (
     "UPDATE payments SET refund_reserved = refund_reserved - ?, refunded = refunded + ? "
     "WHERE id = ?"
 )
-# Both sides of the account, each served by its (bank, account, created_at) index.
+# Both sides of the account, each served by its (bank, account, created_at) index, and the
+# split payments paying it, by the payees' own.
 SELECT_UNDELIVERED = (
     f"SELECT {_COLUMNS} FROM payments WHERE state IN ('COMMITTING', 'ABORTING') "
     "AND from_bank = ? AND from_account = ? "
     f"UNION ALL SELECT {_COLUMNS} FROM payments WHERE state IN ('COMMITTING', 'ABORTING') "
-    "AND to_bank = ? AND to_account = ?"
+    "AND to_bank = ? AND to_account = ? "
+    f"UNION ALL SELECT {', '.join('p.' + c for c in VIEW_FIELDS)} FROM payment_payees s "
+    "JOIN payments p ON p.id = s.payment_id WHERE s.bank = ? AND s.account = ? "
+    "AND p.state IN ('COMMITTING', 'ABORTING')"
 )
 
 

@@ -10,9 +10,12 @@ import enum
 import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from server.common.vocabulary import Leg, Reason, Side, Status
+
+# A split payment pays 2 to MAX_SHARES payees.
+MIN_SHARES, MAX_SHARES = 2, 100
 
 
 class PaymentKind(enum.StrEnum):
@@ -47,6 +50,22 @@ _STATUS_OF_STATE = {
 
 
 @dataclass(frozen=True)
+class Share:
+    """One payee's part of a split payment: their account, their amount, and (stored) the
+    refunds of this share committed or in flight, and those committed."""
+
+    bank: str
+    account: str
+    amount: int  # minor units
+    refund_reserved: int = 0
+    refunded: int = 0
+
+    @property
+    def refundable(self) -> int:
+        return max(self.amount - self.refund_reserved, 0)
+
+
+@dataclass(frozen=True)
 class PaymentOrder:
     """A validated request to pay, with the payer's account taken from their token."""
 
@@ -62,11 +81,19 @@ class PaymentOrder:
     refund_of: str | None = None
     # A refund of all that is left to refund: AMOUNT is found when it is recorded.
     whole_rest: bool = False
+    # A split payment: its payees, in the order asked (``to_bank`` and ``to_account`` are
+    # then empty, and AMOUNT is their total).
+    shares: tuple[Share, ...] = ()
+    # A refund of one share of a split payment (the share of its payer, ``from_``).
+    of_share: bool = False
 
     @property
     def fingerprint(self) -> str:
         """The request as sent, to tell a replay from a key reused for something else."""
-        if self.refund_of is None:
+        if self.shares:
+            payees = "|".join(f"{s.bank}|{s.account}|{s.amount}" for s in self.shares)
+            text = f"split|{payees}|{self.currency}"
+        elif self.refund_of is None:
             text = f"{self.to_bank}|{self.to_account}|{self.amount}|{self.currency}"
         else:
             amount = "rest" if self.whole_rest else str(self.amount)
@@ -98,6 +125,43 @@ class PaymentView:
     refund_reserved: int = 0  # a payment: its refunds committed or in flight
     refunded: int = 0  # ... and those committed
     decided_now: bool = False  # set by ``payment_log.store_decisions`` when it stored this one
+    # A split payment (``to_bank`` empty): its payees, as ``payment_log`` loads them from
+    # ``payment_payees``; a payee's own view (``seen_by``) keeps only their share.
+    shares: tuple[Share, ...] = ()
+
+    @property
+    def is_split(self) -> bool:
+        return not self.to_bank or bool(self.shares)
+
+    def share_of(self, bank: str, account: str) -> Share | None:
+        """The share of BANK/ACCOUNT, if this is a split payment paying it."""
+        for share in self.shares:
+            if (share.bank, share.account) == (bank, account):
+                return share
+        return None
+
+    def seen_by(self, bank: str, account: str) -> PaymentView:
+        """The payment as the owner of BANK/ACCOUNT sees it: a split payment's payee sees it
+        as paying them their share (payee, amount, refunds), and no other share; anyone else
+        sees it as it is."""
+        share = self.share_of(bank, account) if not self.to_bank else None
+        if share is None:
+            return self
+        return replace(
+            self,
+            to_bank=share.bank,
+            to_account=share.account,
+            amount=share.amount,
+            refund_reserved=share.refund_reserved,
+            refunded=share.refunded,
+            shares=(share,),
+        )
+
+    def pays(self, bank: str, account: str) -> bool:
+        """Whether BANK/ACCOUNT is the payee, or one of a split payment's payees."""
+        if (self.to_bank, self.to_account) == (bank, account):
+            return True
+        return not self.to_bank and self.share_of(bank, account) is not None
 
     @property
     def owner(self) -> int:
@@ -200,13 +264,20 @@ def abort(reason_code: Reason, reason: str = "") -> Decision:
 
 def legs_by_bank(payment: PaymentView) -> dict[str, list[Leg]]:
     """What each bank is asked to hold: the debit at the payer's bank, the credit at the
-    payee's. A bank with several of the payment's accounts gets all their legs in one
-    Prepare; nothing here limits a payment to two banks."""
+    payee's, or of a split payment one credit per payee at that payee's bank. A bank with
+    several of the payment's accounts gets all their legs in one Prepare, and votes on them
+    together; every bank involved votes."""
     debit = Leg(payment.id, Side.DEBIT, payment.from_account, payment.amount, payment.currency)
-    credit = Leg(payment.id, Side.CREDIT, payment.to_account, payment.amount, payment.currency)
     by_bank: dict[str, list[Leg]] = defaultdict(list)
-    for bank, leg in ((payment.from_bank, debit), (payment.to_bank, credit)):
-        by_bank[bank].append(leg)
+    by_bank[payment.from_bank].append(debit)
+    if payment.to_bank:
+        credits = [(payment.to_bank, payment.to_account, payment.amount)]
+    else:
+        # A split payment read without its shares would ask no payee's bank: never send it.
+        assert payment.shares, f"split payment {payment.id} without its shares"
+        credits = [(share.bank, share.account, share.amount) for share in payment.shares]
+    for bank, account, amount in credits:
+        by_bank[bank].append(Leg(payment.id, Side.CREDIT, account, amount, payment.currency))
     return dict(by_bank)
 
 

@@ -10,7 +10,8 @@ What it compares, and the finding each disagreement is (``Code``):
   payment's;
 - the gateway's payments (and refunds), ordered by id, merged with each bank's payment
   records, ordered by the same id: a committed payment has exactly one debit entry at the
-  payer's bank and one credit at the payee's, of its amount; an aborted one none, and no
+  payer's bank and one credit at the payee's, of its amount (a split payment: the debit of
+  its total, and one credit of each share at that payee's bank); an aborted one none, and no
   hold left; a bank's record of a payment the gateway does not know is a finding;
 - the gateway's deposits merged with every bank's deposit entries by deposit id; an
   account's opening balance (deposit id ``open:<account>``, written by the bank when the
@@ -102,6 +103,8 @@ class GatewayPayment:
     created_at: float
     decided_at: float | None
     completed_at: float | None
+    # A split payment (``to_bank`` empty): (bank, account, amount) of each payee.
+    shares: tuple[tuple[str, str, int], ...] = ()
 
 
 @dataclass(slots=True)  # not frozen: made millions of times, frozen costs
@@ -708,7 +711,7 @@ class Reconcile:
 def _plainly_committed(payment: GatewayPayment, at_banks: dict[str, BankPayment]) -> bool:
     """Whether PAYMENT is committed across two banks exactly as it should be: one leg and one
     entry of its amount at each. Anything else goes the long way (``_at_bank``)."""
-    if payment.state is not CoordinatorState.COMMITTED or len(at_banks) != 2:
+    if payment.state is not CoordinatorState.COMMITTED or len(at_banks) != 2 or payment.shares:
         return False
     payer, payee = at_banks.get(payment.from_bank), at_banks.get(payment.to_bank)
     if payer is None or payee is None or payer is payee:
@@ -740,14 +743,15 @@ def _plainly_committed(payment: GatewayPayment, at_banks: dict[str, BankPayment]
 
 def _expected_entries(payment: GatewayPayment) -> dict[str, list[BankLeg]]:
     """The legs each bank holds and, once committed, enters: the debit at the payer's bank,
-    the credit at the payee's."""
+    the credit at the payee's; of a split payment, a credit of each share at its payee's
+    bank (one bank may hold several)."""
     legs: dict[str, list[BankLeg]] = defaultdict(list)
     legs[payment.from_bank].append(
         BankLeg("debit", payment.from_account, payment.amount, payment.currency)
     )
-    legs[payment.to_bank].append(
-        BankLeg("credit", payment.to_account, payment.amount, payment.currency)
-    )
+    credits = payment.shares or ((payment.to_bank, payment.to_account, payment.amount),)
+    for bank, account, amount in credits:
+        legs[bank].append(BankLeg("credit", account, amount, payment.currency))
     return dict(legs)
 
 

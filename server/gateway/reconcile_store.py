@@ -18,6 +18,11 @@ PAYMENTS_PAGE = (
     "SELECT id, from_bank, from_account, to_bank, to_account, amount, currency, state, "
     "created_at, decided_at, completed_at FROM payments WHERE id > ? ORDER BY id LIMIT ?"
 )
+# A page's split payments' payees, in each payment's order.
+SHARES = (
+    "SELECT payment_id, bank, account, amount FROM payment_payees WHERE payment_id IN ({in}) "
+    "ORDER BY payment_id, number"
+)
 DEPOSITS_PAGE = (
     "SELECT deposit_id, bank, account, amount, currency, state, created_at FROM deposits "
     "WHERE deposit_id > :after ORDER BY deposit_id LIMIT :limit"
@@ -27,7 +32,7 @@ DEPOSITS_PAGE = (
 def payments_page(connection: Connection, after: str, limit: int) -> list[GatewayPayment]:
     # Straight to the driver: a reconcile reads every payment there is.
     rows = fastsql.execute(connection, PAYMENTS_PAGE, [after, limit])
-    return [
+    page = [
         GatewayPayment(
             row[0],
             row[1],
@@ -43,6 +48,18 @@ def payments_page(connection: Connection, after: str, limit: int) -> list[Gatewa
         )
         for row in rows
     ]
+    splits = [payment.id for payment in page if not payment.to_bank]
+    if not splits:  # the common page: no split payment, no more reading
+        return page
+    shares: dict[str, list[tuple[str, str, int]]] = {payment_id: [] for payment_id in splits}
+    for payment_id, bank, account, amount in fastsql.execute(
+        connection, SHARES, splits, len(splits)
+    ):
+        shares[payment_id].append((bank, account, int(amount)))
+    for payment in page:
+        if payment.id in shares:
+            payment.shares = tuple(shares[payment.id])
+    return page
 
 
 def deposits_page(connection: Connection, after: str, limit: int) -> list[GatewayDeposit]:

@@ -84,12 +84,16 @@ def refund_order(
         idempotency_key=idempotency_key,
         refund_of=original.id,
         whole_rest=amount is None,
+        # A split payment's payee (``original`` as they see it) refunds their own share.
+        of_share=original.is_split,
     )
 
 
 def refused(order: PaymentOrder, original: PaymentView | None) -> MinipayError:
     """Why the database refused to reserve ORDER's refund, from ORIGINAL as it stood in the
     transaction that tried (None: it is gone)."""
+    if original is not None:  # a split payment as the refunding payee sees it
+        original = original.seen_by(order.from_bank, order.from_account)
     if original is None or (original.to_bank, original.to_account) != (
         order.from_bank,
         order.from_account,

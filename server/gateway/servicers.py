@@ -56,6 +56,7 @@ from server.gateway import (
     reconcile_run,
     reconcile_store,
     refunds,
+    splits,
     trace,
     users,
 )
@@ -176,7 +177,7 @@ class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
     async def Pay(
         self, request: gateway_pb2.PayRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.PayResponse:
-        order = self._order(request)
+        order = self._split_order(request) if len(request.shares) else self._order(request)
         self._limiter.take(order.payer)  # RATE_LIMITED: nothing recorded
         # A repeat of a key being decided elsewhere waits for it, within the caller's deadline.
         remaining = context.time_remaining()
@@ -249,6 +250,33 @@ class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
             raise InvalidArgument("you cannot pay your own account", field="to")
         return order
 
+    def _split_order(self, request: gateway_pb2.PayRequest) -> PaymentOrder:
+        claims = current_claims()
+        if request.HasField("to") or request.HasField("amount"):
+            raise InvalidArgument(
+                "a split payment names its payees in shares: leave to and amount unset",
+                field="to" if request.HasField("to") else "amount",
+            )
+        asked = [
+            splits.AskedShare(
+                bank=share.payee.bank,
+                account=share.payee.account,
+                amount=share.amount.minor_units,
+                currency=share.amount.currency,
+                has_payee=share.HasField("payee"),
+                has_amount=share.HasField("amount"),
+            )
+            for share in request.shares
+        ]
+        return splits.split_order(
+            claims.subject,
+            claims.bank,
+            claims.account,
+            asked,
+            request.idempotency_key,
+            self._banks.names,
+        )
+
     async def GetPayment(
         self, request: gateway_pb2.GetPaymentRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.GetPaymentResponse:
@@ -279,7 +307,13 @@ class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
             outgoing = (payment.from_bank, payment.from_account) == (claims.bank, claims.account)
             return trace.Viewer.PAYER if outgoing else trace.Viewer.PAYEE
 
-        payment, steps = await _story(self._db, payment_id, viewer, history.not_found(payment_id))
+        payment, steps = await _story(
+            self._db,
+            payment_id,
+            viewer,
+            history.not_found(payment_id),
+            (claims.bank, claims.account),
+        )
         return gateway_pb2.GetPaymentTraceResponse(
             payment=payment_message(payment, claims.bank, claims.account),
             steps=[trace_step_message(step) for step in steps],
@@ -317,8 +351,13 @@ class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
         claims = current_claims()
         payment_id, amount, currency, key = _refund_fields(request)
         self._limiter.take(claims.subject)  # RATE_LIMITED: nothing recorded
+        payment = await _payment(self._db, payment_id)
         original = refunds.check_customer_may_refund(
-            await _payment(self._db, payment_id), payment_id, claims.bank, claims.account
+            # A split payment's payee refunds their own share.
+            payment.seen_by(claims.bank, claims.account) if payment is not None else None,
+            payment_id,
+            claims.bank,
+            claims.account,
         )
         order = refunds.refund_order(original, claims.subject, key, amount, currency)
         outcome = await _refund(self._coordinator, original, order, context)
@@ -379,16 +418,19 @@ async def _story(
     payment_id: str,
     viewer_of: Callable[[PaymentView], trace.Viewer | None],
     missing: NotFound,
+    seen_by: tuple[str, str] | None = None,
 ) -> tuple[PaymentView, list[trace.Step]]:
     """The payment and what its viewer (VIEWER_OF the payment; None: not theirs to see, which
-    is answered exactly like a payment that does not exist: MISSING) may see of its story."""
+    is answered exactly like a payment that does not exist: MISSING) may see of its story:
+    a customer's (SEEN_BY: their bank and account) as that customer sees the payment."""
 
     def read(connection: Connection) -> tuple[PaymentView, list[trace.Step]] | None:
         payment = payment_log.by_ids(connection, [payment_id]).get(payment_id)
         viewer = viewer_of(payment) if payment is not None else None
         if payment is None or viewer is None:
             return None
-        return payment, trace.visible_steps(trace.read(connection, payment_id), viewer, payment)
+        seen = payment.seen_by(*seen_by) if seen_by is not None else payment
+        return payment, trace.visible_steps(trace.read(connection, payment_id), viewer, seen)
 
     found = await db.statements(read)
     if found is None:
@@ -414,10 +456,11 @@ def trace_step_message(step: trace.Step) -> gateway_pb2.TraceStep:
 
 def payment_message(payment: PaymentView, bank: str, account: str) -> gateway_pb2.Payment:
     """PAYMENT as the owner of BANK/ACCOUNT sees it: the payee never learns why the payer's
-    side failed, and only the payee how much is left to refund."""
+    side failed, and only the payee how much is left to refund; a split payment's payee sees
+    it as paying them their share, and no other share."""
     outgoing = (payment.from_bank, payment.from_account) == (bank, account)
     return _message(
-        payment,
+        payment if outgoing else payment.seen_by(bank, account),
         gateway_pb2.DIRECTION_OUTGOING if outgoing else gateway_pb2.DIRECTION_INCOMING,
         reasons=outgoing,
         refundable=not outgoing,
@@ -454,6 +497,18 @@ def _message(
     )
     if status is not Status.PENDING and payment.decided_at is not None:
         message.decided_at.CopyFrom(timestamp(payment.decided_at))
+    committed = status is Status.COMMITTED and payment.refund_of is None
+    for share in payment.shares:
+        message.shares.append(
+            gateway_pb2.Share(
+                payee=common_pb2.AccountRef(bank=share.bank, account=share.account),
+                amount=money(share.amount, payment.currency),
+                refunded=money(share.refunded, payment.currency),
+                refundable=money(
+                    share.refundable if refundable and committed else 0, payment.currency
+                ),
+            )
+        )
     return message
 
 
@@ -742,7 +797,17 @@ class AdminService(admin_pb2_grpc.AdminServicer):  # type: ignore[misc]
         original = await _payment(self._db, payment_id)
         if original is None:
             raise history.not_found(payment_id, "")
-        if request.HasField("payee") and (request.payee.bank, request.payee.account) != (
+        if original.is_split:
+            # A split payment is refunded one share at a time: the payee names it.
+            payee = (request.payee.bank, request.payee.account)
+            if not request.HasField("payee") or original.share_of(*payee) is None:
+                raise InvalidArgument(
+                    f"payment {payment_id} is a split payment: payee must name the payee "
+                    "whose share to refund",
+                    field="payee",
+                )
+            original = original.seen_by(*payee)
+        elif request.HasField("payee") and (request.payee.bank, request.payee.account) != (
             original.to_bank,
             original.to_account,
         ):

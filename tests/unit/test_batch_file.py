@@ -54,8 +54,9 @@ def test_the_same_amount_written_two_ways_is_the_same_payment(tmp_path: Path) ->
 def test_a_key_column_gives_rows_their_own_keys(tmp_path: Path) -> None:
     path = write(tmp_path, "idempotency_key,bank,account,amount", "k-1,beta,B-1,1", ",beta,B-1,1")
     found = list(rows(path, "EUR"))
-    assert found[0] == Row(2, "beta", "B-1", 100, "EUR", "k-1")
+    assert found[0] == Row(2, "beta", "B-1", 100, "EUR", "k-1", own_key=True)
     assert found[1].idempotency_key.startswith("csv1-"), "an empty cell: derived"
+    assert not found[1].own_key
 
 
 def problems(tmp_path: Path, *lines: str) -> list[tuple[int, str]]:

@@ -272,3 +272,59 @@ def test_findings_are_capped_and_all_counted() -> None:
     ids = [f"pay_{i:05d}" for i in range(1500)]
     report = run([payment(pid=i) for i in ids], [], [])
     assert report.findings_total == 3000 and len(report.findings) == 1000
+
+
+# -- split payments: the debit of the total, a credit per share --------------------------------
+
+
+def split(state: S = S.COMMITTED) -> GatewayPayment:
+    """alice (alpha) pays 30 to A-2 at her own bank and 70 to B-1 and B-2 at beta."""
+    made = payment(state)
+    made.to_bank, made.to_account = "", ""
+    made.shares = (("alpha", "A-2", 30), ("beta", "B-1", 50), ("beta", "B-2", 20))
+    return made
+
+
+def split_at_alpha(
+    state: str = "COMMITTED", entries: tuple[BankEntry, ...] | None = None
+) -> BankPayment:
+    if entries is None:
+        entries = (
+            (BankEntry(1, "A-1", -100), BankEntry(2, "A-2", 30)) if state == "COMMITTED" else ()
+        )
+    legs = (BankLeg("debit", "A-1", 100, "USD"), BankLeg("credit", "A-2", 30, "USD"))
+    return BankPayment(PID, state, OLD, legs, entries)
+
+
+def split_at_beta(
+    state: str = "COMMITTED", entries: tuple[BankEntry, ...] | None = None
+) -> BankPayment:
+    if entries is None:
+        entries = (BankEntry(3, "B-1", 50), BankEntry(4, "B-2", 20)) if state == "COMMITTED" else ()
+    legs = (BankLeg("credit", "B-1", 50, "USD"), BankLeg("credit", "B-2", 20, "USD"))
+    return BankPayment(PID, state, OLD, legs, entries)
+
+
+def test_a_split_payment_committed_at_every_bank_agrees() -> None:
+    report = run([split()], [split_at_alpha()], [split_at_beta()])
+    assert report.agreed and report.entries_checked == 4, report.findings
+    assert run([split(S.ABORTED)], [split_at_alpha("ABORTED")], [split_at_beta("ABORTED")]).agreed
+
+
+def test_a_split_payment_s_credits_are_each_checked() -> None:
+    one_short = (BankEntry(3, "B-1", 50),)
+    assert codes(run([split()], [split_at_alpha()], [split_at_beta(entries=one_short)])) == [
+        "ENTRY_MISSING"
+    ]
+    assert codes(run([split()], [split_at_alpha()], [split_at_beta("PREPARED")])) == [
+        "MISSING_AT_BANK"
+    ]
+    # A bank holding the credits of a plain payment's shape: other legs than asked.
+    assert codes(run([split()], [split_at_alpha()], [credit()])) == [
+        "ENTRY_MISMATCH",  # B-1: 100, not 50
+        "ENTRY_MISSING",  # B-2: none
+        "LEG_MISMATCH",
+    ]
+    # Half committed: the gateway aborted, beta committed.
+    report = run([split(S.ABORTED)], [split_at_alpha("ABORTED")], [split_at_beta()])
+    assert "STATE_MISMATCH" in codes(report)

@@ -10,12 +10,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from minipay.client.results import AccountRef, PaymentStatus
+from minipay.client.results import AccountRef, PaymentStatus, Share
 from minipay.client.trace import (
     Arrow,
     Note,
     PaymentTrace,
-    Share,
     Style,
     Tone,
     layout,
