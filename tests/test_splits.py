@@ -110,6 +110,7 @@ def assert_shares_within_amounts(cluster: Cluster) -> None:
 # -- committed everywhere, and what each side sees ---------------------------------------------
 
 
+@pytest.mark.in_process
 def test_a_split_of_three_payees_at_three_banks_commits_everywhere(
     make_cluster: ClusterFactory, certs: Path, backend: str
 ) -> None:
@@ -188,6 +189,7 @@ def test_a_split_of_three_payees_at_three_banks_commits_everywhere(
     assert_reconciled(cluster, certs)  # the banks' books agree with the gateway's
 
 
+@pytest.mark.in_process
 def test_two_payees_at_one_bank_and_one_at_the_payer_s(
     make_cluster: ClusterFactory, certs: Path
 ) -> None:
@@ -212,6 +214,7 @@ def test_two_payees_at_one_bank_and_one_at_the_payer_s(
 # -- any no: nothing moves anywhere ------------------------------------------------------------
 
 
+@pytest.mark.in_process
 def test_any_bank_s_no_moves_nothing_anywhere(make_cluster: ClusterFactory, certs: Path) -> None:
     cluster = make_cluster()
     alice, bob = customer(cluster, certs, "alice"), customer(cluster, certs, "bob")
@@ -304,6 +307,7 @@ def test_kill_9_mid_split(
 # -- per-share refunds -------------------------------------------------------------------------
 
 
+@pytest.mark.in_process
 def test_each_payee_refunds_their_own_share(make_cluster: ClusterFactory, certs: Path) -> None:
     cluster = make_cluster()
     alice, bob = customer(cluster, certs, "alice"), customer(cluster, certs, "bob")
@@ -359,6 +363,7 @@ def test_each_payee_refunds_their_own_share(make_cluster: ClusterFactory, certs:
 # -- bad input ---------------------------------------------------------------------------------
 
 
+@pytest.mark.in_process
 def test_every_bad_split_is_refused_with_its_field_and_records_nothing(
     make_cluster: ClusterFactory, certs: Path
 ) -> None:
@@ -458,6 +463,7 @@ def test_every_bad_split_is_refused_with_its_field_and_records_nothing(
 # -- the command line --------------------------------------------------------------------------
 
 
+@pytest.mark.in_process
 def test_pay_batch_atomic_pays_a_file_as_one_split_payment(
     make_cluster: ClusterFactory, certs: Path, tmp_path: Path
 ) -> None:
