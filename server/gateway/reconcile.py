@@ -508,40 +508,44 @@ class Reconcile:
     ) -> None:
         """Walks the gateway's payments and every bank's records (pages of them, or records
         one by one), all ordered by payment id, as one sorted merge: one page per bank in
-        memory. A payment plainly committed at its two banks is checked in a few comparisons
-        on the pages' columns; any other is compared the long way, on objects."""
-        streams: list[Iterator[tuple[str, str, GatewayPayment | BankPaymentPage, int]]] = [
-            ((payment.id, "", payment, -1) for payment in gateway)
-        ]
-        for bank, rows in banks.items():
-            streams.append(self._guarded(bank, rows))
-        # Items compare by id, then by bank ("" for the gateway), never further: one stream per
-        # bank, and no two items of one stream in the heap at once.
-        merged = heapq.merge(*streams)
+        memory. Each bank's next record waits at a cursor; a gateway payment takes the records
+        of its id, and a record whose id comes before is one the gateway does not know. A
+        payment plainly committed at its two banks is checked in a few comparisons on the
+        records' shapes (``BankPaymentPage.plain``); any other is compared the long way."""
         report = self.report
-        for payment_id, group in itertools.groupby(merged, key=_FIRST):
-            at_gateway: GatewayPayment | None = None
-            at_banks: dict[str, tuple[BankPaymentPage, int]] = {}
-            for _, bank, row, i in group:
-                if isinstance(row, GatewayPayment):
-                    at_gateway = row
-                else:
-                    at_banks[bank] = (row, i)
-                    report.entries_checked += row.entry_counts[i]
-            if at_gateway is None:
-                self._unknown_payment(payment_id, _records(at_banks))
-                continue
+        cursors = [_Cursor(bank, self._guarded(bank, rows)) for bank, rows in banks.items()]
+        unknown: list[_Record] = []
+        for payment in gateway:
+            payment_id = payment.id
+            at_banks: dict[str, _Record] = {}
+            for cursor in cursors:
+                record = cursor.record
+                while record is not None and record[0] < payment_id:
+                    unknown.append(record)
+                    record = next(cursor.records, None)
+                if record is not None and record[0] == payment_id:
+                    at_banks[cursor.bank] = record
+                    report.entries_checked += record[2].entry_counts[record[3]]
+                    record = next(cursor.records, None)
+                cursor.record = record
+            if unknown:
+                self._unknown_records(unknown)
             report.payments_checked += 1
-            if _plainly_committed(at_gateway, at_banks) and self._finished_before_start(at_gateway):
+            if _plainly_committed(payment, at_banks) and self._finished_before_start(payment):
                 continue  # the common case, checked in a few comparisons
-            self._payment(at_gateway, _records(at_banks))
+            self._payment(payment, _records(at_banks))
+        for cursor in cursors:
+            record = cursor.record
+            while record is not None:
+                unknown.append(record)
+                record = next(cursor.records, None)
+        self._unknown_records(unknown)
 
     def _guarded(
         self, bank: str, rows: Iterable[BankPaymentPage | BankPayment]
-    ) -> Iterator[tuple[str, str, BankPaymentPage, int]]:
-        """BANK's records, as (payment id, bank, page, index); if it stops answering, it is
-        marked unreachable (before any payment after its last record is compared) and its
-        records end there."""
+    ) -> Iterator[_Record]:
+        """BANK's records; if it stops answering, it is marked unreachable (before any
+        payment after its last record is compared) and its records end there."""
         try:
             for row in rows:
                 page = row if isinstance(row, BankPaymentPage) else BankPaymentPage.of([row])
@@ -550,9 +554,20 @@ class Reconcile:
                     itertools.repeat(bank),
                     itertools.repeat(page),
                     range(len(page)),
+                    page.plain,
                 )
         except BankUnreachable as error:
             self.bank_unreachable(bank, error.why)
+
+    def _unknown_records(self, records: list[_Record]) -> None:
+        """Records of payments the gateway did not show, by payment id (then emptied)."""
+        records.sort(key=_ID_AND_BANK)
+        for payment_id, group in itertools.groupby(records, key=_FIRST):
+            at_banks = {record[1]: record for record in group}
+            for record in at_banks.values():
+                self.report.entries_checked += record[2].entry_counts[record[3]]
+            self._unknown_payment(payment_id, _records(at_banks))
+        records.clear()
 
     def _payment(self, payment: GatewayPayment, at_banks: dict[str, BankPayment]) -> None:
         expected = _expected_entries(payment)
@@ -861,13 +876,27 @@ class Reconcile:
         return self.report
 
 
-def _records(at_banks: dict[str, tuple[BankPaymentPage, int]]) -> dict[str, BankPayment]:
-    return {bank: page.record(i) for bank, (page, i) in at_banks.items()}
+# A bank's record on its page: (payment id, bank, page, index, shape: ``plain``).
+_Record = tuple[str, str, BankPaymentPage, int, tuple[object, ...]]
+_ID_AND_BANK = itemgetter(0, 1)
 
 
-def _plainly_committed(
-    payment: GatewayPayment, at_banks: dict[str, tuple[BankPaymentPage, int]]
-) -> bool:
+class _Cursor:
+    """A bank's next record in the walk (None: no more), and the ones after it."""
+
+    __slots__ = ("bank", "record", "records")
+
+    def __init__(self, bank: str, records: Iterator[_Record]) -> None:
+        self.bank = bank
+        self.records = records
+        self.record: _Record | None = next(records, None)
+
+
+def _records(at_banks: dict[str, _Record]) -> dict[str, BankPayment]:
+    return {bank: record[2].record(record[3]) for bank, record in at_banks.items()}
+
+
+def _plainly_committed(payment: GatewayPayment, at_banks: dict[str, _Record]) -> bool:
     """Whether PAYMENT is committed across two banks exactly as it should be: one leg and one
     entry of its amount at each (the records' shapes, ``BankPaymentPage.plain``). Anything
     else goes the long way (``_at_bank``)."""
@@ -882,7 +911,7 @@ def _plainly_committed(
     if payer is None or payee is None:
         return False
     amount, currency = payment.amount, payment.currency
-    return payer[0].plain[payer[1]] == (
+    return payer[4] == (
         "COMMITTED",
         1,
         1,
@@ -892,7 +921,7 @@ def _plainly_committed(
         currency,
         payment.from_account,
         -amount,
-    ) and payee[0].plain[payee[1]] == (
+    ) and payee[4] == (
         "COMMITTED",
         1,
         1,
