@@ -248,25 +248,32 @@ class BankPaymentPage:
         and currency, its first entry's account and amount). A record without legs (entries)
         shows the next record's first one, or None: its count says it has none."""
         if self._plain is None:
-
-            def first(column: list[Any], starts: list[int]) -> Iterator[Any]:
-                padded = [*column, None]  # the start of a last record without any
-                return map(padded.__getitem__, itertools.islice(starts, len(self)))
-
-            legs, entries = self._leg_starts, self._entry_starts
+            records = len(self)
+            if self.leg_counts.count(1) == records and self.entry_counts.count(1) == records:
+                # The common page: one leg and one entry each, so the columns line up.
+                legs: list[Iterable[Any]] = [
+                    self.leg_sides,
+                    self.leg_accounts,
+                    self.leg_amounts,
+                    self.leg_currencies,
+                ]
+                entries: list[Iterable[Any]] = [self.entry_accounts, self.entry_amounts]
+            else:
+                legs = [
+                    _firsts(column, self._leg_starts, records)
+                    for column in (
+                        self.leg_sides,
+                        self.leg_accounts,
+                        self.leg_amounts,
+                        self.leg_currencies,
+                    )
+                ]
+                entries = [
+                    _firsts(column, self._entry_starts, records)
+                    for column in (self.entry_accounts, self.entry_amounts)
+                ]
             self._plain = list(
-                zip(
-                    self.states,
-                    self.leg_counts,
-                    self.entry_counts,
-                    first(self.leg_sides, legs),
-                    first(self.leg_accounts, legs),
-                    first(self.leg_amounts, legs),
-                    first(self.leg_currencies, legs),
-                    first(self.entry_accounts, entries),
-                    first(self.entry_amounts, entries),
-                    strict=True,
-                )
+                zip(self.states, self.leg_counts, self.entry_counts, *legs, *entries, strict=True)
             )
         return self._plain
 
@@ -874,6 +881,13 @@ class Reconcile:
                     )
         self.report.finished_at = finished_at
         return self.report
+
+
+def _firsts(column: list[Any], starts: list[int], records: int) -> Iterator[Any]:
+    """The first value of COLUMN of each of RECORDS, which start at STARTS; a record without
+    any shows the next record's, or None (the padding)."""
+    padded = [*column, None]
+    return map(padded.__getitem__, itertools.islice(starts, records))
 
 
 # A bank's record on its page: (payment id, bank, page, index, shape: ``plain``).
