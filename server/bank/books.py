@@ -6,9 +6,11 @@ connection, the caller owns the transaction."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from operator import itemgetter
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, text
 
@@ -26,22 +28,25 @@ class EntryRow:
     amount: int  # signed: negative for a debit
 
 
-@dataclass(frozen=True)
-class LegRow:
-    side: str  # "debit" or "credit"
-    account: str
-    amount: int
-    currency: str
-
-
 @dataclass
-class BankPaymentRow:
-    payment_id: str
-    state: str
-    created_at: float
-    decided_at: float | None
-    legs: list[LegRow] = field(default_factory=list)
-    entries: list[EntryRow] = field(default_factory=list)
+class BankPaymentColumns:
+    """A page of payment records as parallel columns (what Ledger/ListBankPayments sends):
+    record i is payment_ids[i], states[i], created_at[i]; its legs the next leg_counts[i] rows
+    of the leg_ columns, its entries the next entry_counts[i] rows of the entry_ columns. Made
+    from the driver's rows by transposing them, never by a Python object per record."""
+
+    payment_ids: list[str] = field(default_factory=list)
+    states: list[str] = field(default_factory=list)
+    created_at: list[float] = field(default_factory=list)
+    leg_counts: list[int] = field(default_factory=list)
+    leg_sides: list[str] = field(default_factory=list)  # "debit" or "credit"
+    leg_accounts: list[str] = field(default_factory=list)
+    leg_amounts: list[int] = field(default_factory=list)
+    leg_currencies: list[str] = field(default_factory=list)
+    entry_counts: list[int] = field(default_factory=list)
+    entry_ids: list[int] = field(default_factory=list)
+    entry_accounts: list[str] = field(default_factory=list)
+    entry_amounts: list[int] = field(default_factory=list)  # signed: negative for a debit
 
 
 @dataclass(frozen=True)
@@ -93,28 +98,47 @@ class Books:
     read_at: float
 
 
-def list_bank_payments(connection: Connection, after: str, limit: int) -> list[BankPaymentRow]:
+def list_bank_payments(connection: Connection, after: str, limit: int) -> BankPaymentColumns:
     """Up to LIMIT payment records with an id after AFTER, in id order, each with its legs
     and the ledger entries naming it (an entry naming no record is a stray: ``books``).
-    Straight to the driver: a reconcile reads every record there is."""
+    Straight to the driver, and columns rather than an object per record: a reconcile reads
+    every record there is. The three statements order by payment id alike, so each record's
+    legs (entries) are one run of rows, in the records' order."""
     rows = fastsql.execute(connection, PAYMENTS_PAGE, [after, limit])
-    payments = {row[0]: BankPaymentRow(row[0], row[1], row[2], row[3]) for row in rows}
-    if not payments:
-        return []
-    bounds = [after, rows[-1][0]]
-    for payment_id, side, account, amount, currency in fastsql.execute(
-        connection, LEGS_PAGE, bounds
-    ):
-        if payment_id in payments:
-            payments[payment_id].legs.append(LegRow(side, account, amount, currency))
-    for payment_id, entry_id, account, amount in fastsql.execute(connection, ENTRIES_PAGE, bounds):
-        if payment_id in payments:
-            payments[payment_id].entries.append(EntryRow(entry_id, account, amount))
-    return list(payments.values())
+    page = BankPaymentColumns()
+    if not rows:
+        return page
+    ids, states, created_at = (list(column) for column in zip(*rows, strict=True))
+    page.payment_ids, page.states, page.created_at = ids, states, created_at
+    bounds = [after, ids[-1]]
+    legs = fastsql.execute(connection, LEGS_PAGE, bounds)
+    page.leg_counts, legs = _runs(ids, legs)
+    if legs:
+        _, page.leg_sides, page.leg_accounts, page.leg_amounts, page.leg_currencies = (
+            list(column) for column in zip(*legs, strict=True)
+        )
+    entries = fastsql.execute(connection, ENTRIES_PAGE, bounds)
+    page.entry_counts, entries = _runs(ids, entries)
+    if entries:
+        _, page.entry_ids, page.entry_accounts, page.entry_amounts = (
+            list(column) for column in zip(*entries, strict=True)
+        )
+    return page
+
+
+def _runs(ids: list[str], rows: list[Any]) -> tuple[list[int], list[Any]]:
+    """How many of ROWS (ordered by payment id, first column) belong to each of IDS, and the
+    rows less any naming a payment not among IDS (no record: not this page's to show)."""
+    counts = Counter(map(itemgetter(0), rows))
+    known = set(ids)
+    if not counts.keys() <= known:
+        rows = [row for row in rows if row[0] in known]
+        counts = Counter(map(itemgetter(0), rows))
+    return list(map(counts.__getitem__, ids)), rows
 
 
 PAYMENTS_PAGE = (
-    "SELECT payment_id, state, created_at, decided_at FROM bank_payments "
+    "SELECT payment_id, state, created_at FROM bank_payments "
     "WHERE payment_id > ? ORDER BY payment_id LIMIT ?"
 )
 LEGS_PAGE = (

@@ -19,6 +19,7 @@ from server.common.vocabulary import Leg, Side
 
 _SIDES = {bank_pb2.LEG_SIDE_DEBIT: Side.DEBIT, bank_pb2.LEG_SIDE_CREDIT: Side.CREDIT}
 _SIDE_ENUMS = {side: enum for enum, side in _SIDES.items()}
+_SIDE_ENUMS_BY_NAME = {side.value: enum for enum, side in _SIDES.items()}
 
 
 def money(minor_units: int, currency: str) -> common_pb2.Money:
@@ -239,31 +240,22 @@ class LedgerService(bank_pb2_grpc.LedgerServicer):  # type: ignore[misc]
     ) -> bank_pb2.ListBankPaymentsResponse:
         limit = _ledger_page_size(request.page_size)
         after = request.after_payment_id[:64]
-        rows = await self._db.statements(lambda c: books.list_bank_payments(c, after, limit))
+        page = await self._db.statements(lambda c: books.list_bank_payments(c, after, limit))
+        # Columns in, columns out: no message per record (a reconcile reads millions).
         return bank_pb2.ListBankPaymentsResponse(
-            payments=[
-                bank_pb2.BankPaymentRecord(
-                    payment_id=row.payment_id,
-                    state=row.state,
-                    created_at=row.created_at,
-                    decided_at=row.decided_at or 0.0,
-                    legs=[
-                        bank_pb2.Leg(
-                            payment_id=row.payment_id,
-                            side=_SIDE_ENUMS[Side(leg.side)],
-                            account=leg.account,
-                            amount=money(leg.amount, leg.currency),
-                        )
-                        for leg in row.legs
-                    ],
-                    entries=[
-                        bank_pb2.LedgerEntryRecord(id=e.id, account=e.account, amount=e.amount)
-                        for e in row.entries
-                    ],
-                )
-                for row in rows
-            ],
-            done=len(rows) < limit,
+            done=len(page.payment_ids) < limit,
+            payment_ids=page.payment_ids,
+            states=page.states,
+            created_at=page.created_at,
+            leg_counts=page.leg_counts,
+            leg_sides=list(map(_SIDE_ENUMS_BY_NAME.__getitem__, page.leg_sides)),
+            leg_accounts=page.leg_accounts,
+            leg_amounts=page.leg_amounts,
+            leg_currencies=page.leg_currencies,
+            entry_counts=page.entry_counts,
+            entry_ids=page.entry_ids,
+            entry_accounts=page.entry_accounts,
+            entry_amounts=page.entry_amounts,
         )
 
     async def ListDeposits(

@@ -11,6 +11,7 @@ characters (any other is left out), in a header of at most MAX_REQUEST_IDS_BYTES
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -307,31 +308,32 @@ class BankClient:
 
     async def bank_payments_page(
         self, after: str, page_size: int
-    ) -> tuple[list[reconcile.BankPayment], bool]:
-        """Up to PAGE_SIZE of the bank's payment records after AFTER, in id order, and
-        whether they are the last."""
+    ) -> tuple[reconcile.BankPaymentPage, bool]:
+        """Up to PAGE_SIZE of the bank's payment records after AFTER, in id order, as columns
+        (no object per record: the event loop serves payments meanwhile), and whether they
+        are the last."""
         answer: bank_pb2.ListBankPaymentsResponse = await self._ledger_call(
             self._ledger.ListBankPayments,
             bank_pb2.ListBankPaymentsRequest(after_payment_id=after, page_size=page_size),
         )
-        return [
-            reconcile.BankPayment(
-                p.payment_id,
-                p.state,
-                p.created_at,
-                tuple(
-                    reconcile.BankLeg(
-                        _SIDE_NAMES.get(leg.side, ""),
-                        leg.account,
-                        leg.amount.minor_units,
-                        leg.amount.currency,
-                    )
-                    for leg in p.legs
-                ),
-                tuple(reconcile.BankEntry(e.id, e.account, e.amount) for e in p.entries),
+        try:
+            page = reconcile.BankPaymentPage(
+                list(answer.payment_ids),
+                list(answer.states),
+                list(answer.created_at),
+                list(answer.leg_counts),
+                list(map(_SIDE_NAMES.get, answer.leg_sides, itertools.repeat(""))),
+                list(answer.leg_accounts),
+                list(answer.leg_amounts),
+                list(answer.leg_currencies),
+                list(answer.entry_counts),
+                list(answer.entry_ids),
+                list(answer.entry_accounts),
+                list(answer.entry_amounts),
             )
-            for p in answer.payments
-        ], answer.done
+        except ValueError as error:
+            raise errors.Unavailable(f"bank {self.name} sent a bad page: {error}") from None
+        return page, answer.done
 
     async def deposits_page(
         self, after: str, page_size: int

@@ -49,8 +49,10 @@ import enum
 import heapq
 import itertools
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import Any
 
 from server.gateway.payment_state import CoordinatorState
 
@@ -58,6 +60,8 @@ MAX_FINDINGS = 1000
 DEFAULT_OLDER_THAN = 60
 CLOCK_SKEW = 2.0  # seconds the replicas' and banks' clocks may disagree by
 OPENING_PREFIX = "open:"  # a bank's opening-balance deposit: "open:<account>"
+
+_FIRST = itemgetter(0)
 
 FINISHED = (CoordinatorState.COMMITTED, CoordinatorState.ABORTED)
 DECIDED_COMMIT = (CoordinatorState.COMMITTING, CoordinatorState.COMMITTED)
@@ -129,6 +133,149 @@ class BankPayment:
     created_at: float
     legs: tuple[BankLeg, ...] = ()
     entries: tuple[BankEntry, ...] = ()
+
+
+class BankPaymentPage:
+    """A page of a bank's payment records as parallel columns, as its Ledger service sends
+    them (ListBankPaymentsResponse): record i is payment_ids[i], states[i], created_at[i],
+    its legs the next leg_counts[i] rows of the leg_ columns, its entries the next
+    entry_counts[i] rows of the entry_ columns. A page is compared without an object per
+    record: ``plain`` gives each record's shape as one tuple, made for the whole page by C
+    loops (map, zip), and a record (``record``) is made only for a payment that is not plainly
+    committed."""
+
+    __slots__ = (
+        "_entry_starts",
+        "_leg_starts",
+        "_plain",
+        "created_at",
+        "entry_accounts",
+        "entry_amounts",
+        "entry_counts",
+        "entry_ids",
+        "leg_accounts",
+        "leg_amounts",
+        "leg_counts",
+        "leg_currencies",
+        "leg_sides",
+        "payment_ids",
+        "states",
+    )
+
+    def __init__(
+        self,
+        payment_ids: list[str],
+        states: list[str],
+        created_at: list[float],
+        leg_counts: list[int],
+        leg_sides: list[str],
+        leg_accounts: list[str],
+        leg_amounts: list[int],
+        leg_currencies: list[str],
+        entry_counts: list[int],
+        entry_ids: list[int],
+        entry_accounts: list[str],
+        entry_amounts: list[int],
+    ) -> None:
+        records = len(payment_ids)
+        legs, entries = sum(leg_counts), sum(entry_counts)
+        if not (
+            len(states) == len(created_at) == len(leg_counts) == len(entry_counts) == records
+            and len(leg_sides) == len(leg_accounts) == legs
+            and len(leg_amounts) == len(leg_currencies) == legs
+            and len(entry_ids) == len(entry_accounts) == len(entry_amounts) == entries
+        ):
+            raise ValueError("the page's columns do not line up")
+        self.payment_ids, self.states, self.created_at = payment_ids, states, created_at
+        self.leg_counts, self.leg_sides, self.leg_accounts = leg_counts, leg_sides, leg_accounts
+        self.leg_amounts, self.leg_currencies = leg_amounts, leg_currencies
+        self.entry_counts, self.entry_ids = entry_counts, entry_ids
+        self.entry_accounts, self.entry_amounts = entry_accounts, entry_amounts
+        self._leg_starts = list(itertools.accumulate(leg_counts, initial=0))
+        self._entry_starts = list(itertools.accumulate(entry_counts, initial=0))
+        self._plain: list[tuple[object, ...]] | None = None
+
+    @classmethod
+    def of(cls, records: Iterable[BankPayment]) -> BankPaymentPage:
+        """The page of RECORDS (made one by one: for tests and the odd record)."""
+        rows = list(records)
+        legs = [leg for row in rows for leg in row.legs]
+        entries = [entry for row in rows for entry in row.entries]
+        return cls(
+            [row.payment_id for row in rows],
+            [row.state for row in rows],
+            [row.created_at for row in rows],
+            [len(row.legs) for row in rows],
+            [leg.side for leg in legs],
+            [leg.account for leg in legs],
+            [leg.amount for leg in legs],
+            [leg.currency for leg in legs],
+            [len(row.entries) for row in rows],
+            [entry.id for entry in entries],
+            [entry.account for entry in entries],
+            [entry.amount for entry in entries],
+        )
+
+    def __len__(self) -> int:
+        return len(self.payment_ids)
+
+    def record(self, i: int) -> BankPayment:
+        """Record I as an object, for the long way."""
+        legs = range(self._leg_starts[i], self._leg_starts[i + 1])
+        entries = range(self._entry_starts[i], self._entry_starts[i + 1])
+        return BankPayment(
+            self.payment_ids[i],
+            self.states[i],
+            self.created_at[i],
+            tuple(
+                BankLeg(
+                    self.leg_sides[j],
+                    self.leg_accounts[j],
+                    self.leg_amounts[j],
+                    self.leg_currencies[j],
+                )
+                for j in legs
+            ),
+            tuple(
+                BankEntry(self.entry_ids[j], self.entry_accounts[j], self.entry_amounts[j])
+                for j in entries
+            ),
+        )
+
+    @property
+    def plain(self) -> list[tuple[object, ...]]:
+        """Each record's shape: (state, legs, entries, its first leg's side, account, amount
+        and currency, its first entry's account and amount). A record without legs (entries)
+        shows the next record's first one, or None: its count says it has none."""
+        if self._plain is None:
+            records = len(self)
+            if self.leg_counts.count(1) == records and self.entry_counts.count(1) == records:
+                # The common page: one leg and one entry each, so the columns line up.
+                legs: list[Iterable[Any]] = [
+                    self.leg_sides,
+                    self.leg_accounts,
+                    self.leg_amounts,
+                    self.leg_currencies,
+                ]
+                entries: list[Iterable[Any]] = [self.entry_accounts, self.entry_amounts]
+            else:
+                legs = [
+                    _firsts(column, self._leg_starts, records)
+                    for column in (
+                        self.leg_sides,
+                        self.leg_accounts,
+                        self.leg_amounts,
+                        self.leg_currencies,
+                    )
+                ]
+                entries = [
+                    _firsts(column, self._entry_starts, records)
+                    for column in (self.entry_accounts, self.entry_amounts)
+                ]
+            self._plain = list(
+                zip(self.states, self.leg_counts, self.entry_counts, *legs, *entries, strict=True)
+            )
+        return self._plain
 
 
 @dataclass(slots=True)  # not frozen: made millions of times, frozen costs
@@ -362,46 +509,74 @@ class Reconcile:
     # -- payments --------------------------------------------------------------------------
 
     def payments(
-        self, gateway: Iterable[GatewayPayment], banks: dict[str, Iterable[BankPayment]]
+        self,
+        gateway: Iterable[GatewayPayment],
+        banks: Mapping[str, Iterable[BankPaymentPage | BankPayment]],
     ) -> None:
-        """Walks the gateway's payments and every bank's records, all ordered by payment id,
-        as one sorted merge: one payment at a time in memory."""
-        streams: list[Iterator[tuple[str, str, GatewayPayment | BankPayment]]] = [
-            ((payment.id, "", payment) for payment in gateway)
-        ]
-        for bank, rows in banks.items():
-            streams.append(self._guarded(bank, rows))
-        merged = heapq.merge(*streams, key=lambda item: item[0])
-        for payment_id, group in itertools.groupby(merged, key=lambda item: item[0]):
-            at_gateway: GatewayPayment | None = None
-            at_banks: dict[str, BankPayment] = {}
-            for _, bank, row in group:
-                if isinstance(row, GatewayPayment):
-                    at_gateway = row
-                else:
-                    assert isinstance(row, BankPayment)
-                    at_banks[bank] = row
-                    self.report.entries_checked += len(row.entries)
-            if at_gateway is None:
-                self._unknown_payment(payment_id, at_banks)
-            else:
-                self.report.payments_checked += 1
-                self._payment(at_gateway, at_banks)
+        """Walks the gateway's payments and every bank's records (pages of them, or records
+        one by one), all ordered by payment id, as one sorted merge: one page per bank in
+        memory. Each bank's next record waits at a cursor; a gateway payment takes the records
+        of its id, and a record whose id comes before is one the gateway does not know. A
+        payment plainly committed at its two banks is checked in a few comparisons on the
+        records' shapes (``BankPaymentPage.plain``); any other is compared the long way."""
+        report = self.report
+        cursors = [_Cursor(bank, self._guarded(bank, rows)) for bank, rows in banks.items()]
+        unknown: list[_Record] = []
+        for payment in gateway:
+            payment_id = payment.id
+            at_banks: dict[str, _Record] = {}
+            for cursor in cursors:
+                record = cursor.record
+                while record is not None and record[0] < payment_id:
+                    unknown.append(record)
+                    record = next(cursor.records, None)
+                if record is not None and record[0] == payment_id:
+                    at_banks[cursor.bank] = record
+                    report.entries_checked += record[2].entry_counts[record[3]]
+                    record = next(cursor.records, None)
+                cursor.record = record
+            if unknown:
+                self._unknown_records(unknown)
+            report.payments_checked += 1
+            if _plainly_committed(payment, at_banks) and self._finished_before_start(payment):
+                continue  # the common case, checked in a few comparisons
+            self._payment(payment, _records(at_banks))
+        for cursor in cursors:
+            record = cursor.record
+            while record is not None:
+                unknown.append(record)
+                record = next(cursor.records, None)
+        self._unknown_records(unknown)
 
     def _guarded(
-        self, bank: str, rows: Iterable[BankPayment]
-    ) -> Iterator[tuple[str, str, BankPayment]]:
-        """BANK's rows; if it stops answering, it is marked unreachable (before any payment
-        after its last row is compared) and its rows end there."""
+        self, bank: str, rows: Iterable[BankPaymentPage | BankPayment]
+    ) -> Iterator[_Record]:
+        """BANK's records; if it stops answering, it is marked unreachable (before any
+        payment after its last record is compared) and its records end there."""
         try:
             for row in rows:
-                yield row.payment_id, bank, row
+                page = row if isinstance(row, BankPaymentPage) else BankPaymentPage.of([row])
+                yield from zip(
+                    page.payment_ids,
+                    itertools.repeat(bank),
+                    itertools.repeat(page),
+                    range(len(page)),
+                    page.plain,
+                )
         except BankUnreachable as error:
             self.bank_unreachable(bank, error.why)
 
+    def _unknown_records(self, records: list[_Record]) -> None:
+        """Records of payments the gateway did not show, by payment id (then emptied)."""
+        records.sort(key=_ID_AND_BANK)
+        for payment_id, group in itertools.groupby(records, key=_FIRST):
+            at_banks = {record[1]: record for record in group}
+            for record in at_banks.values():
+                self.report.entries_checked += record[2].entry_counts[record[3]]
+            self._unknown_payment(payment_id, _records(at_banks))
+        records.clear()
+
     def _payment(self, payment: GatewayPayment, at_banks: dict[str, BankPayment]) -> None:
-        if _plainly_committed(payment, at_banks) and self._finished_before_start(payment):
-            return  # the common case, checked in a few comparisons
         expected = _expected_entries(payment)
         finished = self._finished_before_start(payment)
         if not finished:
@@ -708,36 +883,68 @@ class Reconcile:
         return self.report
 
 
-def _plainly_committed(payment: GatewayPayment, at_banks: dict[str, BankPayment]) -> bool:
+def _firsts(column: list[Any], starts: list[int], records: int) -> Iterator[Any]:
+    """The first value of COLUMN of each of RECORDS, which start at STARTS; a record without
+    any shows the next record's, or None (the padding)."""
+    padded = [*column, None]
+    return map(padded.__getitem__, itertools.islice(starts, records))
+
+
+# A bank's record on its page: (payment id, bank, page, index, shape: ``plain``).
+_Record = tuple[str, str, BankPaymentPage, int, tuple[object, ...]]
+_ID_AND_BANK = itemgetter(0, 1)
+
+
+class _Cursor:
+    """A bank's next record in the walk (None: no more), and the ones after it."""
+
+    __slots__ = ("bank", "record", "records")
+
+    def __init__(self, bank: str, records: Iterator[_Record]) -> None:
+        self.bank = bank
+        self.records = records
+        self.record: _Record | None = next(records, None)
+
+
+def _records(at_banks: dict[str, _Record]) -> dict[str, BankPayment]:
+    return {bank: record[2].record(record[3]) for bank, record in at_banks.items()}
+
+
+def _plainly_committed(payment: GatewayPayment, at_banks: dict[str, _Record]) -> bool:
     """Whether PAYMENT is committed across two banks exactly as it should be: one leg and one
-    entry of its amount at each. Anything else goes the long way (``_at_bank``)."""
-    if payment.state is not CoordinatorState.COMMITTED or len(at_banks) != 2 or payment.shares:
+    entry of its amount at each (the records' shapes, ``BankPaymentPage.plain``). Anything
+    else goes the long way (``_at_bank``)."""
+    if (
+        payment.state is not CoordinatorState.COMMITTED
+        or len(at_banks) != 2
+        or payment.shares
+        or payment.from_bank == payment.to_bank
+    ):
         return False
     payer, payee = at_banks.get(payment.from_bank), at_banks.get(payment.to_bank)
-    if payer is None or payee is None or payer is payee:
+    if payer is None or payee is None:
         return False
-    if payer.state != "COMMITTED" or payee.state != "COMMITTED":
-        return False
-    if len(payer.legs) != 1 or len(payee.legs) != 1:
-        return False
-    if len(payer.entries) != 1 or len(payee.entries) != 1:
-        return False
-    debit, credit = payer.legs[0], payee.legs[0]
-    taken, given = payer.entries[0], payee.entries[0]
     amount, currency = payment.amount, payment.currency
-    return (
-        debit.side == "debit"
-        and debit.account == payment.from_account
-        and debit.amount == amount
-        and debit.currency == currency
-        and credit.side == "credit"
-        and credit.account == payment.to_account
-        and credit.amount == amount
-        and credit.currency == currency
-        and taken.account == payment.from_account
-        and taken.amount == -amount
-        and given.account == payment.to_account
-        and given.amount == amount
+    return payer[4] == (
+        "COMMITTED",
+        1,
+        1,
+        "debit",
+        payment.from_account,
+        amount,
+        currency,
+        payment.from_account,
+        -amount,
+    ) and payee[4] == (
+        "COMMITTED",
+        1,
+        1,
+        "credit",
+        payment.to_account,
+        amount,
+        currency,
+        payment.to_account,
+        amount,
     )
 
 

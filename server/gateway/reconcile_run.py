@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TypeVar
 
 from server.common.clock import now
@@ -16,9 +16,10 @@ from server.common.db import Database
 from server.common.errors import MinipayError
 from server.gateway import reconcile_store
 from server.gateway.banks import BankClient
-from server.gateway.reconcile import BankUnreachable, Reconcile, Report
+from server.gateway.reconcile import BankPaymentPage, BankUnreachable, Reconcile, Report
 
 T = TypeVar("T")
+P = TypeVar("P")
 PAGE_SIZE = 5000  # rows per page, from the gateway's database and from each bank
 PAGE_TIMEOUT = 120.0
 
@@ -46,12 +47,13 @@ async def run(db: Database, banks: list[BankClient], older_than: int) -> Report:
 
     def walk() -> None:
         begun = now()
+        pages: dict[str, Iterator[BankPaymentPage]] = {
+            bank.name: _bank_pages(loop, bank, bank.bank_payments_page, _payment_ids)
+            for bank in reachable
+        }
         comparison.payments(
             _pages(lambda after: reconcile_store.payments_page_of(db, after, PAGE_SIZE), "id"),
-            {
-                bank.name: _bank_pages(loop, bank, bank.bank_payments_page, "payment_id")
-                for bank in reachable
-            },
+            pages,
         )
         comparison.deposits(
             _pages(
@@ -59,7 +61,11 @@ async def run(db: Database, banks: list[BankClient], older_than: int) -> Report:
                 "deposit_id",
             ),
             {
-                bank.name: _bank_pages(loop, bank, bank.deposits_page, "deposit_id")
+                bank.name: _flat(
+                    _bank_pages(
+                        loop, bank, bank.deposits_page, lambda rows: [r.deposit_id for r in rows]
+                    )
+                )
                 for bank in reachable
             },
         )
@@ -90,38 +96,48 @@ def _pages(fetch: Callable[[str], list[T]], key: str) -> Iterator[T]:
 def _bank_pages(
     loop: asyncio.AbstractEventLoop,
     bank: BankClient,
-    fetch: Callable[[str, int], Awaitable[tuple[list[T], bool]]],
-    key: str,
-) -> Iterator[T]:
-    """A bank's rows, fetched on the event loop from the walk's thread, the next page asked
-    for while this one is compared; a bank that stops answering ends them with
-    BankUnreachable."""
+    fetch: Callable[[str, int], Awaitable[tuple[P, bool]]],
+    ids: Callable[[P], Sequence[str]],
+) -> Iterator[P]:
+    """A bank's pages (IDS: the ids of a page's rows, in order), fetched on the event loop
+    from the walk's thread, the next page asked for while this one is compared; a bank that
+    stops answering ends them with BankUnreachable."""
 
-    def ask(after: str) -> concurrent.futures.Future[tuple[list[T], bool]]:
+    def ask(after: str) -> concurrent.futures.Future[tuple[P, bool]]:
         return asyncio.run_coroutine_threadsafe(_call(fetch, after), loop)
 
     future = ask("")
     while True:
         waited = now()
         try:
-            rows, done = future.result(PAGE_TIMEOUT)
+            page, done = future.result(PAGE_TIMEOUT)
         except MinipayError as error:
             raise BankUnreachable(bank.name, error.message) from None
         except TimeoutError:
             future.cancel()
             raise BankUnreachable(bank.name, "a page took too long") from None
         _waited(waited)
-        finished = done or not rows
+        keys = ids(page)
+        finished = done or not keys
         if not finished:
-            future = ask(getattr(rows[-1], key))
-        yield from rows
+            future = ask(keys[-1])
+        yield page
         if finished:
             return
 
 
+def _payment_ids(page: BankPaymentPage) -> list[str]:
+    return page.payment_ids
+
+
+def _flat(pages: Iterator[list[T]]) -> Iterator[T]:
+    for rows in pages:
+        yield from rows
+
+
 async def _call(
-    fetch: Callable[[str, int], Awaitable[tuple[list[T], bool]]], after: str
-) -> tuple[list[T], bool]:
+    fetch: Callable[[str, int], Awaitable[tuple[P, bool]]], after: str
+) -> tuple[P, bool]:
     return await fetch(after, PAGE_SIZE)
 
 

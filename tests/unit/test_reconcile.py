@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import pytest
+
 from server.gateway.payment_state import CoordinatorState as S
 from server.gateway.reconcile import (
     CLOCK_SKEW,
@@ -13,6 +15,7 @@ from server.gateway.reconcile import (
     BankEntry,
     BankLeg,
     BankPayment,
+    BankPaymentPage,
     BankUnreachable,
     Code,
     CurrencyTotals,
@@ -328,3 +331,53 @@ def test_a_split_payment_s_credits_are_each_checked() -> None:
     # Half committed: the gateway aborted, beta committed.
     report = run([split(S.ABORTED)], [split_at_alpha("ABORTED")], [split_at_beta()])
     assert "STATE_MISMATCH" in codes(report)
+
+
+def test_pages_of_columns_mixing_every_shape() -> None:
+    """The banks' records as pages of columns (what the Ledger service sends), each page
+    mixing plain records with held, aborted, split and unknown ones: the same findings as
+    the records one by one, whichever page a record falls on."""
+    ids = [f"pay_{i:04d}" for i in range(12)]
+    gateway = [payment(pid=i) for i in ids if i != "pay_0005"]
+    gateway[2] = payment(S.ABORTED, pid="pay_0002")
+    gateway[7] = payment(S.COMMITTING, pid="pay_0008", at=NOW - 1)
+
+    def at(i: str, side: str, account: str, sign: int) -> BankPayment:
+        state = {"pay_0002": "ABORTED", "pay_0008": "PREPARED"}.get(i, "COMMITTED")
+        entries = (BankEntry(int(i[-4:]), account, sign * 100),) if state == "COMMITTED" else ()
+        if i == "pay_0010":
+            entries = (BankEntry(0, account, sign * 99),)  # of another amount
+        return BankPayment(i, state, OLD, (BankLeg(side, account, 100, "USD"),), entries)
+
+    alpha = [at(i, "debit", "A-1", -1) for i in ids]  # pay_0005: unknown at the gateway
+    beta = [at(i, "credit", "B-1", 1) for i in ids if i not in ("pay_0005", "pay_0011")]
+    one_by_one = run(gateway, alpha, beta)
+    assert codes(one_by_one) == [
+        "ENTRY_MISMATCH",  # pay_0010, at each bank
+        "ENTRY_MISMATCH",
+        "MISSING_AT_BANK",  # pay_0011, at beta
+        "UNKNOWN_AT_BANK",  # pay_0005, at alpha
+    ]
+    for size in (1, 2, 5, 12):
+        check = Reconcile(NOW, 60)
+        check.bank_books("alpha", books())
+        check.bank_books("beta", books())
+        check.payments(
+            gateway,
+            {
+                "alpha": [BankPaymentPage.of(alpha[n : n + size]) for n in range(0, 12, size)],
+                "beta": [BankPaymentPage.of(beta[n : n + size]) for n in range(0, 10, size)],
+            },
+        )
+        report = check.finish(NOW + 1)
+        assert codes(report) == codes(one_by_one), size
+        assert (report.payments_checked, report.entries_checked, report.in_flight) == (
+            one_by_one.payments_checked,
+            one_by_one.entries_checked,
+            one_by_one.in_flight,
+        )
+
+
+def test_a_page_whose_columns_do_not_line_up_is_refused() -> None:
+    with pytest.raises(ValueError, match="do not line up"):
+        BankPaymentPage(["pay_1"], ["COMMITTED"], [OLD], [1], [], [], [], [], [0], [], [], [])
