@@ -39,7 +39,7 @@ def bench(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]
 
 
 def bench_json(*args: str) -> dict[str, Any]:
-    done = bench(*args, "--json")
+    done = bench(*args, "--json", timeout=180)  # a loaded machine (the suite's other worker)
     assert done.returncode == 0, done.stdout + done.stderr
     report: dict[str, Any] = json.loads(done.stdout)
     return report

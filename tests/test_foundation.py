@@ -67,7 +67,7 @@ GATEWAY_SERVICES = (
     "minipay.v1.Admin",
     "minipay.v1.Events",
 )
-BANK_SERVICES = ("minipay.v1.Participant", "minipay.v1.Accounts")
+BANK_SERVICES = ("minipay.v1.Participant", "minipay.v1.Accounts", "minipay.v1.Ledger")
 SERVICES = {GATEWAY: GATEWAY_SERVICES, "alpha": BANK_SERVICES, "beta": BANK_SERVICES}
 TARGETS = (GATEWAY, "alpha")
 METADATA: dict[str, MetaData] = {"gateway": GatewayBase.metadata, "bank": BankBase.metadata}
