@@ -4,6 +4,12 @@ PostgreSQL databases when MINIPAY_TEST_POSTGRES_URL points at a server)."""
 
 from __future__ import annotations
 
+import os
+
+# gRPC's own log lines (a refused TLS handshake in an in-process server, by design in the
+# identity tests) would land among pytest's dots: errors only. Set before grpc loads.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
