@@ -21,6 +21,7 @@ import grpc
 import pytest
 
 from devtools.cluster import GATEWAY, Cluster
+from minipay.admin.books import report_lines
 from minipay.client.api import (
     ApiError,
     BatchItem,
@@ -387,7 +388,8 @@ def check_the_books(cluster: Cluster, workload: Workload, before: int) -> None:
         assert entries[payment_id] == expected, (key, payment_id, status)
     keys = Counter(key for _, key in gateway_payments(cluster).values() if key)
     assert all(count == 1 for count in keys.values()), "a key made two payments"
-    assert_reconciled(cluster, workload.certs)  # and admin reconcile proves the books
+    report = assert_reconciled(cluster, workload.certs)  # and admin reconcile proves the books
+    print("\n".join(["admin reconcile:", *report_lines(report)]))  # what -s shows
 
 
 def play_and_judge(
