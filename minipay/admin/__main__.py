@@ -35,6 +35,7 @@ from minipay.client.commandline import (
     Invocation,
     PasswordRequest,
     Tool,
+    add_refund_flags,
     command_name,
     currency_code,
     money_fields,
@@ -181,27 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
         "refunded it (the same rules); the idempotency key is the admin's own. Exits 0\n"
         "when the refund is committed, 1 when it is not.",
     )
-    refund.add_argument(
-        "payment_id", metavar="PAYMENT_ID", help="the payment to give back, e.g. pay_3f2a..."
-    )
-    refund.add_argument(
-        "--amount",
-        help="how much, a plain decimal in the payment's currency such as 5.00 "
-        "(default: all that is left to refund)",
-    )
-    refund.add_argument(
-        "--currency",
-        type=currency_code,
-        default="USD",
-        help="the payment's currency, with --amount",
-    )
-    refund.add_argument(
-        "--idempotency-key",
-        default="",
-        metavar="KEY",
-        help="any unique text; running the command again with the same key refunds once "
-        "(default: a new random key, shown with --json)",
-    )
+    add_refund_flags(refund)
     trace_command = commands.add(
         "trace",
         "any payment's story, step by step: every step of its two-phase commit",

@@ -26,6 +26,7 @@ from minipay.client.commandline import (
     Invocation,
     PasswordRequest,
     Tool,
+    add_refund_flags,
     command_name,
     currency_code,
     iso,
@@ -151,27 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         "nothing moved and the amount may be refunded again). Exits 0 when the refund is\n"
         "committed, 1 when it is not.",
     )
-    refund.add_argument(
-        "payment_id", metavar="PAYMENT_ID", help="the payment to give back, e.g. pay_3f2a..."
-    )
-    refund.add_argument(
-        "--amount",
-        help="how much, as a plain decimal in the payment's currency, e.g. 5.00 "
-        "(default: all that is left to refund)",
-    )
-    refund.add_argument(
-        "--currency",
-        type=currency_code,
-        default="USD",
-        help="the payment's currency, with --amount",
-    )
-    refund.add_argument(
-        "--idempotency-key",
-        default="",
-        metavar="KEY",
-        help="any unique text; running the command again with the same key returns the first "
-        "outcome and never refunds twice (default: a new random key, shown with --json)",
-    )
+    add_refund_flags(refund)
 
     batch = commands.add(
         "pay-batch",

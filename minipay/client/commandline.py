@@ -347,6 +347,32 @@ class Commands:
         )
 
 
+def add_refund_flags(refund: argparse.ArgumentParser) -> None:
+    """What a refund names, the same for a payee and an admin: the payment, how much, its
+    currency, and the idempotency key."""
+    refund.add_argument(
+        "payment_id", metavar="PAYMENT_ID", help="the payment to give back, e.g. pay_3f2a..."
+    )
+    refund.add_argument(
+        "--amount",
+        help="how much, as a plain decimal in the payment's currency, e.g. 5.00 "
+        "(default: all that is left to refund)",
+    )
+    refund.add_argument(
+        "--currency",
+        type=currency_code,
+        default="USD",
+        help="the payment's currency, with --amount",
+    )
+    refund.add_argument(
+        "--idempotency-key",
+        default="",
+        metavar="KEY",
+        help="any unique text; running the command again with the same key returns the first "
+        "outcome and never refunds twice (default: a new random key, shown with --json)",
+    )
+
+
 def password_stdin(parser: argparse.ArgumentParser, whose: str) -> None:
     parser.add_argument(
         "--password-stdin",
