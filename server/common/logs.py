@@ -52,6 +52,9 @@ def redact(value: Any, key: str = "") -> Any:
     if isinstance(value, dict):
         return {k: redact(v, k) for k, v in value.items()}
     if isinstance(value, list | tuple):
+        # Lists of ids are the long ones (a round's payments): strings need no walk.
+        if all(type(v) is str for v in value):
+            return value
         return [redact(v) for v in value]
     return value
 

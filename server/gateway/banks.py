@@ -30,7 +30,7 @@ from server.common.logs import REQUEST_ID
 from server.common.tls import TlsFiles, channel_credentials, channel_options
 from server.common.vocabulary import Leg, Reason, Side
 from server.gateway import reconcile
-from server.gateway.payment_state import Delivered, Prepared, Vote, no_vote
+from server.gateway.payment_state import YES, Delivered, Prepared, Vote, no_vote
 
 ACCOUNTS_TIMEOUT = 10.0
 # A page of a bank's books, or its totals (read over the whole ledger, in one snapshot).
@@ -148,9 +148,14 @@ class BankClient:
         vote on, because the call failed, timed out or left it out, is a no), and which of
         the decisions on earlier payments riding along it applied."""
         payment_ids = list(dict.fromkeys(leg.payment_id for leg in legs))
-        request = bank_pb2.PrepareRequest(
-            legs=[_leg_message(leg) for leg in legs], commit=commit, abort=abort
-        )
+        request = bank_pb2.PrepareRequest(commit=commit, abort=abort)
+        for leg in legs:  # set in place: a round's hundreds of legs, without nested messages
+            message = request.legs.add()
+            message.payment_id = leg.payment_id
+            message.side = _SIDES[leg.side]
+            message.account = leg.account
+            message.amount.minor_units = leg.amount
+            message.amount.currency = leg.currency
         try:
             answer = await self._participant.Prepare(
                 request, timeout=timeout, metadata=request_metadata(request_ids)
@@ -167,7 +172,7 @@ class BankClient:
         for message in answer.votes:
             # A payment with two legs here is yes only if both are.
             if message.value == bank_pb2.VOTE_VALUE_YES:
-                votes.setdefault(message.payment_id, Vote(True))
+                votes.setdefault(message.payment_id, YES)
             else:
                 code = Reason.parse(message.reason_code)
                 votes[message.payment_id] = no_vote(code, message.reason)
@@ -432,15 +437,6 @@ def _customer_info(message: bank_pb2.CustomerInfo) -> CustomerInfo:
         role=message.role,
         disabled=message.disabled,
         account=_account_info(message.account) if message.HasField("account") else None,
-    )
-
-
-def _leg_message(leg: Leg) -> bank_pb2.Leg:
-    return bank_pb2.Leg(
-        payment_id=leg.payment_id,
-        side=_SIDES[leg.side],
-        account=leg.account,
-        amount=common_pb2.Money(minor_units=leg.amount, currency=leg.currency),
     )
 
 

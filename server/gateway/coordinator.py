@@ -442,13 +442,16 @@ class Coordinator:
                 bank, legs, remaining, request_ids, commits, aborts
             )
         at_ms = trace.now_ms()
-        # One record per bank and round: the votes, and the decisions that rode along.
+        # One record per bank and round: its payments, the no votes among them (every other
+        # was yes), and the decisions that rode along. Per-payment words only for the few:
+        # a word per payment was the largest part of a round's logging.
+        no_votes = {pid: _no_word(vote) for pid, vote in prepared.votes.items() if not vote.yes}
         event(
             log,
             "prepare",
             bank=bank,
             payment_ids=ids,
-            votes={pid: _vote_word(vote) for pid, vote in prepared.votes.items()},
+            **({"no_votes": no_votes} if no_votes else {}),
             **({"commit": commits} if commits else {}),
             **({"abort": aborts} if aborts else {}),
         )
@@ -460,11 +463,16 @@ class Coordinator:
         for payment in decided.values():
             PAYMENTS.labels(status_of(payment.state).value, payment.reason_code or "none").inc()
         if decided:
+            aborted = {
+                pid: p.reason_code
+                for pid, p in decided.items()
+                if status_of(p.state) is not Status.COMMITTED
+            }
             event(
                 log,
                 "decision",
                 payment_ids=list(decided),
-                decisions={pid: _decision_word(p) for pid, p in decided.items()},
+                **({"aborted": aborted} if aborted else {}),
             )
 
     def _answer_later(self, asked: Asked, work: Coroutine[Any, Any, Outcome]) -> None:
@@ -599,12 +607,8 @@ def _fail(answer: asyncio.Future[Outcome], error: BaseException) -> None:
         answer.set_exception(error)
 
 
-def _vote_word(vote: Vote) -> str:
-    return "yes" if vote.yes else str(vote.reason_code or Reason.ABORTED)
-
-
-def _decision_word(payment: PaymentView) -> str:
-    return "commit" if status_of(payment.state) is Status.COMMITTED else payment.reason_code
+def _no_word(vote: Vote) -> str:
+    return str(vote.reason_code or Reason.ABORTED)
 
 
 def _settled(result: Outcome | BaseException) -> Outcome | Exception:

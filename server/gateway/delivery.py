@@ -243,8 +243,9 @@ class Delivery:
         ):
             return
         commit = payment.state is CoordinatorState.COMMITTING
-        self._unacknowledged[payment.id] = (payment.owner, set(payment.banks))
-        for bank in payment.banks:
+        banks = payment.banks
+        self._unacknowledged[payment.id] = (payment.owner, set(banks))
+        for bank in banks:
             self._outboxes[bank].add(payment.id, commit)
 
     def riders(self, bank: str) -> tuple[list[str], list[str]]:

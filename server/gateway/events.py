@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import json
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +57,9 @@ def account_key(bank: str, account: str) -> str:
     return f"{bank}/{account}"
 
 
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # made once, not per row
+
+
 @dataclass(frozen=True)
 class NewEvent:
     """An event to write: its readers besides admins (PAYER_KEY, PAYEE_KEY: account keys) and
@@ -70,7 +74,7 @@ class NewEvent:
     readers: tuple[str, ...] = ()
 
     def row(self, sequence: int) -> tuple[Any, ...]:
-        subject = json.dumps(self.subject, separators=(",", ":"), ensure_ascii=False)
+        subject = _JSON.encode(self.subject)
         return (
             sequence,
             self.type.value,
@@ -117,8 +121,11 @@ _PAYMENT_FIELDS = (
 )
 
 
+_PAYMENT_VALUES = operator.attrgetter(*_PAYMENT_FIELDS)
+
+
 def _payment_subject(payment: PaymentView) -> dict[str, Any]:
-    subject = {name: getattr(payment, name) for name in _PAYMENT_FIELDS}
+    subject = dict(zip(_PAYMENT_FIELDS, _PAYMENT_VALUES(payment), strict=True))
     subject["state"] = payment.state.value
     if payment.shares:  # [bank, account, amount, refund_reserved, refunded] each
         subject["shares"] = [

@@ -24,6 +24,7 @@ import dataclasses
 import enum
 import functools
 import itertools
+import operator
 import secrets
 import time
 from collections import defaultdict
@@ -347,8 +348,8 @@ def store_decisions(connection: Connection, decisions: Sequence[Deciding]) -> li
     for (owner, state, code, reason), ids in groups.items():
         parameters = [state.value, code, reason, moment, owner, *ids, owner]
         for row in fastsql.execute(connection, STORE_DECISION, parameters, len(ids)):
-            stored = _view_of(row)
-            decided_now[stored.id] = dataclasses.replace(stored, decided_now=True)
+            stored = _view_of(row, decided_now=True)
+            decided_now[stored.id] = stored
     _settle_refunds(connection, list(decided_now.values()))
     current = by_ids(
         connection, [d.payment_id for d in decisions if d.payment_id not in decided_now]
@@ -505,21 +506,31 @@ SELECT_UNDELIVERED = (
 )
 
 
+_VIEW_VALUES = operator.attrgetter(*VIEW_FIELDS)
+
+
 def _row_of(payment: PaymentView) -> list[Any]:
     """PAYMENT's values for the columns VIEW_FIELDS names, in that order; the drivers take
     the state as a plain string."""
-    return [_plain(getattr(payment, name)) for name in VIEW_FIELDS]
+    values = list(_VIEW_VALUES(payment))
+    values[_STATE] = payment.state.value
+    return values
 
 
-def _plain(value: Any) -> Any:
-    return value.value if isinstance(value, enum.Enum) else value
+# ``_view_of`` passes a row's values by position: the columns are the view's first fields.
+assert [f.name for f in dataclasses.fields(PaymentView)][: len(VIEW_FIELDS)] == VIEW_FIELDS
+_STATE = VIEW_FIELDS.index("state")
+_STATES = {state.value: state for state in CoordinatorState}
 
 
-def _view_of(row: Sequence[Any]) -> PaymentView:
-    """A view from a row of exactly the columns VIEW_FIELDS names, in that order."""
-    fields = dict(zip(VIEW_FIELDS, row, strict=True))
-    fields["state"] = CoordinatorState(fields["state"])
-    return PaymentView(**fields)
+def _view_of(row: Sequence[Any], decided_now: bool = False) -> PaymentView:
+    """A view from a row of exactly the columns VIEW_FIELDS names, in that order (the view's
+    own fields' order: positional, as this is the hot path of reading payments back)."""
+    values = list(row)
+    if len(values) != len(VIEW_FIELDS):
+        raise ValueError(f"a payment row has {len(VIEW_FIELDS)} columns, not {len(values)}")
+    values[_STATE] = _STATES[values[_STATE]]
+    return PaymentView(*values, decided_now=decided_now)
 
 
 def forget_keys(session: Session, older_than: float, batch: int = 1000) -> int:

@@ -7,6 +7,7 @@ rounds, databases or transports; the ORM (``models``) and the payment log build 
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
@@ -87,7 +88,7 @@ class PaymentOrder:
     # A refund of one share of a split payment (the share of its payer, ``from_``).
     of_share: bool = False
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
         """The request as sent, to tell a replay from a key reused for something else."""
         if self.shares:
@@ -171,8 +172,13 @@ class PaymentView:
 
     @property
     def banks(self) -> list[str]:
-        """Every bank the payment asks to hold a leg, the payer's first."""
-        return list(legs_by_bank(self))
+        """Every bank the payment asks to hold a leg, the payer's first (the keys of
+        ``legs_by_bank``, without making the legs)."""
+        if self.to_bank:
+            if self.to_bank == self.from_bank:
+                return [self.from_bank]
+            return [self.from_bank, self.to_bank]
+        return list(dict.fromkeys([self.from_bank, *(share.bank for share in self.shares)]))
 
     @property
     def kind(self) -> PaymentKind:
@@ -252,6 +258,7 @@ class Decision:
 
 
 COMMIT = Decision(True)
+YES = Vote(True)
 
 
 def no_vote(reason_code: Reason, reason: str = "") -> Vote:

@@ -81,11 +81,22 @@ VIA_PREPARE = "prepare"
 Row = tuple[str, str, int, int | None, str, str, str, str, str, str | None]
 
 
+_JSON = json.JSONEncoder(separators=(",", ":"))  # made once: json.dumps makes one per call
+
+
 def _attributes(values: Mapping[str, str]) -> str:
     """Attributes as stored: compact JSON, each value cut to _VALUE_MAX (empty ones left
     out)."""
     kept = {key: value[:_VALUE_MAX] for key, value in values.items() if value}
-    return json.dumps(kept, separators=(",", ":"))
+    return _JSON.encode(kept)
+
+
+@functools.lru_cache(maxsize=256)
+def _request_attributes(request_id: str, certificate: str = "") -> str | None:
+    """The attributes of a RECORDED or REPLAYED step, as stored: made once for a batch's
+    items, which share their call's request id and certificate."""
+    values = {"request_id": request_id, "certificate": certificate}
+    return _attributes(values) if request_id or certificate else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,11 +235,17 @@ class Trace:
     def recorded(self, payment: PaymentView, request_id: str, certificate: str) -> Row | None:
         if not self.enabled:
             return None
-        attributes = {"request_id": request_id} if request_id else {}
-        if certificate:
-            attributes["certificate"] = certificate
-        return _row(
-            payment.id, _RECORDED, ms(payment.created_at), self.replica, attributes=attributes
+        return (
+            payment.id,
+            _RECORDED,
+            ms(payment.created_at),
+            None,
+            self.replica,
+            "",
+            "",
+            "",
+            "",
+            _request_attributes(request_id, certificate),
         )
 
     def replayed(self, payment: PaymentView, request_id: str) -> Row | None:
@@ -239,9 +256,17 @@ class Trace:
             CoordinatorState.COMMITTING: "COMMITTED",
             CoordinatorState.COMMITTED: "COMMITTED",
         }.get(payment.state, "ABORTED")
-        attributes = {"request_id": request_id} if request_id else {}
-        return _row(
-            payment.id, _REPLAYED, now_ms(), self.replica, outcome=outcome, attributes=attributes
+        return (
+            payment.id,
+            _REPLAYED,
+            now_ms(),
+            None,
+            self.replica,
+            "",
+            "",
+            outcome,
+            "",
+            _request_attributes(request_id),
         )
 
     def voted(

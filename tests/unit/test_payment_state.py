@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from server.common.vocabulary import Reason, Side, Status
 from server.gateway.payment_state import (
     COMMIT,
     CoordinatorState,
     PaymentView,
+    Share,
     Vote,
     decide,
     legs_by_bank,
@@ -81,3 +84,15 @@ def test_status_the_client_sees() -> None:
     assert status_of(CoordinatorState.COMMITTED) is Status.COMMITTED
     assert status_of(CoordinatorState.ABORTING) is Status.ABORTED
     assert status_of(CoordinatorState.ABORTED) is Status.ABORTED
+
+
+def test_the_banks_of_a_payment_are_those_legs_by_bank_asks() -> None:
+    plain = payment("alpha", "A-1", "beta", "B-1")
+    split = dataclasses.replace(
+        plain,
+        to_bank="",
+        to_account="",
+        shares=(Share("gamma", "G-1", 1), Share("alpha", "A-2", 2), Share("gamma", "G-2", 3)),
+    )
+    for each in (plain, split, payment("alpha", "A-1", "alpha", "A-2")):
+        assert each.banks == list(legs_by_bank(each))
