@@ -517,8 +517,12 @@ def _row_of(payment: PaymentView) -> list[Any]:
     return values
 
 
-# ``_view_of`` passes a row's values by position: the columns are the view's first fields.
-assert [f.name for f in dataclasses.fields(PaymentView)][: len(VIEW_FIELDS)] == VIEW_FIELDS
+# ``_view_of`` passes a row's values by position: the columns are the view's first fields,
+# and ``decided_now`` the next.
+assert [f.name for f in dataclasses.fields(PaymentView)][: len(VIEW_FIELDS) + 1] == [
+    *VIEW_FIELDS,
+    "decided_now",
+]
 _STATE = VIEW_FIELDS.index("state")
 _STATES = {state.value: state for state in CoordinatorState}
 
@@ -530,7 +534,8 @@ def _view_of(row: Sequence[Any], decided_now: bool = False) -> PaymentView:
     if len(values) != len(VIEW_FIELDS):
         raise ValueError(f"a payment row has {len(VIEW_FIELDS)} columns, not {len(values)}")
     values[_STATE] = _STATES[values[_STATE]]
-    return PaymentView(*values, decided_now=decided_now)
+    values.append(decided_now)
+    return PaymentView(*values)
 
 
 def forget_keys(session: Session, older_than: float, batch: int = 1000) -> int:
