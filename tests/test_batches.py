@@ -3,7 +3,8 @@ item paid exactly as ``Pay`` would pay it alone (the same outcome, the same erro
 one, the same replay and key rules), the results in the items' order, one key twice in a
 batch, the bounds on the number of items and on the request's bytes (raised for this method
 only), a batch sent again paying nothing twice, and kill -9 of the gateway in the middle of
-a batch. The command line's ``pay-batch`` is tested in tests/test_cli.py."""
+a batch; an atomic batch (``atomic``: its items the payees of one split payment) on the
+generated stubs. The command line's ``pay-batch`` is tested in tests/test_cli.py."""
 
 from __future__ import annotations
 
@@ -19,8 +20,15 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devtools.cluster import GATEWAY, Cluster
-from minipay.client.api import ApiError, BatchItem, BatchResults, MinipayError
-from minipay.v1 import common_pb2, gateway_pb2
+from minipay.client.api import (
+    ApiError,
+    BatchItem,
+    BatchResults,
+    GatewayClient,
+    MinipayError,
+    SplitShare,
+)
+from minipay.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 from server.common.settings import GatewaySettings, environment
 from tests.conftest import ClusterFactory
 from tests.helpers import (
@@ -28,6 +36,7 @@ from tests.helpers import (
     COMMITTED,
     SEED_ACCOUNTS,
     Client,
+    admin,
     aio_channel,
     assert_atomic,
     balances,
@@ -198,6 +207,157 @@ def test_a_batch_has_one_to_a_thousand_items(
     assert [r.payment.status if r.payment else r.error for r in results] == [COMMITTED] * 1000
     settle(cluster)
     assert moved(before, balances(cluster)) == {ALICE: -1000, CAROL: 500, ERIN: 500}
+
+
+# -- atomic: one split payment -------------------------------------------------------------------
+
+
+def atomic_batch(
+    items: list[BatchItem], idempotency_key: str, atomic: bool = True
+) -> gateway_pb2.PayBatchRequest:
+    """The request as a script with the generated stubs alone would send it: each item a
+    payee, its own key (if any) carried, the batch's key for the one payment."""
+    return gateway_pb2.PayBatchRequest(
+        items=[
+            gateway_pb2.PayBatchItem(
+                to=common_pb2.AccountRef(bank=i.to_bank, account=i.to_account),
+                amount=common_pb2.Money(minor_units=i.amount_minor_units, currency=i.currency),
+                idempotency_key=i.idempotency_key,
+            )
+            for i in items
+        ],
+        atomic=atomic,
+        idempotency_key=idempotency_key,
+    )
+
+
+def stub_pay_batch(
+    cluster: Cluster, certs: Path, token: str, request: gateway_pb2.PayBatchRequest
+) -> gateway_pb2.PayBatchResponse | grpc.aio.AioRpcError:
+    """PayBatch on the generated stub, no library in between: its answer, or its error."""
+
+    async def call() -> gateway_pb2.PayBatchResponse | grpc.aio.AioRpcError:
+        async with aio_channel(cluster, certs, GATEWAY, "client-1") as channel:
+            stub = gateway_pb2_grpc.PaymentsStub(channel)
+            try:
+                answer: gateway_pb2.PayBatchResponse = await stub.PayBatch(
+                    request, metadata=(("authorization", f"Bearer {token}"),), timeout=30
+                )
+            except grpc.aio.AioRpcError as error:
+                return error
+            return answer
+
+    return asyncio.run(call())
+
+
+def refusal(client: Client, request: gateway_pb2.PayBatchRequest) -> ApiError:
+    """The error PayBatch answers REQUEST with, through the library's error reading."""
+
+    async def send(gateway: GatewayClient) -> Any:
+        return await gateway._call(gateway.payments.PayBatch, request)
+
+    try:
+        client.run(send)
+    except ApiError as error:
+        return error
+    raise AssertionError("PayBatch accepted it")
+
+
+def payee(to: tuple[str, str], amount: int, own_key: str = "") -> BatchItem:
+    """A payee of an atomic batch: no key of its own unless OWN_KEY."""
+    return BatchItem(*to, amount, "USD", own_key)
+
+
+def new_key() -> str:
+    return f"atomic-{uuid.uuid4()}"
+
+
+@pytest.mark.in_process
+def test_an_atomic_batch_is_one_split_payment(
+    make_cluster: ClusterFactory, backend: str, certs: Path
+) -> None:
+    """atomic: the items are the payees of one split payment: one id in every result, one
+    debit of the total, one credit per payee; the key replays it, from PayBatch or from Pay
+    with the same shares; a bank's no moves nothing anywhere; the key rules of the mode."""
+    cluster = make_cluster(backend)
+    alice, boss = customer(cluster, certs, "alice"), admin(cluster, certs)
+    money, before = total_money(cluster), balances(cluster)
+    payees = [payee(BOB, 1_000), payee(CAROL, 2_000), payee(ERIN, 3_000)]
+    split_key = new_key()
+    answer = stub_pay_batch(cluster, certs, alice.token, atomic_batch(payees, split_key))
+    assert isinstance(answer, gateway_pb2.PayBatchResponse), answer
+    assert len(answer.results) == 3
+    first = answer.results[0]
+    assert all(result == first for result in answer.results), "every result names the payment"
+    payment = first.payment
+    assert (payment.status, payment.amount.minor_units, first.replayed) == (
+        gateway_pb2.PAYMENT_STATUS_COMMITTED,
+        6_000,
+        False,
+    )
+    assert [(s.payee.account, s.amount.minor_units) for s in payment.shares] == [
+        (BOB[1], 1_000),
+        (CAROL[1], 2_000),
+        (ERIN[1], 3_000),
+    ]
+    settle(cluster)
+    paid = {ALICE: -6_000, BOB: 1_000, CAROL: 2_000, ERIN: 3_000}
+    assert moved(before, balances(cluster)) == paid
+    assert ledger_counts(cluster)[payment.payment_id] == 4, "one debit, one credit per payee"
+    assert len(gateway_payments(cluster)) == 1
+
+    # The same key and items replay it; so does Pay with the same shares and key.
+    again = stub_pay_batch(cluster, certs, alice.token, atomic_batch(payees, split_key))
+    assert isinstance(again, gateway_pb2.PayBatchResponse), again
+    assert [(r.payment.payment_id, r.replayed) for r in again.results] == [
+        (payment.payment_id, True)
+    ] * 3
+    shares = [SplitShare(i.to_bank, i.to_account, i.amount_minor_units) for i in payees]
+    assert alice.pay_split(shares, idempotency_key=split_key).replayed
+    # Another body under the key: refused, whole.
+    for other in (payees[:2], [*payees[:2], payee(ERIN, 3_001)], [payees[1], payees[0], payees[2]]):
+        reused = refusal(alice, atomic_batch(other, split_key))
+        assert (reused.code, reused.reason) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "IDEMPOTENCY_KEY_REUSED",
+        )
+    reused_alone = alice.error("pay", *BOB, 1_000, idempotency_key=split_key)
+    assert reused_alone.reason == "IDEMPOTENCY_KEY_REUSED"
+
+    # The keys: the batch's for an atomic batch, the items' otherwise; never both.
+    refusals = [
+        # An item's own key in an atomic batch.
+        (
+            "items[1].idempotency_key",
+            atomic_batch([payee(BOB, 1), payee(CAROL, 1, "mine")], new_key()),
+        ),
+        ("idempotency_key", atomic_batch(payees, "")),  # atomic without the batch's key
+        ("idempotency_key", atomic_batch([item(BOB, 1)], new_key(), atomic=False)),  # not atomic
+    ]
+    for field, request in refusals:
+        error = refusal(alice, request)
+        assert (error.code, error.reason, error.metadata.get("field")) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_FIELD",
+            field,
+        ), error
+        assert "idempotency_key" in error.message, error
+    settle(cluster)
+    assert moved(before, balances(cluster)) == paid
+    assert len(gateway_payments(cluster)) == 1, "nothing recorded for a refusal"
+
+    # One payee's bank votes no (erin disabled): ABORTED in every result, nothing moves.
+    boss.set_disabled("gamma", "erin", True)
+    no = stub_pay_batch(cluster, certs, alice.token, atomic_batch(payees, new_key()))
+    boss.set_disabled("gamma", "erin", False)
+    assert isinstance(no, gateway_pb2.PayBatchResponse), no
+    assert {(r.payment.status, r.payment.reason_code) for r in no.results} == {
+        (gateway_pb2.PAYMENT_STATUS_ABORTED, "ACCOUNT_DISABLED")
+    }
+    settle(cluster)
+    assert moved(before, balances(cluster)) == paid
+    assert ledger_counts(cluster)[no.results[0].payment.payment_id] == 0
+    assert_atomic(cluster, money)
 
 
 def large_items(count: int) -> list[BatchItem]:

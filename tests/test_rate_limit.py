@@ -1,8 +1,9 @@
 """The per-customer rate limit on money movement, from outside: a raw call over the limit is
-refused RESOURCE_EXHAUSTED / RATE_LIMITED with a RetryInfo and records nothing; the client
-library (and so the CLI, which says so with --verbose) waits and pays; two replicas share one
-limit within the stated bound (PostgreSQL); nonsense in the settings stops the gateway at
-start-up with one line and exit 2."""
+refused RESOURCE_EXHAUSTED / RATE_LIMITED with a RetryInfo and records nothing; a split
+payment costs one token per payee; the client library (and so the CLI, which says so with
+--verbose) waits and pays; two replicas share one limit within the stated bound
+(PostgreSQL); nonsense in the settings stops the gateway at start-up with one line and exit
+2."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from grpc_status import rpc_status
 
 from certificate.ca import SERVICES_CA
 from devtools.cluster import GATEWAY, Cluster
+from minipay.client.api import SplitShare
 from minipay.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 from server.common.settings import GatewaySettings, environment
 from tests.conftest import TEST_ENV, ClusterFactory
@@ -172,6 +174,43 @@ def test_a_call_that_cannot_wait_within_its_timeout_is_refused(
     assert (error.code, error.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")
     assert error.retry_after is not None and 15 < error.retry_after <= 20
     assert time.monotonic() - started < 5, "it did not wait for what it could not get"
+
+
+@pytest.mark.in_process
+def test_a_split_payment_costs_one_token_per_payee(
+    make_cluster: ClusterFactory, certs: Path
+) -> None:
+    """Pay with 3 shares takes 3 of a burst of 4: an atomic PayBatch of 2 payees is then
+    refused (its 2 tokens are 100 s away at 0.01 a second), a plain payment still passes."""
+    cluster = make_cluster(env=limited(rate=0.01, burst=4))
+    alice = customer(cluster, certs, "alice")
+    payees = [SEED_ACCOUNTS[name] for name in ("bob", "carol", "erin")]
+
+    async def pay_three() -> gateway_pb2.PayResponse:
+        async with aio_channel(cluster, certs, GATEWAY, "client-1") as channel:
+            answer: gateway_pb2.PayResponse = await gateway_pb2_grpc.PaymentsStub(channel).Pay(
+                gateway_pb2.PayRequest(
+                    shares=[
+                        gateway_pb2.Share(
+                            payee=common_pb2.AccountRef(bank=bank, account=account),
+                            amount=common_pb2.Money(minor_units=1, currency="USD"),
+                        )
+                        for bank, account in payees
+                    ],
+                    idempotency_key=str(uuid.uuid4()),
+                ),
+                metadata=(("authorization", f"Bearer {alice.token}"),),
+                timeout=10,
+            )
+            return answer
+
+    assert asyncio.run(pay_three()).payment.status == gateway_pb2.PAYMENT_STATUS_COMMITTED
+    two = [SplitShare(*payee, 1) for payee in payees[:2]]
+    error = alice.error("pay_split", two)  # cannot wait 100 s within its 30 s
+    assert (error.code, error.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")
+    assert error.retry_after is not None and 90 < error.retry_after <= 100, error.retry_after
+    assert alice.pay(*PAYEE, 1).status == COMMITTED  # the last token
+    assert len(gateway_payments(cluster)) == 2, "the refused split recorded nothing"
 
 
 @pytest.mark.skipif(not postgres_available(), reason="replicas need PostgreSQL")

@@ -5,7 +5,8 @@ stream); a payee's bank voting no (a disabled account, an account that does not 
 payer short of funds moves nothing anywhere; two payees at one bank, one of them the payer's;
 kill -9 of the gateway and of a payee's bank mid-split leaves it committed everywhere or
 nowhere, its key replaying the outcome; each payee refunds their own share (an admin names
-the payee); every bad request is refused with its field and records nothing; the command
+the payee); every bad request is refused with its field and records nothing, asked as Pay
+with shares and as an atomic PayBatch (which the library's ``pay_split`` sends); the command
 line's ``pay-batch --atomic``.
 
 After each test the books balance: every payment has all its entries or none, and no
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -363,92 +365,148 @@ def test_each_payee_refunds_their_own_share(make_cluster: ClusterFactory, certs:
 # -- bad input ---------------------------------------------------------------------------------
 
 
+# A split payment is asked for either way: Pay with shares, or an atomic PayBatch (what the
+# library's pay_split sends). The same checks, each naming its own way's fields.
+VIA = ["Pay", "PayBatch"]
+
+
+def wire_share(
+    to: tuple[str, str] | None, minor_units: int | None = None, currency: str = "USD"
+) -> gateway_pb2.Share:
+    """A share as the wire carries it, with its payee or amount left out when None."""
+    share = gateway_pb2.Share()
+    if to is not None:
+        share.payee.CopyFrom(common_pb2.AccountRef(bank=to[0], account=to[1]))
+    if minor_units is not None:
+        share.amount.CopyFrom(common_pb2.Money(minor_units=minor_units, currency=currency))
+    return share
+
+
+def split_request(
+    via: str, shares: Sequence[gateway_pb2.Share], idempotency_key: str
+) -> gateway_pb2.PayRequest | gateway_pb2.PayBatchRequest:
+    if via == "Pay":
+        return gateway_pb2.PayRequest(shares=shares, idempotency_key=idempotency_key)
+    items = [
+        gateway_pb2.PayBatchItem(
+            to=share.payee if share.HasField("payee") else None,
+            amount=share.amount if share.HasField("amount") else None,
+        )
+        for share in shares
+    ]
+    return gateway_pb2.PayBatchRequest(items=items, atomic=True, idempotency_key=idempotency_key)
+
+
+def field_of(via: str, field: str) -> str:
+    """A share's field as VIA names it: Pay's shares[1].payee is PayBatch's items[1].to."""
+    return field if via == "Pay" else field.replace("shares", "items").replace(".payee", ".to")
+
+
+def raw_split(
+    client: Client, via: str, shares: Sequence[gateway_pb2.Share], idempotency_key: str
+) -> tuple[gateway_pb2.Payment, bool]:
+    """The split payment VIA answers with, and whether it replayed: every result of an atomic
+    batch names it, the same."""
+
+    async def send(gateway: GatewayClient) -> Any:
+        method = gateway.payments.Pay if via == "Pay" else gateway.payments.PayBatch
+        message, _ = await gateway._call(method, split_request(via, shares, idempotency_key))
+        return message
+
+    message = client.run(send)
+    if via == "Pay":
+        return message.payment, message.replayed
+    assert len(message.results) == len(shares), message
+    assert all(result == message.results[0] for result in message.results), message
+    return message.results[0].payment, message.results[0].replayed
+
+
+def raw_split_error(
+    client: Client, via: str, shares: Sequence[gateway_pb2.Share], idempotency_key: str
+) -> ApiError:
+    try:
+        raw_split(client, via, shares, idempotency_key)
+    except ApiError as error:
+        return error
+    raise AssertionError(f"{via} accepted it")
+
+
 @pytest.mark.in_process
+@pytest.mark.parametrize("via", VIA)
 def test_every_bad_split_is_refused_with_its_field_and_records_nothing(
-    make_cluster: ClusterFactory, certs: Path
+    make_cluster: ClusterFactory, certs: Path, via: str
 ) -> None:
     cluster = make_cluster()
     alice = customer(cluster, certs, "alice")
     split_key = key()
-    paid = alice.pay_split(THREE, idempotency_key=split_key)
+    three = [wire_share((s.to_bank, s.to_account), s.amount_minor_units) for s in THREE]
+    paid, replayed = raw_split(alice, via, three, split_key)
+    assert (paid.status, replayed) == (gateway_pb2.PAYMENT_STATUS_COMMITTED, False)
     settle(cluster)
     books = gateway_payments(cluster), len(share_rows(cluster)), balances(cluster)
     big = 10**15
     cases = {
-        "one payee": ([SplitShare(*BOB, 1)], "shares"),
-        "101 payees": (
-            [SplitShare("beta", f"X-{n}", 1) for n in range(101)],
-            "shares",
-        ),
-        "the payer among them": ([SplitShare(*BOB, 1), SplitShare(*ALICE, 1)], "shares[1].payee"),
+        "one payee": ([wire_share(BOB, 1)], "shares"),
+        "101 payees": ([wire_share(("beta", f"X-{n}"), 1) for n in range(101)], "shares"),
+        "the payer among them": ([wire_share(BOB, 1), wire_share(ALICE, 1)], "shares[1].payee"),
         "a payee twice": (
-            [SplitShare(*BOB, 1), SplitShare(*CAROL, 1), SplitShare(*BOB, 2)],
+            [wire_share(BOB, 1), wire_share(CAROL, 1), wire_share(BOB, 2)],
             "shares[2].payee",
         ),
         "a total past the largest amount": (
-            [SplitShare(*BOB, big), SplitShare(*CAROL, big)],
+            [wire_share(BOB, big), wire_share(CAROL, big)],
             "shares",
         ),
         "a share of nothing": (
-            [SplitShare(*BOB, 1), SplitShare(*CAROL, 0)],
+            [wire_share(BOB, 1), wire_share(CAROL, 0)],
             "shares[1].amount.minor_units",
         ),
         "a negative share": (
-            [SplitShare(*BOB, -5), SplitShare(*CAROL, 10)],
+            [wire_share(BOB, -5), wire_share(CAROL, 10)],
             "shares[0].amount.minor_units",
         ),
-        "no account": ([SplitShare(*BOB, 1), SplitShare("beta", "", 1)], "shares[1].payee"),
+        "no account": ([wire_share(BOB, 1), wire_share(("beta", ""), 1)], "shares[1].payee"),
         "a bad account": (
-            [SplitShare(*BOB, 1), SplitShare("beta", "no spaces", 1)],
+            [wire_share(BOB, 1), wire_share(("beta", "no spaces"), 1)],
             "shares[1].payee.account",
         ),
+        "mixed currencies": (
+            [wire_share(BOB, 5), wire_share(CAROL, 5, "EUR")],
+            "shares[1].amount.currency",
+        ),
+        "no payee": ([wire_share(BOB, 5), wire_share(None, 5)], "shares[1].payee"),
+        "no amount": ([wire_share(BOB, 5), wire_share(CAROL)], "shares[1].amount"),
+        "no key": ([wire_share(BOB, 5), wire_share(CAROL, 5)], "idempotency_key"),
     }
     for what, (shares, field) in cases.items():
-        error = alice.error("pay_split", shares, idempotency_key=key())
-        assert (error.code, error.metadata.get("field")) == (
+        error = raw_split_error(alice, via, shares, "" if what == "no key" else key())
+        assert (error.code, error.reason, error.metadata.get("field")) == (
             grpc.StatusCode.INVALID_ARGUMENT,
-            field,
+            "INVALID_FIELD",
+            field_of(via, field),
         ), (what, error)
-    unknown = alice.error(
-        "pay_split", [SplitShare(*BOB, 1), SplitShare("nowhere", "N-1", 1)], idempotency_key=key()
+        assert error.message, what
+    unknown = raw_split_error(
+        alice, via, [wire_share(BOB, 1), wire_share(("nowhere", "N-1"), 1)], key()
     )
     assert (unknown.code, unknown.reason) == (grpc.StatusCode.NOT_FOUND, "BANK_NOT_FOUND")
-    assert unknown.metadata["field"] == "shares[1].payee.bank"
-
-    # Mixed currencies, and a split with to or amount too: straight on the wire.
-    usd = common_pb2.Money(minor_units=5, currency="USD")
-    eur = common_pb2.Money(minor_units=5, currency="EUR")
-    to_bob = gateway_pb2.Share(
-        payee=common_pb2.AccountRef(bank="alpha", account=BOB[1]), amount=usd
-    )
-    to_carol = common_pb2.AccountRef(bank="beta", account=CAROL[1])
-    requests = {
-        "shares[1].amount.currency": gateway_pb2.PayRequest(
-            shares=[to_bob, gateway_pb2.Share(payee=to_carol, amount=eur)], idempotency_key=key()
-        ),
-        "to": gateway_pb2.PayRequest(
-            to=to_carol,
-            shares=[to_bob, gateway_pb2.Share(payee=to_carol, amount=usd)],
+    assert unknown.metadata["field"] == field_of(via, "shares[1].payee.bank")
+    if via == "Pay":  # a split with to (or amount) too
+        with_to = gateway_pb2.PayRequest(
+            to=common_pb2.AccountRef(bank="beta", account=CAROL[1]),
+            shares=three[:2],
             idempotency_key=key(),
-        ),
-        "shares[1].amount": gateway_pb2.PayRequest(
-            shares=[to_bob, gateway_pb2.Share(payee=to_carol)], idempotency_key=key()
-        ),
-    }
-    for field, request in requests.items():
-        error = raw_pay_error(alice, request)
-        assert (error.code, error.metadata.get("field")) == (
-            grpc.StatusCode.INVALID_ARGUMENT,
-            field,
-        ), (field, error)
+        )
+        error = raw_pay_error(alice, with_to)
+        assert (error.code, error.metadata.get("field")) == (grpc.StatusCode.INVALID_ARGUMENT, "to")
 
     # The same key with other payees (or another amount, or order): refused, not replayed.
     for other in (
-        THREE[:2],
-        [THREE[0], THREE[1], SplitShare(*ERIN, 3_001)],
-        [THREE[1], THREE[0], THREE[2]],
+        three[:2],
+        [three[0], three[1], wire_share(ERIN, 3_001)],
+        [three[1], three[0], three[2]],
     ):
-        reused = alice.error("pay_split", other, idempotency_key=split_key)
+        reused = raw_split_error(alice, via, other, split_key)
         assert (reused.code, reused.reason) == (
             grpc.StatusCode.INVALID_ARGUMENT,
             "IDEMPOTENCY_KEY_REUSED",
@@ -456,6 +514,10 @@ def test_every_bad_split_is_refused_with_its_field_and_records_nothing(
     # ... and a plain payment with the split's key too.
     plain = alice.error("pay", *BOB, 1_000, idempotency_key=split_key)
     assert plain.reason == "IDEMPOTENCY_KEY_REUSED"
+    # The same shares and key replay it, either way: one payment however it was asked for.
+    for again in VIA:
+        replay, replayed = raw_split(alice, again, three, split_key)
+        assert (replay.payment_id, replayed) == (paid.payment_id, True), again
     assert alice.pay_split(THREE, idempotency_key=split_key).payment_id == paid.payment_id
     assert (gateway_payments(cluster), len(share_rows(cluster)), balances(cluster)) == books
 

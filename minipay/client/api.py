@@ -568,20 +568,31 @@ class GatewayClient:
         credit per share, every bank involved votes, and if any votes no (or does not answer
         in time) nothing moves anywhere. Returns the payment (COMMITTED, or ABORTED with the
         first no's reason), with its ``shares``; the same IDEMPOTENCY_KEY (default: a new
-        UUID) returns the first outcome."""
+        UUID) returns the first outcome.
+
+        Sent as an atomic ``PayBatch`` (one item per share): a refusal names the share by its
+        item, ``items[N].to`` or ``items[N].amount.currency``, say."""
         key = idempotency_key or str(uuid.uuid4())
-        request = gateway_pb2.PayRequest(
-            shares=[
-                gateway_pb2.Share(
-                    payee=_account(share.to_bank, share.to_account),
+        request = gateway_pb2.PayBatchRequest(
+            items=[
+                gateway_pb2.PayBatchItem(
+                    to=_account(share.to_bank, share.to_account),
                     amount=_money(share.amount_minor_units, currency),
                 )
                 for share in shares
             ],
+            atomic=True,
             idempotency_key=key,
         )
-        message, request_id = await self._call(self.payments.Pay, request, idempotency_key=key)
-        return Payment.from_message(message.payment, request_id, replayed=message.replayed)
+        message, request_id = await self._call(self.payments.PayBatch, request, idempotency_key=key)
+        # Every result names the one payment; none is an error (a refusal refuses the call).
+        if len(message.results) != len(shares) or not message.results[0].HasField("payment"):
+            raise ClientError(
+                f"the gateway's answer to an atomic batch of {len(shares)} payees is not one "
+                "payment per payee"
+            )
+        first = message.results[0]
+        return Payment.from_message(first.payment, request_id, replayed=first.replayed)
 
     async def pay_batch(self, items: Sequence[BatchItem]) -> BatchResults:
         """Pays 1 to MAX_BATCH_ITEMS ITEMS in one call, each its own payment with its own

@@ -63,8 +63,8 @@ def check_file(args: argparse.Namespace) -> None:
 
 
 async def pay_split_file(invocation: Invocation, client: GatewayClient) -> int:
-    """--atomic: the file's rows as one split payment, all or nothing, in one call; every
-    row's line in the results file has the payment's outcome."""
+    """--atomic: the file's rows as one split payment, all or nothing, in one atomic
+    PayBatch call; every row's line in the results file has the payment's outcome."""
     args = invocation.args
     chosen: list[Row] = args.split_rows
     key = split_key(chosen)
@@ -98,9 +98,9 @@ async def pay_split_file(invocation: Invocation, client: GatewayClient) -> int:
 
 
 def _at_line(error: ApiError, chosen: Sequence[Row]) -> ApiError:
-    """ERROR, naming the file's line when it is about one share (``shares[N]...``)."""
+    """ERROR, naming the file's line when it is about one share (``items[N]...``)."""
     fields = [field for field, _ in error.field_violations]
-    found = re.match(r"shares\[(\d+)\]", fields[0]) if fields else None
+    found = re.match(r"items\[(\d+)\]", fields[0]) if fields else None
     if found is None or int(found.group(1)) >= len(chosen):
         return error
     line = chosen[int(found.group(1))].line

@@ -1,6 +1,7 @@
 """How fast one customer may move money: a token bucket per customer (Pay, Refund, PayBatch),
 ``MINIPAY_PAY_RATE`` payments a second with bursts of ``MINIPAY_PAY_BURST``, shared by the
-replicas.
+replicas. A call costs one token per payment it asks for, and a split payment one per payee:
+a batch its items, a split payment (Pay with shares, an atomic PayBatch) its payees.
 
 Each replica enforces its share in memory, ``rate/N`` and ``burst/N`` with N the live replicas
 (counted with each lease renewal, ``Replica.live``): no database row is touched per payment,
@@ -65,8 +66,9 @@ class RateLimiter:
         return not math.isinf(self.rate)
 
     def take(self, key: str, cost: int = 1) -> None:
-        """Takes COST (a batch's items; capped at this replica's burst, so that any call can
-        pass) from KEY's bucket, or raises Throttled (RATE_LIMITED) with when to retry."""
+        """Takes COST (a batch's items, a split payment's payees; capped at this replica's
+        burst, so that any call can pass) from KEY's bucket, or raises Throttled
+        (RATE_LIMITED) with when to retry."""
         if not self.limits:
             return
         share = max(1, self._replicas())

@@ -178,19 +178,33 @@ class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
         self, request: gateway_pb2.PayRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.PayResponse:
         order = self._split_order(request) if len(request.shares) else self._order(request)
-        self._limiter.take(order.payer)  # RATE_LIMITED: nothing recorded
-        # A repeat of a key being decided elsewhere waits for it, within the caller's deadline.
-        remaining = context.time_remaining()
-        outcome = await self._coordinator.pay(order, wait=remaining - 0.5 if remaining else None)
+        outcome = await self._pay_one(order, context)
         # Recorded, whatever happened next: the payment is the answer, never an error.
         return gateway_pb2.PayResponse(
             payment=payment_message(outcome.payment, order.from_bank, order.from_account),
             replayed=outcome.replayed,
         )
 
+    async def _pay_one(self, order: PaymentOrder, context: grpc.aio.ServicerContext) -> Outcome:
+        """ORDER paid (or its key's outcome replayed), once the caller's bucket holds its
+        cost: one token per payee, as a batch's items each take one."""
+        # RATE_LIMITED: nothing recorded.
+        self._limiter.take(order.payer, cost=max(1, len(order.shares)))
+        # A repeat of a key being decided elsewhere waits for it, within the caller's deadline.
+        remaining = context.time_remaining()
+        return await self._coordinator.pay(order, wait=remaining - 0.5 if remaining else None)
+
     async def PayBatch(
         self, request: gateway_pb2.PayBatchRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.PayBatchResponse:
+        if request.atomic:
+            return await self._pay_atomic(request, context)
+        if request.idempotency_key:
+            raise InvalidArgument(
+                "idempotency_key is an atomic batch's key for its one payment: without atomic, "
+                "each item carries its own",
+                field="idempotency_key",
+            )
         items = request.items
         if not 1 <= len(items) <= MAX_BATCH_ITEMS:
             raise InvalidArgument(
@@ -229,6 +243,37 @@ class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
             results.append(gateway_pb2.PayBatchResult(error=item_error(outcome)))
         return gateway_pb2.PayBatchResponse(results=results)
 
+    async def _pay_atomic(
+        self, request: gateway_pb2.PayBatchRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.PayBatchResponse:
+        """The items as the payees of one split payment, exactly as Pay with shares pays it:
+        refused whole, or one payment that every item's result names."""
+        for number, item in enumerate(request.items):
+            if item.idempotency_key:
+                raise InvalidArgument(
+                    f"items[{number}].idempotency_key: the items of an atomic batch carry no "
+                    "key; the batch's idempotency_key is the key of its one payment",
+                    field=f"items[{number}].idempotency_key",
+                )
+        asked = [
+            splits.AskedShare(
+                bank=item.to.bank,
+                account=item.to.account,
+                amount=item.amount.minor_units,
+                currency=item.amount.currency,
+                has_payee=item.HasField("to"),
+                has_amount=item.HasField("amount"),
+            )
+            for item in request.items
+        ]
+        order = self._split(asked, request.idempotency_key, listed="items", payee="to")
+        outcome = await self._pay_one(order, context)
+        result = gateway_pb2.PayBatchResult(
+            payment=payment_message(outcome.payment, order.from_bank, order.from_account),
+            replayed=outcome.replayed,
+        )
+        return gateway_pb2.PayBatchResponse(results=[result] * len(request.items))
+
     def _order(self, request: gateway_pb2.PayRequest | gateway_pb2.PayBatchItem) -> PaymentOrder:
         claims = current_claims()
         if not request.HasField("to") or not request.to.bank or not request.to.account:
@@ -251,7 +296,6 @@ class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
         return order
 
     def _split_order(self, request: gateway_pb2.PayRequest) -> PaymentOrder:
-        claims = current_claims()
         if request.HasField("to") or request.HasField("amount"):
             raise InvalidArgument(
                 "a split payment names its payees in shares: leave to and amount unset",
@@ -268,13 +312,25 @@ class PaymentsService(gateway_pb2_grpc.PaymentsServicer):  # type: ignore[misc]
             )
             for share in request.shares
         ]
+        return self._split(asked, request.idempotency_key)
+
+    def _split(
+        self,
+        asked: Sequence[splits.AskedShare],
+        idempotency_key: str,
+        listed: str = "shares",
+        payee: str = "payee",
+    ) -> PaymentOrder:
+        claims = current_claims()
         return splits.split_order(
             claims.subject,
             claims.bank,
             claims.account,
             asked,
-            request.idempotency_key,
+            idempotency_key,
             self._banks.names,
+            listed,
+            payee,
         )
 
     async def GetPayment(

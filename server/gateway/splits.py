@@ -35,46 +35,50 @@ def split_order(
     asked: Sequence[AskedShare],
     idempotency_key: str,
     banks: Collection[str],
+    listed: str = "shares",
+    payee: str = "payee",
 ) -> PaymentOrder:
     """The order of a split payment from FROM_BANK/FROM_ACCOUNT to the payees ASKED (at
     BANKS, the banks this gateway knows), or an InvalidArgument (NotFound for an unknown
-    bank) naming the first field at fault. Nothing is recorded before this passes."""
+    bank) naming the first field at fault. Nothing is recorded before this passes.
+
+    The request names its payees LISTED, each payee's account PAYEE: ``shares[N].payee`` in
+    Pay, ``items[N].to`` in an atomic PayBatch; the errors name the fields so."""
     if not MIN_SHARES <= len(asked) <= MAX_SHARES:
         raise InvalidArgument(
             f"a split payment has {MIN_SHARES} to {MAX_SHARES} payees, not {len(asked)}",
-            field="shares",
+            field=listed,
         )
     shares: list[Share] = []
     seen: dict[tuple[str, str], int] = {}
     currency = ""
     for number, share in enumerate(asked):
-        at = f"shares[{number}]"
+        at = f"{listed}[{number}]"
+        to = f"{at}.{payee}"
         if not share.has_payee or not share.bank or not share.account:
-            raise InvalidArgument(
-                f"{at}.payee.bank and {at}.payee.account are required", field=f"{at}.payee"
-            )
-        bank = validation.bank_name(share.bank, f"{at}.payee.bank")
+            raise InvalidArgument(f"{to}.bank and {to}.account are required", field=to)
+        bank = validation.bank_name(share.bank, f"{to}.bank")
         if bank not in banks:
             raise NotFound(
                 f"{at}: unknown bank {bank!r}; known banks: {', '.join(sorted(banks))}",
                 ErrorReason.BANK_NOT_FOUND,
-                field=f"{at}.payee.bank",
+                field=f"{to}.bank",
                 metadata={"bank": bank},
             )
-        account = validation.account_number(share.account, f"{at}.payee.account")
+        account = validation.account_number(share.account, f"{to}.account")
         if not share.has_amount:
             raise InvalidArgument(f"{at}.amount is required", field=f"{at}.amount")
         amount = validation.positive_amount(share.amount, f"{at}.amount.minor_units")
         this_currency = validation.currency(share.currency, f"{at}.amount.currency")
         if (bank, account) == (from_bank, from_account):
             raise InvalidArgument(
-                f"{at}: you cannot pay your own account in a split payment", field=f"{at}.payee"
+                f"{at}: you cannot pay your own account in a split payment", field=to
             )
         if (bank, account) in seen:
             raise InvalidArgument(
                 f"{at}: payee {bank}/{account} is named twice "
-                f"(also shares[{seen[(bank, account)]}]); give each payee one share",
-                field=f"{at}.payee",
+                f"(also {listed}[{seen[(bank, account)]}]); give each payee one share",
+                field=to,
             )
         if currency and this_currency != currency:
             raise InvalidArgument(
@@ -88,9 +92,9 @@ def split_order(
     total = sum(share.amount for share in shares)
     if total > MAX_MINOR_UNITS:
         raise InvalidArgument(
-            f"the shares add up to {total} minor units, more than the largest accepted "
+            f"the {listed} add up to {total} minor units, more than the largest accepted "
             f"amount ({MAX_MINOR_UNITS})",
-            field="shares",
+            field=listed,
         )
     return PaymentOrder(
         payer=payer,
