@@ -27,6 +27,7 @@ from server.common.serving import build_server, mark_serving
 from server.common.settings import BankSettings
 from server.common.tls import Peers, TlsFiles, channel_credentials, channel_options
 from server.interceptors.authentication import AuthInterceptor
+from server.interceptors.handlers import Layer
 from server.interceptors.logging import LoggingInterceptor
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ async def run_server(settings: BankSettings) -> BankServer:
         bank_pb2_grpc.add_LedgerServicer_to_server(LedgerService(database), server)
         return SERVICES
 
-    interceptors = [
+    interceptors: list[Layer] = [
         LoggingInterceptor(settings.process_name),
         AuthInterceptor(Peers(settings.ca), (), None),
     ]

@@ -15,16 +15,18 @@ from grpc_reflection.v1alpha import reflection
 
 from server.common.errors import ConfigError
 from server.common.tls import TlsFiles, server_credentials
+from server.interceptors.handlers import Layer, Layers
 
 
 def build_server(
     address: str,
     tls: TlsFiles,
-    interceptors: Sequence[grpc.aio.ServerInterceptor],
+    layers: Sequence[Layer],
     register: Callable[[grpc.aio.Server], Sequence[str]],
     max_request_bytes: int = 4 * 1024 * 1024,
 ) -> tuple[grpc.aio.Server, int, HealthServicer]:
-    """Adds the services ``register`` names plus health and reflection; binds the port."""
+    """Adds the services ``register`` names plus health and reflection, every call passing
+    through LAYERS (the first outermost), in one interceptor; binds the port."""
     options = [
         # SO_REUSEPORT is on by default in gRPC: a second server on a taken port would bind
         # beside the first one and share its traffic. Off, the second one is refused.
@@ -32,7 +34,7 @@ def build_server(
         # A request larger than any real one is refused before it is read into memory.
         ("grpc.max_receive_message_length", max_request_bytes),
     ]
-    server = grpc.aio.server(interceptors=list(interceptors), options=options)
+    server = grpc.aio.server(interceptors=[Layers(layers)], options=options)
     service_names = list(register(server))
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -49,6 +49,7 @@ from server.gateway.token_keys import KeyRing
 from server.gateway.tokens import TokenService
 from server.gateway.trace import Trace
 from server.interceptors.authentication import AuthInterceptor
+from server.interceptors.handlers import Layer
 from server.interceptors.logging import LoggingInterceptor, RequestLimits
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ async def run_server(settings: GatewaySettings) -> GatewayServer:
         events_pb2_grpc.add_EventsServicer_to_server(EventsService(database, feed), server)
         return SERVICES
 
-    interceptors = [
+    interceptors: list[Layer] = [
         LoggingInterceptor(
             settings.process_name, answer_request_id=True, request_limits=REQUEST_LIMITS
         ),

@@ -19,7 +19,6 @@ from server.interceptors.authorization import allowed_callers
 from server.interceptors.handlers import (
     Behavior,
     StreamBehavior,
-    WrappedHandlers,
     metadata_value,
     wrap_unary,
     wrap_unary_stream,
@@ -54,7 +53,7 @@ def _refusal(error: MinipayError) -> grpc.RpcMethodHandler:
     return grpc.unary_unary_rpc_method_handler(refuse)
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class AuthInterceptor:
     def __init__(
         self,
         peers: Peers,
@@ -67,19 +66,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._bank_names = frozenset(bank_names)
         self._verifier = verifier
         self._no_rule = _refusal(PermissionDenied("this method is not open to any caller"))
-        self._handlers = WrappedHandlers(self._checked)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None:
-            return None
-        return self._handlers.get(details.method, handler)
-
-    def _checked(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """HANDLER of METHOD with this layer around it (``handlers.Layers`` calls it once)."""
         allowed = allowed_callers(method)
         if not allowed:
             return self._no_rule

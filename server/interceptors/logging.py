@@ -15,7 +15,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +36,6 @@ from server.interceptors.handlers import (
     Malformed,
     Oversized,
     StreamBehavior,
-    WrappedHandlers,
     bound_streams,
     wrap_unary,
     wrap_unary_stream,
@@ -86,7 +85,7 @@ class RequestLimits:
         return max([self.default, *self.by_method.values()])
 
 
-class LoggingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class LoggingInterceptor:
     def __init__(
         self,
         component: str,
@@ -100,7 +99,6 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._component = component
         self._answer_request_id = answer_request_id
         self._limits = request_limits
-        self._handlers = WrappedHandlers(self._logged)
         # The metrics' children, looked up once per method (and code), not per call.
         self._calls = functools.lru_cache(maxsize=1024)(
             lambda method, code: CALLS.labels(method, code.name)
@@ -108,17 +106,8 @@ class LoggingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._seconds = functools.lru_cache(maxsize=256)(CALL_SECONDS.labels)
         self._refusals = RefusalSampler(_summarize_refusals)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None:
-            return None
-        return self._handlers.get(details.method, handler)
-
-    def _logged(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """HANDLER of METHOD with this layer around it (``handlers.Layers`` calls it once)."""
         limit = self._limits.of(method) if self._limits is not None else None
         if handler is None:
             return handler
