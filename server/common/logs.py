@@ -104,6 +104,9 @@ def _utc_second(second: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
 
+_JSON = json.JSONEncoder(default=str)  # made once: json.dumps with options makes one a call
+
+
 class JsonFormatter(logging.Formatter):
     def __init__(self, component: str) -> None:
         super().__init__()
@@ -122,7 +125,7 @@ class JsonFormatter(logging.Formatter):
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
             entry["traceback"] = self.formatException(record.exc_info)
-        return redact_text(json.dumps(redact(entry), default=str))
+        return redact_text(_JSON.encode(redact(entry)))
 
 
 class TextFormatter(logging.Formatter):
