@@ -160,15 +160,15 @@ def test_the_client_refuses_an_impostor_gateway(certs: Path, tmp_path: Path, cer
 
 @pytest.mark.parametrize("cert", ["client-1", "alpha", "clients-ca-as-gamma"])
 def test_the_gateway_refuses_an_impostor_bank(
-    make_cluster: ClusterFactory, certs: Path, tmp_path: Path, cert: str
+    shared_cluster: ClusterFactory, certs: Path, tmp_path: Path, cert: str
 ) -> None:
     """On gamma's address: a customer's certificate, another bank's, or one the clients CA
     signed with gamma's very names (only the CA tells it apart: the gateway's channels to
     banks must trust the services CA alone). The gateway sends it no password and no
-    Prepare, so a wrong password never logs in and nothing is paid."""
-    cluster = make_cluster()
-    alice = customer(cluster, certs, "alice")
-    Client(cluster, certs).register("erin", SEED_PASSWORDS["erin"], *SEED_ACCOUNTS["erin"])
+    Prepare, so a wrong password never logs in and nothing is paid. (The three take turns
+    on one cluster, every customer registered: erin's password is the one to guard.)"""
+    cluster = shared_cluster()
+    alice = customer(cluster, certs, "alice", register=False)
     files = (
         forged_client_certificate(
             certs, tmp_path, "gamma", bank_id("gamma"), bank_server_name("gamma")
@@ -190,17 +190,19 @@ def test_the_gateway_refuses_an_impostor_bank(
 
 @pytest.mark.parametrize("cert", ["client-1", "alpha"])
 def test_a_bank_refuses_an_impostor_gateway(
-    make_cluster: ClusterFactory, certs: Path, cert: str
+    shared_cluster: ClusterFactory, certs: Path, cert: str
 ) -> None:
     """A bank in doubt asks only the real gateway: an impostor on its address hears nothing
-    and decides nothing."""
-    cluster = make_cluster(env=server_env(txn_timeout=1))
-    prepare_in_doubt(cluster, certs, "pay_in_doubt", "B-2001", 700)
+    and decides nothing. (The two take turns on one cluster; the real gateway, back for the
+    next, presumes the unknown payment aborted.)"""
+    cluster = shared_cluster(env=server_env(txn_timeout=1))
+    in_doubt = f"pay_in_doubt_{cert}"
+    prepare_in_doubt(cluster, certs, in_doubt, "B-2001", 700)
     cluster.kill(GATEWAY)
     with impostor(certs, certificate_files(certs, cert), cluster.ports[GATEWAY]) as fake:
         time.sleep(3)  # past the timeout: beta asks, several times
         assert fake.calls == [], "the bank asked the impostor"
-    assert bank_state(cluster, "beta")["payments"]["pay_in_doubt"] == "PREPARED"
+    assert bank_state(cluster, "beta")["payments"][in_doubt] == "PREPARED"
 
 
 def prepare_in_doubt(
