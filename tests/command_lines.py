@@ -86,6 +86,7 @@ def run_here(tool: str, args: Sequence[str], given: Mapping[str, str], stdin: st
         _stdin(stdin),
         contextlib.redirect_stdout(out),
         contextlib.redirect_stderr(err),
+        _asyncio_reports_to(err),
     ):
         try:
             code = main(list(args))
@@ -124,6 +125,23 @@ def _client_log_kept_apart() -> Iterator[None]:
                 handler.close()
         logger.setLevel(level)
         logger.propagate = propagate
+
+
+@contextlib.contextmanager
+def _asyncio_reports_to(stream: io.StringIO) -> Iterator[None]:
+    """What asyncio reports in this thread (a task's exception that nobody retrieved...)
+    goes to STREAM, as in a process of its own it would reach standard error, traceback and
+    all (the in-process servers' loop, in a thread of its own, reports elsewhere)."""
+    logger = logging.getLogger("asyncio")
+    handler = logging.StreamHandler(stream)
+    handler.setLevel(logging.WARNING)
+    this_thread = threading.get_ident()
+    handler.addFilter(lambda record: record.thread == this_thread)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 @contextlib.contextmanager
