@@ -80,9 +80,11 @@ up: setup
 console: setup
 	$(PY) -m console --listen 127.0.0.1:$(CONSOLE_PORT) --gateway 127.0.0.1:$(GATEWAY_PORT)
 
-# Every test, the fast domain tests (tests/unit) included.
+# Every test, the fast domain tests (tests/unit) included. Two workers, each taking whole
+# test files (--dist loadfile): a file's shared clusters start once, and no worker is left
+# with a queue of slow tests it was handed early while the other one idles.
 test: setup
-	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 # The domain tests alone: no process, no socket, a few seconds.
 test-unit: setup

@@ -4,6 +4,8 @@ PostgreSQL databases when MINIPAY_TEST_POSTGRES_URL points at a server)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 
 # gRPC's own log lines (a refused TLS handshake in an in-process server, by design in the
@@ -19,7 +21,13 @@ import pytest
 
 from certificate.ca import ensure_dev_pki
 from devtools.cluster import GATEWAY, Cluster
-from tests.helpers import postgres_available, postgres_databases, server_env
+from tests.helpers import (
+    client_config,
+    log_in_everyone,
+    postgres_available,
+    postgres_databases,
+    server_env,
+)
 from tests.inprocess import InProcessCluster
 
 # Prints the console tests' render times and screenshot folder at the end of a run.
@@ -62,6 +70,33 @@ def backend(request: pytest.FixtureRequest) -> str:
 ClusterFactory = Callable[..., Cluster]
 
 
+def new_cluster(
+    stack: ExitStack,
+    kind: type[Cluster],
+    folder: Path,
+    certs: Path,
+    backend: str = "sqlite",
+    env: dict[str, str] | None = None,
+    **options: Any,
+) -> Cluster:
+    """A cluster (not started) in FOLDER with the tests' settings and ENV, its databases on
+    BACKEND; STACK stops it (and drops its PostgreSQL databases)."""
+    banks = options.pop("bank_names", ("alpha", "beta", "gamma"))
+    urls: dict[str, str] = {}
+    if backend == "postgres":
+        urls = stack.enter_context(postgres_databases([GATEWAY, *banks]))
+    cluster = kind(
+        folder,
+        bank_names=banks,
+        database_urls=urls,
+        env={**TEST_ENV, **(env or {})},
+        certs=certs,
+        **options,
+    )
+    stack.callback(cluster.stop)
+    return cluster
+
+
 @pytest.fixture
 def make_cluster(
     request: pytest.FixtureRequest, tmp_path: Path, certs: Path
@@ -81,19 +116,9 @@ def make_cluster(
     ) -> Cluster:
         nonlocal count
         count += 1
-        banks = options.pop("bank_names", ("alpha", "beta", "gamma"))
-        urls: dict[str, str] = {}
-        if backend == "postgres":
-            urls = stack.enter_context(postgres_databases([GATEWAY, *banks]))
-        cluster = kind(
-            tmp_path / f"cluster-{count}",
-            bank_names=banks,
-            database_urls=urls,
-            env={**TEST_ENV, **(env or {})},
-            certs=certs,
-            **options,
+        cluster = new_cluster(
+            stack, kind, tmp_path / f"cluster-{count}", certs, backend, env, **options
         )
-        stack.callback(cluster.stop)
         if started:
             cluster.start(faults)
         return cluster
@@ -105,3 +130,75 @@ def make_cluster(
 @pytest.fixture
 def cluster(make_cluster: ClusterFactory) -> Cluster:
     return make_cluster()
+
+
+class ModuleClusters:
+    """The clusters the tests of a module share, one per set of settings: started when first
+    asked for, stopped after the module's last test (or as soon as a test using one fails)."""
+
+    def __init__(self, folder: Path, certs: Path) -> None:
+        self.folder, self.certs = folder, certs
+        self.clusters: dict[str, tuple[Cluster, ExitStack]] = {}
+        self.started = 0
+
+    def get(self, backend: str, env: dict[str, str] | None, options: dict[str, Any]) -> str:
+        """The key of the cluster with these settings, started (every seed customer
+        registered) and every process of it serving."""
+        key = json.dumps([backend, env or {}, options], sort_keys=True)
+        if key not in self.clusters:
+            stack = ExitStack()
+            self.started += 1
+            folder = self.folder / f"shared-{self.started}"
+            cluster = new_cluster(stack, Cluster, folder, self.certs, backend, env, **options)
+            self.clusters[key] = (cluster, stack)
+            cluster.start()
+            asyncio.run(log_in_everyone(client_config(cluster, self.certs)))
+        cluster = self.clusters[key][0]
+        for name in cluster.names:  # a test that passed left each one serving; make sure
+            process = cluster.processes.get(name)
+            if process is None or process.poll() is not None:
+                cluster.start_process(name)
+            cluster.wait_ready(name)
+        return key
+
+    def discard(self, key: str) -> None:
+        self.clusters.pop(key)[1].close()
+
+    def close(self) -> None:
+        for key in list(self.clusters):
+            self.discard(key)
+
+
+@pytest.fixture(scope="module")
+def module_clusters(
+    tmp_path_factory: pytest.TempPathFactory, certs: Path
+) -> Iterator[ModuleClusters]:
+    shared = ModuleClusters(tmp_path_factory.mktemp("shared"), certs)
+    try:
+        yield shared
+    finally:
+        shared.close()
+
+
+@pytest.fixture
+def shared_cluster(
+    request: pytest.FixtureRequest, module_clusters: ModuleClusters
+) -> Iterator[ClusterFactory]:
+    """A started cluster of real processes, shared by the tests of this module that ask for
+    the same settings (``backend``, ``env``, Cluster's options): for tests that each kill a
+    process (at a crash point, or with kill -9) and start it again, whose cluster's start
+    would be most of their time. Every seed customer is registered (log in with
+    ``customer(..., register=False)``); payments and balances are what earlier tests left,
+    so a test judges what it changed itself. Each process serves when the test gets it; a
+    cluster whose test failed is stopped, and the next test asking gets a new one."""
+    failures = request.session.testsfailed
+    used: list[str] = []
+
+    def get(backend: str = "sqlite", env: dict[str, str] | None = None, **options: Any) -> Cluster:
+        used.append(module_clusters.get(backend, env, options))
+        return module_clusters.clusters[used[-1]][0]
+
+    yield get
+    if request.session.testsfailed > failures:
+        for key in dict.fromkeys(used):
+            module_clusters.discard(key)

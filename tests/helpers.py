@@ -10,7 +10,7 @@ import os
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,7 +23,7 @@ from devtools.books import balances as balances
 from devtools.books import bank_state as bank_state
 from devtools.books import connected, database_url
 from devtools.books import gateway_payments as gateway_payments
-from devtools.cluster import GATEWAY, Cluster
+from devtools.cluster import GATEWAY, SETTINGS_PREFIX, Cluster
 from devtools.customers import ADMIN as ADMIN
 from devtools.customers import log_in_everyone as log_in_everyone
 from devtools.customers import seed_customers
@@ -64,6 +64,22 @@ def wait_until(condition: Callable[[], object], timeout: float = 30.0, what: str
 def server_env(**values: object) -> dict[str, str]:
     """The variables that give every server process these settings (fields they share)."""
     return environment(ProcessSettings, **values)
+
+
+@contextmanager
+def only_variables(given: Mapping[str, str]) -> Iterator[None]:
+    """For a while, GIVEN are this process's only MINIPAY_* variables (the settings of a
+    server's or a command line's main() called in this process); then they are as before."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith(SETTINGS_PREFIX)}
+    for name in saved:
+        del os.environ[name]
+    os.environ.update(given)
+    try:
+        yield
+    finally:
+        for name in [k for k in os.environ if k.startswith(SETTINGS_PREFIX)]:
+            del os.environ[name]
+        os.environ.update(saved)
 
 
 def certificate_files(certs: Path, name: str) -> TlsFiles:

@@ -7,20 +7,17 @@ earlier), each done behind the system's back in its database."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
-from certificate.ca import SERVICES_CA
 from devtools.cluster import Cluster
 from minipay.audit import chain_hash
-from server.common.settings import REPO_ROOT
+from tests import command_lines
 from tests.conftest import ClusterFactory
 from tests.helpers import SEED_ACCOUNTS, admin, customer
 
@@ -35,23 +32,10 @@ def bodies(cluster: Cluster, certs: Path) -> list[dict[str, Any]]:
 def admin_cli(
     cluster: Cluster, certs: Path, home: Path, *args: str
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MINIPAY_")}
-    env.update(
-        MINIPAY_HOME=str(home),
-        MINIPAY_GATEWAY=cluster.gateway_address,
-        MINIPAY_CA=str(certs / SERVICES_CA),
-        MINIPAY_CERT=str(certs / "admin.pem"),
-        MINIPAY_KEY=str(certs / "admin-key.pem"),
-    )
-    return subprocess.run(
-        [sys.executable, "-m", "admin", *args],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        input="admin-dev-pass\n",
-    )
+    """The admin's command line (its main() in this process: tests/command_lines.py), with
+    the admin's password on standard input."""
+    given = command_lines.variables(certs, cluster.gateway_address, home, "admin")
+    return command_lines.run_here("admin", args, given, stdin="admin-dev-pass\n")
 
 
 @pytest.mark.in_process
@@ -98,6 +82,7 @@ def test_admin_actions_refusals_and_decisions_are_recorded(cluster: Cluster, cer
     assert seen.last_event_sequence > 0
 
 
+@pytest.mark.in_process
 def test_verify_catches_every_kind_of_tampering(
     make_cluster: ClusterFactory, certs: Path, tmp_path: Path
 ) -> None:

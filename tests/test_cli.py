@@ -34,14 +34,13 @@ import termios
 import time
 from collections.abc import Iterator
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from certificate.ca import SERVICES_CA
 from devtools.cluster import GATEWAY, Cluster
 from devtools.scratch import free_port
 from minipay.admin.__main__ import build_parser as admin_parser
@@ -51,6 +50,7 @@ from minipay.client.commandline import EXIT_STATUS_HELP, HelpFormatter, money_fi
 from minipay.client.logs import describe_request
 from minipay.v1 import admin_pb2, common_pb2, gateway_pb2
 from server.gateway import servicers
+from tests import command_lines
 from tests.conftest import TEST_ENV
 from tests.helpers import SEED_PASSWORDS, Client, bank_state, customer, server_env, wait_until
 
@@ -72,39 +72,38 @@ def default_sigint() -> None:
 
 @dataclass
 class Cli:
-    """Runs ``python -m client`` or ``python -m admin`` with a home of its own, a gateway
-    address where nothing listens, and one quick attempt per call."""
+    """Runs the client's or the admin's command line (in this process, or as ``python -m``
+    with ``processes``) with a home of its own, a gateway address where nothing listens, and
+    one quick attempt per call."""
 
     home: Path
     certs: Path
     gateway: str
-    extra: dict[str, str] = field(default_factory=dict)  # environment overrides
+    extra: dict[str, str] = field(default_factory=dict)  # variables added or overridden
+    processes: bool = False  # python -m TOOL instead of TOOL's main() in this process
+
+    def variables(self, tool: str) -> dict[str, str]:
+        cert = "admin" if tool == "admin" else "client-1"
+        given = command_lines.variables(
+            self.certs, self.gateway, self.home, cert, MINIPAY_ATTEMPTS="2", MINIPAY_TIMEOUT="5"
+        )
+        given.update(self.extra)
+        return given
 
     def env(self, tool: str) -> dict[str, str]:
-        cert = "admin" if tool == "admin" else "client-1"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MINIPAY_")}
-        env.update(
-            MINIPAY_HOME=str(self.home),
-            MINIPAY_GATEWAY=self.gateway,
-            MINIPAY_CA=str(self.certs / SERVICES_CA),
-            MINIPAY_CERT=str(self.certs / f"{cert}.pem"),
-            MINIPAY_KEY=str(self.certs / f"{cert}-key.pem"),
-            MINIPAY_ATTEMPTS="2",
-            MINIPAY_TIMEOUT="5",
-        )
-        env.update(self.extra)
-        return env
+        """The environment of a process of TOOL (for the tests that start one themselves)."""
+        return command_lines.process_environment(self.variables(tool))
+
+    def as_processes(self) -> Cli:
+        return replace(self, processes=True)
+
+    def prog(self, tool: str) -> str:
+        """How the command names itself in its hints."""
+        return f"python -m {tool}" if self.processes else command_lines.name_here(tool)
 
     def run(self, tool: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, "-m", tool, *args],
-            input=stdin,
-            env=self.env(tool),
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        run = command_lines.run_process if self.processes else command_lines.run_here
+        result = run(tool, args, self.variables(tool), stdin)
         assert "Traceback" not in result.stdout + result.stderr, result.stderr
         return result
 
@@ -571,6 +570,7 @@ def test_usage_names_the_command_as_typed(cli: Cli) -> None:
     """``python -m client`` in a checkout, ``python -m minipay.client`` so typed, and the
     installed commands ``minipay`` and ``minipay-admin`` by their names, in the usage, the
     help and the hints alike."""
+    cli = cli.as_processes()
     assert cli.ok("client", "--help").startswith("usage: python -m client ")
     assert cli.ok("admin", "--help").startswith("usage: python -m admin ")
     package = subprocess.run(
@@ -616,9 +616,8 @@ def test_usage_names_the_command_as_typed(cli: Cli) -> None:
 
 def test_login_help_says_register_first(cli: Cli) -> None:
     text = " ".join(cli.ok("client", "login", "--help").split())
-    assert "A customer registers once ('python -m client register') before the first login" in (
-        text
-    )
+    register = f"('{cli.prog('client')} register')"
+    assert f"A customer registers once {register} before the first login" in text
     pay = " ".join(cli.ok("client", "pay", "--help").split())
     assert "--currency CURRENCY ISO 4217 currency code (default: USD)" in pay
 
@@ -644,7 +643,7 @@ def test_whoami(cli: Cli, tool: str) -> None:
     cli.save_session(tool, -AN_HOUR, username="alice")
     text = cli.ok(tool, "whoami")
     assert text.startswith(f"not logged in: the session of alice ({role}) expired at ")
-    assert f"python -m {tool} login --username alice" in text
+    assert f"{cli.prog(tool)} login --username alice" in text
     data = json.loads(cli.ok(tool, "whoami", "--json"))
     assert data["logged_in"] is False and data["expired"] is True
 
@@ -666,7 +665,7 @@ def test_an_expired_session_says_so_before_calling(cli: Cli) -> None:
     cli.save_session("client", -AN_HOUR)
     result = cli.fails("client", "balance")
     assert "the session of alice expired" in result.stderr
-    assert "python -m client login --username alice" in result.stderr
+    assert f"{cli.prog('client')} login --username alice" in result.stderr
 
 
 # -- 5. one name for amounts in minor units -----------------------------------------------------
@@ -816,6 +815,28 @@ def test_a_bad_variable_is_one_line(cli: Cli) -> None:
     cli.extra["MINIPAY_ATTEMPTS"] = "lots"
     result = cli.fails("client", "login", "--username", "alice", "--password-stdin", stdin="pw\n")
     assert result.stderr == "error: MINIPAY_ATTEMPTS='lots' is not a whole number\n"
+
+
+@pytest.mark.parametrize(
+    ("tool", "args", "stdin", "exit_code", "words"),
+    [
+        ("client", ("history", "--status", "done"), "", 2, "argument --status: invalid choice"),
+        ("client", (*PAY, "1e2", "--json"), "", 2, "is not a plain decimal number"),
+        ("admin", (*CREATE, "0"), "pw\n", 1, "cannot reach the gateway"),
+    ],
+    ids=["usage", "found-before-sending", "from-the-call"],
+)
+def test_expected_errors_as_real_processes(
+    cli: Cli, tool: str, args: tuple[str, ...], stdin: str, exit_code: int, words: str
+) -> None:
+    """Most tests here run a command's main() in this process (tests/command_lines.py);
+    these run a usage error, an error found before anything is sent and one from the call
+    as the shell meets them: ``python -m`` and its exit status, the one line alone on
+    standard error, no traceback."""
+    cli = cli.as_processes()
+    cli.save_session(tool, AN_HOUR)
+    result = cli.fails(tool, *args, stdin=stdin, exit_code=exit_code)
+    assert words in result.stderr
 
 
 # -- 8. against a real cluster: payments, history filters, balances, request ids ---------------
@@ -1017,6 +1038,14 @@ def test_json_errors_carry_reason_metadata_and_request_id(live: Live) -> None:
     assert error["field_violations"][0]["description"]
 
 
+def test_a_command_as_a_real_process_says_nothing_else(live: Live) -> None:
+    """A call that succeeds, as ``python -m client``: exit 0, and once the answer is printed
+    the process ends without a word on standard error (nothing from gRPC at exit)."""
+    done = live.cli.as_processes().run("client", "balance")
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.startswith("alpha/A-1001: balance "), done.stdout
+
+
 def test_verbose_prints_the_request_id(live: Live) -> None:
     cli = live.cli
     done = cli.run("client", "balance", "--verbose")
@@ -1080,7 +1109,8 @@ def test_log_in_again_is_said_once(live: Live) -> None:
     line = refused.stderr
     assert line.startswith("error: UNAUTHENTICATED (TOKEN_REVOKED): "), line
     assert line.count("log in again") == 1, line
-    assert line.rstrip().endswith("log in again with 'python -m client login --username alice'")
+    relogin = f"log in again with '{cli.prog('client')} login --username alice'"
+    assert line.rstrip().endswith(relogin)
 
 
 # -- 9. pay-batch: a CSV file of payments ---------------------------------------------------------

@@ -1,7 +1,7 @@
 """The developer tools: the launcher's port probe, and ``python -m devtools.cluster`` (what
-``make up`` runs) as a real process: it restarts a process killed with kill -9, stops
-everything on SIGTERM or Ctrl-C (to ``make up`` too, and while starting), keeps its data
-folder to its owner, passes the user's settings variables on, names its PostgreSQL databases
+``make up`` runs) as a real process: it restarts a process killed with kill -9 (and passes
+the user's settings variables on), stops everything on SIGTERM or Ctrl-C (to ``make up``
+too, and while starting), keeps its data folder to its owner, names its PostgreSQL databases
 with a prefix and refuses a URL with a database in it, and fails in one line, quoting only
 this run's output, when the cluster cannot start. A pay right after kill -9 of the gateway
 goes through once the launcher has restarted it. ``make demo`` stops everything and removes
@@ -296,9 +296,22 @@ def alive(pid: int) -> bool:
 
 
 def test_launcher_restarts_a_killed_bank_and_stops_on_sigterm(launch: Launch) -> None:
-    launcher = launch()
+    """And it passes the user's settings variables on: here each process's metrics port."""
+    gateway_metrics = free_port()
+    bank_metrics = consecutive_free_ports(len(DEFAULT_BANK_NAMES))
+    launcher = launch(
+        {
+            variable(GatewaySettings, "metrics_port"): str(gateway_metrics),
+            variable(BankSettings, "metrics_port"): str(bank_metrics),  # one port per bank
+        }
+    )
     pids = launcher.pids()
     assert set(pids) == {*DEFAULT_BANK_NAMES, GATEWAY}
+    ports = [gateway_metrics, *(bank_metrics + i for i in range(len(DEFAULT_BANK_NAMES)))]
+    for port in ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            assert b"minipay_rpc_calls_total" in answer.read()
+
     os.kill(pids["beta"], signal.SIGKILL)
     launcher.wait_for(r"beta \(pid \d+\) exited with signal SIGKILL .*restarting it in")
     new_pid = int(launcher.wait_for(r"beta restarted: pid (\d+)")[1])
@@ -312,23 +325,6 @@ def test_launcher_restarts_a_killed_bank_and_stops_on_sigterm(launch: Launch) ->
     events = (launcher.data_dir / "logs" / "cluster.log").read_text()
     for text in ("exited with signal SIGKILL", f"beta restarted: pid {new_pid}", "cluster stopped"):
         assert text in events
-
-
-def test_launcher_passes_settings_variables_on(launch: Launch) -> None:
-    gateway_metrics = free_port()
-    bank_metrics = consecutive_free_ports(len(DEFAULT_BANK_NAMES))
-    launcher = launch(
-        {
-            variable(GatewaySettings, "metrics_port"): str(gateway_metrics),
-            variable(BankSettings, "metrics_port"): str(bank_metrics),  # one port per bank
-        }
-    )
-    launcher.pids()
-    ports = [gateway_metrics, *(bank_metrics + i for i in range(len(DEFAULT_BANK_NAMES)))]
-    for port in ports:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
-            assert b"minipay_rpc_calls_total" in answer.read()
-    assert launcher.terminate() == 0, launcher.output()
 
 
 def test_launcher_that_cannot_start_says_so_in_one_line(tmp_path: Path, certs: Path) -> None:

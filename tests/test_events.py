@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -20,12 +19,12 @@ from typing import Any
 import grpc
 import pytest
 
-from certificate.ca import SERVICES_CA
 from devtools.cluster import GATEWAY, Cluster
 from minipay.client.api import GatewayClient
 from minipay.client.events import Event
 from minipay.v1 import events_pb2, events_pb2_grpc
 from server.common.settings import REPO_ROOT
+from tests import command_lines
 from tests.conftest import ClusterFactory
 from tests.helpers import (
     ABORTED,
@@ -232,35 +231,16 @@ def test_every_replica_serves_one_stream_and_watchers_see_the_others_events(
     assert listed_first == listed_second
 
 
-def cli(cluster: Cluster, certs: Path, home: Path, tool: str) -> tuple[list[str], dict[str, str]]:
-    cert = "admin" if tool == "admin" else "client-1"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MINIPAY_")}
-    env.update(
-        MINIPAY_HOME=str(home / tool),
-        MINIPAY_GATEWAY=cluster.gateway_address,
-        MINIPAY_CA=str(certs / SERVICES_CA),
-        MINIPAY_CERT=str(certs / f"{cert}.pem"),
-        MINIPAY_KEY=str(certs / f"{cert}-key.pem"),
-    )
-    return [sys.executable, "-m", tool], env
-
-
 @pytest.mark.in_process
 def test_the_command_lines_list_and_follow_events(
     cluster: Cluster, certs: Path, tmp_path: Path
 ) -> None:
-    command, env = cli(cluster, certs, tmp_path, "client")
+    """The follower runs as a process (Ctrl-C ends it, with the cursor to resume from); the
+    other commands run their main() in this process (tests/command_lines.py)."""
+    given = command_lines.variables(certs, cluster.gateway_address, tmp_path / "client", "client-1")
 
     def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*command, *args],
-            env=env,
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            input=stdin,
-        )
+        return command_lines.run_here("client", args, given, stdin)
 
     assert (
         run(
@@ -281,8 +261,8 @@ def test_the_command_lines_list_and_follow_events(
         == 0
     )
     follower = subprocess.Popen(
-        [*command, "events", "--follow", "--json"],
-        env=env,
+        [sys.executable, "-m", "client", "events", "--follow", "--json"],
+        env=command_lines.process_environment(given),
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -4,30 +4,42 @@ migrations go up and down on SQLite and PostgreSQL, seed loading is idempotent a
 restart, bad start-up input ends the process with one ``error:`` line and no traceback, and
 every command-line entry point answers ``--help``.
 
-Everything runs against real processes on loopback (see ``devtools/cluster.py``).
+The servers run as real processes on loopback (see ``devtools/cluster.py``). The start-up
+errors call a server's own ``main(argv)`` in this process (the settings, the checks and the
+``error:`` line are the same; a second of imports per case is not), a sample of them runs as
+processes, and so does every start-up error of the launcher (``test_devtools.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
+import logging
+import os
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 import yaml
+from alembic.config import Config
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from sqlalchemy import MetaData, create_engine, func, inspect, select
 
+from alembic import command
 from certificate.ca import SERVICES_CA, ensure_dev_pki
-from devtools.cluster import GATEWAY, Cluster
+from devtools.cluster import GATEWAY, SETTINGS_PREFIX, Cluster
 from devtools.scratch import free_port
 from server.bank.models import Base as BankBase
 from server.bank.models import Customer
+from server.common.logs import stop_log_writer
 from server.common.settings import (
     BankSettings,
     GatewaySettings,
@@ -50,6 +62,7 @@ from tests.helpers import (
     channel,
     customer,
     gateway_url,
+    only_variables,
     postgres_databases,
     running_cluster,
     server_name,
@@ -254,6 +267,20 @@ def alembic(kind: str, url: str, *arguments: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def alembic_here(kind: str, url: str, step: str, revision: str) -> None:
+    """alembic's STEP (upgrade, downgrade) to REVISION in this process, on a connection of
+    its own as the servers migrate (alembic/env.py then leaves this process's logging be)."""
+    config = Config(str(REPO_ROOT / "alembic.ini"), ini_section=kind)
+    config.set_main_option("script_location", str(REPO_ROOT / "alembic"))
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            getattr(command, step)(config, revision)
+    finally:
+        engine.dispose()
+
+
 def table_columns(url: str) -> dict[str, set[str]]:
     engine = create_engine(url)
     try:
@@ -275,17 +302,17 @@ def test_migrations_up_and_down(backend: str, kind: str, tmp_path: Path) -> None
     sqlite = nullcontext({kind: f"sqlite:///{tmp_path / f'{kind}.db'}"})
     with postgres_databases([kind]) if backend == "postgres" else sqlite as urls:
         url = urls[kind]
-        alembic(kind, url, "upgrade", "head")
+        alembic(kind, url, "upgrade", "head")  # by hand, as make migrate does
         upgraded = table_columns(url)
         assert set(upgraded) == {*expected, "alembic_version"}
         for name, columns in expected.items():
             assert upgraded[name] == columns, name
 
-        alembic(kind, url, "downgrade", "base")
+        alembic_here(kind, url, "downgrade", "base")
         assert set(table_columns(url)) <= {"alembic_version"}
 
         # And back up again: the downgrade left nothing behind that blocks a new upgrade.
-        alembic(kind, url, "upgrade", "head")
+        alembic_here(kind, url, "upgrade", "head")
         assert set(table_columns(url)) == {*expected, "alembic_version"}
 
 
@@ -341,7 +368,9 @@ def settings_class(name: str) -> type[ProcessSettings]:
     return GatewaySettings if name == GATEWAY else BankSettings
 
 
-def start_fails(cluster: Cluster, name: str, *arguments: str, **settings: object) -> str:
+def start_fails_in_a_process(
+    cluster: Cluster, name: str, *arguments: str, **settings: object
+) -> str:
     """Runs NAME (plus ARGUMENTS) with these SETTINGS (given as its environment); it must
     exit non-zero with one ``error:`` line last and no traceback. Returns that line."""
     env = {**cluster.environment(name), **environment(settings_class(name), **settings)}
@@ -354,14 +383,87 @@ def start_fails(cluster: Cluster, name: str, *arguments: str, **settings: object
         text=True,
         timeout=60,
     )
-    output = result.stdout
-    assert result.returncode != 0, output
+    return one_error_line(result.returncode, result.stdout)
+
+
+def start_fails(cluster: Cluster, name: str, *arguments: str, **settings: object) -> str:
+    """As ``start_fails_in_a_process``, with the server's own ``main(argv)`` called in this
+    process: the same settings (its environment's MINIPAY_* variables), the same checks in
+    the same order, the same ``error:`` line and exit status, without a second of imports
+    per case. What main() changes in its process is put back after (the umask, the logging
+    set-up); a server that started after all returns at once instead of waiting for a
+    signal, and exits 0."""
+    given = {
+        **{k: v for k, v in cluster.environment(name).items() if k.startswith(SETTINGS_PREFIX)},
+        **environment(settings_class(name), **settings),
+    }
+    module = importlib.import_module(cluster.command(name)[2] + ".__main__")
+    argv = [*cluster.command(name)[3:], *arguments]
+    output = io.StringIO()
+    with (
+        only_variables(given),
+        process_state_kept(),
+        replaced(module, "wait_for_signal", started_after_all),
+        contextlib.redirect_stdout(output),
+        contextlib.redirect_stderr(output),
+    ):
+        code = module.main(argv)
+    return one_error_line(code, output.getvalue())
+
+
+def one_error_line(code: int, output: str) -> str:
+    """The server ended non-zero with one ``error:`` line last and no traceback: that line."""
+    assert code != 0, output
     assert "Traceback" not in output, output
     lines = output.strip().splitlines()
     assert lines, "no output at all"
     assert lines[-1].startswith("error:"), output
     assert [line for line in lines if line.startswith("error:")] == [lines[-1]], output
     return lines[-1]
+
+
+async def started_after_all() -> None:
+    """In place of the wait for SIGTERM: the server started, so it stops at once."""
+
+
+@contextlib.contextmanager
+def replaced(module: Any, name: str, value: object) -> Iterator[None]:
+    saved = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, saved)
+
+
+LOGGING_FLAGS = ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing")
+
+
+@contextlib.contextmanager
+def process_state_kept() -> Iterator[None]:
+    """What a server's main() sets for its whole process (keep_files_private's umask,
+    configure_logging's root handlers, levels and record flags, its writer thread), put
+    back as it was once main() returns."""
+    umask = os.umask(0o077)
+    os.umask(umask)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    flags = {name: getattr(logging, name) for name in LOGGING_FLAGS}
+    quieted = {name: logging.getLogger(name).level for name in ("sqlalchemy", "alembic")}
+    try:
+        yield
+    finally:
+        stop_log_writer()  # what it still held is written, before the output is read
+        os.umask(umask)
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
+        for name, value in flags.items():
+            setattr(logging, name, value)
+        for name, value in quieted.items():
+            logging.getLogger(name).setLevel(value)
 
 
 def write_seed(path: Path, customers: list[dict[str, str]]) -> Path:
@@ -438,9 +540,8 @@ def test_port_in_use(idle: Cluster, name: str) -> None:
 
 @pytest.mark.parametrize("name", [GATEWAY, "alpha"])
 def test_a_second_server_on_a_taken_port_is_refused(
-    make_cluster: ClusterFactory, tmp_path: Path, name: str
+    running: Cluster, tmp_path: Path, name: str
 ) -> None:
-    running = make_cluster()
     # Its own data folder: only the port is shared (gRPC would allow that by default).
     line = start_fails(running, name, data_dir=tmp_path / "second")
     assert str(running.ports[name]) in line and "in use" in line
@@ -448,10 +549,7 @@ def test_a_second_server_on_a_taken_port_is_refused(
 
 
 @pytest.mark.parametrize("name", [GATEWAY, "alpha"])
-def test_a_second_server_on_the_same_database_is_refused(
-    make_cluster: ClusterFactory, name: str
-) -> None:
-    running = make_cluster()
+def test_a_second_server_on_the_same_database_is_refused(running: Cluster, name: str) -> None:
     # Another port, the same data folder and so the same SQLite database.
     line = start_fails(running, name, listen=f"127.0.0.1:{free_port()}")
     assert "in use by another process" in line
@@ -549,18 +647,37 @@ def test_seed_file_missing(idle: Cluster, tmp_path: Path) -> None:
         assert str(missing) in line
 
 
+def test_start_up_errors_as_real_processes(idle: Cluster, running: Cluster, tmp_path: Path) -> None:
+    """The tests above call the servers' main() in this process; a sample runs as the
+    processes they are (exit status, the one line last, no traceback): a bank's setting
+    that is not a number (read before anything else), a gateway's missing certificate (once
+    its logging and its database are set up), and a second bank on the database of one
+    that runs."""
+    line = start_fails_in_a_process(idle, "alpha", txn_timeout="soon")
+    assert variable(ProcessSettings, "txn_timeout") in line and "soon" in line
+    missing = tmp_path / "no-such-cert.pem"
+    assert str(missing) in start_fails_in_a_process(idle, GATEWAY, cert=str(missing))
+    line = start_fails_in_a_process(running, "alpha", listen=f"127.0.0.1:{free_port()}")
+    assert "in use by another process" in line
+    running.wait_ready("alpha")
+
+
 # --- 6. every entry point answers --help -----------------------------------------------------
 
+MAIN_MODULES = {
+    "server.gateway": "server.gateway.__main__",
+    "server.bank": "server.bank.__main__",
+    "client": "minipay.client.__main__",
+    "admin": "minipay.admin.__main__",
+}
 
-@pytest.mark.parametrize("module", ["server.gateway", "server.bank", "client", "admin"])
-def test_help(module: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", module, "--help"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "usage:" in result.stdout
-    assert "Traceback" not in result.stderr
+
+@pytest.mark.parametrize("module", list(MAIN_MODULES))
+def test_help(module: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each entry point's main(["--help"]), in this process (test_cli.py runs the command
+    lines' --help as processes too; every test with a cluster runs the servers)."""
+    main = importlib.import_module(MAIN_MODULES[module]).main
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    assert "usage:" in capsys.readouterr().out

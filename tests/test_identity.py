@@ -1,7 +1,8 @@
 """Identity end to end: every attack on a login token is UNAUTHENTICATED, registration and
 login give one answer for every wrong credential, failed logins are throttled, a disabled user
 cannot log in, no password or token is ever written in plain text, and the admin and client
-command lines work as a user would run them.
+command lines work as a user would run them (their main() in this process:
+tests/command_lines.py; test_cli.py runs them as processes too).
 
 One cluster serves the module (throttled after 3 failures in a window of 2 s, logging at DEBUG
 so request and response bodies reach the log files, where they must be redacted). Token
@@ -16,10 +17,8 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import stat
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -33,17 +32,16 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from certificate.ca import SERVICES_CA
 from devtools.cluster import GATEWAY, Cluster
 from devtools.scratch import free_port
 from minipay.client.api import ApiError
 from minipay.v1 import gateway_pb2
 from server.common.tls import thumbprint_of_pem
 from server.gateway.tokens import ALGORITHM
+from tests import command_lines
 from tests.conftest import TEST_ENV
 from tests.helpers import ADMIN, SEED_ACCOUNTS, SEED_PASSWORDS, Client, channel
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 MAX_FAILURES = 3
 COOLDOWN = 2.0
 CALL_TIMEOUT = 15.0
@@ -429,37 +427,25 @@ def test_disabled_user_cannot_log_in(gateway: Gateway) -> None:
 
 @dataclass
 class Cli:
+    """The admin's and the customer's command lines against the module's cluster."""
+
     gateway: Gateway
     home: Path
     extra: dict[str, str] = field(default_factory=dict)  # environment overrides
 
-    def env(self, cert: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MINIPAY_")}
-        certs = self.gateway.certs
-        env.update(
-            MINIPAY_GATEWAY=self.gateway.cluster.gateway_address,
-            MINIPAY_CA=str(certs / SERVICES_CA),
-            MINIPAY_CERT=str(certs / f"{cert}.pem"),
-            MINIPAY_KEY=str(certs / f"{cert}-key.pem"),
-            MINIPAY_HOME=str(self.home / cert),
-        )
-        env.update(self.extra)
-        return env
-
     def run(
         self, tool: str, cert: str, *args: str, password: str | None = None
     ) -> subprocess.CompletedProcess[str]:
+        """TOOL's command line in this process (tests/command_lines.py) as certificate CERT,
+        with a home of its own."""
         if password is not None:
             args = (*args, "--password-stdin")
-        return subprocess.run(
-            [sys.executable, "-m", tool, *args],
-            input=f"{password}\n" if password is not None else "",
-            env=self.env(cert),
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
+        given = command_lines.variables(
+            self.gateway.certs, self.gateway.cluster.gateway_address, self.home / cert, cert
         )
+        given.update(self.extra)
+        stdin = f"{password}\n" if password is not None else ""
+        return command_lines.run_here(tool, args, given, stdin)
 
     def ok(self, tool: str, cert: str, *args: str, password: str | None = None) -> str:
         result = self.run(tool, cert, *args, password=password)
@@ -635,7 +621,12 @@ def test_command_lines_end_to_end(gateway: Gateway, tmp_path: Path) -> None:
         password=ZED_PASSWORD,
         code="cannot read certificate",
     )
-    closed = Cli(gateway, cli.home, {"MINIPAY_GATEWAY": f"127.0.0.1:{free_port()}"})
+    # (Two attempts: the default retries would wait ten seconds for the same line.)
+    closed = Cli(
+        gateway,
+        cli.home,
+        {"MINIPAY_GATEWAY": f"127.0.0.1:{free_port()}", "MINIPAY_ATTEMPTS": "2"},
+    )
     closed.fails(
         "client", zed, "login", "--username", "zed", password=ZED_PASSWORD, code="UNAVAILABLE"
     )

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -21,11 +19,11 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from certificate.ca import SERVICES_CA
 from devtools.cluster import GATEWAY, Cluster
 from minipay.client.api import SplitShare
 from minipay.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 from server.common.settings import GatewaySettings, environment
+from tests import command_lines
 from tests.conftest import TEST_ENV, ClusterFactory
 from tests.helpers import (
     COMMITTED,
@@ -124,7 +122,7 @@ def test_over_the_limit_a_call_is_refused_with_when_to_come_back(
 def test_the_library_waits_and_pays_and_the_cli_says_so(
     make_cluster: ClusterFactory, certs: Path, tmp_path: Path
 ) -> None:
-    rate = 0.25  # one payment every 4 s: longer than a CLI takes to start
+    rate = 0.5  # one payment every 2 s (the CLI's main() runs in this process: no start-up)
     cluster = make_cluster(env=limited(rate=rate, burst=1))
     alice = customer(cluster, certs, "alice")
     started = time.monotonic()
@@ -138,23 +136,9 @@ def test_the_library_waits_and_pays_and_the_cli_says_so(
     (home / "session.json").write_text(
         json.dumps({"token": alice.token, "username": "alice", "role": "customer"})
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MINIPAY_")}
-    env.update(
-        MINIPAY_HOME=str(home),
-        MINIPAY_GATEWAY=cluster.gateway_address,
-        MINIPAY_CA=str(certs / SERVICES_CA),
-        MINIPAY_CERT=str(certs / "client-1.pem"),
-        MINIPAY_KEY=str(certs / "client-1-key.pem"),
-    )
+    given = command_lines.variables(certs, cluster.gateway_address, home, "client-1")
     arguments = ["pay", "--to-bank", PAYEE[0], "--to-account", PAYEE[1], "--amount", "0.01"]
-    result = subprocess.run(
-        [sys.executable, "-m", "client", "--verbose", *arguments],
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = command_lines.run_here("client", ["--verbose", *arguments], given)
     assert result.returncode == 0, result.stderr
     assert "COMMITTED" in result.stdout
     assert "rate limited: waiting" in result.stderr, result.stderr

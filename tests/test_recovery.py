@@ -39,7 +39,6 @@ from tests.helpers import (
     ABORTED,
     COMMITTED,
     SEED_ACCOUNTS,
-    SEED_BALANCES,
     aio_channel,
     assert_atomic,
     assert_reconciled,
@@ -72,12 +71,20 @@ CRASHES = [
 
 @pytest.mark.parametrize(("victim", "fault", "outcome"), CRASHES, ids=[c[1] for c in CRASHES])
 def test_crash_point(
-    make_cluster: ClusterFactory, certs: Path, victim: str, fault: str, outcome: PaymentStatus
+    shared_cluster: ClusterFactory,
+    certs: Path,
+    victim: str,
+    fault: str,
+    outcome: PaymentStatus,
 ) -> None:
-    cluster = make_cluster()
-    alice = customer(cluster, certs, "alice")
+    cluster = shared_cluster()  # the crash points take turns on one cluster
+    alice = customer(cluster, certs, "alice", register=False)
     cluster.restart(victim, faults=fault)
     before = total_money(cluster)
+    paying, paid = SEED_ACCOUNTS["alice"], ("beta", "B-2001")
+    balance_before = {
+        bank: bank_state(cluster, bank)["accounts"][account][0] for bank, account in (paying, paid)
+    }
     key = str(uuid.uuid4())
     first: dict[str, Any] = {}
 
@@ -107,9 +114,8 @@ def test_crash_point(
     assert_atomic(cluster, before)
     assert_reconciled(cluster, certs)
     moved = 2500 if outcome == COMMITTED else 0
-    paying, paid = SEED_ACCOUNTS["alice"], ("beta", "B-2001")
-    assert bank_state(cluster, "alpha")["accounts"]["A-1001"][0] == SEED_BALANCES[paying] - moved
-    assert bank_state(cluster, "beta")["accounts"]["B-2001"][0] == SEED_BALANCES[paid] + moved
+    assert bank_state(cluster, "alpha")["accounts"]["A-1001"][0] == balance_before["alpha"] - moved
+    assert bank_state(cluster, "beta")["accounts"]["B-2001"][0] == balance_before["beta"] + moved
 
 
 def test_lost_commit_acknowledgement_is_resent(make_cluster: ClusterFactory, certs: Path) -> None:

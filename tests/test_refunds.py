@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -27,7 +25,6 @@ import grpc
 import pytest
 from sqlalchemy import create_engine, select
 
-from certificate.ca import SERVICES_CA
 from devtools.cluster import GATEWAY, Cluster
 from minipay.client.api import (
     AccountRef,
@@ -40,6 +37,7 @@ from minipay.client.api import (
 )
 from server.bank.models import LedgerEntry
 from server.common.settings import GatewaySettings, environment
+from tests import command_lines
 from tests.conftest import ClusterFactory
 from tests.helpers import (
     ABORTED,
@@ -65,7 +63,6 @@ from tests.helpers import (
     wait_until,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 ALICE, CAROL = SEED_ACCOUNTS["alice"], SEED_ACCOUNTS["carol"]  # alpha/A-1001, beta/B-2001
 
 
@@ -336,10 +333,10 @@ CRASHES = [
     ("victim", "fault", "outcome"), CRASHES, ids=[f"{c[0]}-{c[1]}" for c in CRASHES]
 )
 def test_kill_9_during_a_refund(
-    make_cluster: ClusterFactory, certs: Path, victim: str, fault: str, outcome: PaymentStatus
+    shared_cluster: ClusterFactory, certs: Path, victim: str, fault: str, outcome: PaymentStatus
 ) -> None:
-    cluster = make_cluster()
-    alice, carol = customer(cluster, certs, "alice"), customer(cluster, certs, "carol")
+    cluster = shared_cluster()  # the crash points take turns on one cluster
+    alice = customer(cluster, certs, "alice", register=False)
     money = total_money(cluster)
     paid = alice.pay(*CAROL, 2_500)
     settle(cluster)
@@ -577,30 +574,18 @@ def test_an_admin_refunds_on_the_payee_s_behalf_once_committed(
 
 
 class Cli:
-    """The customer's and the admin's command lines, each with a home of its own."""
+    """The customer's and the admin's command lines, each with a home of its own (their
+    main() in this process: tests/command_lines.py)."""
 
     def __init__(self, cluster: Cluster, certs: Path, home: Path) -> None:
         self.cluster, self.certs, self.home = cluster, certs, home
 
     def run(self, tool: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         cert = "admin" if tool == "admin" else "client-1"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MINIPAY_")}
-        env.update(
-            MINIPAY_HOME=str(self.home / tool),
-            MINIPAY_GATEWAY=self.cluster.gateway_address,
-            MINIPAY_CA=str(self.certs / SERVICES_CA),
-            MINIPAY_CERT=str(self.certs / f"{cert}.pem"),
-            MINIPAY_KEY=str(self.certs / f"{cert}-key.pem"),
+        given = command_lines.variables(
+            self.certs, self.cluster.gateway_address, self.home / tool, cert
         )
-        return subprocess.run(
-            [sys.executable, "-m", tool, *args],
-            env=env,
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            input=stdin,
-        )
+        return command_lines.run_here(tool, args, given, stdin)
 
     def ok(self, tool: str, *args: str) -> str:
         result = self.run(tool, *args)

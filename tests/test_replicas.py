@@ -65,6 +65,9 @@ TAKEOVER = LEASE + 3.0  # a lease, a recovery pass or two, and slack for a busy 
 
 
 def replicas(make_cluster: ClusterFactory, count: int = 2, **options: Any) -> Cluster:
+    """COUNT replicas on PostgreSQL, from make_cluster (a cluster of the test's own) or from
+    shared_cluster (the one the test's neighbours with the same settings use in turn: the
+    plain two replicas of the tests that leave them serving, or restart what they kill)."""
     env = {**REPLICA_ENV, **options.pop("env", {})}
     return make_cluster("postgres", env=env, gateways=count, **options)
 
@@ -110,8 +113,10 @@ def test_three_replicas_start_at_once_on_an_empty_database(make_cluster: Cluster
     assert len({token for token, _ in rows.values()}) == 3, "every incarnation its own token"
 
 
-def test_a_replica_name_used_twice_is_refused(make_cluster: ClusterFactory, tmp_path: Path) -> None:
-    cluster = replicas(make_cluster, 2)
+def test_a_replica_name_used_twice_is_refused(
+    shared_cluster: ClusterFactory, tmp_path: Path
+) -> None:
+    cluster = replicas(shared_cluster, 2)
     env = {
         **cluster.environment(SECOND),
         **environment(GatewaySettings, listen=f"127.0.0.1:{free_port()}", data_dir=tmp_path),
@@ -215,10 +220,11 @@ CRASHES = [
 
 @pytest.mark.parametrize(("fault", "outcome"), CRASHES, ids=[c[0] for c in CRASHES])
 def test_a_survivor_finishes_what_a_killed_replica_left(
-    make_cluster: ClusterFactory, certs: Path, fault: str, outcome: PaymentStatus
+    shared_cluster: ClusterFactory, certs: Path, fault: str, outcome: PaymentStatus
 ) -> None:
-    cluster = replicas(make_cluster, 2, faults={GATEWAY: fault})
-    alice = customer(cluster, certs, "alice")
+    cluster = replicas(shared_cluster, 2)
+    cluster.restart(GATEWAY, faults=fault)
+    alice = customer(cluster, certs, "alice", register=False)
     before = total_money(cluster)
     key = str(uuid.uuid4())
     try:  # the owner may answer before it dies (its decision stored), or not at all
@@ -250,10 +256,10 @@ def test_a_survivor_finishes_what_a_killed_replica_left(
 
 
 def test_one_key_at_two_replicas_at_once_makes_one_payment(
-    make_cluster: ClusterFactory, certs: Path
+    shared_cluster: ClusterFactory, certs: Path
 ) -> None:
-    cluster = replicas(make_cluster, 2)
-    alice = customer(cluster, certs, "alice")
+    cluster = replicas(shared_cluster, 2)
+    alice = customer(cluster, certs, "alice", register=False)
     keys = [f"twin-{i}-{uuid.uuid4()}" for i in range(100)]
     different = set(keys[::10])  # these are sent with another amount to the second replica
 

@@ -41,6 +41,7 @@ from server.common.tls import TlsFiles, channel_credentials, channel_options, th
 from server.common.validation import MAX_BALANCE
 from server.gateway.token_keys import key_id
 from server.gateway.tokens import ALGORITHM, AUDIENCE, ISSUER
+from tests import command_lines
 from tests.conftest import TEST_ENV, ClusterFactory
 from tests.forged import forged_client_certificate
 from tests.helpers import (
@@ -134,24 +135,11 @@ def test_the_client_refuses_an_impostor_gateway(certs: Path, tmp_path: Path, cer
     """A customer's certificate, or a bank's, on the gateway's address: no password leaves."""
     port = free_port()
     with impostor(certs, certificate_files(certs, cert), port) as fake:
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("MINIPAY_")},
-            "MINIPAY_GATEWAY": f"127.0.0.1:{port}",
-            "MINIPAY_CA": str(certs / SERVICES_CA),
-            "MINIPAY_CERT": str(certs / "client-1.pem"),
-            "MINIPAY_KEY": str(certs / "client-1-key.pem"),
-            "MINIPAY_HOME": str(tmp_path / "home"),
-            "MINIPAY_ATTEMPTS": "1",
-        }
-        result = subprocess.run(
-            [sys.executable, "-m", "client", "login", "--username", "alice", "--password-stdin"],
-            input=SEED_PASSWORDS["alice"] + "\n",
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=REPO_ROOT,
-            timeout=60,
+        given = command_lines.variables(
+            certs, f"127.0.0.1:{port}", tmp_path / "home", "client-1", MINIPAY_ATTEMPTS="1"
         )
+        login = ["login", "--username", "alice", "--password-stdin"]
+        result = command_lines.run_here("client", login, given, SEED_PASSWORDS["alice"] + "\n")
         assert result.returncode != 0, result.stdout
         assert "logged in" not in result.stdout
         assert "Traceback" not in result.stderr
@@ -160,15 +148,15 @@ def test_the_client_refuses_an_impostor_gateway(certs: Path, tmp_path: Path, cer
 
 @pytest.mark.parametrize("cert", ["client-1", "alpha", "clients-ca-as-gamma"])
 def test_the_gateway_refuses_an_impostor_bank(
-    make_cluster: ClusterFactory, certs: Path, tmp_path: Path, cert: str
+    shared_cluster: ClusterFactory, certs: Path, tmp_path: Path, cert: str
 ) -> None:
     """On gamma's address: a customer's certificate, another bank's, or one the clients CA
     signed with gamma's very names (only the CA tells it apart: the gateway's channels to
     banks must trust the services CA alone). The gateway sends it no password and no
-    Prepare, so a wrong password never logs in and nothing is paid."""
-    cluster = make_cluster()
-    alice = customer(cluster, certs, "alice")
-    Client(cluster, certs).register("erin", SEED_PASSWORDS["erin"], *SEED_ACCOUNTS["erin"])
+    Prepare, so a wrong password never logs in and nothing is paid. (The three take turns
+    on one cluster, every customer registered: erin's password is the one to guard.)"""
+    cluster = shared_cluster()
+    alice = customer(cluster, certs, "alice", register=False)
     files = (
         forged_client_certificate(
             certs, tmp_path, "gamma", bank_id("gamma"), bank_server_name("gamma")
@@ -190,17 +178,19 @@ def test_the_gateway_refuses_an_impostor_bank(
 
 @pytest.mark.parametrize("cert", ["client-1", "alpha"])
 def test_a_bank_refuses_an_impostor_gateway(
-    make_cluster: ClusterFactory, certs: Path, cert: str
+    shared_cluster: ClusterFactory, certs: Path, cert: str
 ) -> None:
     """A bank in doubt asks only the real gateway: an impostor on its address hears nothing
-    and decides nothing."""
-    cluster = make_cluster(env=server_env(txn_timeout=1))
-    prepare_in_doubt(cluster, certs, "pay_in_doubt", "B-2001", 700)
+    and decides nothing. (The two take turns on one cluster; the real gateway, back for the
+    next, presumes the unknown payment aborted.)"""
+    cluster = shared_cluster(env=server_env(txn_timeout=1))
+    in_doubt = f"pay_in_doubt_{cert}"
+    prepare_in_doubt(cluster, certs, in_doubt, "B-2001", 700)
     cluster.kill(GATEWAY)
     with impostor(certs, certificate_files(certs, cert), cluster.ports[GATEWAY]) as fake:
         time.sleep(3)  # past the timeout: beta asks, several times
         assert fake.calls == [], "the bank asked the impostor"
-    assert bank_state(cluster, "beta")["payments"]["pay_in_doubt"] == "PREPARED"
+    assert bank_state(cluster, "beta")["payments"][in_doubt] == "PREPARED"
 
 
 def prepare_in_doubt(
@@ -423,25 +413,13 @@ def test_one_certificate_cannot_spray_guesses_over_many_usernames(
 def cli_login(
     cluster: Cluster, certs: Path, home: Path, username: str, password: str
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m client login`` as a customer runs it, with its automatic retries."""
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("MINIPAY_")},
-        "MINIPAY_GATEWAY": cluster.gateway_address,
-        "MINIPAY_CA": str(certs / SERVICES_CA),
-        "MINIPAY_CERT": str(certs / "client-1.pem"),
-        "MINIPAY_KEY": str(certs / "client-1-key.pem"),
-        "MINIPAY_HOME": str(home),
-        "MINIPAY_ATTEMPTS": "5",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "client", "login", "--username", username, "--password-stdin"],
-        input=password + "\n",
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO_ROOT,
-        timeout=120,
+    """The client's ``login`` as a customer runs it, with its automatic retries (its main()
+    in this process: tests/command_lines.py)."""
+    given = command_lines.variables(
+        certs, cluster.gateway_address, home, "client-1", MINIPAY_ATTEMPTS="5"
     )
+    login = ["login", "--username", username, "--password-stdin"]
+    return command_lines.run_here("client", login, given, password + "\n")
 
 
 def test_a_bank_outage_costs_no_password_attempts(

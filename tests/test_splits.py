@@ -267,10 +267,9 @@ CRASHES = [
     ("victim", "fault", "outcome"), CRASHES, ids=[f"{c[0]}-{c[1]}" for c in CRASHES]
 )
 def test_kill_9_mid_split(
-    make_cluster: ClusterFactory, certs: Path, victim: str, fault: str, outcome: PaymentStatus
+    shared_cluster: ClusterFactory, certs: Path, victim: str, fault: str, outcome: PaymentStatus
 ) -> None:
-    cluster = make_cluster()
-    customer(cluster, certs, "alice")
+    cluster = shared_cluster()  # the crash points take turns on one cluster
     money = total_money(cluster)
     cluster.restart(victim, faults=fault)
     alice = customer(cluster, certs, "alice", register=False)

@@ -13,9 +13,7 @@ everything.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -25,12 +23,12 @@ from typing import Any
 import grpc
 import pytest
 
-from certificate.ca import SERVICES_CA
 from devtools.cluster import GATEWAY, Cluster
 from minipay.client.api import ApiError, PaymentTrace
 from minipay.client.trace import TraceStep
 from minipay.client.trace_text import render_text
 from server.common.settings import GatewaySettings, environment
+from tests import command_lines
 from tests.conftest import ClusterFactory
 from tests.helpers import (
     ABORTED,
@@ -47,7 +45,6 @@ from tests.helpers import (
     wait_until,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 PAYEE = SEED_ACCOUNTS["carol"]  # the payee of every payment here
 STRANGER_CERT = "client-3"
 Story = list[tuple[str, str, str]]  # (kind, bank, outcome) of each step
@@ -215,7 +212,8 @@ def test_a_committed_payment_as_each_reader_sees_it(
 
 
 class TraceCli:
-    """``python -m client`` and ``python -m admin`` against CLUSTER, logged in with a token."""
+    """The client's and the admin's command lines (their main() in this process:
+    tests/command_lines.py) against CLUSTER, logged in with a token."""
 
     def __init__(self, cluster: Cluster, certs: Path, home: Path) -> None:
         self.cluster, self.certs, self.home = cluster, certs, home
@@ -230,22 +228,8 @@ class TraceCli:
         (home / session).write_text(
             json.dumps({"token": token, "username": "someone", "role": tool, "expires_at": 0})
         )
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MINIPAY_")}
-        env.update(
-            MINIPAY_HOME=str(home),
-            MINIPAY_GATEWAY=self.cluster.gateway_address,
-            MINIPAY_CA=str(self.certs / SERVICES_CA),
-            MINIPAY_CERT=str(self.certs / f"{cert}.pem"),
-            MINIPAY_KEY=str(self.certs / f"{cert}-key.pem"),
-        )
-        result = subprocess.run(
-            [sys.executable, "-m", tool, *args],
-            env=env,
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        given = command_lines.variables(self.certs, self.cluster.gateway_address, home, cert)
+        result = command_lines.run_here(tool, args, given)
         assert "Traceback" not in result.stdout + result.stderr, result.stderr
         return result
 
