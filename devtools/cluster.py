@@ -339,6 +339,9 @@ class ConsoleProcess:
     cluster: Cluster
     port: int
     process: subprocess.Popen[bytes] | None = None
+    # PORT was any free port (not the user's): if taken by the time the console starts,
+    # another free one is taken instead.
+    any_free_port: bool = False
 
     @property
     def url(self) -> str:
@@ -367,6 +370,10 @@ class ConsoleProcess:
         ]
 
     def start(self) -> None:
+        if self.any_free_port and port_in_use(self.port):
+            # Taken since it was chosen (a free port is one of the ephemeral ones, which an
+            # outgoing connection may take meanwhile): another, chosen now.
+            self.port = free_port()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with os.fdopen(private_append(self.log_path), "ab") as out:
             self.process = subprocess.Popen(

@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     failures = 0
     with tempfile.TemporaryDirectory(prefix="minipay-demo-") as folder:
         cluster = Cluster(Path(folder), env=every_process(log_format="json"))
-        console = ConsoleProcess(cluster, free_port())
+        console = ConsoleProcess(cluster, free_port(), any_free_port=True)
         try:
             failures = run_script(cluster, console, Path(folder) / "home", stops.requested)
             if args.keep and not stops.requested():

@@ -881,15 +881,21 @@ def pay_to(bank: str, account: str, amount: str) -> tuple[str, ...]:
     return ("pay", "--to-bank", bank, "--to-account", account, "--amount", amount)
 
 
-def gateway_calls(cluster: Cluster, request_id: str) -> list[dict[str, Any]]:
-    """The gateway's call records with this request id."""
-    found = []
-    for line in cluster.log_file(GATEWAY).read_text().splitlines():
-        with suppress(ValueError):
-            record = json.loads(line)
-            if record.get("event") == "call" and record.get("request_id") == request_id:
-                found.append(record)
-    return found
+def gateway_calls(cluster: Cluster, request_id: str, wait: float = 10.0) -> list[dict[str, Any]]:
+    """The gateway's call records with this request id, once there is one (or WAIT seconds
+    passed): the gateway's log writer is a thread of its own, and a command run in this
+    process can end before it has written the call's record."""
+    deadline = time.monotonic() + wait
+    while True:
+        found = []
+        for line in cluster.log_file(GATEWAY).read_text().splitlines():
+            with suppress(ValueError):
+                record = json.loads(line)
+                if record.get("event") == "call" and record.get("request_id") == request_id:
+                    found.append(record)
+        if found or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.05)
 
 
 def test_payment_by_id(live: Live) -> None:

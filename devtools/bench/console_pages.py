@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="minipay-console-bench-") as folder:
         cluster = Cluster(Path(folder), env=every_process(log_format="json"))
-        console = ConsoleProcess(cluster, free_port())
+        console = ConsoleProcess(cluster, free_port(), any_free_port=True)
         try:
             return run(cluster, console, args.payments, args.rounds, args.seed)
         finally:
