@@ -146,13 +146,13 @@ class ModuleClusters:
         registered) and every process of it serving."""
         key = json.dumps([backend, env or {}, options], sort_keys=True)
         if key not in self.clusters:
-            stack = ExitStack()
             self.started += 1
             folder = self.folder / f"shared-{self.started}"
-            cluster = new_cluster(stack, Cluster, folder, self.certs, backend, env, **options)
-            self.clusters[key] = (cluster, stack)
-            cluster.start()
-            asyncio.run(log_in_everyone(client_config(cluster, self.certs)))
+            with ExitStack() as stack:  # stopped at once if it does not start
+                cluster = new_cluster(stack, Cluster, folder, self.certs, backend, env, **options)
+                cluster.start()
+                asyncio.run(log_in_everyone(client_config(cluster, self.certs)))
+                self.clusters[key] = (cluster, stack.pop_all())
         cluster = self.clusters[key][0]
         for name in cluster.names:  # a test that passed left each one serving; make sure
             process = cluster.processes.get(name)
