@@ -58,16 +58,20 @@ async def hammer(
     replicas: list[str],
     seconds: float,
     cert: str = "client-1",
+    workers: int = 4,
 ) -> tuple[int, list[grpc.aio.AioRpcError]]:
-    """Raw Pay calls (no library, no retry) as fast as they go, in turn to each of REPLICAS,
-    for SECONDS: how many were accepted, and the refusals."""
+    """Raw Pay calls (no library, no retry) as fast as WORKERS callers make them, each in turn
+    to each of REPLICAS, for SECONDS: how many were accepted, and the refusals. Several
+    callers, so that the calls asked for outrun the limit however slow one call is on a busy
+    machine."""
     metadata = (("authorization", f"Bearer {token}"),)
     channels = [aio_channel(cluster, certs, name, cert) for name in replicas]
     stubs = [gateway_pb2_grpc.PaymentsStub(channel) for channel in channels]
     accepted, refusals = 0, []
     stop = time.monotonic() + seconds
-    turn = 0
-    try:
+
+    async def caller(turn: int) -> None:
+        nonlocal accepted
         while time.monotonic() < stop:
             turn += 1
             try:
@@ -75,6 +79,9 @@ async def hammer(
                 accepted += 1
             except grpc.aio.AioRpcError as error:
                 refusals.append(error)
+
+    try:
+        await asyncio.gather(*(caller(number) for number in range(workers)))
     finally:
         for channel in channels:
             await channel.close()
